@@ -1,0 +1,35 @@
+#pragma once
+/// @file Plan.h  Pure work planning: row chunks under a memory budget, tiles with halos, and
+/// deterministic assignment of work items to ranks. No MPI, no I/O.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "safeclip/kernel/Box.h"
+
+namespace safeclip::geom {
+
+using kernel::Box;
+
+/// Parse a byte size such as "512MiB", "2GiB", "1000000", "64 MB".
+/// @throws ConfigError naming `what` on a malformed or non-positive value.
+std::int64_t parseByteSize(const std::string& text, const std::string& what);
+std::string formatByteSize(std::int64_t bytes);
+
+/// Rows per chunk so that `nWarps` warps of `box.width` columns at `bytesPerPixelPerWarp`, plus
+/// `bytesPerPixelFixed` for the outputs, fit in `budgetBytes`. Returns >= 1 row.
+/// @throws ConfigError when even one row does not fit (message gives the minimum budget).
+int rowsPerChunk(const Box& box, int nWarps, std::int64_t bytesPerPixelPerWarp,
+                 std::int64_t bytesPerPixelFixed, std::int64_t budgetBytes);
+
+/// Row chunks [y0, y0+rows) covering box, each `rows` high except possibly the last.
+std::vector<Box> rowChunks(const Box& box, int rows);
+
+/// Tiles of `tileSize` (square, clipped to box), row-major.
+std::vector<Box> tiles(const Box& box, int tileSize);
+
+/// Deterministic balanced assignment: items with costs -> rank per item, for nRanks ranks.
+/// Greedy longest-processing-time with ties broken by index, so every rank computes the same plan.
+std::vector<int> assignToRanks(const std::vector<double>& costs, int nRanks);
+
+}  // namespace safeclip::geom

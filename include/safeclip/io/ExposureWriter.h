@@ -1,0 +1,65 @@
+#pragma once
+/// @file ExposureWriter.h  Writes afw-layout exposures (warps from the simulator/ingest, and
+/// coadds): empty primary HDU with metadata, IMAGE, MASK (MP_* for every plane), VARIANCE, then
+/// optional NIMAGE and binary tables. The file is written to "<path>.tmp.<pid>", closed, fsynced
+/// and renamed over <path>: a reader never sees a half-written file.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "safeclip/kernel/Image.h"
+#include "safeclip/kernel/MaskDict.h"
+
+namespace safeclip::io {
+
+/// One header card for HDU 0.
+struct HeaderCard {
+    std::string key;  ///< <= 8 chars, or a HIERARCH key
+    std::variant<std::string, double, std::int64_t, bool> value;
+    std::string comment;
+};
+
+/// One column of a binary table (all columns of a table have the same length).
+struct Column {
+    std::string name;
+    std::variant<std::vector<std::int64_t>, std::vector<double>, std::vector<std::string>> data;
+    std::string unit;
+    [[nodiscard]] std::size_t size() const;
+};
+
+struct Table {
+    std::string extname;
+    std::vector<Column> columns;
+};
+
+/// What to write.
+struct ExposureData {
+    const kernel::MaskedImage* image = nullptr;  ///< required
+    const kernel::MaskDict* maskPlanes = nullptr;  ///< required: written as MP_* on MASK
+    std::vector<HeaderCard> primaryCards;         ///< e.g. FLUXMAG0, VISIT, provenance
+    std::vector<std::string> wcsCards;            ///< celestial WCS cards copied onto IMAGE/MASK/VARIANCE
+    const kernel::ImageU16* nImage = nullptr;     ///< optional NIMAGE HDU
+    std::vector<Table> tables;                    ///< optional BINTABLE HDUs after the images
+};
+
+/// Write atomically (tmp + fsync + rename). Overwrites an existing file only at the rename.
+/// @throws OutputError naming the path and the problem; the temporary is removed on failure.
+void writeExposure(const std::string& path, const ExposureData& data);
+
+/// Read a BINTABLE HDU by EXTNAME back into a Table (for tests and tools).
+/// @throws InputError
+Table readTable(const std::string& path, const std::string& extname);
+
+/// Read the NIMAGE HDU of a coadd. @throws InputError
+kernel::ImageU16 readNImage(const std::string& path);
+
+/// Read one float image HDU by EXTNAME (e.g. truth planes). @throws InputError
+kernel::ImageF readImageHdu(const std::string& path, const std::string& extname);
+
+/// Write float image HDUs by EXTNAME into one file (atomic), e.g. the simulator's truth file.
+void writeImageHdus(const std::string& path, const std::vector<std::pair<std::string, const kernel::ImageF*>>& hdus,
+                    const std::vector<HeaderCard>& primaryCards);
+
+}  // namespace safeclip::io

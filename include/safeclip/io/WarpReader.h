@@ -1,0 +1,69 @@
+#pragma once
+/// @file WarpReader.h  Reads afw Exposure/MaskedImage FITS warps (spec §13).
+///
+/// IMAGE/MASK/VARIANCE HDUs are found by EXTNAME; xy0 from CRVAL1A/2A (else -LTV1/2); MP_* mask
+/// planes are remapped into a canonical MaskDict; 16-bit (BZERO) and 32-bit masks; tile-compressed
+/// images (cfitsio's image API); the calibration from FLUXMAG0 (legacy) or the PhotoCalib archive
+/// record's calibrationMean. Sub-boxes are read with cfitsio subset reads.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "safeclip/kernel/Image.h"
+#include "safeclip/kernel/MaskDict.h"
+
+namespace safeclip::io {
+
+class FitsFile;
+
+/// Everything the header says about one warp.
+struct WarpHeader {
+    std::string path;
+    kernel::Box box;                      ///< PARENT bbox (xy0 and size)
+    kernel::MaskDict maskPlanes;          ///< the file's own MP_* dictionary
+    std::optional<double> calibrationMean;  ///< nJy per count
+    std::string calibrationSource;        ///< "FLUXMAG0", "PhotoCalib" or "" when absent
+    std::optional<double> psfSigma;       ///< pixels: PSFSIGMA card, else FWHM/2.35482 (PSF_FWHM/FWHM/SEEING px)
+    std::optional<std::int64_t> visit;    ///< VISIT or EXPID card of HDU 0
+    std::vector<std::string> wcsCards;    ///< celestial WCS cards of the IMAGE HDU (CTYPE*, CRPIX*, ...)
+    std::string filter;                   ///< FILTER card, or ""
+};
+
+class WarpReader {
+public:
+    /// Opens the file and parses its headers.
+    /// @throws InputError "PATH: problem" for a missing/unreadable/non-FITS/truncated file, a
+    ///         missing IMAGE/MASK/VARIANCE HDU, a mask without MP_* cards, duplicate MP_ bits,
+    ///         planes of different sizes, or a non-2-D image.
+    explicit WarpReader(const std::string& path);
+    ~WarpReader();
+    WarpReader(WarpReader&&) noexcept;
+    WarpReader& operator=(WarpReader&&) noexcept;
+
+    [[nodiscard]] const WarpHeader& header() const { return m_header; }
+
+    /// Remap this file's mask bits into `canonical` (adding planes it lacks) for later reads.
+    void conformTo(kernel::MaskDict& canonical);
+
+    /// Read `box` (must lie inside header().box) into `out` (resized to box). Masks are remapped.
+    void read(const kernel::Box& box, kernel::MaskedImage& out) const;
+    [[nodiscard]] kernel::MaskedImage read(const kernel::Box& box) const;
+    /// Read only the planes whose pointers are non-null, each box.area() long, row-major.
+    void readPlanes(const kernel::Box& box, float* image, kernel::MaskPixel* mask, float* variance) const;
+
+    /// Whole-file read.
+    [[nodiscard]] kernel::MaskedImage readAll() const { return read(m_header.box); }
+
+private:
+    std::unique_ptr<FitsFile> m_file;
+    WarpHeader m_header;
+    int m_imageHdu = 0, m_maskHdu = 0, m_varianceHdu = 0;
+    kernel::MaskRemap m_remap;
+};
+
+/// calibrationMean (nJy/count) for a legacy FLUXMAG0: 3631e9 / FLUXMAG0.
+double calibrationFromFluxMag0(double fluxMag0);
+
+}  // namespace safeclip::io

@@ -1,0 +1,52 @@
+#pragma once
+/// @file Detect.h  Footprint detection on a (difference) masked image, spec §6.1:
+/// separable Gaussian smoothing, per-pixel n-sigma thresholds of both polarities, 8-connected
+/// footprints of >= minPixels, disk growth, polarity merge.
+/// Memory: 2 float planes of the input box (smoothed image, smoothed variance) + 1 temporary.
+#include <vector>
+
+#include "safeclip/kernel/Image.h"
+#include "safeclip/kernel/SpanSet.h"
+
+namespace safeclip::kernel {
+
+enum class Polarity { Positive, Negative, Both };
+
+/// Detection parameters (SourceDetectionConfig as set by SafeClipAssembleCoaddConfig.setDefaults).
+struct DetectControl {
+    double psfSigma = 2.0;         ///< smoothing σ in pixels (spec §0.3: from config or warp headers)
+    double thresholdValue = 2.0;   ///< clipDetection.thresholdValue (pixel_stdev)
+    Polarity polarity = Polarity::Both;
+    double nSigmaToGrow = 2.0;     ///< clipDetection.nSigmaToGrow; grow = int(nSigmaToGrow*σ + 0.5)
+    int minPixels = 4;             ///< clipDetection.minPixels (before growth)
+    double nSigmaForKernel = 7.0;  ///< full kernel width in σ
+    /// @throws InvalidParameter
+    void validate() const;
+    /// Kernel half-width r = (K-1)/2 with K = 2*floor(floor(nSigmaForKernel*σ + 0.5)/2) + 1.
+    [[nodiscard]] int kernelHalfWidth() const;
+    /// Growth radius int(nSigmaToGrow*σ + 0.5).
+    [[nodiscard]] int growRadius() const;
+};
+
+/// Normalised 1-D Gaussian taps g(t), t = -r..r (sum 1), r from DetectControl::kernelHalfWidth().
+std::vector<double> gaussianKernel1D(double sigma, double nSigmaForKernel);
+
+/// Smoothed planes: S.img = (g⊗g) * img, S.var = (g⊗g)² * var. Only `valid` (the input box shrunk
+/// by r) holds results; pixels outside it are NaN. NaN anywhere under the kernel gives NaN.
+struct Smoothed {
+    ImageF image;
+    ImageF variance;
+    Box valid;
+};
+Smoothed smoothImage(const ImageF& image, const ImageF& variance, double sigma, double nSigmaForKernel);
+
+/// Pixels of `valid` where pol*S.img >= threshold*sqrt(S.var) (NaN/inf never pass).
+SpanSet thresholdSpans(const Smoothed& s, double threshold, Polarity pol);
+
+/// Full detection (spec §6.1.3–8) on image/variance (same box): smooth, threshold each polarity,
+/// 8-connected components with >= minPixels pixels, grow each polarity by the disk and merge
+/// touching footprints (clipped to the full box), then union both polarities and re-segment.
+/// Returns footprints ordered by their first span.
+std::vector<SpanSet> detectFootprints(const ImageF& image, const ImageF& variance, const DetectControl& ctrl);
+
+}  // namespace safeclip::kernel

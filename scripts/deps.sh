@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages safeclip needs, only when something is missing (idempotent).
+set -euo pipefail
+PKGS=(build-essential cmake ninja-build pkg-config git
+      openmpi-bin libopenmpi-dev libboost-mpi-dev libboost-serialization-dev
+      libhdf5-openmpi-dev libcfitsio-dev libspdlog-dev libfmt-dev
+      libgtest-dev googletest libcli11-dev nlohmann-json3-dev libtoml11-dev
+      python3-numpy python3-astropy)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -q
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q "${missing[@]}"
+fi
