@@ -1,1 +1,195 @@
-// implementation pending
+#include "safeclip/app/Cli.h"
+
+#include <CLI/CLI.hpp>
+#include <boost/mpi/environment.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "safeclip/Version.h"
+#include "safeclip/app/Config.h"
+#include "safeclip/app/Ingest.h"
+#include "safeclip/app/Logging.h"
+#include "safeclip/app/PatchCoadd.h"
+#include "safeclip/app/Runner.h"
+#include "safeclip/app/Simulator.h"
+#include "safeclip/kernel/Error.h"
+
+namespace safeclip::app {
+
+namespace {
+
+/// Config file (optional) + --set overrides + --log-level, validated.
+Config loadConfig(const std::string& file, const std::vector<std::string>& sets, const std::string& logLevel) {
+    Config cfg = file.empty() ? Config() : Config::fromFile(file);
+    for (const auto& s : sets) {
+        cfg.set(s);
+    }
+    if (!logLevel.empty()) {
+        cfg.set("log.level=\"" + logLevel + "\"");
+    }
+    cfg.validate();
+    return cfg;
+}
+
+int cmdCoadd(const std::string& out, const std::string& configFile, const std::vector<std::string>& sets,
+             const std::string& logLevel, const std::vector<std::string>& warpPaths) {
+    Config cfg = loadConfig(configFile, sets, logLevel);
+    initLogging(0, cfg.getString("log.level"));
+    if (std::filesystem::is_directory(out)) {
+        throw OutputError(out + ": output path is a directory");
+    }
+    std::vector<WarpInput> warps;
+    for (const auto& p : warpPaths) {
+        warps.push_back(WarpInput{-1, p});
+    }
+    const std::string name = std::filesystem::path(out).stem().string();
+    const PatchResult r = coaddPatch(name, kernel::Box{}, warps, cfg, out);
+    log().info("coadd: {} of {} warps used, {} footprints, {} clipped ({} big), {} CLIPPED warp pixels, {} CLIPPED "
+               "coadd pixels, {:.2f} s -> {}",
+               r.nUsed, r.nWarps, r.nFootprints, r.nClippedFootprints, r.nBigFootprints, r.nClippedWarpPixels,
+               r.nCoaddClippedPixels, r.seconds, out);
+    return 0;
+}
+
+int cmdRun(const std::string& configFile, const std::vector<std::string>& sets, const std::string& logLevel,
+           const RunOptions& opts) {
+    boost::mpi::environment env(boost::mpi::threading::single, /*abort_on_exception=*/true);
+    parallel::Comm comm;
+    int code = 0;
+    Config cfg;
+    try {
+        cfg = loadConfig(configFile, sets, logLevel);
+        initLogging(comm.rank(), cfg.getString("log.level"));
+    } catch (const Error& e) {
+        initLogging(comm.rank(), "info");
+        if (comm.rank() == 0) {
+            log().error("{}", e.what());
+        }
+        code = static_cast<int>(e.code());
+    }
+    if (!comm.agree(code == 0)) {
+        return code != 0 ? code : static_cast<int>(ExitCode::Config);
+    }
+    return runManifest(cfg, opts, comm);
+}
+
+std::pair<int, int> parseSize(const std::string& s) {
+    int w = 0;
+    int h = 0;
+    char x = 0;
+    char extra = 0;
+    if (std::sscanf(s.c_str(), "%d%c%d%c", &w, &x, &h, &extra) != 3 || (x != 'x' && x != 'X') || w < 16 || h < 16) {
+        throw ConfigError("--size: '" + s + "' must be WxH with W, H >= 16 (e.g. 512x512)");
+    }
+    return {w, h};
+}
+
+}  // namespace
+
+int runCli(int argc, char** argv) {
+    CLI::App app{"safeclip " + std::string(kVersion) +
+                 ": SafeClip coadds of astronomical warps (LSST SafeClipAssembleCoaddTask), at HPC scale with MPI"};
+    app.set_version_flag("--version", std::string("safeclip ") + kVersion + " (git " + kGitRevision + ")");
+    app.require_subcommand(1);
+    std::string logLevel;
+    app.add_option("--log-level", logLevel, "trace|debug|info|warn|error|off (overrides log.level)");
+
+    // coadd
+    auto* coadd = app.add_subcommand("coadd", "SafeClip coadd of one patch; the patch box is the warps' common box");
+    std::string coaddOut;
+    std::string coaddConfig;
+    std::vector<std::string> coaddSets;
+    std::vector<std::string> coaddWarps;
+    coadd->add_option("-o,--output", coaddOut, "output coadd FITS (written atomically)")->required();
+    coadd->add_option("--config", coaddConfig, "TOML config file (see `safeclip config`)");
+    coadd->add_option("--set", coaddSets, "override a config key: key=value (repeatable)");
+    coadd->add_option("warps", coaddWarps, "input warp FITS files (afw Exposure layout)")->required();
+    coadd->footer("Set coadd.mode=mean for a plain weighted mean without clipping.");
+
+    // run
+    auto* run = app.add_subcommand("run", "coadd every patch of a manifest; launch with mpirun -n R for R ranks");
+    std::string runConfig;
+    std::vector<std::string> runSets;
+    RunOptions runOpts;
+    run->add_option("config", runConfig, "TOML config file with input.manifest and output.dir")->required();
+    run->add_option("--set", runSets, "override a config key: key=value (repeatable)");
+    run->add_flag("--resume", runOpts.resume,
+                  "skip patches whose output exists and was made with the same configuration");
+
+    // simulate
+    auto* sim = app.add_subcommand("simulate", "write seeded synthetic warps with known truth and a manifest");
+    SimulateOptions simOpts;
+    std::string simSize = "256x256";
+    sim->add_option("--out", simOpts.outDir, "output directory")->required();
+    sim->add_option("--warps", simOpts.warps, "warps per patch")->check(CLI::Range(1, 1000));
+    sim->add_option("--size", simSize, "patch size WxH in pixels");
+    sim->add_option("--patches", simOpts.patches, "number of patches")->check(CLI::Range(1, 10000));
+    sim->add_option("--seed", simOpts.seed, "random seed");
+
+    // ingest
+    auto* ing = app.add_subcommand("ingest",
+                                   "turn single-HDU exposures already on one grid into afw-layout warps (variance, "
+                                   "masks, DETECTED, zero point)");
+    IngestOptions ingOpts;
+    double ingFwhm = 0;
+    double ingZp = 0;
+    ing->add_option("--out", ingOpts.outDir, "output directory")->required();
+    ing->add_option("files", ingOpts.files, "input FITS images (primary HDU)")->required();
+    ing->add_option("--threshold", ingOpts.detectThreshold, "DETECTED threshold in sigma (default 5)");
+    ing->add_option("--fwhm", ingFwhm, "PSF FWHM in pixels for every file (default: FWHM header card)");
+    ing->add_option("--zero-point", ingZp, "AB zero point for every file (default: --zero-point-key card)");
+    ing->add_option("--zero-point-key", ingOpts.zeroPointKey, "header card with the zero point (default MAGZERO)");
+
+    // config
+    auto* cfgCmd = app.add_subcommand("config", "print every configuration key with its default and meaning (TOML)");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        const int rc = app.exit(e);
+        return rc == 0 ? 0 : static_cast<int>(ExitCode::Usage);
+    }
+
+    try {
+        if (*coadd) {
+            return cmdCoadd(coaddOut, coaddConfig, coaddSets, logLevel, coaddWarps);
+        }
+        if (*run) {
+            return cmdRun(runConfig, runSets, logLevel, runOpts);
+        }
+        initLogging(0, logLevel.empty() ? "info" : logLevel);
+        if (*sim) {
+            const auto [w, h] = parseSize(simSize);
+            simOpts.width = w;
+            simOpts.height = h;
+            simulate(simOpts);
+            log().info("simulate: {} patches x {} warps of {}x{} written to {}", simOpts.patches, simOpts.warps, w, h,
+                       simOpts.outDir);
+            return 0;
+        }
+        if (*ing) {
+            if (ingFwhm > 0) {
+                ingOpts.psfFwhm = ingFwhm;
+            }
+            if (ingZp != 0) {
+                ingOpts.zeroPoint = ingZp;
+            }
+            ingest(ingOpts);
+            return 0;
+        }
+        if (*cfgCmd) {
+            std::cout << describeConfig();
+            return 0;
+        }
+    } catch (const Error& e) {
+        log().error("{}", e.what());
+        return static_cast<int>(e.code());
+    } catch (const std::exception& e) {
+        log().error("internal error: {}", e.what());
+        return static_cast<int>(ExitCode::Internal);
+    }
+    return 0;
+}
+
+}  // namespace safeclip::app

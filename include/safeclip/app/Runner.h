@@ -1,0 +1,22 @@
+#pragma once
+/// @file Runner.h  `safeclip run`: many patches from a manifest over MPI ranks.
+///
+/// Patches are assigned to ranks by geom::assignToRanks (cost = area x warps), so every rank
+/// computes the same plan without talking; each rank coadds its patches (PatchCoadd) and writes
+/// <output.dir>/<patch>.fits atomically. A failing patch is logged with its rank and does not stop
+/// the others; at the end all ranks agree on the exit code (no rank is left in a collective).
+#include <string>
+
+#include "safeclip/app/Config.h"
+#include "safeclip/parallel/Comm.h"
+
+namespace safeclip::app {
+
+struct RunOptions {
+    bool resume = false;  ///< skip patches whose output exists, opens, and has the same config hash
+};
+
+/// Collective over comm. Returns the process exit code (same on every rank).
+int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm& comm);
+
+}  // namespace safeclip::app

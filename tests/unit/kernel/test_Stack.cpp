@@ -1,0 +1,637 @@
+/// @file test_Stack.cpp  Unit tests of the per-pixel stacker (spec §4, §11, afw vectors of §12).
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "safeclip/kernel/Error.h"
+#include "safeclip/kernel/Stack.h"
+
+namespace safeclip::kernel {
+namespace {
+
+constexpr MaskPixel kBad = 0x1;
+constexpr MaskPixel kSat = 0x2;
+constexpr MaskPixel kEdge = 0x10;
+constexpr MaskPixel kDetected = 0x20;
+constexpr MaskPixel kNoData = 0x100;
+constexpr MaskPixel kClipped = 0x200;
+constexpr MaskPixel kRejected = 0x400;
+constexpr MaskPixel kSensorEdge = 0x800;
+const float kNaNf = std::numeric_limits<float>::quiet_NaN();
+
+PixelResult run(const std::vector<float>& x, const std::vector<MaskPixel>& m, const std::vector<float>& v,
+                const std::vector<float>& w, const StackControl& ctrl) {
+    StackScratch scratch;
+    return stackPixel(x, m, v, w, ctrl, scratch);
+}
+
+StackControl meanCtrl() {
+    StackControl c;
+    c.statistic = Statistic::Mean;
+    c.noGoodPixelsMask = kNoData;
+    c.clippedBit = kClipped;
+    return c;
+}
+
+StackControl clipCtrl() {
+    StackControl c = meanCtrl();
+    c.statistic = Statistic::MeanClip;
+    return c;
+}
+
+std::uint32_t bitsOf(float f) { return std::bit_cast<std::uint32_t>(f); }
+
+// ---------------------------------------------------------------- afw test_stacker vectors
+
+TEST(Stack, WeightedMeanByVector) {
+    const std::vector<float> x{1.0F, 2.0F, 3.5F, 4.0F, 10.0F};
+    const std::vector<float> w{0.5F, 1.0F, 2.0F, 3.0F, 0.25F};
+    const std::vector<float> v{1.0F, 2.0F, 0.5F, 3.0F, 8.0F};
+    const std::vector<MaskPixel> m(5, 0);
+    double sw = 0;
+    double swx = 0;
+    double sw2v = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        sw += w[i];
+        swx += static_cast<double>(w[i]) * x[i];
+        sw2v += static_cast<double>(w[i]) * w[i] * v[i];
+    }
+    const PixelResult r = run(x, m, v, w, meanCtrl());
+    EXPECT_DOUBLE_EQ(r.value, swx / sw);
+    EXPECT_NEAR(r.value, 23.0 / 6.75, 1e-12);  // (0.5+2+7+12+2.5)/6.75
+    EXPECT_DOUBLE_EQ(r.variance, sw2v / (sw * sw));
+    EXPECT_EQ(r.mask, 0);
+    EXPECT_EQ(r.nMasked, 0);
+    EXPECT_EQ(r.nClipped, 0);
+}
+
+TEST(Stack, MeanByInverseVarianceIsHarmonicMean) {
+    // x = v and w = 1/v: Σ w x / Σ w = n / Σ (1/v).
+    const std::vector<float> v{1.0F, 2.0F, 4.0F, 5.0F, 10.0F, 0.5F};
+    std::vector<float> w;
+    double sumInv = 0;
+    for (const float vi : v) {
+        w.push_back(1.0F / vi);
+        sumInv += 1.0 / vi;
+    }
+    const std::vector<MaskPixel> m(v.size(), 0);
+    const PixelResult r = run(v, m, v, w, meanCtrl());
+    EXPECT_NEAR(r.value, static_cast<double>(v.size()) / sumInv, 1e-12);
+    // V = Σ w² v / (Σ w)² = Σ (1/v) / (Σ 1/v)² = 1 / Σ (1/v).
+    EXPECT_NEAR(r.variance, 1.0 / sumInv, 1e-12);
+}
+
+TEST(Stack, Ticket1412OrMaskOnlyOverAcceptedInputs) {
+    StackControl c = meanCtrl();
+    c.andMask = 0x1;
+    const PixelResult r = run({1.0F, 2.0F}, {0x4, 0x3}, {1.0F, 1.0F}, {1.0F, 1.0F}, c);
+    EXPECT_EQ(r.mask, 0x4);
+    EXPECT_DOUBLE_EQ(r.value, 1.0);
+    EXPECT_EQ(r.nMasked, 1);
+}
+
+TEST(Stack, RejectedMaskPropagationThreshold) {
+    constexpr MaskPixel kReject = 0x2;
+    constexpr MaskPixel kProp = 0x4;
+    StackControl c = meanCtrl();
+    c.andMask = kReject;
+    c.propagationThresholds = {{kProp, 0.3}};
+    const std::vector<float> x{12.0F, 9.0F, 7.0F, 3.0F, 4.0F};
+    const std::vector<float> v(5, 1.0F);
+    const std::vector<MaskPixel> m{kReject | kProp, 0, 0, 0, 0};
+
+    // Rejected weight fraction 1/5 = 0.2 <= 0.3: the bit is not propagated.
+    const PixelResult r1 = run(x, m, v, {1.0F, 1.0F, 1.0F, 1.0F, 1.0F}, c);
+    EXPECT_EQ(r1.mask & kProp, 0);
+    EXPECT_DOUBLE_EQ(r1.value, (9.0 + 7.0 + 3.0 + 4.0) / 4.0);
+
+    // Rejected weight fraction 2/6 = 1/3 > 0.3: the bit is propagated.
+    const PixelResult r2 = run(x, m, v, {2.0F, 1.0F, 1.0F, 1.0F, 1.0F}, c);
+    EXPECT_EQ(r2.mask, kProp);
+    EXPECT_DOUBLE_EQ(r2.value, (9.0 + 7.0 + 3.0 + 4.0) / 4.0);
+
+    // The same weight rejected *without* the bit does not count.
+    const PixelResult r3 = run(x, {kReject, 0, 0, 0, 0}, v, {2.0F, 1.0F, 1.0F, 1.0F, 1.0F}, c);
+    EXPECT_EQ(r3.mask, 0);
+
+    // Weights of accepted inputs enter the denominator: 1 / (1 + 2+2+2+2) = 1/9 < 0.3.
+    const PixelResult r4 = run(x, m, v, {1.0F, 2.0F, 2.0F, 2.0F, 2.0F}, c);
+    EXPECT_EQ(r4.mask & kProp, 0);
+    // 2 rejected with the bit out of 1+2+... : (1+2)/(3+1+1+1) = 0.5 > 0.3.
+    const PixelResult r5 =
+        run(x, {kReject | kProp, kReject | kProp, 0, 0, 0}, v, {1.0F, 2.0F, 1.0F, 1.0F, 1.0F}, c);
+    EXPECT_EQ(r5.mask, kProp);
+    EXPECT_DOUBLE_EQ(r5.value, (7.0 + 3.0 + 4.0) / 3.0);
+}
+
+TEST(Stack, ClippedTenInputsOneOutlier) {
+    std::vector<float> x(10, 0.0F);
+    x[3] = 1.0F;
+    const std::vector<float> v(10, 1.0F);
+    const std::vector<float> w(10, 1.0F);
+    const std::vector<MaskPixel> m(10, 0);
+    const PixelResult r = run(x, m, v, w, clipCtrl());
+    EXPECT_EQ(r.value, 0.0);
+    EXPECT_EQ(r.nClipped, 1);
+    EXPECT_EQ(r.mask, kClipped);
+    EXPECT_DOUBLE_EQ(r.variance, 9.0 / 81.0);  // Σ w² v / (Σ w)² over the nine kept
+
+    // MEAN does not clip.
+    const PixelResult rm = run(x, m, v, w, meanCtrl());
+    EXPECT_DOUBLE_EQ(rm.value, 0.1);
+    EXPECT_EQ(rm.mask, 0);
+}
+
+TEST(Stack, ClippedMaskedInputMapsBits) {
+    std::vector<float> x(10, 0.0F);
+    std::vector<MaskPixel> m(10, 0);
+    m[4] = kBad;
+    m[7] = kClipped;
+    x[7] = 100.0F;  // excluded by CLIPPED in the AND-mask: its value must not matter
+    const std::vector<float> v(10, 1.0F);
+    const std::vector<float> w(10, 1.0F);
+    StackControl c = clipCtrl();
+    c.andMask = kBad | kClipped;
+    c.maskMap = {{kBad, kRejected}, {kEdge, kSensorEdge}, {kClipped, kClipped}};
+    const PixelResult r = run(x, m, v, w, c);
+    EXPECT_EQ(r.value, 0.0);
+    EXPECT_EQ(r.nClipped, 0);
+    EXPECT_EQ(r.nMasked, 2);
+    EXPECT_EQ(r.mask, kRejected | kClipped);
+
+    // No input masked: maskMap does not fire even though the map exists.
+    const PixelResult r0 = run(x, std::vector<MaskPixel>(10, 0), v, w, meanCtrl());
+    EXPECT_EQ(r0.mask, 0);
+}
+
+TEST(Stack, MaskMapLooksAtAllInputsIncludingNaN) {
+    // An unmasked NaN counts as masked (NMASKED = 1); the map then tests *every* input's bits,
+    // including the accepted one.
+    StackControl c = meanCtrl();
+    c.andMask = kBad;
+    c.maskMap = {{kDetected, kRejected}};
+    const PixelResult r = run({1.0F, kNaNf}, {kDetected, 0}, {1.0F, 1.0F}, {1.0F, 1.0F}, c);
+    EXPECT_EQ(r.nMasked, 1);
+    EXPECT_DOUBLE_EQ(r.value, 1.0);
+    EXPECT_EQ(r.mask, kDetected | kRejected);
+    const PixelResult r2 = run({1.0F, 3.0F}, {kDetected, 0}, {1.0F, 1.0F}, {1.0F, 1.0F}, c);
+    EXPECT_EQ(r2.nMasked, 0);
+    EXPECT_EQ(r2.mask, kDetected);
+    EXPECT_DOUBLE_EQ(r2.value, 2.0);
+}
+
+TEST(Stack, AllMaskedGivesNaNAndNoGoodPixelsMask) {
+    StackControl c = meanCtrl();
+    c.andMask = kBad | kSat | kEdge | kNoData;
+    const std::vector<float> x{1.0F, 2.0F, kNaNf};
+    const std::vector<MaskPixel> m{kBad | kDetected, kEdge, 0};
+    const std::vector<float> v{1.0F, 1.0F, 1.0F};
+    const std::vector<float> w{1.0F, 1.0F, 1.0F};
+    PixelResult r = run(x, m, v, w, c);
+    EXPECT_TRUE(std::isnan(r.value));
+    EXPECT_TRUE(std::isnan(r.variance));
+    EXPECT_EQ(r.mask, kNoData);  // replaces the OR (DETECTED of a rejected input is not there)
+    EXPECT_EQ(r.nMasked, 3);
+    EXPECT_EQ(r.nClipped, 0);
+
+    // Spec §11.1: mask = NO_DATA | mapped bits.
+    c.maskMap = {{kBad | kSat, kRejected}, {kEdge, kSensorEdge}, {kClipped, kClipped}};
+    r = run(x, m, v, w, c);
+    EXPECT_EQ(r.mask, kNoData | kRejected | kSensorEdge);
+
+    c.statistic = Statistic::MeanClip;
+    r = run(x, m, v, w, c);
+    EXPECT_TRUE(std::isnan(r.value));
+    EXPECT_EQ(r.mask, kNoData | kRejected | kSensorEdge);
+    EXPECT_EQ(r.nClipped, 0);
+
+    // Zero inputs.
+    r = run({}, {}, {}, {}, meanCtrl());
+    EXPECT_TRUE(std::isnan(r.value));
+    EXPECT_EQ(r.mask, kNoData);
+}
+
+TEST(Stack, SingleInput) {
+    PixelResult r = run({3.25F}, {kDetected}, {0.75F}, {2.0F}, meanCtrl());
+    EXPECT_DOUBLE_EQ(r.value, 3.25);
+    EXPECT_DOUBLE_EQ(r.variance, 0.75);
+    EXPECT_EQ(r.mask, kDetected);
+    r = run({3.25F}, {kDetected}, {0.75F}, {2.0F}, clipCtrl());
+    EXPECT_DOUBLE_EQ(r.value, 3.25);
+    EXPECT_DOUBLE_EQ(r.variance, 0.75);
+    EXPECT_EQ(r.nClipped, 0);
+    EXPECT_EQ(r.mask, kDetected);
+    // One accepted among several: still x and v.
+    StackControl c = clipCtrl();
+    c.andMask = kBad;
+    r = run({3.25F, 7.0F, 9.0F}, {0, kBad, kBad}, {0.75F, 1.0F, 1.0F}, {2.0F, 1.0F, 1.0F}, c);
+    EXPECT_DOUBLE_EQ(r.value, 3.25);
+    EXPECT_DOUBLE_EQ(r.variance, 0.75);
+    EXPECT_EQ(r.nClipped, 0);
+    // Sample-variance error of one input is NaN (debiasing divides by zero).
+    c.calcErrorFromInputVariance = false;
+    c.statistic = Statistic::Mean;
+    r = run({3.25F}, {0}, {0.75F}, {2.0F}, c);
+    EXPECT_DOUBLE_EQ(r.value, 3.25);
+    EXPECT_TRUE(std::isnan(r.variance));
+}
+
+TEST(Stack, TwoInputsMeanClip) {
+    // σ = 1.5: half-width 1.5 · 0.7413 · 0.5 = 0.556 ≥ 0.5 keeps both.
+    PixelResult r = run({0.0F, 1.0F}, {0, 0}, {1.0F, 1.0F}, {1.0F, 3.0F}, clipCtrl());
+    EXPECT_DOUBLE_EQ(r.value, 0.75);
+    EXPECT_EQ(r.nClipped, 0);
+    EXPECT_EQ(r.mask, 0);
+    // σ = 1.3 < 1.349 rejects both: NaN, both counted as clipped.
+    StackControl c = clipCtrl();
+    c.sigmaClip = 1.3;
+    r = run({0.0F, 1.0F}, {0, 0}, {1.0F, 1.0F}, {1.0F, 3.0F}, c);
+    EXPECT_TRUE(std::isnan(r.value));
+    EXPECT_EQ(r.nClipped, 2);
+    EXPECT_EQ(r.mask, kClipped);
+}
+
+TEST(Stack, MeanClipRemovesLargeOutlier) {
+    std::mt19937 rng(12345);
+    std::normal_distribution<float> g(100.0F, 1.0F);
+    const int n = 40;
+    std::vector<float> x(n);
+    for (auto& xi : x) {
+        xi = g(rng);
+    }
+    x[17] = 1000.0F * 100.0F;
+    std::vector<MaskPixel> m(n, 0);
+    m[17] = kDetected;
+    const std::vector<float> v(n, 1.0F);
+    const std::vector<float> w(n, 1.0F);
+    const PixelResult r = run(x, m, v, w, clipCtrl());
+    EXPECT_GE(r.nClipped, 1);
+    EXPECT_LT(r.nClipped, n / 2);
+    EXPECT_EQ(r.nMasked, 0);
+    EXPECT_NEAR(r.value, 100.0, 1.0);
+    // The mask still comes from the standard pass over all accepted inputs.
+    EXPECT_EQ(r.mask, kDetected | kClipped);
+    EXPECT_DOUBLE_EQ(r.variance, 1.0 / (n - r.nClipped));
+    const PixelResult rm = run(x, m, v, w, meanCtrl());
+    EXPECT_GT(rm.value, 2000.0);
+}
+
+TEST(Stack, MeanClipWithEqualVariancesGivesVOverN) {
+    // afw test_statistics: err(MEAN)² = err(MEANCLIP)² = v / npix with input-variance errors.
+    const int n = 25;
+    std::vector<float> x(n);
+    for (int i = 0; i < n; ++i) {
+        x[i] = 10.0F + 0.01F * static_cast<float>(i % 5);
+    }
+    const std::vector<float> v(n, 4.0F);
+    const std::vector<float> w(n, 1.0F);
+    const std::vector<MaskPixel> m(n, 0);
+    const PixelResult rm = run(x, m, v, w, meanCtrl());
+    const PixelResult rc = run(x, m, v, w, clipCtrl());
+    EXPECT_EQ(rc.nClipped, 0);
+    EXPECT_NEAR(rm.variance, 4.0 / n, 1e-15);
+    EXPECT_NEAR(rc.variance, 4.0 / n, 1e-15);
+}
+
+TEST(Stack, VarianceFormulas) {
+    const std::vector<float> x{1.0F, 2.0F, 4.0F};
+    const std::vector<float> w{1.0F, 2.0F, 3.0F};
+    const std::vector<float> v{0.5F, 1.0F, 2.0F};
+    const std::vector<MaskPixel> m(3, 0);
+    StackControl c = meanCtrl();
+    PixelResult r = run(x, m, v, w, c);
+    EXPECT_NEAR(r.value, 17.0 / 6.0, 1e-15);
+    EXPECT_NEAR(r.variance, (1 * 0.5 + 4 * 1.0 + 9 * 2.0) / 36.0, 1e-15);  // 0.625
+    // Sample variance: s² = 53/22, V = s² Σw² / (Σw)² = 53/22 · 14/36.
+    c.calcErrorFromInputVariance = false;
+    r = run(x, m, v, w, c);
+    EXPECT_NEAR(r.variance, 53.0 / 22.0 * 14.0 / 36.0, 1e-14);
+    // Variance finiteness is not checked: an accepted NaN variance poisons V but not μ.
+    c.calcErrorFromInputVariance = true;
+    r = run(x, m, {0.5F, kNaNf, 2.0F}, w, c);
+    EXPECT_NEAR(r.value, 17.0 / 6.0, 1e-15);
+    EXPECT_TRUE(std::isnan(r.variance));
+}
+
+TEST(Stack, MeanClipIterationsUseWeightedMeanAndSigma) {
+    // Hand-computed: values 0,1,2,3,10 with weights 1: median 2, IQR = 3-1 = 2,
+    // h1 = 1.5·0.7413·2 = 2.224: keep {0,1,2,3}, μ1 = 1.5, s1² = 5/3, h2 = 1.5·1.291 = 1.936:
+    // keep {0,1,2,3}, stable.
+    const std::vector<float> x{0.0F, 1.0F, 2.0F, 3.0F, 10.0F};
+    const std::vector<MaskPixel> m(5, 0);
+    const std::vector<float> v(5, 1.0F);
+    const std::vector<float> w(5, 1.0F);
+    PixelResult r = run(x, m, v, w, clipCtrl());
+    EXPECT_DOUBLE_EQ(r.value, 1.5);
+    EXPECT_EQ(r.nClipped, 1);
+    // With heavy weight on 3, iteration 2 centres on the weighted mean 2.5 and
+    // h = 1.5·sqrt(s²); s² = [Σw(x-μ)²/Σw]·(Σw)²/((Σw)²-Σw²) with w = 1,1,1,7:
+    // Σw=10, μ=(0+1+2+21)/10=2.4, Σw(x-μ)² = 5.76+1.96+0.16+7·0.36 = 10.4,
+    // s² = 1.04·100/(100-52) = 2.1667, h = 2.208: keeps x ∈ [0.192, 4.608] -> {1,2,3}.
+    r = run(x, m, v, {1.0F, 1.0F, 1.0F, 7.0F, 1.0F}, clipCtrl());
+    // Iter 3: from {1,2,3} w {1,1,7}: μ = 24/9 = 2.667, Σw(x-μ)² = 2.778+0.444+0.778 = 4.0,
+    // s² = (4/9)·81/(81-51) = 1.2, h = 1.643: keeps [1.024, 4.31] -> {2,3}.
+    EXPECT_NEAR(r.value, (2.0 + 21.0) / 8.0, 1e-15);
+    EXPECT_EQ(r.nClipped, 3);
+    StackControl c = clipCtrl();
+    c.clipIter = 1;
+    r = run(x, m, v, {1.0F, 1.0F, 1.0F, 7.0F, 1.0F}, c);
+    EXPECT_NEAR(r.value, 24.0 / 10.0, 1e-15);
+    EXPECT_EQ(r.nClipped, 1);
+}
+
+TEST(Stack, MeanClipRetainingOnePointGivesNaN) {
+    // Iteration 1 keeps only the median value 0 (IQR = 0) -> s² NaN -> iteration 2 NaN (spec §4.2.4).
+    const std::vector<float> x{-5.0F, 0.0F, 7.0F};
+    // IQR = 3.5 - (-2.5) = 6; with σ = 0.1 the half width is 0.44: only 0 survives.
+    StackControl c = clipCtrl();
+    c.sigmaClip = 0.1;
+    PixelResult r = run(x, {0, 0, 0}, {1.0F, 1.0F, 1.0F}, {1.0F, 1.0F, 1.0F}, c);
+    EXPECT_TRUE(std::isnan(r.value));
+    EXPECT_EQ(r.nClipped, 3);
+    EXPECT_EQ(r.mask, kClipped);
+    c.clipIter = 1;
+    r = run(x, {0, 0, 0}, {1.0F, 1.0F, 1.0F}, {1.0F, 1.0F, 1.0F}, c);
+    EXPECT_DOUBLE_EQ(r.value, 0.0);
+    EXPECT_EQ(r.nClipped, 2);
+}
+
+TEST(Stack, ValidateRejectsBadParameters) {
+    StackControl c;
+    EXPECT_NO_THROW(c.validate());
+    c.sigmaClip = 0.0;
+    EXPECT_THROW(c.validate(), InvalidParameter);
+    c.sigmaClip = -1.0;
+    EXPECT_THROW(c.validate(), InvalidParameter);
+    c.sigmaClip = std::numeric_limits<double>::quiet_NaN();
+    EXPECT_THROW(c.validate(), InvalidParameter);
+    c = StackControl{};
+    c.clipIter = 0;
+    EXPECT_THROW(c.validate(), InvalidParameter);
+    c = StackControl{};
+    c.propagationThresholds = {{kSat, 1.5}};
+    EXPECT_THROW(c.validate(), InvalidParameter);
+    c.propagationThresholds = {{kSat, -0.1}};
+    EXPECT_THROW(c.validate(), InvalidParameter);
+    c.propagationThresholds = {{kSat | kBad, 0.1}};
+    EXPECT_THROW(c.validate(), InvalidParameter);
+    c.propagationThresholds = {{kSat, 0.1}, {kBad, 1.0}, {kEdge, 0.0}};
+    EXPECT_NO_THROW(c.validate());
+
+    MaskedImage in(Box{0, 0, 2, 2});
+    MaskedImage out(Box{0, 0, 2, 2});
+    StackControl bad;
+    bad.clipIter = 0;
+    const std::vector<float> w{1.0F};
+    EXPECT_THROW(stackRegion({&in}, w, bad, Box{0, 0, 2, 2}, out), InvalidParameter);
+    EXPECT_THROW(stackRegion({&in}, {}, StackControl{}, Box{0, 0, 2, 2}, out), InvalidParameter);
+    EXPECT_THROW(stackRegion({&in}, w, StackControl{}, Box{0, 0, 3, 2}, out), InvalidParameter);
+}
+
+// ---------------------------------------------------------------- stackRegion
+
+struct RegionFixture {
+    std::vector<MaskedImage> images;
+    std::vector<float> weights;
+};
+
+RegionFixture makeInputs(int n, std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> g(50.0F, 3.0F);
+    std::uniform_real_distribution<float> u(0.0F, 1.0F);
+    RegionFixture f;
+    for (int i = 0; i < n; ++i) {
+        // Boxes differ but all contain [-3, 20) x [5, 22).
+        MaskedImage mi(Box{-5 - i, 3 - (i % 2), 30 + i, 21 + i});
+        for (std::size_t p = 0; p < mi.image.data().size(); ++p) {
+            const float r = u(rng);
+            float x = g(rng);
+            MaskPixel m = 0;
+            if (r < 0.05F) {
+                x = kNaNf;
+                m = kNoData;
+            } else if (r < 0.10F) {
+                m = kBad;
+            } else if (r < 0.13F) {
+                m = kSat;
+            } else if (r < 0.16F) {
+                x *= 5.0F;  // outlier
+                m = kDetected;
+            } else if (r < 0.18F) {
+                x = kNaNf;  // NaN without a mask bit
+            } else if (r < 0.20F) {
+                m = kEdge;
+            }
+            mi.image.data()[p] = x;
+            mi.mask.data()[p] = m;
+            mi.variance.data()[p] = 0.5F + u(rng);
+        }
+        f.images.push_back(std::move(mi));
+        f.weights.push_back(0.5F + u(rng));
+    }
+    return f;
+}
+
+StackControl regionCtrl(Statistic s) {
+    StackControl c;
+    c.statistic = s;
+    c.andMask = kNoData | kBad | kSat | kEdge;
+    c.noGoodPixelsMask = kNoData;
+    c.clippedBit = kClipped;
+    c.maskMap = {{kBad | kSat, kRejected}, {kEdge, kSensorEdge}, {kClipped, kClipped}};
+    c.propagationThresholds = {{kSat, 0.1}};
+    return c;
+}
+
+void expectBitwiseEqual(const MaskedImage& a, const MaskedImage& b, const Box& region) {
+    for (int y = region.y0; y < region.y1(); ++y) {
+        for (int x = region.x0; x < region.x1(); ++x) {
+            ASSERT_EQ(bitsOf(a.image(x, y)), bitsOf(b.image(x, y))) << x << "," << y;
+            ASSERT_EQ(bitsOf(a.variance(x, y)), bitsOf(b.variance(x, y))) << x << "," << y;
+            ASSERT_EQ(a.mask(x, y), b.mask(x, y)) << x << "," << y;
+        }
+    }
+}
+
+class StackRegionTest : public ::testing::TestWithParam<Statistic> {};
+
+TEST_P(StackRegionTest, EqualsStackPixelLoop) {
+    const RegionFixture f = makeInputs(7, 42);
+    std::vector<const MaskedImage*> ptrs;
+    for (const auto& mi : f.images) {
+        ptrs.push_back(&mi);
+    }
+    const StackControl c = regionCtrl(GetParam());
+    const Box region{-3, 5, 23, 17};
+    MaskedImage out(Box{-10, 0, 40, 30});
+    out.image.fill(-1.0F);
+    out.mask.fill(0x7fff);
+    const StackResult res = stackRegion(ptrs, f.weights, c, region, out);
+    EXPECT_EQ(res.nPixels, region.area());
+
+    StackScratch scratch;
+    std::vector<float> x(ptrs.size());
+    std::vector<MaskPixel> m(ptrs.size());
+    std::vector<float> v(ptrs.size());
+    std::int64_t nClipped = 0;
+    std::int64_t nNoData = 0;
+    std::int64_t nRejected = 0;
+    for (int yy = region.y0; yy < region.y1(); ++yy) {
+        for (int xx = region.x0; xx < region.x1(); ++xx) {
+            for (std::size_t i = 0; i < ptrs.size(); ++i) {
+                x[i] = ptrs[i]->image(xx, yy);
+                m[i] = ptrs[i]->mask(xx, yy);
+                v[i] = ptrs[i]->variance(xx, yy);
+            }
+            const PixelResult r = stackPixel(x, m, v, f.weights, c, scratch);
+            ASSERT_EQ(bitsOf(out.image(xx, yy)), bitsOf(static_cast<float>(r.value))) << xx << "," << yy;
+            ASSERT_EQ(bitsOf(out.variance(xx, yy)), bitsOf(static_cast<float>(r.variance)));
+            ASSERT_EQ(out.mask(xx, yy), r.mask);
+            nClipped += r.nClipped > 0 ? 1 : 0;
+            nNoData += r.nMasked == static_cast<int>(ptrs.size()) ? 1 : 0;
+            nRejected += (r.mask & kRejected) != 0 ? 1 : 0;
+        }
+    }
+    EXPECT_EQ(res.nClippedPixels, nClipped);
+    EXPECT_EQ(res.nNoData, nNoData);
+    EXPECT_GT(nRejected, 0);  // the fixture exercises the mask map
+    if (GetParam() == Statistic::MeanClip) {
+        EXPECT_GT(nClipped, 0);
+    } else {
+        EXPECT_EQ(nClipped, 0);
+    }
+    // Pixels outside the region are untouched.
+    EXPECT_EQ(out.image(-10, 0), -1.0F);
+    EXPECT_EQ(out.mask(region.x1(), region.y0), 0x7fff);
+    EXPECT_EQ(out.image(region.x0, region.y1()), -1.0F);
+}
+
+TEST_P(StackRegionTest, IndependentOfRowChunking) {
+    const RegionFixture f = makeInputs(9, 7);
+    std::vector<const MaskedImage*> ptrs;
+    for (const auto& mi : f.images) {
+        ptrs.push_back(&mi);
+    }
+    const StackControl c = regionCtrl(GetParam());
+    const Box region{-3, 5, 23, 17};
+    MaskedImage whole(region);
+    const StackResult all = stackRegion(ptrs, f.weights, c, region, whole);
+    for (const int chunk : {1, 3, 7}) {
+        MaskedImage parts(Box{-3, 5, 23, 17});
+        std::int64_t nPix = 0;
+        std::int64_t nClip = 0;
+        for (int y = region.y0; y < region.y1(); y += chunk) {
+            const StackResult r = stackRegion(ptrs, f.weights, c, region.rows(y, y + chunk), parts);
+            nPix += r.nPixels;
+            nClip += r.nClippedPixels;
+        }
+        EXPECT_EQ(nPix, all.nPixels);
+        EXPECT_EQ(nClip, all.nClippedPixels);
+        expectBitwiseEqual(whole, parts, region);
+    }
+    // Column split too.
+    MaskedImage cols(region);
+    stackRegion(ptrs, f.weights, c, Box{-3, 5, 10, 17}, cols);
+    stackRegion(ptrs, f.weights, c, Box{7, 5, 13, 17}, cols);
+    expectBitwiseEqual(whole, cols, region);
+}
+
+INSTANTIATE_TEST_SUITE_P(Statistics, StackRegionTest, ::testing::Values(Statistic::Mean, Statistic::MeanClip));
+
+TEST(Stack, StackRegionCountsAndValues) {
+    const Box box{10, 20, 3, 2};
+    std::vector<MaskedImage> ims;
+    for (int i = 0; i < 3; ++i) {
+        MaskedImage mi(box);
+        mi.image.fill(static_cast<float>(i + 1));
+        mi.variance.fill(1.0F);
+        mi.mask.fill(0);
+        ims.push_back(std::move(mi));
+    }
+    for (auto& mi : ims) {
+        mi.mask(10, 20) = kNoData;  // nothing accepted at (10, 20)
+        mi.image(10, 20) = kNaNf;
+    }
+    ims[2].image(12, 21) = 1000.0F;
+    std::vector<const MaskedImage*> ptrs{&ims[0], &ims[1], &ims[2]};
+    const std::vector<float> w{1.0F, 1.0F, 2.0F};
+    MaskedImage out(box);
+    StackControl c = regionCtrl(Statistic::Mean);
+    StackResult r = stackRegion(ptrs, w, c, box, out);
+    EXPECT_EQ(r.nPixels, 6);
+    EXPECT_EQ(r.nNoData, 1);
+    EXPECT_EQ(r.nClippedPixels, 0);
+    EXPECT_TRUE(std::isnan(out.image(10, 20)));
+    EXPECT_EQ(out.mask(10, 20), kNoData);
+    EXPECT_FLOAT_EQ(out.image(11, 20), (1.0F + 2.0F + 6.0F) / 4.0F);
+    EXPECT_FLOAT_EQ(out.variance(11, 20), 6.0F / 16.0F);
+    EXPECT_FLOAT_EQ(out.image(12, 21), (1.0F + 2.0F + 2000.0F) / 4.0F);
+}
+
+// ---------------------------------------------------------------- meanClipUnweighted, quantile
+
+TEST(Stack, QuantileLinearInterpolation) {
+    std::vector<double> a{4.0, 1.0, 3.0, 2.0};
+    EXPECT_DOUBLE_EQ(quantile(a, 0.5), 2.5);
+    EXPECT_DOUBLE_EQ(quantile(a, 0.25), 1.75);
+    EXPECT_DOUBLE_EQ(quantile(a, 0.75), 3.25);
+    EXPECT_DOUBLE_EQ(quantile(a, 0.0), 1.0);
+    EXPECT_DOUBLE_EQ(quantile(a, 1.0), 4.0);
+    std::vector<double> b{5.0, -1.0, 9.0, 0.0, 2.0};
+    EXPECT_DOUBLE_EQ(quantile(b, 0.5), 2.0);
+    EXPECT_DOUBLE_EQ(quantile(b, 0.25), 0.0);
+    std::vector<double> one{7.5};
+    EXPECT_DOUBLE_EQ(quantile(one, 0.25), 7.5);
+    std::vector<double> empty;
+    EXPECT_TRUE(std::isnan(quantile(empty, 0.5)));
+    EXPECT_THROW(quantile(a, 1.5), InvalidParameter);
+}
+
+TEST(Stack, MeanClipUnweightedBasics) {
+    std::vector<float> empty;
+    EXPECT_TRUE(std::isnan(meanClipUnweighted(empty, 1.5, 3)));
+    std::vector<float> one{2.5F};
+    EXPECT_DOUBLE_EQ(meanClipUnweighted(one, 1.5, 3), 2.5);
+    std::vector<float> ten(10, 0.0F);
+    ten[2] = 1.0F;
+    EXPECT_DOUBLE_EQ(meanClipUnweighted(ten, 1.5, 3), 0.0);
+    std::vector<float> five{0.0F, 1.0F, 2.0F, 3.0F, 10.0F};
+    EXPECT_DOUBLE_EQ(meanClipUnweighted(five, 1.5, 3), 1.5);
+    EXPECT_THROW(meanClipUnweighted(five, 0.0, 3), InvalidParameter);
+}
+
+TEST(Stack, MeanClipUnweightedMatchesStackPixelAndClipsOutliers) {
+    std::mt19937 rng(99);
+    std::normal_distribution<float> g(10.0F, 1.0F);
+    const int n = 2001;  // above the small-sort limit of the stacker
+    std::vector<float> values(n);
+    for (auto& vi : values) {
+        vi = g(rng);
+    }
+    for (int k = 0; k < 20; ++k) {
+        values[static_cast<std::size_t>(k * 97)] = 10000.0F;
+    }
+    const std::vector<MaskPixel> m(n, 0);
+    const std::vector<float> w(n, 1.0F);
+    const PixelResult r = run(values, m, values, w, clipCtrl());
+    std::vector<float> copy = values;
+    const double mc = meanClipUnweighted(copy, 1.5, 3);
+    EXPECT_NEAR(mc, r.value, 1e-9);
+    EXPECT_NEAR(mc, 10.0, 0.1);
+    EXPECT_GE(r.nClipped, 20);
+    // Plain mean is dragged far away by the outliers.
+    double sum = 0;
+    for (const float vi : values) {
+        sum += vi;
+    }
+    EXPECT_GT(sum / n, 90.0);
+}
+
+}  // namespace
+}  // namespace safeclip::kernel
