@@ -4,7 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
-#include <sstream>
+#include <cstdio>
 
 #include "safeclip/Version.h"
 #include "safeclip/app/Logging.h"
@@ -25,6 +25,68 @@ using kernel::Box;
 using kernel::MaskedImage;
 using kernel::MaskPixel;
 using kernel::SpanSet;
+
+/// The keys that change pixels, as "key = value" lines in schema order. Execution keys (memory,
+/// tiles, logging, paths, bad-warp policy) are left out so that the coadd's bytes do not depend
+/// on them (determinism across budgets, tile sizes and rank counts).
+std::vector<std::string> scienceConfig(const Config& cfg) {
+    static const char* const kExecution[] = {"input.", "output.", "checkpoint.", "tile.", "memory.", "log."};
+    std::vector<std::string> lines;
+    for (const KeyDef& k : configSchema()) {
+        bool skip = false;
+        for (const char* prefix : kExecution) {
+            skip = skip || k.name.rfind(prefix, 0) == 0;
+        }
+        if (skip) {
+            continue;
+        }
+        std::string v;
+        char buf[64];
+        switch (k.type) {
+            case KeyType::Bool: v = cfg.getBool(k.name) ? "true" : "false"; break;
+            case KeyType::Int: v = std::to_string(cfg.getInt(k.name)); break;
+            case KeyType::Double:
+                std::snprintf(buf, sizeof buf, "%.17g", cfg.getDouble(k.name));
+                v = buf;
+                break;
+            case KeyType::String: v = "\"" + cfg.getString(k.name) + "\""; break;
+            case KeyType::StringList:
+                for (const auto& e : cfg.getStringList(k.name)) {
+                    v += (v.empty() ? "" : ", ") + ("\"" + e + "\"");
+                }
+                v = "[" + v + "]";
+                break;
+            case KeyType::DoubleTable:
+                for (const auto& [name, d] : cfg.getDoubleTable(k.name)) {
+                    std::snprintf(buf, sizeof buf, "%.17g", d);
+                    v += (v.empty() ? "" : ", ") + name + " = " + buf;
+                }
+                v = "{" + v + "}";
+                break;
+        }
+        lines.push_back(k.name + " = " + v);
+    }
+    return lines;
+}
+
+namespace {
+/// FNV-1a 64 of the lines, as 16 hex digits.
+std::string hashLines(const std::vector<std::string>& lines) {
+    std::uint64_t h = 14695981039346656037ULL;
+    for (const auto& line : lines) {
+        for (const char c : line + "\n") {
+            h ^= static_cast<unsigned char>(c);
+            h *= 1099511628211ULL;
+        }
+    }
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+    return buf;
+}
+
+}  // namespace
+
+std::string scienceConfigHash(const Config& cfg) { return hashLines(scienceConfig(cfg)); }
 
 namespace {
 
@@ -616,7 +678,8 @@ private:
         pc.push_back({"SCMODE", m_cfg.getString("coadd.mode"), "safeclip coadd mode"});
         pc.push_back({"SCVERS", std::string(kVersion), "safeclip version"});
         pc.push_back({"SCGITREV", std::string(kGitRevision), "safeclip git revision"});
-        pc.push_back({"SCCFGHSH", m_cfg.hash(), "hash of the effective configuration"});
+        const std::vector<std::string> science = scienceConfig(m_cfg);
+        pc.push_back({"SCCFGHSH", scienceConfigHash(m_cfg), "hash of the pixel-affecting configuration"});
         if (safeclip) {
             pc.push_back({"PSFSIGMA", m_psfSigma, "detection smoothing sigma (px)"});
             pc.push_back({"PSFSRC", m_psfSource, "where PSFSIGMA came from"});
@@ -677,14 +740,7 @@ private:
             data.tables.push_back(std::move(spans));
         }
         io::Table config{"CONFIG", {}};
-        std::vector<std::string> lines;
-        std::istringstream is(m_cfg.dump());
-        for (std::string line; std::getline(is, line);) {
-            if (!line.empty()) {
-                lines.push_back(line);
-            }
-        }
-        config.columns = {{"line", lines, ""}};
+        config.columns = {{"line", science, ""}};
         data.tables.push_back(std::move(config));
         io::writeExposure(outPath, data);
     }

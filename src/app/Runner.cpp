@@ -75,7 +75,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         log().info("run: {} patches on {} ranks; output {}", manifest.patches.size(), comm.size(), outDir);
     }
 
-    const std::string cfgHash = cfg.hash();
+    const std::string cfgHash = scienceConfigHash(cfg);
     long long done = 0;
     long long skipped = 0;
     long long failed = 0;

@@ -33,6 +33,13 @@ struct PatchResult {
     double seconds = 0;
 };
 
+/// The configuration keys that change pixels, as "key = value" lines (written to the coadd's CONFIG
+/// table). Execution keys (memory, tiles, logging, paths, policies) are excluded so that outputs are
+/// byte-identical across budgets, tile sizes and rank counts.
+std::vector<std::string> scienceConfig(const Config& cfg);
+/// FNV-1a-64 hash of scienceConfig() (the coadd's SCCFGHSH card; used by --resume).
+std::string scienceConfigHash(const Config& cfg);
+
 /// Coadd one patch and write `outPath` atomically.
 /// @param box the patch box; an empty box means "the warps' common box" (all warps must agree).
 /// @throws InputError, ConfigError, OutputError
