@@ -36,7 +36,8 @@ void ClipControl::validate() const {
     checkFraction("minClipFootOverlapDouble", minClipFootOverlapDouble);
     checkFraction("maxClipFootOverlapDouble", maxClipFootOverlapDouble);
     if (minBigOverlap < 0) {
-        throw InvalidParameter("ClipControl.minBigOverlap must be >= 0, got " + std::to_string(minBigOverlap));
+        throw InvalidParameter("ClipControl.minBigOverlap must be >= 0, got " +
+                               std::to_string(minBigOverlap));
     }
 }
 
@@ -97,11 +98,12 @@ FootprintDecision decideClip(std::int64_t nPix, std::span<const WarpCounts> coun
         if (cands[0].fraction > ctrl.minClipFootOverlapSingle) {
             clip(0);
             d.rule = ClipRule::SingleOnlyCandidate;
-            d.reason = "only candidate, f=" + fmt(cands[0].fraction) + " > " + fmt(ctrl.minClipFootOverlapSingle);
+            d.reason =
+                "only candidate, f=" + fmt(cands[0].fraction) + " > " + fmt(ctrl.minClipFootOverlapSingle);
         } else {
             d.rule = ClipRule::Kept;
-            d.reason = "only candidate f<=" + fmt(ctrl.minClipFootOverlapSingle) + " (f=" +
-                       fmt(cands[0].fraction) + ")";
+            d.reason = "only candidate f<=" + fmt(ctrl.minClipFootOverlapSingle) +
+                       " (f=" + fmt(cands[0].fraction) + ")";
         }
         return d;
     }
@@ -146,8 +148,8 @@ FootprintDecision decideClip(std::int64_t nPix, std::span<const WarpCounts> coun
         clip(high2[0]);
         clip(high2[1]);
         d.rule = ClipRule::Double;
-        d.reason = "2 candidates above " + fmt(ctrl.minClipFootOverlapDouble) + ", others <= " +
-                   fmt(maxLow) + " <= " + fmt(ctrl.maxClipFootOverlapDouble) + " (" + std::to_string(nCand) +
+        d.reason = "2 candidates above " + fmt(ctrl.minClipFootOverlapDouble) + ", others <= " + fmt(maxLow) +
+                   " <= " + fmt(ctrl.maxClipFootOverlapDouble) + " (" + std::to_string(nCand) +
                    " candidates)";
     } else if (singleFires) {
         clip(high[0]);
@@ -161,7 +163,8 @@ FootprintDecision decideClip(std::int64_t nPix, std::span<const WarpCounts> coun
     return d;
 }
 
-std::vector<SpanSet> bigFootprints(const SpanSet& detAll, const SpanSet& clippedUnion, std::int64_t minBigOverlap) {
+std::vector<SpanSet> bigFootprints(const SpanSet& detAll, const SpanSet& clippedUnion,
+                                   std::int64_t minBigOverlap) {
     std::vector<SpanSet> result;
     if (detAll.empty() || (clippedUnion.empty() && minBigOverlap >= 0)) {
         return result;

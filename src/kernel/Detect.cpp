@@ -4,8 +4,8 @@
 
 #include <cmath>
 #include <limits>
-#include <utility>
 #include <string>
+#include <utility>
 
 #include "safeclip/kernel/Error.h"
 
@@ -78,7 +78,7 @@ void convolvePlane(const ImageF& in, ImageF& out, const std::vector<double>& tap
     }
 }
 
-/// Pass test of thresholdSpans for one pixel.
+/// Pass test of thresholdSpans for one pixel. Polarity::Both passes when either polarity passes.
 bool passes(float value, float variance, double threshold, Polarity pol) {
     const double var = variance;
     if (!std::isfinite(var)) {
@@ -115,7 +115,8 @@ SpanSet grownPolarity(const Smoothed& s, const DetectControl& ctrl, Polarity pol
 
 void DetectControl::validate() const {
     if (!std::isfinite(psfSigma) || psfSigma <= 0.0) {
-        throw InvalidParameter("DetectControl.psfSigma must be finite and > 0, got " + std::to_string(psfSigma));
+        throw InvalidParameter("DetectControl.psfSigma must be finite and > 0, got " +
+                               std::to_string(psfSigma));
     }
     if (!std::isfinite(thresholdValue) || thresholdValue <= 0.0) {
         throw InvalidParameter("DetectControl.thresholdValue must be finite and > 0, got " +
@@ -125,8 +126,9 @@ void DetectControl::validate() const {
         throw InvalidParameter("DetectControl.polarity has an invalid value");
     }
     if (!std::isfinite(nSigmaToGrow) || nSigmaToGrow < 0.0 || nSigmaToGrow * psfSigma > kMaxHalfWidth) {
-        throw InvalidParameter("DetectControl.nSigmaToGrow must be finite, >= 0 and give a sane radius, got " +
-                               std::to_string(nSigmaToGrow));
+        throw InvalidParameter(
+            "DetectControl.nSigmaToGrow must be finite, >= 0 and give a sane radius, got " +
+            std::to_string(nSigmaToGrow));
     }
     if (minPixels < 0) {
         throw InvalidParameter("DetectControl.minPixels must be >= 0, got " + std::to_string(minPixels));
@@ -210,7 +212,8 @@ SpanSet thresholdSpans(const Smoothed& s, double threshold, Polarity pol) {
     return SpanSet::fromSortedSpans(std::move(out));
 }
 
-std::vector<SpanSet> detectFootprints(const ImageF& image, const ImageF& variance, const DetectControl& ctrl) {
+std::vector<SpanSet> detectFootprints(const ImageF& image, const ImageF& variance,
+                                      const DetectControl& ctrl) {
     ctrl.validate();
     const Smoothed s = smoothImage(image, variance, ctrl.psfSigma, ctrl.nSigmaForKernel);
     const Box& full = image.box();

@@ -15,13 +15,11 @@ namespace safeclip::kernel {
 namespace {
 
 /// Strict (y, x0) ordering of spans.
-bool spanLess(const Span& a, const Span& b) {
-    return a.y < b.y || (a.y == b.y && a.x0 < b.x0);
-}
+bool spanLess(const Span& a, const Span& b) { return a.y < b.y || (a.y == b.y && a.x0 < b.x0); }
 
 /// True when `spans` is sorted by (y, x0), every span is non-empty and no two spans of a row overlap
 /// or touch.
-bool isNormalised(const std::vector<Span>& spans) {
+[[maybe_unused]] bool isNormalised(const std::vector<Span>& spans) {
     for (std::size_t i = 0; i < spans.size(); ++i) {
         if (spans[i].x1 < spans[i].x0) {
             return false;
@@ -384,7 +382,7 @@ std::vector<SpanSet> connectedComponents8(const SpanSet& set) {
         while (rowEnd < n && spans[rowEnd].y == y) {
             ++rowEnd;
         }
-        if (havePrev && spans[prevBegin].y == y - 1) {
+        if (havePrev && static_cast<long long>(spans[prevBegin].y) == static_cast<long long>(y) - 1) {
             std::size_t j = prevBegin;
             for (std::size_t k = i; k < rowEnd; ++k) {
                 const long long ax0 = spans[k].x0;

@@ -232,8 +232,8 @@ TEST(SpanSet, ConnectedComponents8DiagonalTouching) {
     // Rows two apart do not connect.
     EXPECT_EQ(connectedComponents8(SpanSet::fromSpans({Span{0, 0, 2}, Span{2, 0, 2}})).size(), 2U);
     // A "U" joins two arms seen first as separate components; order is by first span.
-    const SpanSet u = SpanSet::fromSpans({Span{0, 0, 0}, Span{0, 4, 4}, Span{0, 9, 9}, Span{1, 0, 0},
-                                          Span{1, 4, 4}, Span{2, 1, 3}});
+    const SpanSet u = SpanSet::fromSpans(
+        {Span{0, 0, 0}, Span{0, 4, 4}, Span{0, 9, 9}, Span{1, 0, 0}, Span{1, 4, 4}, Span{2, 1, 3}});
     const auto uc = connectedComponents8(u);
     ASSERT_EQ(uc.size(), 2U);
     EXPECT_EQ(uc[0].area(), 7);
@@ -260,8 +260,8 @@ TEST(SpanSet, ConnectedComponents8MatchBruteForce) {
 
 TEST(SpanSet, PaintAndMaskRuns) {
     MaskImage mask(Box{10, 20, 8, 4}, 0);
-    const SpanSet s = SpanSet::fromSpans({Span{19, 10, 12}, Span{20, 8, 11}, Span{21, 14, 30}, Span{23, 12, 12},
-                                          Span{24, 10, 17}});
+    const SpanSet s = SpanSet::fromSpans(
+        {Span{19, 10, 12}, Span{20, 8, 11}, Span{21, 14, 30}, Span{23, 12, 12}, Span{24, 10, 17}});
     s.paint(mask, 0x4);
     PixelSet painted;
     for (int y = 20; y < 24; ++y) {
