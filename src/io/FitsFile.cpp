@@ -1,6 +1,7 @@
 #include "safeclip/io/FitsFile.h"
 
 #include <filesystem>
+#include <fstream>
 #include <system_error>
 #include <utility>
 
@@ -27,6 +28,14 @@ std::string oneLine(std::string s) {
         }
     }
     return s;
+}
+
+/// True when the file begins with the FITS primary keyword "SIMPLE  =".
+bool startsLikeFits(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    char head[9] = {};
+    in.read(head, sizeof(head));
+    return in.gcount() == sizeof(head) && std::string(head, sizeof(head)) == "SIMPLE  =";
 }
 
 [[noreturn]] void throwError(const std::string& message, bool writing) {
@@ -63,6 +72,10 @@ FitsFile::FitsFile(const std::string& path, Mode mode) : m_path(path), m_mode(mo
             m_fptr = nullptr;
             if (status == UNKNOWN_REC || status == NO_SIMPLE || status == BAD_SIMPLE) {
                 throwError(path + ": not a FITS file (" + statusText(status) + ")", false);
+            }
+            if (!startsLikeFits(path)) {
+                statusText(status);  // clears the cfitsio message stack
+                throwError(path + ": not a FITS file (does not start with SIMPLE  =)", false);
             }
             throwFitsError(path, "open", status, false);
         }

@@ -1,1 +1,254 @@
-// implementation pending
+#include "safeclip/io/Manifest.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <system_error>
+
+#include <nlohmann/json.hpp>
+
+#include "safeclip/kernel/Error.h"
+
+namespace safeclip::io {
+
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr const char* kFormat = "safeclip-manifest";
+constexpr int kVersion = 1;
+
+/// One-line ConfigError "PATH: problem".
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+    std::string message = path + ": " + what;
+    for (char& c : message) {
+        if (c == '\n' || c == '\r') {
+            c = ' ';
+        }
+    }
+    throw ConfigError(message);
+}
+
+std::string inQuotes(const std::string& s) { return "'" + s + "'"; }
+
+/// Where a patch is in the file, for messages: patches[i] ('name').
+std::string patchLabel(std::size_t index, const std::string& name) {
+    std::string label = "patches[" + std::to_string(index) + "]";
+    if (!name.empty()) {
+        label += " (" + inQuotes(name) + ")";
+    }
+    return label;
+}
+
+bool isPlainFileName(const std::string& name) {
+    return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+           name.find('\0') == std::string::npos;
+}
+
+int toInt(const std::string& path, const std::string& where, const json& v) {
+    if (!v.is_number_integer()) {
+        fail(path, where + " must be an integer");
+    }
+    if (v.is_number_unsigned()) {
+        const auto u = v.get<std::uint64_t>();
+        if (u > static_cast<std::uint64_t>(INT_MAX)) {
+            fail(path, where + " is out of range");
+        }
+        return static_cast<int>(u);
+    }
+    const auto i = v.get<std::int64_t>();
+    if (i < INT_MIN || i > INT_MAX) {
+        fail(path, where + " is out of range");
+    }
+    return static_cast<int>(i);
+}
+
+kernel::Box parseBox(const std::string& path, const std::string& where, const json& v) {
+    if (!v.is_array() || v.size() != 4) {
+        fail(path, where + ".box must be 4 integers [x0, y0, width, height]");
+    }
+    for (const json& e : v) {
+        if (!e.is_number_integer()) {
+            fail(path, where + ".box must be 4 integers [x0, y0, width, height]");
+        }
+    }
+    const kernel::Box box{toInt(path, where + ".box[0]", v[0]), toInt(path, where + ".box[1]", v[1]),
+                          toInt(path, where + ".box[2]", v[2]), toInt(path, where + ".box[3]", v[3])};
+    if (box.width <= 0 || box.height <= 0) {
+        fail(path, where + ".box width and height must be positive (got " + std::to_string(box.width) + "x" +
+                       std::to_string(box.height) + ")");
+    }
+    return box;
+}
+
+std::string resolve(const fs::path& baseDir, const std::string& p) {
+    const fs::path warp(p);
+    if (warp.is_absolute() || baseDir.empty()) {
+        return warp.string();
+    }
+    return (baseDir / warp).string();
+}
+
+}  // namespace
+
+Manifest readManifest(const std::string& path) {
+    std::error_code ec;
+    if (!fs::exists(path, ec)) {
+        fail(path, "no such file");
+    }
+    if (fs::is_directory(path, ec)) {
+        fail(path, "is a directory, not a manifest");
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        fail(path, std::string("cannot open: ") + std::strerror(errno));
+    }
+    json root;
+    try {
+        root = json::parse(in);
+    } catch (const json::exception& e) {
+        fail(path, std::string("invalid JSON: ") + e.what());
+    }
+    if (!root.is_object()) {
+        fail(path, "manifest must be a JSON object");
+    }
+    if (const auto it = root.find("format"); it != root.end()) {
+        if (!it->is_string() || it->get<std::string>() != kFormat) {
+            fail(path, std::string("\"format\" must be \"") + kFormat + "\"");
+        }
+    }
+    if (const auto it = root.find("version"); it != root.end()) {
+        if (!it->is_number_integer() || it->get<std::int64_t>() != kVersion) {
+            fail(path, "unsupported manifest version " + it->dump() + " (this safeclip reads version " +
+                           std::to_string(kVersion) + ")");
+        }
+    }
+    const auto patchesIt = root.find("patches");
+    if (patchesIt == root.end()) {
+        fail(path, "missing \"patches\"");
+    }
+    if (!patchesIt->is_array()) {
+        fail(path, "\"patches\" must be an array");
+    }
+    const fs::path baseDir = fs::path(path).parent_path();
+    Manifest manifest;
+    std::set<std::string> names;
+    std::size_t index = 0;
+    for (const json& p : *patchesIt) {
+        const std::string at = patchLabel(index, "");
+        if (!p.is_object()) {
+            fail(path, at + " must be an object");
+        }
+        const auto nameIt = p.find("name");
+        if (nameIt == p.end() || !nameIt->is_string()) {
+            fail(path, at + " has no \"name\" string");
+        }
+        ManifestPatch patch;
+        patch.name = nameIt->get<std::string>();
+        const std::string where = patchLabel(index, patch.name);
+        if (!isPlainFileName(patch.name)) {
+            fail(path, where + ": patch name " + inQuotes(patch.name) +
+                           " is not a plain file name (empty, '.', '..' or contains '/')");
+        }
+        if (!names.insert(patch.name).second) {
+            fail(path, "duplicate patch name " + inQuotes(patch.name));
+        }
+        const auto boxIt = p.find("box");
+        if (boxIt == p.end()) {
+            fail(path, where + " has no \"box\"");
+        }
+        patch.box = parseBox(path, where, *boxIt);
+        const auto warpsIt = p.find("warps");
+        if (warpsIt == p.end() || !warpsIt->is_array()) {
+            fail(path, where + " has no \"warps\" array");
+        }
+        std::size_t w = 0;
+        for (const json& warpJson : *warpsIt) {
+            const std::string wat = where + ".warps[" + std::to_string(w) + "]";
+            if (!warpJson.is_object()) {
+                fail(path, wat + " must be an object");
+            }
+            const auto pathIt = warpJson.find("path");
+            if (pathIt == warpJson.end() || !pathIt->is_string() || pathIt->get<std::string>().empty()) {
+                fail(path, wat + " has no \"path\" string");
+            }
+            ManifestWarp warp;
+            warp.path = resolve(baseDir, pathIt->get<std::string>());
+            if (const auto visitIt = warpJson.find("visit"); visitIt != warpJson.end()) {
+                if (!visitIt->is_number_integer()) {
+                    fail(path, wat + ".visit must be an integer");
+                }
+                warp.visit = visitIt->get<std::int64_t>();
+            }
+            patch.warps.push_back(std::move(warp));
+            ++w;
+        }
+        manifest.patches.push_back(std::move(patch));
+        ++index;
+    }
+    return manifest;
+}
+
+void writeManifest(const std::string& path, const Manifest& manifest) {
+    json root;
+    root["format"] = kFormat;
+    root["version"] = kVersion;
+    root["patches"] = json::array();
+    for (const ManifestPatch& p : manifest.patches) {
+        json patch;
+        patch["name"] = p.name;
+        patch["box"] = json::array({p.box.x0, p.box.y0, p.box.width, p.box.height});
+        patch["warps"] = json::array();
+        for (const ManifestWarp& w : p.warps) {
+            patch["warps"].push_back(json{{"visit", w.visit}, {"path", w.path}});
+        }
+        root["patches"].push_back(std::move(patch));
+    }
+    const std::string text = root.dump(2) + "\n";
+
+    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+    auto failOut = [&](const std::string& what) {
+        std::error_code ec;
+        fs::remove(tmp, ec);
+        throw OutputError(path + ": " + what);
+    };
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        const int err = errno;
+        throw OutputError(path + ": cannot create " + tmp + ": " + std::strerror(err));
+    }
+    std::size_t done = 0;
+    while (done < text.size()) {
+        const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            const int err = errno;
+            ::close(fd);
+            failOut(std::string("write failed: ") + std::strerror(err));
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    if (::fsync(fd) != 0) {
+        const int err = errno;
+        ::close(fd);
+        failOut(std::string("fsync failed: ") + std::strerror(err));
+    }
+    if (::close(fd) != 0) {
+        failOut(std::string("close failed: ") + std::strerror(errno));
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        failOut(std::string("cannot rename temporary file into place: ") + std::strerror(errno));
+    }
+}
+
+}  // namespace safeclip::io

@@ -1,1 +1,524 @@
-// implementation pending
+#include "safeclip/io/WarpReader.h"
+
+#include <charconv>
+#include <climits>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "safeclip/io/FitsFile.h"
+#include "safeclip/kernel/Error.h"
+
+namespace safeclip::io {
+
+namespace {
+
+static_assert(sizeof(int) == sizeof(kernel::MaskPixel), "cfitsio TINT must match MaskPixel");
+
+/// AB reference flux in nJy (Oke & Gunn 1983), computed exactly as afw/utils do:
+/// 10^(-0.4 * -48.6) Jy = 3630.78 Jy, often approximated by 3631 Jy. 2.5*log10(it) = 31.4.
+const double kReferenceFluxNJy = 1e23 * std::pow(10.0, 48.6 / -2.5) * 1e9;
+
+/// FWHM -> sigma for a Gaussian: 2*sqrt(2*ln 2).
+constexpr double kFwhmPerSigma = 2.35482;
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+    throw InputError(path + ": " + what);
+}
+
+/// Geometry and pixel type of one image HDU.
+struct PlaneInfo {
+    int hdu = 0;
+    long width = 0;
+    long height = 0;
+    int equivType = 0;
+};
+
+std::string sizeStr(const PlaneInfo& p) {
+    return std::to_string(p.width) + "x" + std::to_string(p.height);
+}
+
+bool isDigits(std::string_view s) {
+    if (s.empty()) {
+        return false;
+    }
+    for (char c : s) {
+        if (c < '0' || c > '9') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/// True for the keywords of the primary (unnamed) celestial WCS, including SIP and PV distortion
+/// terms. Alternate WCS keywords (CRVAL1A, CTYPE2A, ...) are excluded.
+bool isCelestialWcsKey(std::string_view key) {
+    static constexpr std::string_view kExact[] = {"RADESYS", "RADECSYS", "EQUINOX", "EPOCH", "LONPOLE",
+                                                  "LATPOLE", "WCSAXES", "CROTA1", "CROTA2"};
+    for (std::string_view k : kExact) {
+        if (key == k) {
+            return true;
+        }
+    }
+    // CTYPEi, CRPIXi, CRVALi, CDELTi, CUNITi with i in {1, 2}
+    for (std::string_view prefix : {"CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT"}) {
+        if (key.size() == prefix.size() + 1 && key.substr(0, prefix.size()) == prefix &&
+            (key.back() == '1' || key.back() == '2')) {
+            return true;
+        }
+    }
+    // CDi_j, PCi_j with i, j in {1, 2}
+    if (key.size() == 5 && (key.substr(0, 2) == "CD" || key.substr(0, 2) == "PC") && key[3] == '_' &&
+        (key[2] == '1' || key[2] == '2') && (key[4] == '1' || key[4] == '2')) {
+        return true;
+    }
+    // PVi_m
+    if (key.size() >= 5 && key.substr(0, 2) == "PV" && (key[2] == '1' || key[2] == '2') && key[3] == '_' &&
+        isDigits(key.substr(4))) {
+        return true;
+    }
+    // SIP: A_ORDER, A_DMAX, A_p_q and the same for B, AP, BP
+    for (std::string_view prefix : {"A_", "B_", "AP_", "BP_"}) {
+        if (key.size() > prefix.size() && key.substr(0, prefix.size()) == prefix) {
+            const std::string_view rest = key.substr(prefix.size());
+            if (rest == "ORDER" || rest == "DMAX") {
+                return true;
+            }
+            const auto us = rest.find('_');
+            if (us != std::string_view::npos && isDigits(rest.substr(0, us)) &&
+                isDigits(rest.substr(us + 1))) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/// The keyword of a fixed-format "KEY     = value" card, or "" for commentary/HIERARCH cards.
+std::string valueCardKey(const std::string& card) {
+    if (card.size() < 10 || card.compare(8, 2, "= ") != 0) {
+        return {};
+    }
+    std::string key = card.substr(0, 8);
+    while (!key.empty() && key.back() == ' ') {
+        key.pop_back();
+    }
+    return key;
+}
+
+/// Integer-valued pixel coordinate from a header value, or an InputError.
+int toPixel(const std::string& path, const std::string& what, double v) {
+    const double r = std::round(v);
+    if (!std::isfinite(v) || std::abs(v - r) > 1e-6 || std::abs(r) > 1e9) {
+        fail(path, "IMAGE: " + what + " = " + std::to_string(v) + " is not an integer pixel coordinate");
+    }
+    return static_cast<int>(r);
+}
+
+/// xy0 of the current HDU: the afw "A" WCS (CRVAL1A/2A, CRPIX 1), else -LTV1/2, else 0.
+std::pair<int, int> readXy0(const FitsFile& f) {
+    const auto c1 = f.readDouble("CRVAL1A");
+    const auto c2 = f.readDouble("CRVAL2A");
+    if (c1 && c2) {
+        const double p1 = f.readDouble("CRPIX1A").value_or(1.0);
+        const double p2 = f.readDouble("CRPIX2A").value_or(1.0);
+        return {toPixel(f.path(), "CRVAL1A", *c1 + 1.0 - p1), toPixel(f.path(), "CRVAL2A", *c2 + 1.0 - p2)};
+    }
+    const auto l1 = f.readDouble("LTV1");
+    const auto l2 = f.readDouble("LTV2");
+    return {l1 ? toPixel(f.path(), "LTV1", -*l1) : 0, l2 ? toPixel(f.path(), "LTV2", -*l2) : 0};
+}
+
+/// Positive finite value or nothing.
+std::optional<double> positive(std::optional<double> v) {
+    if (v && std::isfinite(*v) && *v > 0.0) {
+        return v;
+    }
+    return std::nullopt;
+}
+
+/// Reads calibrationMean of the PhotoCalib archive record with archive id `id`.
+std::optional<double> readPhotoCalibMean(const FitsFile& f, std::int64_t id, int nHdus) {
+    const std::string& path = f.path();
+    std::optional<int> indexHdu = f.findExtension("ARCHIVE_INDEX");
+    if (!indexHdu) {
+        f.moveToHdu(1);
+        if (const auto ar = f.readInt("AR_HDU"); ar && *ar >= 1 && *ar <= nHdus) {
+            indexHdu = static_cast<int>(*ar);
+        }
+    }
+    if (!indexHdu) {
+        fail(path, "PhotoCalib: archive id " + std::to_string(id) +
+                       " given but the file has no ARCHIVE_INDEX");
+    }
+    f.moveToHdu(*indexHdu);
+    fitsfile* fp = f.get();
+    int status = 0;
+    LONGLONG nRows = 0;
+    fits_get_num_rowsll(fp, &nRows, &status);
+    f.check(status, "ARCHIVE_INDEX: read table size");
+    auto column = [&](const char* name) {
+        int col = 0;
+        int st = 0;
+        fits_get_colnum(fp, CASEINSEN, const_cast<char*>(name), &col, &st);
+        f.check(st, std::string("ARCHIVE_INDEX: column ") + name);
+        std::vector<LONGLONG> v(static_cast<std::size_t>(nRows));
+        if (nRows > 0) {
+            fits_read_col(fp, TLONGLONG, col, 1, 1, nRows, nullptr, v.data(), nullptr, &st);
+            f.check(st, std::string("ARCHIVE_INDEX: read column ") + name);
+        }
+        return v;
+    };
+    const auto ids = column("id");
+    const auto cats = column("cat.archive");
+    const auto row0s = column("row0");
+    std::size_t row = ids.size();
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        if (ids[i] == id) {
+            row = i;
+            break;
+        }
+    }
+    if (row == ids.size()) {
+        fail(path, "PhotoCalib: archive id " + std::to_string(id) + " not found in ARCHIVE_INDEX");
+    }
+    const LONGLONG cat = cats[row];
+    const LONGLONG row0 = row0s[row];
+
+    // The catalog: the ARCHIVE_DATA HDU with AR_CATN == cat (or, without AR_CATN, position).
+    std::optional<int> dataHdu;
+    bool anyCatN = false;
+    for (int h = *indexHdu + 1; h <= nHdus && !dataHdu; ++h) {
+        f.moveToHdu(h);
+        if (const auto catn = f.readInt("AR_CATN")) {
+            anyCatN = true;
+            if (*catn == cat) {
+                dataHdu = h;
+            }
+        }
+    }
+    if (!dataHdu && !anyCatN && cat >= 1 && *indexHdu + cat <= nHdus) {
+        dataHdu = static_cast<int>(*indexHdu + cat);
+    }
+    if (!dataHdu) {
+        fail(path, "PhotoCalib: archive catalog " + std::to_string(cat) + " not found");
+    }
+    f.moveToHdu(*dataHdu);
+    int col = 0;
+    fits_get_colnum(fp, CASESEN, const_cast<char*>("calibrationMean"), &col, &status);
+    f.check(status, "PhotoCalib: column calibrationMean");
+    LONGLONG dataRows = 0;
+    fits_get_num_rowsll(fp, &dataRows, &status);
+    f.check(status, "PhotoCalib: read table size");
+    if (row0 < 0 || row0 >= dataRows) {
+        fail(path, "PhotoCalib: row " + std::to_string(row0) + " outside archive catalog " +
+                       std::to_string(cat));
+    }
+    double value = 0.0;
+    fits_read_col(fp, TDOUBLE, col, row0 + 1, 1, 1, nullptr, &value, nullptr, &status);
+    f.check(status, "PhotoCalib: read calibrationMean");
+    return positive(value);
+}
+
+/// Parses the MP_<NAME> = <bit> cards of the current HDU.
+kernel::MaskDict readMaskPlanes(const FitsFile& f) {
+    const std::string& path = f.path();
+    fitsfile* fp = f.get();
+    int status = 0;
+    int nKeys = 0;
+    fits_get_hdrspace(fp, &nKeys, nullptr, &status);
+    f.check(status, "MASK: read header");
+    std::map<std::string, int> byName;
+    std::map<int, std::string> byBit;
+    std::vector<std::pair<std::string, int>> planes;
+    for (int i = 1; i <= nKeys; ++i) {
+        char key[FLEN_KEYWORD] = {};
+        char value[FLEN_VALUE] = {};
+        fits_read_keyn(fp, i, key, value, nullptr, &status);  // HIERARCH is stripped from key
+        f.check(status, "MASK: read header card " + std::to_string(i));
+        const std::string k(key);
+        if (k.size() <= 3 || k.compare(0, 3, "MP_") != 0) {
+            continue;
+        }
+        const std::string name = k.substr(3);
+        std::string_view v(value);
+        while (!v.empty() && v.front() == ' ') {
+            v.remove_prefix(1);
+        }
+        while (!v.empty() && v.back() == ' ') {
+            v.remove_suffix(1);
+        }
+        int bit = -1;
+        const auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), bit);
+        if (ec != std::errc() || ptr != v.data() + v.size() || bit < 0 || bit > 31) {
+            fail(path, "MASK: " + k + " = '" + std::string(v) + "' is not a mask bit number in 0..31");
+        }
+        if (byName.count(name) != 0) {
+            fail(path, "MASK: duplicate mask plane name " + name);
+        }
+        if (const auto it = byBit.find(bit); it != byBit.end()) {
+            fail(path, "MASK: duplicate mask bit " + std::to_string(bit) + " (MP_" + it->second + " and MP_" +
+                           name + ")");
+        }
+        byName[name] = bit;
+        byBit[bit] = name;
+        planes.emplace_back(name, bit);
+    }
+    if (planes.empty()) {
+        fail(path, "MASK HDU has no MP_* mask-plane keywords");
+    }
+    kernel::MaskDict dict;
+    for (const auto& [name, bit] : planes) {
+        try {
+            dict.setPlane(name, bit);
+        } catch (const InvalidParameter& e) {
+            fail(path, std::string("MASK: ") + e.what());
+        }
+    }
+    return dict;
+}
+
+}  // namespace
+
+double calibrationFromFluxMag0(double fluxMag0) { return kReferenceFluxNJy / fluxMag0; }
+
+WarpReader::WarpReader(const std::string& path)
+    : m_file(std::make_unique<FitsFile>(path, FitsFile::Mode::Read)) {
+    m_header.path = path;
+    const FitsFile& f = *m_file;
+    fitsfile* fp = f.get();
+
+    // 1. Every HDU whose header cfitsio can parse must have all its data in the file.
+    const int nHdus = f.numHdus();
+    std::error_code ec;
+    const auto fileSize = static_cast<LONGLONG>(std::filesystem::file_size(path, ec));
+    if (ec) {
+        fail(path, "cannot get file size: " + ec.message());
+    }
+    LONGLONG lastEnd = 0;
+    for (int h = 1; h <= nHdus; ++h) {
+        f.moveToHdu(h);
+        int status = 0;
+        LONGLONG headStart = 0;
+        LONGLONG dataStart = 0;
+        LONGLONG dataEnd = 0;
+        fits_get_hduaddrll(fp, &headStart, &dataStart, &dataEnd, &status);
+        f.check(status, "read HDU " + std::to_string(h) + " layout");
+        if (dataEnd > fileSize) {
+            fail(path, "truncated file: HDU " + std::to_string(h) + " needs " + std::to_string(dataEnd) +
+                           " bytes but the file has " + std::to_string(fileSize));
+        }
+        lastEnd = dataEnd;
+    }
+    const std::string truncatedNote =
+        lastEnd < fileSize ? " (truncated or corrupt file: " + std::to_string(fileSize - lastEnd) +
+                                 " unreadable bytes after HDU " + std::to_string(nHdus) + ")"
+                           : "";
+
+    // 2. IMAGE, MASK, VARIANCE by EXTNAME (or EXTTYPE); positional (HDUs 2-4) if none is named.
+    std::optional<int> hdus[3] = {f.findExtension("IMAGE"), f.findExtension("MASK"),
+                                  f.findExtension("VARIANCE")};
+    static constexpr const char* kNames[3] = {"IMAGE", "MASK", "VARIANCE"};
+    if (!hdus[0] && !hdus[1] && !hdus[2] && nHdus >= 4) {
+        bool allImages = true;
+        for (int h = 2; h <= 4; ++h) {
+            f.moveToHdu(h);
+            int status = 0;
+            int type = 0;
+            int naxis = 0;
+            fits_get_hdu_type(fp, &type, &status);
+            fits_get_img_dim(fp, &naxis, &status);
+            f.check(status, "read HDU " + std::to_string(h));
+            allImages = allImages && type == IMAGE_HDU && naxis == 2;
+        }
+        if (allImages) {
+            hdus[0] = 2;
+            hdus[1] = 3;
+            hdus[2] = 4;
+        }
+    }
+    PlaneInfo info[3];
+    for (int i = 0; i < 3; ++i) {
+        if (!hdus[i]) {
+            fail(path, std::string("no ") + kNames[i] + " HDU (no HDU has EXTNAME or EXTTYPE " + kNames[i] +
+                           ")" + truncatedNote);
+        }
+        info[i].hdu = *hdus[i];
+        f.moveToHdu(info[i].hdu);
+        int status = 0;
+        int type = 0;
+        fits_get_hdu_type(fp, &type, &status);
+        f.check(status, std::string("read ") + kNames[i] + " HDU");
+        if (type != IMAGE_HDU) {
+            fail(path, std::string(kNames[i]) + " HDU is not an image");
+        }
+        int bitpix = 0;
+        int naxis = 0;
+        long naxes[9] = {};
+        fits_get_img_param(fp, 9, &bitpix, &naxis, naxes, &status);
+        fits_get_img_equivtype(fp, &info[i].equivType, &status);
+        f.check(status, std::string("read ") + kNames[i] + " image size");
+        if (naxis != 2) {
+            fail(path, std::string(kNames[i]) + " HDU is not a 2-D image (NAXIS = " + std::to_string(naxis) +
+                           ")");
+        }
+        if (naxes[0] > INT_MAX / 2 || naxes[1] > INT_MAX / 2) {
+            fail(path, std::string(kNames[i]) + " HDU is too large");
+        }
+        info[i].width = naxes[0];
+        info[i].height = naxes[1];
+    }
+    if (info[0].width != info[1].width || info[0].width != info[2].width ||
+        info[0].height != info[1].height || info[0].height != info[2].height) {
+        fail(path, "plane sizes differ: IMAGE " + sizeStr(info[0]) + ", MASK " + sizeStr(info[1]) +
+                       ", VARIANCE " + sizeStr(info[2]));
+    }
+    switch (info[1].equivType) {
+        case BYTE_IMG:
+        case SBYTE_IMG:
+        case SHORT_IMG:
+        case USHORT_IMG:
+        case LONG_IMG:
+        case ULONG_IMG:
+            break;
+        default:
+            fail(path, "MASK HDU has unsupported pixel type (BITPIX " + std::to_string(info[1].equivType) +
+                           "); expected an integer image");
+    }
+    m_imageHdu = info[0].hdu;
+    m_maskHdu = info[1].hdu;
+    m_varianceHdu = info[2].hdu;
+
+    // 3. IMAGE header: xy0, WCS, and fall-back metadata.
+    f.moveToHdu(m_imageHdu);
+    const auto [x0, y0] = readXy0(f);
+    m_header.box = kernel::Box{x0, y0, static_cast<int>(info[0].width), static_cast<int>(info[0].height)};
+    for (const std::string& card : f.readCards()) {
+        if (isCelestialWcsKey(valueCardKey(card))) {
+            m_header.wcsCards.push_back(card);
+        }
+    }
+    const auto imageFluxMag0 = f.readDouble("FLUXMAG0");
+    const auto imagePsfSigma = f.readDouble("PSFSIGMA");
+    auto imageFwhm = f.readDouble("PSF_FWHM");
+    if (!imageFwhm) {
+        imageFwhm = f.readDouble("FWHM");
+    }
+
+    // 4. MASK planes.
+    f.moveToHdu(m_maskHdu);
+    m_header.maskPlanes = readMaskPlanes(f);
+
+    // 5. Primary header: calibration, PSF width, visit, filter.
+    f.moveToHdu(1);
+    auto fluxMag0 = f.readDouble("FLUXMAG0");
+    if (!fluxMag0) {
+        fluxMag0 = imageFluxMag0;
+    }
+    std::optional<std::int64_t> photoCalibId = f.readInt("ARCHIVE_ID_PHOTOCALIB");
+    if (!photoCalibId) {
+        photoCalibId = f.readInt("PHOTOCALIB_ID");
+    }
+    auto psfSigma = positive(f.readDouble("PSFSIGMA"));
+    if (!psfSigma) {
+        psfSigma = positive(imagePsfSigma);
+    }
+    if (!psfSigma) {
+        auto fwhm = positive(f.readDouble("PSF_FWHM"));
+        if (!fwhm) {
+            fwhm = positive(f.readDouble("FWHM"));
+        }
+        if (!fwhm) {
+            fwhm = positive(imageFwhm);
+        }
+        if (fwhm) {
+            psfSigma = *fwhm / kFwhmPerSigma;
+        }
+    }
+    m_header.psfSigma = psfSigma;
+    m_header.visit = f.readInt("VISIT");
+    if (!m_header.visit) {
+        m_header.visit = f.readInt("EXPID");
+    }
+    m_header.filter = f.readString("FILTER").value_or("");
+
+    // FLUXMAG0 <= 0 (e.g. an uncalibrated calexp) counts as no calibration.
+    if (positive(fluxMag0)) {
+        m_header.calibrationMean = positive(calibrationFromFluxMag0(*fluxMag0));
+        m_header.calibrationSource = m_header.calibrationMean ? "FLUXMAG0" : "";
+    }
+    if (!m_header.calibrationMean && photoCalibId) {
+        m_header.calibrationMean = readPhotoCalibMean(f, *photoCalibId, nHdus);
+        m_header.calibrationSource = m_header.calibrationMean ? "PhotoCalib" : "";
+    }
+}
+
+WarpReader::~WarpReader() = default;
+WarpReader::WarpReader(WarpReader&&) noexcept = default;
+WarpReader& WarpReader::operator=(WarpReader&&) noexcept = default;
+
+void WarpReader::conformTo(kernel::MaskDict& canonical) {
+    m_remap = kernel::MaskRemap(m_header.maskPlanes, canonical);
+}
+
+void WarpReader::read(const kernel::Box& box, kernel::MaskedImage& out) const {
+    if (out.image.box() != box || out.mask.box() != box || out.variance.box() != box) {
+        out = kernel::MaskedImage(box);
+    }
+    readPlanes(box, out.image.data().data(), out.mask.data().data(), out.variance.data().data());
+}
+
+kernel::MaskedImage WarpReader::read(const kernel::Box& box) const {
+    kernel::MaskedImage out;
+    read(box, out);
+    return out;
+}
+
+void WarpReader::readPlanes(const kernel::Box& box, float* image, kernel::MaskPixel* mask,
+                            float* variance) const {
+    const kernel::Box& full = m_header.box;
+    if (!full.contains(box)) {
+        throw InvalidParameter(m_header.path + ": box " + box.str() + " is not inside the warp's box " +
+                               full.str());
+    }
+    if (box.empty()) {
+        return;
+    }
+    const FitsFile& f = *m_file;
+    fitsfile* fp = f.get();
+    // 1-based, inclusive FITS pixel ranges of the sub-box.
+    long fpixel[2] = {box.x0 - full.x0 + 1, box.y0 - full.y0 + 1};
+    long lpixel[2] = {box.x1() - full.x0, box.y1() - full.y0};
+    long inc[2] = {1, 1};
+    const std::string where = " box " + box.str();
+    auto readFloat = [&](int hdu, const char* name, float* out) {
+        f.moveToHdu(hdu);
+        int status = 0;
+        // nulval == nullptr: no null substitution, NaN and inf come back bit for bit.
+        fits_read_subset(fp, TFLOAT, fpixel, lpixel, inc, nullptr, out, nullptr, &status);
+        f.check(status, std::string("read ") + name + where);
+    };
+    if (image != nullptr) {
+        readFloat(m_imageHdu, "IMAGE", image);
+    }
+    if (mask != nullptr) {
+        f.moveToHdu(m_maskHdu);
+        int status = 0;
+        int equivType = 0;
+        fits_get_img_equivtype(fp, &equivType, &status);
+        f.check(status, "read MASK pixel type");
+        // 16-bit masks carry BZERO = 32768; cfitsio applies it when converting to int.
+        const int datatype = equivType == ULONG_IMG ? TUINT : TINT;
+        fits_read_subset(fp, datatype, fpixel, lpixel, inc, nullptr, mask, nullptr, &status);
+        f.check(status, "read MASK" + where);
+        m_remap.applyInPlace(mask, static_cast<std::size_t>(box.area()));
+    }
+    if (variance != nullptr) {
+        readFloat(m_varianceHdu, "VARIANCE", variance);
+    }
+}
+
+}  // namespace safeclip::io

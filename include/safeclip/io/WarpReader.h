@@ -63,7 +63,8 @@ private:
     kernel::MaskRemap m_remap;
 };
 
-/// calibrationMean (nJy/count) for a legacy FLUXMAG0: 3631e9 / FLUXMAG0.
+/// calibrationMean (nJy/count) for a legacy FLUXMAG0: referenceFlux / FLUXMAG0 with afw's
+/// referenceFlux = 1e23 * 10^(48.6/-2.5) * 1e9 ≈ 3630.78e9 nJy (spec §13.4).
 double calibrationFromFluxMag0(double fluxMag0);
 
 }  // namespace safeclip::io

@@ -1,0 +1,209 @@
+// Tests of the run manifest: parsing, path resolution, atomic writing and every parse error.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+
+#include "safeclip/io/Manifest.h"
+#include "safeclip/kernel/Error.h"
+
+namespace fs = std::filesystem;
+using safeclip::ConfigError;
+using safeclip::OutputError;
+using safeclip::io::Manifest;
+using safeclip::io::ManifestPatch;
+using safeclip::io::ManifestWarp;
+using safeclip::io::readManifest;
+using safeclip::io::writeManifest;
+using safeclip::kernel::Box;
+
+namespace {
+
+class TempDir {
+public:
+    TempDir() {
+        static int counter = 0;
+        std::random_device rd;
+        m_path = fs::temp_directory_path() / ("safeclip-test-manifest-" + std::to_string(::getpid()) + "-" +
+                                              std::to_string(counter++) + "-" + std::to_string(rd()));
+        fs::create_directories(m_path);
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(m_path, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    [[nodiscard]] std::string file(const std::string& name) const { return (m_path / name).string(); }
+    [[nodiscard]] const fs::path& path() const { return m_path; }
+
+private:
+    fs::path m_path;
+};
+
+std::string write(const std::string& path, const std::string& text) {
+    fs::create_directories(fs::path(path).parent_path());
+    std::ofstream(path) << text;
+    return path;
+}
+
+std::string readText(const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// readManifest(path) must throw a one-line ConfigError naming the path and containing `word`.
+void expectConfigError(const std::string& path, const std::string& word) {
+    try {
+        (void)readManifest(path);
+        ADD_FAILURE() << "no ConfigError for " << readText(path);
+    } catch (const ConfigError& e) {
+        const std::string what = e.what();
+        EXPECT_EQ(what.compare(0, path.size() + 2, path + ": "), 0) << what;
+        EXPECT_NE(what.find(word), std::string::npos) << "expected '" << word << "' in: " << what;
+        EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+    }
+}
+
+std::string patchJson(const std::string& body) { return R"({"patches": [)" + body + "]}"; }
+
+}  // namespace
+
+TEST(Manifest, ParsesAndResolvesPaths) {
+    TempDir dir;
+    const std::string path = write(dir.file("run/manifest.json"), R"({
+      "format": "safeclip-manifest", "version": 1,
+      "patches": [
+        {"name": "p000", "box": [0, 0, 100, 80],
+         "warps": [{"visit": 100, "path": "p000/warp-100.fits"},
+                   {"visit": 101, "path": "/abs/warp-101.fits"},
+                   {"path": "../other/warp.fits"}]},
+        {"name": "p001", "box": [-50, 4000, 2048, 1], "warps": []}
+      ]})");
+    const Manifest m = readManifest(path);
+    ASSERT_EQ(m.patches.size(), 2U);
+    const ManifestPatch& p = m.patches[0];
+    EXPECT_EQ(p.name, "p000");
+    EXPECT_EQ(p.box, (Box{0, 0, 100, 80}));
+    ASSERT_EQ(p.warps.size(), 3U);
+    EXPECT_EQ(p.warps[0].visit, 100);
+    EXPECT_EQ(fs::path(p.warps[0].path), dir.path() / "run" / "p000/warp-100.fits");
+    EXPECT_EQ(p.warps[1].visit, 101);
+    EXPECT_EQ(p.warps[1].path, "/abs/warp-101.fits");
+    EXPECT_EQ(p.warps[2].visit, -1);
+    EXPECT_EQ(fs::path(p.warps[2].path), dir.path() / "run" / "../other/warp.fits");
+    EXPECT_EQ(m.patches[1].box, (Box{-50, 4000, 2048, 1}));
+    EXPECT_TRUE(m.patches[1].warps.empty());
+}
+
+TEST(Manifest, RelativeManifestPathResolvesRelativeToItsDirectory) {
+    TempDir dir;
+    write(dir.file("sub/m.json"),
+          patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": "w.fits"}]})"));
+    const fs::path old = fs::current_path();
+    fs::current_path(dir.path());
+    const Manifest m = readManifest("sub/m.json");
+    fs::current_path(old);
+    EXPECT_EQ(fs::path(m.patches.at(0).warps.at(0).path), fs::path("sub/w.fits"));
+    // A manifest in the current directory: paths stay as written.
+    fs::current_path(dir.path() / "sub");
+    const Manifest m2 = readManifest("m.json");
+    fs::current_path(old);
+    EXPECT_EQ(m2.patches.at(0).warps.at(0).path, "w.fits");
+}
+
+TEST(Manifest, WriteIsAtomicAndRoundTrips) {
+    TempDir dir;
+    Manifest m;
+    m.patches.push_back(
+        ManifestPatch{"p000", Box{1, 2, 30, 40},
+                      {ManifestWarp{100, "p000/warp-100.fits"}, ManifestWarp{7, "/abs/w.fits"}}});
+    m.patches.push_back(ManifestPatch{"p001", Box{-5, -6, 7, 8}, {}});
+    const std::string path = dir.file("manifest.json");
+    writeManifest(path, m);
+    // Paths are written as given.
+    const std::string text = readText(path);
+    EXPECT_NE(text.find("\"p000/warp-100.fits\""), std::string::npos);
+    EXPECT_NE(text.find("safeclip-manifest"), std::string::npos);
+    std::size_t nFiles = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir.path())) {
+        ++nFiles;
+    }
+    EXPECT_EQ(nFiles, 1U);
+    const Manifest back = readManifest(path);
+    ASSERT_EQ(back.patches.size(), 2U);
+    EXPECT_EQ(back.patches[0].name, "p000");
+    EXPECT_EQ(back.patches[0].box, (Box{1, 2, 30, 40}));
+    ASSERT_EQ(back.patches[0].warps.size(), 2U);
+    EXPECT_EQ(back.patches[0].warps[0].visit, 100);
+    EXPECT_EQ(fs::path(back.patches[0].warps[0].path), dir.path() / "p000/warp-100.fits");
+    EXPECT_EQ(back.patches[0].warps[1].path, "/abs/w.fits");
+    EXPECT_EQ(back.patches[1].box, (Box{-5, -6, 7, 8}));
+    // Overwrite.
+    m.patches.pop_back();
+    writeManifest(path, m);
+    EXPECT_EQ(readManifest(path).patches.size(), 1U);
+}
+
+TEST(Manifest, WriteToMissingDirectoryFails) {
+    TempDir dir;
+    const std::string path = dir.file("nope/manifest.json");
+    try {
+        writeManifest(path, Manifest{});
+        ADD_FAILURE() << "no OutputError";
+    } catch (const OutputError& e) {
+        EXPECT_NE(std::string(e.what()).find(path), std::string::npos);
+        EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
+    }
+    EXPECT_TRUE(fs::is_empty(dir.path()));
+}
+
+TEST(Manifest, Errors) {
+    TempDir dir;
+    int n = 0;
+    auto bad = [&](const std::string& text, const std::string& word) {
+        SCOPED_TRACE(text);
+        std::string name = std::to_string(n++);  // (not "m" + ...: GCC 12 -Wrestrict false positive)
+        name += ".json";
+        expectConfigError(write(dir.file(name), text), word);
+    };
+    expectConfigError(dir.file("missing.json"), "no such file");
+    bad("{\"patches\": [", "invalid JSON");
+    bad("not json at all", "invalid JSON");
+    bad("", "invalid JSON");
+    bad("[1, 2]", "JSON object");
+    bad("{}", "missing \"patches\"");
+    bad(R"({"patches": {}})", "\"patches\" must be an array");
+    bad(R"({"format": "other", "patches": []})", "format");
+    bad(R"({"version": 2, "patches": []})", "version");
+    bad(patchJson("3"), "must be an object");
+    bad(patchJson(R"({"box": [0, 0, 1, 1], "warps": []})"), "\"name\"");
+    bad(patchJson(R"({"name": 5, "box": [0, 0, 1, 1], "warps": []})"), "\"name\"");
+    bad(patchJson(R"({"name": "a", "warps": []})"), "\"box\"");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1]})"), "\"warps\"");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 1], "warps": []})"), "4 integers");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1, 1], "warps": []})"), "4 integers");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 1.5, 1], "warps": []})"), "4 integers");
+    bad(patchJson(R"({"name": "a", "box": [0, "0", 1, 1], "warps": []})"), "4 integers");
+    bad(patchJson(R"({"name": "a", "box": "0 0 1 1", "warps": []})"), "4 integers");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 0, 1], "warps": []})"), "positive");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 5, -1], "warps": []})"), "positive");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 5, 9999999999], "warps": []})"), "out of range");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": []},
+                     {"name": "a", "box": [0, 0, 1, 1], "warps": []})"),
+        "duplicate patch name 'a'");
+    bad(patchJson(R"({"name": "a/b", "box": [0, 0, 1, 1], "warps": []})"), "plain file name");
+    bad(patchJson(R"({"name": ".", "box": [0, 0, 1, 1], "warps": []})"), "plain file name");
+    bad(patchJson(R"({"name": "..", "box": [0, 0, 1, 1], "warps": []})"), "plain file name");
+    bad(patchJson(R"({"name": "", "box": [0, 0, 1, 1], "warps": []})"), "plain file name");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"visit": 1}]})"), "\"path\"");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": ""}]})"), "\"path\"");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": 3}]})"), "\"path\"");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": ["w.fits"]})"), "must be an object");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": "w", "visit": "1"}]})"),
+        "visit");
+}
