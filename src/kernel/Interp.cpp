@@ -32,7 +32,8 @@ double fallbackValue(const ImageF& image, bool negativeAllowed) {
     std::nth_element(finite.begin(), finite.begin() + static_cast<std::ptrdiff_t>(lo), finite.end());
     double fb = finite[lo];
     if (n % 2 == 0) {
-        const float hi = *std::min_element(finite.begin() + static_cast<std::ptrdiff_t>(lo) + 1, finite.end());
+        const auto upper = finite.begin() + static_cast<std::ptrdiff_t>(lo) + 1;
+        const float hi = *std::min_element(upper, finite.end());
         fb = 0.5 * fb + 0.5 * static_cast<double>(hi);
     }
     if (!negativeAllowed) {
@@ -53,7 +54,8 @@ struct Line {
 /// Fill the NO_DATA pixels of one line. A maximal run of non-good pixels (NO_DATA or non-finite) is
 /// bounded by its nearest good pixels; its NO_DATA pixels are filled linearly between them, or with
 /// the fallback / nearest good value when the run touches an end of the line.
-std::int64_t interpolateLine(const Line& ln, const PostBits& bits, const InterpControl& ctrl, float fallback) {
+std::int64_t interpolateLine(const Line& ln, const PostBits& bits, const InterpControl& ctrl,
+                             float fallback) {
     const auto at = [&ln](int i) { return static_cast<std::ptrdiff_t>(i) * ln.stride; };
     const auto isGood = [&](int i) {
         return (ln.msk[at(i)] & bits.noData) == 0 && std::isfinite(ln.img[at(i)]);

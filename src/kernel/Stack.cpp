@@ -19,14 +19,14 @@ namespace {
 
 constexpr double kIqToStdev = 0.741301109252802;  ///< afw IQ_TO_STDEV
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr int kSmallSortLimit = 64;  ///< below this, quartiles come from one full (insertion) sort
+constexpr int kSmallSortLimit = 32;  ///< up to this, quartiles come from one full (rank) sort
 
 /// Weighted sums over a selection (spec §4.1 steps 4-6).
 struct Moments {
-    int n = 0;
-    double mean = kNaN;     ///< μ
+    int n = 0;                ///< size of the selection
+    double mean = kNaN;       ///< μ
     double sampleVar = kNaN;  ///< debiased weighted s² (only when requested)
-    double meanVar = kNaN;  ///< V
+    double meanVar = kNaN;    ///< V
 };
 
 /// Moments of the inputs listed in idx[0..k). `needSampleVar` forces the s² pass; it is computed
@@ -143,13 +143,24 @@ double percentileSorted(const double* sorted, std::size_t n, double q) {
     return w1 * sorted[q1] + w2 * sorted[q2];
 }
 
-/// Median, lower and upper quartile of buf[0..n) (reorders buf).
-void quartiles(double* buf, std::size_t n, double& median, double& q1, double& q3) {
+/// Median, lower and upper quartile of buf[0..n) (reorders buf; tmp has room for n doubles).
+/// Small samples are sorted by branch-free rank counting (NaN-free input; ties ranked by position).
+void quartiles(double* buf, double* tmp, std::size_t n, double& median, double& q1, double& q3) {
     if (n <= static_cast<std::size_t>(kSmallSortLimit)) {
-        std::sort(buf, buf + n);
-        median = percentileSorted(buf, n, 0.5);
-        q1 = percentileSorted(buf, n, 0.25);
-        q3 = percentileSorted(buf, n, 0.75);
+        for (std::size_t i = 0; i < n; ++i) {
+            const double a = buf[i];
+            int rank = 0;
+            for (std::size_t j = 0; j < i; ++j) {
+                rank += buf[j] <= a ? 1 : 0;
+            }
+            for (std::size_t j = i + 1; j < n; ++j) {
+                rank += buf[j] < a ? 1 : 0;
+            }
+            tmp[rank] = a;
+        }
+        median = percentileSorted(tmp, n, 0.5);
+        q1 = percentileSorted(tmp, n, 0.25);
+        q3 = percentileSorted(tmp, n, 0.75);
     } else {
         median = percentileSelect(buf, n, 0.5);
         q1 = percentileSelect(buf, n, 0.25);
@@ -157,7 +168,7 @@ void quartiles(double* buf, std::size_t n, double& median, double& q1, double& q
     }
 }
 
-/// The stacker core for one pixel of n inputs. `accepted` has room for 2n ints, `sortBuf` for n doubles.
+/// The stacker core for one pixel of n inputs. `accepted` has room for 3n ints, `sortBuf` for 2n doubles.
 PixelResult stackCore(const float* x, const MaskPixel* m, const float* v, const float* w, int n,
                       const StackControl& ctrl, int* accepted, double* sortBuf) {
     PixelResult res;
@@ -216,26 +227,33 @@ PixelResult stackCore(const float* x, const MaskPixel* m, const float* v, const 
         double median = kNaN;
         double q1 = kNaN;
         double q3 = kNaN;
-        quartiles(sortBuf, static_cast<std::size_t>(n0), median, q1, q3);
+        quartiles(sortBuf, sortBuf + n, static_cast<std::size_t>(n0), median, q1, q3);
         const double iqrHalfWidth = ctrl.sigmaClip * kIqToStdev * (q3 - q1);
+        // Selections live in two alternating buffers; once S_k equals S_{k-1} (k >= 2) every later
+        // iteration reproduces it bit for bit (c and h depend only on μ_{k-1}, s²_{k-1}), so stop.
         int* sel = accepted + n;
+        int* prev = accepted + 2 * n;
+        int nPrev = -1;
         Moments cur;
         for (int k = 0; k < ctrl.clipIter; ++k) {
             const double c = k == 0 ? median : cur.mean;
             const double h = (k > 0 && n0 > 1) ? ctrl.sigmaClip * std::sqrt(cur.sampleVar) : iqrHalfWidth;
             if (std::isnan(c) || std::isnan(h)) {
-                cur = Moments{};
-                cur.n = 0;
+                cur = Moments{};  // NaN result, nothing kept
                 break;
             }
             int ns = 0;
             for (int j = 0; j < n0; ++j) {
                 const int i = accepted[j];
-                if (std::abs(static_cast<double>(x[i]) - c) <= h) {
-                    sel[ns++] = i;
-                }
+                sel[ns] = i;  // branch-free compaction
+                ns += std::abs(static_cast<double>(x[i]) - c) <= h ? 1 : 0;
+            }
+            if (ns == nPrev && std::equal(sel, sel + ns, prev)) {
+                break;
             }
             cur = weightedMoments(x, v, w, sel, ns, true, fromInput);
+            std::swap(sel, prev);
+            nPrev = ns;
         }
         nKept = cur.n;
         res.value = cur.mean;
@@ -291,11 +309,11 @@ PixelResult stackPixel(std::span<const float> x, std::span<const MaskPixel> m, s
     if (m.size() != n || v.size() != n || w.size() != n) {
         throw InvalidParameter("stackPixel: image, mask, variance and weight spans differ in length");
     }
-    if (scratch.accepted.size() < 2 * n) {
-        scratch.accepted.resize(2 * n);
+    if (scratch.accepted.size() < 3 * n) {
+        scratch.accepted.resize(3 * n);
     }
-    if (scratch.sorted.size() < n) {
-        scratch.sorted.resize(n);
+    if (scratch.sorted.size() < 2 * n) {
+        scratch.sorted.resize(2 * n);
     }
     return stackCore(x.data(), m.data(), v.data(), w.data(), static_cast<int>(n), ctrl,
                      scratch.accepted.data(), scratch.sorted.data());
@@ -334,8 +352,8 @@ StackResult stackRegion(const std::vector<const MaskedImage*>& inputs, std::span
     std::vector<float> xs(n);
     std::vector<MaskPixel> ms(n);
     std::vector<float> vs(n);
-    std::vector<int> accepted(2 * n + 1);
-    std::vector<double> sortBuf(n + 1);
+    std::vector<int> accepted(3 * n + 1);
+    std::vector<double> sortBuf(2 * n + 1);
     const int nInt = static_cast<int>(n);
 
     for (int y = region.y0; y < region.y1(); ++y) {
@@ -373,6 +391,7 @@ StackResult stackRegion(const std::vector<const MaskedImage*>& inputs, std::span
     return result;
 }
 
+/// Precondition: values are NaN-free (the caller keeps only finite, unmasked pixels, spec §3.4).
 double meanClipUnweighted(std::vector<float>& values, double sigmaClip, int clipIter) {
     const std::size_t n0 = values.size();
     if (n0 == 0) {

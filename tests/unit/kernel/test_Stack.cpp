@@ -1,6 +1,7 @@
 /// @file test_Stack.cpp  Unit tests of the per-pixel stacker (spec §4, §11, afw vectors of §12).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -64,7 +65,7 @@ TEST(Stack, WeightedMeanByVector) {
     }
     const PixelResult r = run(x, m, v, w, meanCtrl());
     EXPECT_DOUBLE_EQ(r.value, swx / sw);
-    EXPECT_NEAR(r.value, 23.0 / 6.75, 1e-12);  // (0.5+2+7+12+2.5)/6.75
+    EXPECT_NEAR(r.value, 24.0 / 6.75, 1e-12);  // (0.5+2+7+12+2.5)/6.75
     EXPECT_DOUBLE_EQ(r.variance, sw2v / (sw * sw));
     EXPECT_EQ(r.mask, 0);
     EXPECT_EQ(r.nMasked, 0);
@@ -72,8 +73,8 @@ TEST(Stack, WeightedMeanByVector) {
 }
 
 TEST(Stack, MeanByInverseVarianceIsHarmonicMean) {
-    // x = v and w = 1/v: Σ w x / Σ w = n / Σ (1/v).
-    const std::vector<float> v{1.0F, 2.0F, 4.0F, 5.0F, 10.0F, 0.5F};
+    // x = v and w = 1/v: Σ w x / Σ w = n / Σ (1/v). Powers of two keep the float32 weights exact.
+    const std::vector<float> v{1.0F, 2.0F, 4.0F, 8.0F, 0.25F, 0.5F};
     std::vector<float> w;
     double sumInv = 0;
     for (const float vi : v) {
@@ -85,6 +86,16 @@ TEST(Stack, MeanByInverseVarianceIsHarmonicMean) {
     EXPECT_NEAR(r.value, static_cast<double>(v.size()) / sumInv, 1e-12);
     // V = Σ w² v / (Σ w)² = Σ (1/v) / (Σ 1/v)² = 1 / Σ (1/v).
     EXPECT_NEAR(r.variance, 1.0 / sumInv, 1e-12);
+    // General variances: float32 weights round, so agreement is to float precision.
+    const std::vector<float> v2{1.0F, 3.0F, 7.0F, 5.0F, 10.0F, 0.3F};
+    std::vector<float> w2;
+    double sumInv2 = 0;
+    for (const float vi : v2) {
+        w2.push_back(1.0F / vi);
+        sumInv2 += 1.0 / vi;
+    }
+    const PixelResult r2 = run(v2, m, v2, w2, meanCtrl());
+    EXPECT_NEAR(r2.value, static_cast<double>(v2.size()) / sumInv2, 1e-6 * r2.value);
 }
 
 TEST(Stack, Ticket1412OrMaskOnlyOverAcceptedInputs) {
@@ -128,6 +139,18 @@ TEST(Stack, RejectedMaskPropagationThreshold) {
         run(x, {kReject | kProp, kReject | kProp, 0, 0, 0}, v, {1.0F, 2.0F, 1.0F, 1.0F, 1.0F}, c);
     EXPECT_EQ(r5.mask, kProp);
     EXPECT_DOUBLE_EQ(r5.value, (7.0 + 3.0 + 4.0) / 3.0);
+
+    // The comparison is strict: a fraction exactly equal to the threshold does not propagate.
+    c.propagationThresholds = {{kProp, 0.25}};
+    const PixelResult r6 = run(x, m, v, {1.0F, 1.0F, 1.0F, 0.5F, 0.5F}, c);  // 1 / 4
+    EXPECT_EQ(r6.mask & kProp, 0);
+    const PixelResult r7 = run(x, m, v, {1.0F, 1.0F, 1.0F, 0.5F, 0.25F}, c);  // 1 / 3.75
+    EXPECT_EQ(r7.mask, kProp);
+    // Every input rejected: §4.3.1 replaces the whole mask (propagated bits included) by NO_DATA.
+    c.propagationThresholds = {{kProp, 0.1}};
+    const PixelResult r8 =
+        run(x, std::vector<MaskPixel>(5, kReject | kProp), v, std::vector<float>(5, 1.0F), c);
+    EXPECT_EQ(r8.mask, kNoData);
 }
 
 TEST(Stack, ClippedTenInputsOneOutlier) {
@@ -362,6 +385,115 @@ TEST(Stack, MeanClipRetainingOnePointGivesNaN) {
     EXPECT_EQ(r.nClipped, 2);
 }
 
+/// Straightforward reference of spec §4.1-4.2 (full sorts, explicit sets, no shortcuts).
+PixelResult referenceMeanClip(const std::vector<float>& x, const std::vector<float>& v,
+                              const std::vector<float>& w, double sigma, int iters) {
+    std::vector<int> s0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if (std::isfinite(x[i])) {
+            s0.push_back(static_cast<int>(i));
+        }
+    }
+    const auto n0 = static_cast<int>(s0.size());
+    if (n0 == 0) {
+        PixelResult r;
+        r.value = std::numeric_limits<double>::quiet_NaN();
+        return r;
+    }
+    std::vector<double> sorted;
+    for (const int i : s0) {
+        sorted.push_back(x[i]);
+    }
+    std::sort(sorted.begin(), sorted.end());
+    const auto q = [&sorted](double f) {
+        const double r = f * static_cast<double>(sorted.size() - 1);
+        const auto lo = static_cast<std::size_t>(std::floor(r));
+        const std::size_t hi = std::min(lo + 1, sorted.size() - 1);
+        return sorted[lo] + (r - static_cast<double>(lo)) * (sorted[hi] - sorted[lo]);
+    };
+    const double median = q(0.5);
+    const double iqr = q(0.75) - q(0.25);
+    double mu = 0;
+    double s2 = 0;
+    double var = 0;
+    int kept = 0;
+    for (int k = 1; k <= iters; ++k) {
+        const double c = k == 1 ? median : mu;
+        const double h = (k > 1 && n0 > 1) ? sigma * std::sqrt(s2) : sigma * 0.741301109252802 * iqr;
+        if (std::isnan(c) || std::isnan(h)) {
+            PixelResult r;
+            r.value = std::numeric_limits<double>::quiet_NaN();
+            r.nClipped = n0;
+            return r;
+        }
+        double sw = 0;
+        double swx = 0;
+        double sw2 = 0;
+        double sw2v = 0;
+        kept = 0;
+        std::vector<int> sk;
+        for (const int i : s0) {
+            if (std::abs(x[i] - c) <= h) {
+                sk.push_back(i);
+                sw += w[i];
+                swx += static_cast<double>(w[i]) * x[i];
+                sw2 += static_cast<double>(w[i]) * w[i];
+                sw2v += static_cast<double>(w[i]) * w[i] * v[i];
+            }
+        }
+        kept = static_cast<int>(sk.size());
+        mu = swx / sw;
+        double dev = 0;
+        for (const int i : sk) {
+            dev += w[i] * (x[i] - mu) * (x[i] - mu);
+        }
+        s2 = dev / sw * sw * sw / (sw * sw - sw2);
+        var = sw2v / (sw * sw);
+    }
+    PixelResult r;
+    r.value = mu;
+    r.variance = var;
+    r.nClipped = n0 - kept;
+    return r;
+}
+
+TEST(Stack, MeanClipMatchesReferenceOnRandomPixels) {
+    std::mt19937 rng(2024);
+    std::uniform_int_distribution<int> nDist(1, 45);
+    std::uniform_real_distribution<float> u(0.0F, 1.0F);
+    std::normal_distribution<float> g(0.0F, 1.0F);
+    StackScratch scratch;
+    int nDiffer = 0;
+    for (int trial = 0; trial < 4000; ++trial) {
+        const int n = nDist(rng);
+        std::vector<float> x(n);
+        std::vector<float> v(n);
+        std::vector<float> w(n);
+        for (int i = 0; i < n; ++i) {
+            x[i] = u(rng) < 0.1F ? 20.0F * g(rng) : g(rng);
+            v[i] = 0.1F + u(rng);
+            w[i] = u(rng) < 0.2F ? 10.0F * u(rng) : 0.2F + u(rng);
+            if (u(rng) < 0.05F) {
+                x[i] = kNaNf;
+            }
+        }
+        StackControl c = clipCtrl();
+        c.sigmaClip = trial % 2 == 0 ? 1.5 : 2.0;
+        c.clipIter = 1 + trial % 4;
+        const PixelResult ref = referenceMeanClip(x, v, w, c.sigmaClip, c.clipIter);
+        const PixelResult r = stackPixel(x, std::vector<MaskPixel>(n, 0), v, w, c, scratch);
+        ASSERT_EQ(r.nClipped, ref.nClipped) << "trial " << trial;
+        if (std::isnan(ref.value)) {
+            ASSERT_TRUE(std::isnan(r.value)) << "trial " << trial;
+        } else {
+            ASSERT_NEAR(r.value, ref.value, 1e-12 * (1.0 + std::abs(ref.value))) << "trial " << trial;
+            ASSERT_NEAR(r.variance, ref.variance, 1e-12 * ref.variance) << "trial " << trial;
+        }
+        nDiffer += r.nClipped > 0 ? 1 : 0;
+    }
+    EXPECT_GT(nDiffer, 1000);  // clipping happened in many trials
+}
+
 TEST(Stack, ValidateRejectsBadParameters) {
     StackControl c;
     EXPECT_NO_THROW(c.validate());
@@ -542,7 +674,8 @@ TEST_P(StackRegionTest, IndependentOfRowChunking) {
     expectBitwiseEqual(whole, cols, region);
 }
 
-INSTANTIATE_TEST_SUITE_P(Statistics, StackRegionTest, ::testing::Values(Statistic::Mean, Statistic::MeanClip));
+INSTANTIATE_TEST_SUITE_P(Statistics, StackRegionTest,
+                         ::testing::Values(Statistic::Mean, Statistic::MeanClip));
 
 TEST(Stack, StackRegionCountsAndValues) {
     const Box box{10, 20, 3, 2};
