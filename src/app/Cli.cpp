@@ -92,6 +92,7 @@ int runCli(int argc, char** argv) {
                  ": SafeClip coadds of astronomical warps (LSST SafeClipAssembleCoaddTask), at HPC scale with MPI"};
     app.set_version_flag("--version", std::string("safeclip ") + kVersion + " (git " + kGitRevision + ")");
     app.require_subcommand(1);
+    app.fallthrough();  // global options (--log-level) may follow the subcommand
     std::string logLevel;
     app.add_option("--log-level", logLevel, "trace|debug|info|warn|error|off (overrides log.level)");
 
@@ -169,10 +170,10 @@ int runCli(int argc, char** argv) {
             return 0;
         }
         if (*ing) {
-            if (ingFwhm > 0) {
+            if (ing->count("--fwhm") > 0) {
                 ingOpts.psfFwhm = ingFwhm;
             }
-            if (ingZp != 0) {
+            if (ing->count("--zero-point") > 0) {
                 ingOpts.zeroPoint = ingZp;
             }
             ingest(ingOpts);

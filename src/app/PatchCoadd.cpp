@@ -30,7 +30,7 @@ using kernel::SpanSet;
 /// tiles, logging, paths, bad-warp policy) are left out so that the coadd's bytes do not depend
 /// on them (determinism across budgets, tile sizes and rank counts).
 std::vector<std::string> scienceConfig(const Config& cfg) {
-    static const char* const kExecution[] = {"input.", "output.", "checkpoint.", "tile.", "memory.", "log."};
+    static const char* const kExecution[] = {"input.manifest", "output.", "checkpoint.", "tile.", "memory.", "log."};
     std::vector<std::string> lines;
     for (const KeyDef& k : configSchema()) {
         bool skip = false;
@@ -245,6 +245,15 @@ private:
                 fail(w, e.what());
             }
         }
+        for (std::size_t i = 0; i < m_warps.size(); ++i) {
+            for (std::size_t j = 0; j < i; ++j) {
+                if (m_warps[i].visit == m_warps[j].visit) {
+                    throw InputError(m_warps[i].input.path + ": duplicate visit " + std::to_string(m_warps[i].visit) +
+                                     " (also " + m_warps[j].input.path +
+                                     "); give each warp its own visit id (VISIT card or manifest)");
+                }
+            }
+        }
         // The patch box: the manifest's, or the warps' common box.
         for (Warp& w : m_warps) {
             if (!w.used) {
@@ -299,7 +308,12 @@ private:
     void setupBits() {
         m_bits.bad = 0;
         for (const auto& name : m_cfg.getStringList("stack.bad_mask_planes")) {
-            m_bits.bad |= static_cast<MaskPixel>(1U << static_cast<unsigned>(m_dict.addPlane(name)));
+            const int bit = m_dict.bitOf(name);
+            if (bit < 0) {
+                throw ConfigError("stack.bad_mask_planes: unknown mask plane '" + name +
+                                  "' (not a default plane and not in any input's MP_* cards)");
+            }
+            m_bits.bad |= static_cast<MaskPixel>(1U << static_cast<unsigned>(bit));
         }
         m_bits.det = m_dict.bitMask("DETECTED") | m_dict.bitMask("DETECTED_NEGATIVE");
         m_bits.clipped = m_dict.bitMask("CLIPPED");

@@ -20,14 +20,17 @@ for n in 2 3 4; do
   mpirun -n "$n" "$SAFECLIP" run base.toml --set output.dir=\"np$n\" --log-level warn || fail "np$n run failed"
   compare "mpirun -n $n" "np$n"
 done
-"$SAFECLIP" run base.toml --set output.dir=\"rows5\" --set tile.size=5 --log-level warn || fail "tile.size=5 failed"
-compare "tile.size=5 (5-row chunks)" rows5
-"$SAFECLIP" run base.toml --set output.dir=\"budget\" --set memory.max_per_rank=\"2MiB\" --log-level warn \
-  || fail "2MiB budget failed"
-compare "memory.max_per_rank=2MiB" budget
-mpirun -n 2 "$SAFECLIP" run base.toml --set output.dir=\"np2small\" --set tile.size=3 \
-  --set memory.max_per_rank=\"2MiB\" --log-level warn || fail "np2 small chunks failed"
-compare "mpirun -n 2, 3-row chunks, 2MiB" np2small
+"$SAFECLIP" run base.toml --set output.dir=\"rows16\" --set tile.size=16 --log-level warn || fail "tile.size=16 failed"
+compare "tile.size=16 (16-row chunks)" rows16
+# 400 KiB: the full-patch planes (280 KiB) plus ~7 rows of 6 warps.
+"$SAFECLIP" run base.toml --set output.dir=\"budget\" --set memory.max_per_rank=\"400KiB\" --log-level debug \
+  2>budget.log || fail "400KiB budget failed"
+grep -q "chunks of [1-9] rows" budget.log && pass "400KiB budget streams in small chunks: $(grep -o -m1 'in [0-9]* chunks of [0-9]* rows' budget.log)" \
+  || fail "400KiB budget did not give small chunks: $(grep -m1 'final stack' budget.log)"
+compare "memory.max_per_rank=400KiB" budget
+mpirun -n 2 "$SAFECLIP" run base.toml --set output.dir=\"np2small\" --set tile.size=16 \
+  --set memory.max_per_rank=\"400KiB\" --log-level warn || fail "np2 small chunks failed"
+compare "mpirun -n 2, 16-row chunks, 400KiB" np2small
 # A budget too small for even one row is refused before any work, naming the key.
 if out=$("$SAFECLIP" run base.toml --set output.dir=\"tiny\" --set memory.max_per_rank=\"1KiB\" 2>&1); then
   fail "1KiB budget was accepted"
