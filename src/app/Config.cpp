@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <system_error>
@@ -52,8 +53,7 @@ std::vector<KeyDef> buildSchema() {
     // algorithm
     s.push_back(key("coadd.mode", K::String, std::string("safeclip"),
                     "safeclip (SafeClipAssembleCoaddTask) or mean (plain weighted mean, no clipping)"));
-    s.push_back(key("stack.bad_mask_planes", K::StringList,
-                    StringList{"NO_DATA", "BAD", "SAT", "EDGE"},
+    s.push_back(key("stack.bad_mask_planes", K::StringList, StringList{"NO_DATA", "BAD", "SAT", "EDGE"},
                     "mask planes excluded from weights, trial coadds, overlap counts and the final "
                     "stack (badMaskPlanes)"));
     s.push_back(key("stack.sigma_clip", K::Double, 1.5,
@@ -67,8 +67,8 @@ std::vector<KeyDef> buildSchema() {
                     "(maskPropagationThresholds)"));
     s.push_back(key("stack.remove_mask_planes", K::StringList, StringList{"NOT_DEBLENDED"},
                     "mask planes cleared from each warp before stacking (removeMaskPlanes)"));
-    s.push_back(key("stack.zero_point", K::Double, 27.0,
-                    "AB zero point of the coadd (scaleZeroPoint.zeroPoint)"));
+    s.push_back(
+        key("stack.zero_point", K::Double, 27.0, "AB zero point of the coadd (scaleZeroPoint.zeroPoint)"));
     s.push_back(key("detect.psf_sigma", K::Double, 0.0,
                     "PSF sigma in pixels for detection smoothing, >= 0; 0 = weight-averaged sigma from the "
                     "warps' PSFSIGMA/FWHM header cards"));
@@ -269,8 +269,8 @@ std::string oneLineTomlError(const std::string& what) {
 /// Convert a TOML value for key `def`, or throw "ORIGIN: key 'k': expected X, got Y".
 ConfigValue convert(const KeyDef& def, const toml::value& v, const std::string& origin) {
     auto wrong = [&](const std::string& got) {
-        return ConfigError(origin + ": key '" + def.name + "': expected " + expectedName(def.type) + ", got " +
-                           got);
+        return ConfigError(origin + ": key '" + def.name + "': expected " + expectedName(def.type) +
+                           ", got " + got);
     };
     switch (def.type) {
         case KeyType::Bool:
@@ -489,8 +489,9 @@ Config Config::fromFile(const std::string& path) {
             entries.push_back({static_cast<unsigned>(v.location().line()), section + "." + k, &v});
         }
     }
-    std::sort(entries.begin(), entries.end(),
-              [](const Entry& a, const Entry& b) { return std::tie(a.line, a.name) < std::tie(b.line, b.name); });
+    std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+        return std::tie(a.line, a.name) < std::tie(b.line, b.name);
+    });
     for (const auto& e : entries) {
         const KeyDef* def = findKey(e.name);
         if (def == nullptr) {
@@ -579,7 +580,10 @@ void Config::validate() const {
         if (!isOneOf(getString(key), options)) {
             std::string list;
             for (const char* o : options) {
-                list += (list.empty() ? "" : "|") + std::string(o);
+                if (!list.empty()) {
+                    list += '|';
+                }
+                list += o;
             }
             throw fail(key, "must be one of " + list, m_values.at(key));
         }
@@ -629,7 +633,8 @@ void Config::validate() const {
 namespace {
 
 template <typename T>
-const T& getTyped(const std::map<std::string, ConfigValue>& values, const std::string& key, const char* want) {
+const T& getTyped(const std::map<std::string, ConfigValue>& values, const std::string& key,
+                  const char* want) {
     const auto it = values.find(key);
     if (it == values.end()) {
         throw InvalidParameter("Config: no key '" + key + "'");
@@ -643,13 +648,17 @@ const T& getTyped(const std::map<std::string, ConfigValue>& values, const std::s
 
 }  // namespace
 
-bool Config::getBool(const std::string& key) const { return getTyped<bool>(m_values, key, "a bool"); }
+bool Config::getBool(const std::string& key) const {
+    return getTyped<bool>(m_values, key, "a bool");
+}
 
 std::int64_t Config::getInt(const std::string& key) const {
     return getTyped<std::int64_t>(m_values, key, "an int");
 }
 
-double Config::getDouble(const std::string& key) const { return getTyped<double>(m_values, key, "a double"); }
+double Config::getDouble(const std::string& key) const {
+    return getTyped<double>(m_values, key, "a double");
+}
 
 const std::string& Config::getString(const std::string& key) const {
     return getTyped<std::string>(m_values, key, "a string");
@@ -723,8 +732,8 @@ std::string describeConfig() {
             out += "\n[" + sec + "]\n";
             section = sec;
         }
-        out += k.name.substr(dot + 1) + " = " + formatValue(k.defaultValue) + "  # " + typeWord(k.type) + "; " +
-               k.doc + "\n";
+        out += k.name.substr(dot + 1) + " = " + formatValue(k.defaultValue) + "  # " + typeWord(k.type) +
+               "; " + k.doc + "\n";
     }
     return out;
 }
