@@ -109,6 +109,12 @@ public:
     }
     /// log-uniform in [lo, hi].
     double logUniform(double lo, double hi) { return std::exp(uniform(std::log(lo), std::log(hi))); }
+    /// Power-law fluxes with N(>F) ∝ F^-1 between lo and hi (faint sources dominate, as in real
+    /// number counts), by inverting the cumulative distribution.
+    double powerLaw(double lo, double hi) {
+        const double u = uniform(0.0, 1.0);
+        return 1.0 / (1.0 / lo - u * (1.0 / lo - 1.0 / hi));
+    }
     /// Standard normal (Box–Muller, the second value cached).
     double normal() {
         if (m_haveSpare) {
@@ -201,14 +207,14 @@ Sky makeSky(std::uint64_t seed, int patch, const Box& box) {
     for (long k = 0; k < nStars; ++k) {
         const double x = px();
         const double y = py();
-        sky.stars.push_back({x, y, rng.logUniform(300.0, 3e5)});
+        sky.stars.push_back({x, y, rng.powerLaw(300.0, 3e5)});
     }
     const auto nGalaxies = std::max<long>(1, std::lround(area / 5000.0));
     for (long k = 0; k < nGalaxies; ++k) {
         Galaxy g{};
         g.x = px();
         g.y = py();
-        g.flux = rng.logUniform(500.0, 5e4);
+        g.flux = rng.powerLaw(500.0, 5e4);
         const double a = rng.uniform(2.0, 5.0);
         const double q = rng.uniform(0.3, 1.0);
         g.sigmaMajor = a;
@@ -302,11 +308,16 @@ void renderGalaxy(ImageF& img, const Galaxy& g, double psfSigma) {
 
 /// Satellite trail: a straight line through the central half of the patch at a random angle, with
 /// a Gaussian cross-profile of width σ and peak `amp` counts. Returns the touched bbox.
-Box renderTrail(ImageF& counts, Rng& rng, double sigma, double amp) {
+/// A trail through (px, py) with py in [yLo, yHi] (fractions of the height) at an angle within
+/// ±0.15 rad of the rows. The two trails of a patch run in separate bands so that they never
+/// cross: crossing trails of two warps merge into one difference footprint that no single warp
+/// covers > 60%, which upstream SafeClip keeps by design (spec §6.3), and would hide what the
+/// end-to-end tests measure.
+Box renderTrail(ImageF& counts, Rng& rng, double sigma, double amp, double yLo, double yHi) {
     const Box& b = counts.box();
     const double px = rng.uniform(b.x0 + 0.25 * b.width, b.x0 + 0.75 * b.width);
-    const double py = rng.uniform(b.y0 + 0.25 * b.height, b.y0 + 0.75 * b.height);
-    const double theta = rng.uniform(0.0, kPi);
+    const double py = rng.uniform(b.y0 + yLo * b.height, b.y0 + yHi * b.height);
+    const double theta = rng.uniform(-0.15, 0.15);
     const double sn = std::sin(theta);
     const double cs = std::cos(theta);
     const double h = 6.0 * sigma;
@@ -367,11 +378,15 @@ Box renderGhost(ImageF& counts, Rng& rng, double amp) {
     return acc.box();
 }
 
-/// Cosmic rays: about area/8000 hits of 1-4 8-connected pixels, S/N 20-100 per pixel.
+/// Cosmic rays: about area/16000 hits per warp (sparse, so that hits of different warps rarely
+/// share one difference footprint, which SafeClip cannot give to one warp), each of 1-4
+/// 8-connected pixels, S/N 50-500 per pixel (real hits deposit hundreds to thousands of
+/// electrons against a sky noise of tens; fainter single pixels fall below the 2σ detection of
+/// the smoothed difference image).
 void renderCosmicRays(ImageF& counts, Rng& rng, double skySigma, std::int64_t visit,
                       std::vector<Artifact>& artifacts) {
     const Box& b = counts.box();
-    const auto n = std::max<long>(1, std::lround(static_cast<double>(b.area()) / 8000.0));
+    const auto n = std::max<long>(1, std::lround(static_cast<double>(b.area()) / 16000.0));
     static constexpr int kDx[8] = {-1, 0, 1, -1, 1, -1, 0, 1};
     static constexpr int kDy[8] = {-1, -1, -1, 0, 0, 1, 1, 1};
     for (long k = 0; k < n; ++k) {
@@ -390,7 +405,7 @@ void renderCosmicRays(ImageF& counts, Rng& rng, double skySigma, std::int64_t vi
         BoxAcc acc;
         double peak = 0.0;
         for (const auto& [x, y] : pix) {
-            const double snr = rng.uniform(20.0, 100.0);
+            const double snr = rng.uniform(50.0, 500.0);
             peak = std::max(peak, snr);
             counts(x, y) += static_cast<float>(snr * skySigma);
             acc.add(x, y);
@@ -520,12 +535,12 @@ WarpProducts simulateWarp(std::uint64_t seed, int patch, int i, int nWarps, cons
     const auto w = static_cast<std::uint64_t>(i);
     if (i == 0) {
         Rng rng(seed, Stream::Trail, p, w * 2);
-        const Box bb = renderTrail(trans, rng, v.psfSigma, 12.0 * v.skySigma);
+        const Box bb = renderTrail(trans, rng, v.psfSigma, 12.0 * v.skySigma, 0.15, 0.3);
         artifacts.push_back({"trail", v.visit, bb, 12.0});
     }
     if (i == 3 % nWarps) {
         Rng rng(seed, Stream::Trail, p, w * 2 + 1);
-        const Box bb = renderTrail(trans, rng, v.psfSigma, 5.0 * v.skySigma);
+        const Box bb = renderTrail(trans, rng, v.psfSigma, 5.0 * v.skySigma, 0.7, 0.85);
         artifacts.push_back({"trail", v.visit, bb, 5.0});
     }
     if (i == 5 % nWarps) {
@@ -575,9 +590,14 @@ WarpProducts simulateWarp(std::uint64_t seed, int patch, int i, int nWarps, cons
         }
     }
 
-    // EDGE: a band of kEdgeWidth pixels around every hole; then the holes themselves.
+    // EDGE: around every hole, a band as wide as the single-epoch detection kernel's half-width
+    // (at least kEdgeWidth): there the smoothing reaches missing pixels and detection is impossible,
+    // which is where a real pipeline's EDGE plane lies. Then the holes themselves.
+    kernel::DetectControl edgeKernel;
+    edgeKernel.psfSigma = v.psfSigma;
+    const int edgeWidth = std::max(kEdgeWidth, edgeKernel.kernelHalfWidth());
     for (const Box& h : lay.holes) {
-        const Box g = h.grown(kEdgeWidth).intersect(box);
+        const Box g = h.grown(edgeWidth).intersect(box);
         for (int y = g.y0; y < g.y1(); ++y) {
             MaskPixel* ma = mi.mask.row(y);
             for (int x = g.x0; x < g.x1(); ++x) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iostream>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -198,6 +199,8 @@ TEST_F(EndToEnd, InjectedTransientPixelsAreExcluded) {
     for (const auto& [v, c] : perVisit) {
         detail += " visit " + std::to_string(v) + ": " + std::to_string(c.second) + "/" + std::to_string(c.first);
     }
+    std::cout << "[ measured ] transient pixels with S/N > 3 excluded: " << excluded << "/" << total << " ("
+              << 100.0 * static_cast<double>(excluded) / static_cast<double>(total) << "%);" << detail << "\n";
     ASSERT_GT(total, 100) << "the simulator injected too few transient pixels with S/N > 3";
     EXPECT_GE(static_cast<double>(excluded) / static_cast<double>(total), 0.95) << "excluded/total per warp:" << detail;
 }
@@ -218,6 +221,7 @@ TEST_F(EndToEnd, ClippedCoaddPixelsAreClean) {
             clean += std::abs(d) <= 5.0 * std::sqrt(static_cast<double>(s_coadd.variance(x, y))) ? 1 : 0;
         }
     }
+    std::cout << "[ measured ] CLIPPED coadd pixels within 5 sigma of truth: " << clean << "/" << n << "\n";
     ASSERT_GT(n, 50);
     EXPECT_GE(static_cast<double>(clean) / static_cast<double>(n), 0.99) << clean << " of " << n;
 }
@@ -259,6 +263,8 @@ TEST_F(EndToEnd, StaticSourcesAreNotClippedOutsideTransientRegions) {
             clipped += any ? 1 : 0;
         }
     }
+    std::cout << "[ measured ] static-source pixels clipped outside transient regions: " << clipped << "/" << n
+              << "\n";
     ASSERT_GT(n, 200) << "too few static source pixels to test";
     EXPECT_LT(static_cast<double>(clipped) / static_cast<double>(n), 0.01) << clipped << " of " << n;
 }
@@ -277,6 +283,8 @@ TEST_F(EndToEnd, CoaddMinusTruthIsConsistentWithVariance) {
             ++n;
         }
     }
+    std::cout << "[ measured ] chi2/dof of coadd - truth: " << chi2 / static_cast<double>(n) << " over " << n
+              << " pixels\n";
     ASSERT_GT(n, 10000);
     EXPECT_NEAR(chi2 / static_cast<double>(n), 1.0, 0.1) << "chi2/dof over " << n << " pixels";
 }
