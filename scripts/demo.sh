@@ -28,9 +28,9 @@ echo
 echo "== safeclip demo =="
 echo "inputs : $OUT/data (manifest.json, truth.json, p000/ p001/ warps)"
 echo "outputs: $(ls "$OUT"/coadds/*.fits | tr '\n' ' ')"
-echo "log    : $OUT/run.log"
+echo "log    : $OUT/run.log; per-patch report: $OUT/coadds/report.json"
 summary=$(grep -o 'run summary: .*' "$OUT/run.log" | tail -1)
-clipped=$(grep -o 'patch p[0-9]*: done.*' "$OUT/run.log" | sed 's/ -> .*//' || true)
+clipped=$(grep -o 'patch p[0-9]* \[r[0-9]*\]: .*' "$OUT/run.log" | sed 's/ -> .*//' || true)
 printf '%s\n%s\n' "$clipped" "$summary"
 printf 'Coadded 2 patches of 8 simulated warps each (512x512) on %s MPI ranks in %.1f s wall.\n' \
   "$RANKS" "$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')"

@@ -1,7 +1,14 @@
 #include "safeclip/app/Runner.h"
 
+#include <boost/mpi/collectives.hpp>
+#include <boost/serialization/string.hpp>
+#include <boost/serialization/vector.hpp>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "safeclip/app/Logging.h"
 #include "safeclip/app/PatchCoadd.h"
@@ -15,6 +22,73 @@ namespace safeclip::app {
 namespace fs = std::filesystem;
 
 namespace {
+
+/// One patch's outcome, gathered to rank 0 for the log and report.json.
+struct PatchOutcome {
+    std::int64_t index = 0;
+    std::string name;
+    std::string status;  ///< "done", "skipped", "failed"
+    std::string error;
+    std::string output;
+    int rank = 0;
+    int nWarps = 0;
+    int nUsed = 0;
+    std::int64_t nFootprints = 0;
+    std::int64_t nClippedFootprints = 0;
+    std::int64_t nBigFootprints = 0;
+    std::int64_t nClippedWarpPixels = 0;
+    std::int64_t nCoaddClippedPixels = 0;
+    double seconds = 0;
+
+    template <class Archive>
+    void serialize(Archive& ar, const unsigned int /*version*/) {
+        ar & index & name & status & error & output & rank & nWarps & nUsed & nFootprints & nClippedFootprints &
+            nBigFootprints & nClippedWarpPixels & nCoaddClippedPixels & seconds;
+    }
+};
+
+/// Write <outDir>/report.json atomically (tmp + rename).
+void writeReport(const std::string& outDir, const std::vector<PatchOutcome>& outcomes, int ranks, double wall) {
+    nlohmann::json j;
+    j["format"] = "safeclip-report";
+    j["version"] = 1;
+    j["ranks"] = ranks;
+    j["wall_seconds"] = wall;
+    auto& arr = j["patches"];
+    arr = nlohmann::json::array();
+    for (const auto& o : outcomes) {
+        arr.push_back({{"name", o.name},
+                       {"status", o.status},
+                       {"error", o.error},
+                       {"output", o.output},
+                       {"rank", o.rank},
+                       {"warps", o.nWarps},
+                       {"warps_used", o.nUsed},
+                       {"footprints", o.nFootprints},
+                       {"footprints_clipped", o.nClippedFootprints},
+                       {"big_footprints", o.nBigFootprints},
+                       {"clipped_warp_pixels", o.nClippedWarpPixels},
+                       {"clipped_coadd_pixels", o.nCoaddClippedPixels},
+                       {"seconds", o.seconds}});
+    }
+    const std::string path = (fs::path(outDir) / "report.json").string();
+    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+    {
+        std::ofstream f(tmp);
+        f << j.dump(2) << "\n";
+        if (!f) {
+            std::error_code ec;
+            fs::remove(tmp, ec);
+            throw OutputError(path + ": cannot write the run report");
+        }
+    }
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+    if (ec) {
+        fs::remove(tmp, ec);
+        throw OutputError(path + ": cannot write the run report: " + ec.message());
+    }
+}
 
 /// An existing output is reusable when it opens as FITS and carries the same config hash.
 bool outputIsCurrent(const std::string& path, const std::string& cfgHash) {
@@ -79,16 +153,24 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     long long done = 0;
     long long skipped = 0;
     long long failed = 0;
-    long long clippedPixels = 0;
+    std::vector<PatchOutcome> outcomes;
     for (std::size_t p = 0; p < manifest.patches.size(); ++p) {
         if (owner[p] != comm.rank()) {
             continue;
         }
         const auto& patch = manifest.patches[p];
         const std::string out = (fs::path(outDir) / (patch.name + ".fits")).string();
+        PatchOutcome o;
+        o.index = static_cast<std::int64_t>(p);
+        o.name = patch.name;
+        o.output = out;
+        o.rank = comm.rank();
+        o.nWarps = static_cast<int>(patch.warps.size());
         if (opts.resume && outputIsCurrent(out, cfgHash)) {
-            log().info("patch {}: {} exists with the same config; skipped (--resume)", patch.name, out);
+            log().debug("patch {}: {} exists with the same config; skipped (--resume)", patch.name, out);
             ++skipped;
+            o.status = "skipped";
+            outcomes.push_back(o);
             continue;
         }
         std::vector<WarpInput> warps;
@@ -98,37 +180,69 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         try {
             const PatchResult r = coaddPatch(patch.name, patch.box, warps, cfg, out);
             ++done;
-            clippedPixels += r.nClippedWarpPixels;
-            log().info("patch {}: done in {:.2f} s: {}/{} warps used, {} footprints, {} clipped, {} CLIPPED warp "
-                       "pixels -> {}",
-                       patch.name, r.seconds, r.nUsed, r.nWarps, r.nFootprints, r.nClippedFootprints,
-                       r.nClippedWarpPixels, out);
+            o.status = "done";
+            o.nUsed = r.nUsed;
+            o.nFootprints = r.nFootprints;
+            o.nClippedFootprints = r.nClippedFootprints;
+            o.nBigFootprints = r.nBigFootprints;
+            o.nClippedWarpPixels = r.nClippedWarpPixels;
+            o.nCoaddClippedPixels = r.nCoaddClippedPixels;
+            o.seconds = r.seconds;
         } catch (const Error& e) {
             ++failed;
             code = std::max(code, static_cast<int>(e.code()));
             log().error("patch {}: {}", patch.name, e.what());
+            o.status = "failed";
+            o.error = e.what();
         } catch (const std::exception& e) {
             ++failed;
             code = std::max(code, static_cast<int>(ExitCode::Internal));
             log().error("patch {}: internal error: {}", patch.name, e.what());
+            o.status = "failed";
+            o.error = std::string("internal error: ") + e.what();
         }
-        if (comm.rank() == 0 && comm.size() == 1) {
-            log().info("progress: {}/{} patches", done + skipped + failed, mine);
-        }
+        outcomes.push_back(o);
+        log().debug("progress: {}/{} of this rank's patches", done + skipped + failed, mine);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log().debug("rank summary: {} patches done, {} skipped, {} failed in {:.2f} s", done, skipped, failed, seconds);
     const long long allDone = comm.sum(done);
     const long long allSkipped = comm.sum(skipped);
     const long long allFailed = comm.sum(failed);
-    const long long allClipped = comm.sum(clippedPixels);
     const double wall = comm.max(seconds);
-    const int worst = static_cast<int>(comm.max(code));
+    int worst = static_cast<int>(comm.max(code));
+    std::vector<std::vector<PatchOutcome>> all;
+    boost::mpi::gather(comm.raw(), outcomes, all, 0);
     if (comm.rank() == 0) {
+        std::vector<PatchOutcome> flat;
+        for (auto& v : all) {
+            flat.insert(flat.end(), v.begin(), v.end());
+        }
+        std::sort(flat.begin(), flat.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
+        long long clipped = 0;
+        for (const auto& o : flat) {
+            clipped += o.nClippedWarpPixels;
+            if (o.status == "done") {
+                log().info("patch {} [r{}]: {}/{} warps used, {} footprints, {} clipped ({} big), {} CLIPPED warp "
+                           "pixels, {:.2f} s -> {}",
+                           o.name, o.rank, o.nUsed, o.nWarps, o.nFootprints, o.nClippedFootprints, o.nBigFootprints,
+                           o.nClippedWarpPixels, o.seconds, o.output);
+            } else if (o.status == "skipped") {
+                log().info("patch {} [r{}]: output exists with the same configuration; skipped (--resume)", o.name,
+                           o.rank);
+            }
+        }
         log().info("run summary: {} patches coadded, {} skipped (already done), {} failed; {} CLIPPED warp pixels; "
-                   "{:.2f} s on {} ranks",
-                   allDone, allSkipped, allFailed, allClipped, wall, comm.size());
+                   "{:.2f} s on {} ranks; report {}/report.json",
+                   allDone, allSkipped, allFailed, clipped, wall, comm.size(), outDir);
+        try {
+            writeReport(outDir, flat, comm.size(), wall);
+        } catch (const Error& e) {
+            log().error("{}", e.what());
+            worst = std::max(worst, static_cast<int>(e.code()));
+        }
     }
+    boost::mpi::broadcast(comm.raw(), worst, 0);
     return worst;
 }
 
