@@ -20,7 +20,8 @@ namespace safeclip::app {
 namespace {
 
 /// Config file (optional) + --set overrides + --log-level, validated.
-Config loadConfig(const std::string& file, const std::vector<std::string>& sets, const std::string& logLevel) {
+Config loadConfig(const std::string& file, const std::vector<std::string>& sets,
+                  const std::string& logLevel) {
     Config cfg = file.empty() ? Config() : Config::fromFile(file);
     for (const auto& s : sets) {
         cfg.set(s);
@@ -45,10 +46,11 @@ int cmdCoadd(const std::string& out, const std::string& configFile, const std::v
     }
     const std::string name = std::filesystem::path(out).stem().string();
     const PatchResult r = coaddPatch(name, kernel::Box{}, warps, cfg, out);
-    log().info("coadd: {} of {} warps used, {} footprints, {} clipped ({} big), {} CLIPPED warp pixels, {} CLIPPED "
-               "coadd pixels, {:.2f} s -> {}",
-               r.nUsed, r.nWarps, r.nFootprints, r.nClippedFootprints, r.nBigFootprints, r.nClippedWarpPixels,
-               r.nCoaddClippedPixels, r.seconds, out);
+    log().info(
+        "coadd: {} of {} warps used, {} footprints, {} clipped ({} big), {} CLIPPED warp pixels, {} CLIPPED "
+        "coadd pixels, {:.2f} s -> {}",
+        r.nUsed, r.nWarps, r.nFootprints, r.nClippedFootprints, r.nBigFootprints, r.nClippedWarpPixels,
+        r.nCoaddClippedPixels, r.seconds, out);
     return 0;
 }
 
@@ -79,7 +81,8 @@ std::pair<int, int> parseSize(const std::string& s) {
     int h = 0;
     char x = 0;
     char extra = 0;
-    if (std::sscanf(s.c_str(), "%d%c%d%c", &w, &x, &h, &extra) != 3 || (x != 'x' && x != 'X') || w < 16 || h < 16) {
+    if (std::sscanf(s.c_str(), "%d%c%d%c", &w, &x, &h, &extra) != 3 || (x != 'x' && x != 'X') || w < 16 ||
+        h < 16) {
         throw ConfigError("--size: '" + s + "' must be WxH with W, H >= 16 (e.g. 512x512)");
     }
     return {w, h};
@@ -88,8 +91,9 @@ std::pair<int, int> parseSize(const std::string& s) {
 }  // namespace
 
 int runCli(int argc, char** argv) {
-    CLI::App app{"safeclip " + std::string(kVersion) +
-                 ": SafeClip coadds of astronomical warps (LSST SafeClipAssembleCoaddTask), at HPC scale with MPI"};
+    CLI::App app{
+        "safeclip " + std::string(kVersion) +
+        ": SafeClip coadds of astronomical warps (LSST SafeClipAssembleCoaddTask), at HPC scale with MPI"};
     app.set_version_flag("--version", std::string("safeclip ") + kVersion + " (git " + kGitRevision + ")");
     app.require_subcommand(1);
     app.fallthrough();  // global options (--log-level) may follow the subcommand
@@ -97,7 +101,8 @@ int runCli(int argc, char** argv) {
     app.add_option("--log-level", logLevel, "trace|debug|info|warn|error|off (overrides log.level)");
 
     // coadd
-    auto* coadd = app.add_subcommand("coadd", "SafeClip coadd of one patch; the patch box is the warps' common box");
+    auto* coadd =
+        app.add_subcommand("coadd", "SafeClip coadd of one patch; the patch box is the warps' common box");
     std::string coaddOut;
     std::string coaddConfig;
     std::vector<std::string> coaddSets;
@@ -109,7 +114,8 @@ int runCli(int argc, char** argv) {
     coadd->footer("Set coadd.mode=mean for a plain weighted mean without clipping.");
 
     // run
-    auto* run = app.add_subcommand("run", "coadd every patch of a manifest; launch with mpirun -n R for R ranks");
+    auto* run =
+        app.add_subcommand("run", "coadd every patch of a manifest; launch with mpirun -n R for R ranks");
     std::string runConfig;
     std::vector<std::string> runSets;
     RunOptions runOpts;
@@ -119,7 +125,8 @@ int runCli(int argc, char** argv) {
                   "skip patches whose output exists and was made with the same configuration");
 
     // simulate
-    auto* sim = app.add_subcommand("simulate", "write seeded synthetic warps with known truth and a manifest");
+    auto* sim =
+        app.add_subcommand("simulate", "write seeded synthetic warps with known truth and a manifest");
     SimulateOptions simOpts;
     std::string simSize = "256x256";
     sim->add_option("--out", simOpts.outDir, "output directory")->required();
@@ -129,9 +136,10 @@ int runCli(int argc, char** argv) {
     sim->add_option("--seed", simOpts.seed, "random seed");
 
     // ingest
-    auto* ing = app.add_subcommand("ingest",
-                                   "turn single-HDU exposures already on one grid into afw-layout warps (variance, "
-                                   "masks, DETECTED, zero point)");
+    auto* ing =
+        app.add_subcommand("ingest",
+                           "turn single-HDU exposures already on one grid into afw-layout warps (variance, "
+                           "masks, DETECTED, zero point)");
     IngestOptions ingOpts;
     double ingFwhm = 0;
     double ingZp = 0;
@@ -140,10 +148,12 @@ int runCli(int argc, char** argv) {
     ing->add_option("--threshold", ingOpts.detectThreshold, "DETECTED threshold in sigma (default 5)");
     ing->add_option("--fwhm", ingFwhm, "PSF FWHM in pixels for every file (default: FWHM header card)");
     ing->add_option("--zero-point", ingZp, "AB zero point for every file (default: --zero-point-key card)");
-    ing->add_option("--zero-point-key", ingOpts.zeroPointKey, "header card with the zero point (default MAGZERO)");
+    ing->add_option("--zero-point-key", ingOpts.zeroPointKey,
+                    "header card with the zero point (default MAGZERO)");
 
     // config
-    auto* cfgCmd = app.add_subcommand("config", "print every configuration key with its default and meaning (TOML)");
+    auto* cfgCmd =
+        app.add_subcommand("config", "print every configuration key with its default and meaning (TOML)");
 
     try {
         app.parse(argc, argv);
@@ -165,8 +175,8 @@ int runCli(int argc, char** argv) {
             simOpts.width = w;
             simOpts.height = h;
             simulate(simOpts);
-            log().info("simulate: {} patches x {} warps of {}x{} written to {}", simOpts.patches, simOpts.warps, w, h,
-                       simOpts.outDir);
+            log().info("simulate: {} patches x {} warps of {}x{} written to {}", simOpts.patches,
+                       simOpts.warps, w, h, simOpts.outDir);
             return 0;
         }
         if (*ing) {

@@ -13,9 +13,8 @@
 #include <set>
 #include <sstream>
 #include <system_error>
-#include <tuple>
-
 #include <toml.hpp>
+#include <tuple>
 
 #include "safeclip/geom/Plan.h"
 #include "safeclip/kernel/Error.h"

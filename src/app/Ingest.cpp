@@ -15,6 +15,8 @@
 /// written, so a bad input leaves the output directory untouched.
 #include "safeclip/app/Ingest.h"
 
+#include <fitsio.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -24,8 +26,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <fitsio.h>
 
 #include "safeclip/app/Logging.h"
 #include "safeclip/io/ExposureWriter.h"

@@ -2,10 +2,10 @@
 /// with the MPI rank.
 #include "safeclip/app/Logging.h"
 
+#include <spdlog/sinks/stdout_sinks.h>
+
 #include <mutex>
 #include <vector>
-
-#include <spdlog/sinks/stdout_sinks.h>
 
 #include "safeclip/kernel/Error.h"
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <memory>
 #include <cstdio>
+#include <memory>
 
 #include "safeclip/Version.h"
 #include "safeclip/app/Logging.h"
@@ -30,7 +30,8 @@ using kernel::SpanSet;
 /// tiles, logging, paths, bad-warp policy) are left out so that the coadd's bytes do not depend
 /// on them (determinism across budgets, tile sizes and rank counts).
 std::vector<std::string> scienceConfig(const Config& cfg) {
-    static const char* const kExecution[] = {"input.manifest", "output.", "checkpoint.", "tile.", "memory.", "log."};
+    static const char* const kExecution[] = {"input.manifest", "output.", "checkpoint.",
+                                             "tile.",          "memory.", "log."};
     std::vector<std::string> lines;
     for (const KeyDef& k : configSchema()) {
         bool skip = false;
@@ -43,13 +44,19 @@ std::vector<std::string> scienceConfig(const Config& cfg) {
         std::string v;
         char buf[64];
         switch (k.type) {
-            case KeyType::Bool: v = cfg.getBool(k.name) ? "true" : "false"; break;
-            case KeyType::Int: v = std::to_string(cfg.getInt(k.name)); break;
+            case KeyType::Bool:
+                v = cfg.getBool(k.name) ? "true" : "false";
+                break;
+            case KeyType::Int:
+                v = std::to_string(cfg.getInt(k.name));
+                break;
             case KeyType::Double:
                 std::snprintf(buf, sizeof buf, "%.17g", cfg.getDouble(k.name));
                 v = buf;
                 break;
-            case KeyType::String: v = "\"" + cfg.getString(k.name) + "\""; break;
+            case KeyType::String:
+                v = "\"" + cfg.getString(k.name) + "\"";
+                break;
             case KeyType::StringList:
                 for (const auto& e : cfg.getStringList(k.name)) {
                     v += (v.empty() ? "" : ", ") + ("\"" + e + "\"");
@@ -86,7 +93,9 @@ std::string hashLines(const std::vector<std::string>& lines) {
 
 }  // namespace
 
-std::string scienceConfigHash(const Config& cfg) { return hashLines(scienceConfig(cfg)); }
+std::string scienceConfigHash(const Config& cfg) {
+    return hashLines(scienceConfig(cfg));
+}
 
 namespace {
 
@@ -104,7 +113,7 @@ struct Warp {
     float scale = 1.0F;   ///< s_i (float32, as upstream)
     float weight = 0.0F;  ///< w_i
     bool used = false;
-    std::string status;   ///< "used" or "skipped: reason"
+    std::string status;           ///< "used" or "skipped: reason"
     kernel::WarpMaskSpans spans;  ///< bad / DETECTED spans from pass 1 (raw mask)
     SpanSet clipped;              ///< CLIPPED_i (footprints + big footprints)
     std::int64_t nClippedPixels = 0;
@@ -113,8 +122,8 @@ struct Warp {
 
 /// Mask bits of the canonical dictionary used by the pipeline.
 struct Bits {
-    MaskPixel bad = 0;       ///< B (stack.bad_mask_planes)
-    MaskPixel det = 0;       ///< DETECTED | DETECTED_NEGATIVE
+    MaskPixel bad = 0;  ///< B (stack.bad_mask_planes)
+    MaskPixel det = 0;  ///< DETECTED | DETECTED_NEGATIVE
     MaskPixel clipped = 0;
     MaskPixel rejected = 0;
     MaskPixel sensorEdge = 0;
@@ -122,13 +131,14 @@ struct Bits {
     MaskPixel noData = 0;
     MaskPixel edge = 0;
     MaskPixel intrp = 0;
-    MaskPixel remove = 0;    ///< stack.remove_mask_planes
+    MaskPixel remove = 0;  ///< stack.remove_mask_planes
 };
 
 /// Spans of `s` in rows [y0, y1) (binary search on the sorted spans; no full scan).
 SpanSet restrictRows(const SpanSet& s, int y0, int y1) {
     const auto& sp = s.spans();
-    auto lo = std::lower_bound(sp.begin(), sp.end(), y0, [](const kernel::Span& a, int y) { return a.y < y; });
+    auto lo =
+        std::lower_bound(sp.begin(), sp.end(), y0, [](const kernel::Span& a, int y) { return a.y < y; });
     auto hi = std::lower_bound(lo, sp.end(), y1, [](const kernel::Span& a, int y) { return a.y < y; });
     return SpanSet::fromSortedSpans(std::vector<kernel::Span>(lo, hi));
 }
@@ -158,7 +168,10 @@ void scaleInPlace(MaskedImage& mi, float s) {
 class PatchRun {
 public:
     PatchRun(std::string name, const Box& box, const std::vector<WarpInput>& inputs, const Config& cfg)
-        : m_name(std::move(name)), m_box(box), m_cfg(cfg), m_dict(kernel::MaskDict::canonical()),
+        : m_name(std::move(name)),
+          m_box(box),
+          m_cfg(cfg),
+          m_dict(kernel::MaskDict::canonical()),
           m_requireSameBox(box.empty()) {
         m_skipBad = cfg.getString("input.on_bad_warp") == "skip";
         m_budget = geom::parseByteSize(cfg.getString("memory.max_per_rank"), "memory.max_per_rank");
@@ -248,8 +261,8 @@ private:
         for (std::size_t i = 0; i < m_warps.size(); ++i) {
             for (std::size_t j = 0; j < i; ++j) {
                 if (m_warps[i].visit == m_warps[j].visit) {
-                    throw InputError(m_warps[i].input.path + ": duplicate visit " + std::to_string(m_warps[i].visit) +
-                                     " (also " + m_warps[j].input.path +
+                    throw InputError(m_warps[i].input.path + ": duplicate visit " +
+                                     std::to_string(m_warps[i].visit) + " (also " + m_warps[j].input.path +
                                      "); give each warp its own visit id (VISIT card or manifest)");
                 }
             }
@@ -264,12 +277,12 @@ private:
                 m_box = wb;
             }
             if (!wb.contains(m_box)) {
-                fail(w, w.input.path + ": mismatched grid: warp box " + wb.str() + " does not cover patch box " +
-                            m_box.str());
+                fail(w, w.input.path + ": mismatched grid: warp box " + wb.str() +
+                            " does not cover patch box " + m_box.str());
             } else if (m_requireSameBox && wb != m_box) {
                 // No patch box given (`safeclip coadd`): every warp must be on the same box.
-                fail(w, w.input.path + ": mismatched grid: warp box " + wb.str() + " differs from " + m_box.str() +
-                            " of the first warp");
+                fail(w, w.input.path + ": mismatched grid: warp box " + wb.str() + " differs from " +
+                            m_box.str() + " of the first warp");
             }
         }
         for (Warp& w : m_warps) {
@@ -278,12 +291,14 @@ private:
             }
             const auto& h = w.reader->header();
             if (!h.calibrationMean || !(*h.calibrationMean > 0) || !std::isfinite(*h.calibrationMean)) {
-                fail(w, w.input.path + ": missing zero point (no FLUXMAG0 card and no PhotoCalib calibrationMean)");
+                fail(w, w.input.path +
+                            ": missing zero point (no FLUXMAG0 card and no PhotoCalib calibrationMean)");
                 continue;
             }
             if (h.maskPlanes.bitOf("DETECTED") < 0) {
-                log().warn("{}: no DETECTED mask plane: this warp can never be a clip candidate (spec §11.11)",
-                           w.input.path);
+                log().warn(
+                    "{}: no DETECTED mask plane: this warp can never be a clip candidate (spec §11.11)",
+                    w.input.path);
             }
             w.reader->conformTo(m_dict);
             // s_i = c_i / f_zp, f_zp = 10^(-0.4 (zp - 31.4)) nJy; upstream casts s to float32 (§3.2-3).
@@ -292,8 +307,8 @@ private:
             w.scale = static_cast<float>(*h.calibrationMean / fzp);
         }
         if (m_box.empty()) {
-            throw InputError("patch " + m_name + ": no readable warps (all " + std::to_string(m_warps.size()) +
-                             " skipped)");
+            throw InputError("patch " + m_name + ": no readable warps (all " +
+                             std::to_string(m_warps.size()) + " skipped)");
         }
         m_wcsCards.clear();
         for (const Warp& w : m_warps) {
@@ -340,7 +355,9 @@ private:
         c.calcErrorFromInputVariance = m_cfg.getBool("stack.calc_error_from_input_variance");
         // §7.2.2: (A & ~NO_DATA & ~EDGE & ~CLIPPED -> REJECTED), (EDGE -> SENSOR_EDGE), (CLIPPED -> CLIPPED)
         const MaskPixel rejectedSrc = andMask & ~m_bits.noData & ~m_bits.edge & ~m_bits.clipped;
-        c.maskMap = {{rejectedSrc, m_bits.rejected}, {m_bits.edge, m_bits.sensorEdge}, {m_bits.clipped, m_bits.clipped}};
+        c.maskMap = {{rejectedSrc, m_bits.rejected},
+                     {m_bits.edge, m_bits.sensorEdge},
+                     {m_bits.clipped, m_bits.clipped}};
         for (const auto& [plane, t] : m_cfg.getDoubleTable("stack.mask_propagation_thresholds")) {
             const MaskPixel b = m_dict.bitMask(plane);
             if (b != 0) {
@@ -380,8 +397,8 @@ private:
         const std::int64_t avail = m_budget - fixed;
         if (avail <= 0) {
             throw ConfigError("memory.max_per_rank = " + geom::formatByteSize(m_budget) +
-                              " is smaller than the patch's full-plane arrays (" + geom::formatByteSize(fixed) +
-                              " for " + m_box.str() + ")");
+                              " is smaller than the patch's full-plane arrays (" +
+                              geom::formatByteSize(fixed) + " for " + m_box.str() + ")");
         }
         int rows = geom::rowsPerChunk(m_box, nWarps, 12, 24, avail);
         if (const auto tile = m_cfg.getInt("tile.size"); tile > 0) {
@@ -411,19 +428,23 @@ private:
                     }
                 }
             }
-            const double meanVar = kernel::meanClipUnweighted(sample, m_cfg.getDouble("stack.sigma_clip"),
-                                                              static_cast<int>(m_cfg.getInt("stack.clip_iter")));
+            const double meanVar =
+                kernel::meanClipUnweighted(sample, m_cfg.getDouble("stack.sigma_clip"),
+                                           static_cast<int>(m_cfg.getInt("stack.clip_iter")));
             const double weight = 1.0 / meanVar;
             if (!std::isfinite(weight)) {
                 w->used = false;
-                w->status = "skipped: non-finite weight (clipped mean variance " + std::to_string(meanVar) + ")";
+                w->status =
+                    "skipped: non-finite weight (clipped mean variance " + std::to_string(meanVar) + ")";
                 log().warn("patch {}: {}: {}", m_name, w->input.path, w->status);
                 continue;
             }
             w->weight = static_cast<float>(weight);
-            log().debug("patch {}: visit {} scale {:.6g} weight {:.6g}", m_name, w->visit, w->scale, w->weight);
+            log().debug("patch {}: visit {} scale {:.6g} weight {:.6g}", m_name, w->visit, w->scale,
+                        w->weight);
         }
-        log().info("patch {}: weights for {} warps in {:.2f} s", m_name, usedWarps().size(), secondsSince(t0));
+        log().info("patch {}: weights for {} warps in {:.2f} s", m_name, usedWarps().size(),
+                   secondsSince(t0));
     }
 
     // ---- pass 1: trial stacks and the difference image (§5) -----------------------------------
@@ -457,7 +478,9 @@ private:
                 }
                 if (anyFinite[i] == 0) {
                     anyFinite[i] = std::any_of(b.image.data().begin(), b.image.data().end(),
-                                               [](float v) { return std::isfinite(v); }) ? 1 : 0;
+                                               [](float v) { return std::isfinite(v); })
+                                       ? 1
+                                       : 0;
                 }
                 scaleInPlace(b, warps[i]->scale);
                 if (m_bits.remove != 0) {
@@ -505,8 +528,8 @@ private:
         while (!trialStacksOnce()) {
             log().info("patch {}: repeating the trial stacks without the all-NaN warps", m_name);
         }
-        log().info("patch {}: trial stacks (MEAN, MEANCLIP) of {} warps in {:.2f} s", m_name, usedWarps().size(),
-                   secondsSince(t0));
+        log().info("patch {}: trial stacks (MEAN, MEANCLIP) of {} warps in {:.2f} s", m_name,
+                   usedWarps().size(), secondsSince(t0));
     }
 
     // ---- detection and clip decisions (§6, §7.1) -----------------------------------------------
@@ -521,7 +544,8 @@ private:
         for (Warp* w : usedWarps()) {
             const auto& s = w->reader->header().psfSigma;
             if (!s) {
-                throw ConfigError(w->input.path + ": no PSFSIGMA or FWHM card and detect.psf_sigma = 0; set "
+                throw ConfigError(w->input.path +
+                                  ": no PSFSIGMA or FWHM card and detect.psf_sigma = 0; set "
                                   "detect.psf_sigma to the coadd PSF sigma in pixels");
             }
             sw += w->weight;
@@ -545,8 +569,9 @@ private:
         m_diffImage = kernel::ImageF();
         m_diffVar = kernel::ImageF();
         result.nFootprints = static_cast<std::int64_t>(footprints.size());
-        log().info("patch {}: {} footprints on the difference image (psf sigma {:.3f} px from {}) in {:.2f} s",
-                   m_name, footprints.size(), dc.psfSigma, m_psfSource, secondsSince(t0));
+        log().info(
+            "patch {}: {} footprints on the difference image (psf sigma {:.3f} px from {}) in {:.2f} s",
+            m_name, footprints.size(), dc.psfSigma, m_psfSource, secondsSince(t0));
 
         auto warps = usedWarps();
         std::vector<std::vector<const SpanSet*>> clippedBy(warps.size());
@@ -578,7 +603,8 @@ private:
                 parts.push_back(*f);
             }
             const SpanSet unionClipped = kernel::uniteAll(parts);
-            const std::vector<SpanSet> big = kernel::bigFootprints(w.spans.detAll, unionClipped, m_clipRules.minBigOverlap);
+            const std::vector<SpanSet> big =
+                kernel::bigFootprints(w.spans.detAll, unionClipped, m_clipRules.minBigOverlap);
             w.nBigFootprints = static_cast<std::int64_t>(big.size());
             parts.assign(1, unionClipped);
             parts.insert(parts.end(), big.begin(), big.end());
@@ -588,16 +614,17 @@ private:
         for (Warp* w : warps) {
             w->spans = kernel::WarpMaskSpans();  // no longer needed
         }
-        log().info("patch {}: {} footprints clipped in at least one warp; {} CLIPPED warp pixels; {:.2f} s", m_name,
-                   result.nClippedFootprints,
-                   [&] {
-                       std::int64_t n = 0;
-                       for (Warp* w : warps) {
-                           n += w->nClippedPixels;
-                       }
-                       return n;
-                   }(),
-                   secondsSince(t0));
+        log().info(
+            "patch {}: {} footprints clipped in at least one warp; {} CLIPPED warp pixels; {:.2f} s", m_name,
+            result.nClippedFootprints,
+            [&] {
+                std::int64_t n = 0;
+                for (Warp* w : warps) {
+                    n += w->nClippedPixels;
+                }
+                return n;
+            }(),
+            secondsSince(t0));
     }
 
     void recordDecision(std::int64_t id, const SpanSet& f, const kernel::FootprintDecision& d,
@@ -673,12 +700,13 @@ private:
                 log().info("patch {}: final stack {}/{} chunks", m_name, done, chunks.size());
             }
         }
-        log().info("patch {}: final stack of {} warps in {} chunks of {} rows in {:.2f} s", m_name, warps.size(),
-                   chunks.size(), rows, secondsSince(t0));
+        log().info("patch {}: final stack of {} warps in {} chunks of {} rows in {:.2f} s", m_name,
+                   warps.size(), chunks.size(), rows, secondsSince(t0));
     }
 
     // ---- output --------------------------------------------------------------------------------
-    void write(const std::string& outPath, const MaskedImage& coadd, const kernel::ImageU16& nImage, bool safeclip) {
+    void write(const std::string& outPath, const MaskedImage& coadd, const kernel::ImageU16& nImage,
+               bool safeclip) {
         io::ExposureData data;
         data.image = &coadd;
         data.maskPlanes = &m_dict;
@@ -723,19 +751,27 @@ private:
             weight.push_back(w.used ? static_cast<double>(w.weight) : std::nan(""));
             nClipped.push_back(w.nClippedPixels);
         }
-        inputs.columns = {{"visit", visit, ""},       {"file", file, ""},   {"scale", scale, ""},
-                          {"weight", weight, ""},     {"status", status, ""}, {"n_clipped_pixels", nClipped, "pixel"}};
+        inputs.columns = {{"visit", visit, ""},   {"file", file, ""},
+                          {"scale", scale, ""},   {"weight", weight, ""},
+                          {"status", status, ""}, {"n_clipped_pixels", nClipped, "pixel"}};
         data.tables.push_back(std::move(inputs));
 
         if (safeclip) {
             io::Table fp{"FOOTPRINTS", {}};
-            fp.columns = {{"id", m_fpId, ""},          {"bbox_x0", m_fpX0, "pixel"}, {"bbox_y0", m_fpY0, "pixel"},
-                          {"bbox_x1", m_fpX1, "pixel"}, {"bbox_y1", m_fpY1, "pixel"}, {"area", m_fpArea, "pixel"},
-                          {"rule", m_fpRule, ""},       {"reason", m_fpReason, ""}, {"clipped_visits", m_fpClipped, ""}};
+            fp.columns = {{"id", m_fpId, ""},
+                          {"bbox_x0", m_fpX0, "pixel"},
+                          {"bbox_y0", m_fpY0, "pixel"},
+                          {"bbox_x1", m_fpX1, "pixel"},
+                          {"bbox_y1", m_fpY1, "pixel"},
+                          {"area", m_fpArea, "pixel"},
+                          {"rule", m_fpRule, ""},
+                          {"reason", m_fpReason, ""},
+                          {"clipped_visits", m_fpClipped, ""}};
             data.tables.push_back(std::move(fp));
             io::Table cd{"CANDIDATES", {}};
-            cd.columns = {{"footprint_id", m_cdFootprint, ""}, {"visit", m_cdVisit, ""},       {"det", m_cdDet, "pixel"},
-                          {"ign", m_cdIgn, "pixel"},           {"fraction", m_cdFraction, ""}, {"clipped", m_cdClipped, ""}};
+            cd.columns = {{"footprint_id", m_cdFootprint, ""}, {"visit", m_cdVisit, ""},
+                          {"det", m_cdDet, "pixel"},           {"ign", m_cdIgn, "pixel"},
+                          {"fraction", m_cdFraction, ""},      {"clipped", m_cdClipped, ""}};
             data.tables.push_back(std::move(cd));
             io::Table spans{"CLIPPED_SPANS", {}};
             std::vector<std::int64_t> sv;
@@ -750,7 +786,8 @@ private:
                     sx1.push_back(s.x1);
                 }
             }
-            spans.columns = {{"visit", sv, ""}, {"y", sy, "pixel"}, {"x0", sx0, "pixel"}, {"x1", sx1, "pixel"}};
+            spans.columns = {
+                {"visit", sv, ""}, {"y", sy, "pixel"}, {"x0", sx0, "pixel"}, {"x1", sx1, "pixel"}};
             data.tables.push_back(std::move(spans));
         }
         io::Table config{"CONFIG", {}};

@@ -1,5 +1,7 @@
 #include "safeclip/app/Runner.h"
 
+#include <unistd.h>
+
 #include <boost/mpi/collectives.hpp>
 #include <boost/serialization/string.hpp>
 #include <boost/serialization/vector.hpp>
@@ -8,7 +10,6 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 
 #include "safeclip/app/Logging.h"
 #include "safeclip/app/PatchCoadd.h"
@@ -42,13 +43,14 @@ struct PatchOutcome {
 
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar & index & name & status & error & output & rank & nWarps & nUsed & nFootprints & nClippedFootprints &
-            nBigFootprints & nClippedWarpPixels & nCoaddClippedPixels & seconds;
+        ar& index& name& status& error& output& rank& nWarps& nUsed& nFootprints& nClippedFootprints&
+            nBigFootprints& nClippedWarpPixels& nCoaddClippedPixels& seconds;
     }
 };
 
 /// Write <outDir>/report.json atomically (tmp + rename).
-void writeReport(const std::string& outDir, const std::vector<PatchOutcome>& outcomes, int ranks, double wall) {
+void writeReport(const std::string& outDir, const std::vector<PatchOutcome>& outcomes, int ranks,
+                 double wall) {
     nlohmann::json j;
     j["format"] = "safeclip-report";
     j["version"] = 1;
@@ -117,7 +119,8 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     try {
         const std::string manifestPath = cfg.path("input.manifest");
         if (manifestPath.empty()) {
-            throw ConfigError("input.manifest is not set (give it in the config or with --set input.manifest=FILE)");
+            throw ConfigError(
+                "input.manifest is not set (give it in the config or with --set input.manifest=FILE)");
         }
         manifest = io::readManifest(manifestPath);
         outDir = cfg.path("output.dir");
@@ -138,7 +141,8 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
 
     std::vector<double> costs;
     for (const auto& p : manifest.patches) {
-        costs.push_back(static_cast<double>(p.box.area()) * static_cast<double>(std::max<std::size_t>(1, p.warps.size())));
+        costs.push_back(static_cast<double>(p.box.area()) *
+                        static_cast<double>(std::max<std::size_t>(1, p.warps.size())));
     }
     const std::vector<int> owner = geom::assignToRanks(costs, comm.size());
     long long mine = 0;
@@ -205,7 +209,8 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         log().debug("progress: {}/{} of this rank's patches", done + skipped + failed, mine);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    log().debug("rank summary: {} patches done, {} skipped, {} failed in {:.2f} s", done, skipped, failed, seconds);
+    log().debug("rank summary: {} patches done, {} skipped, {} failed in {:.2f} s", done, skipped, failed,
+                seconds);
     const long long allDone = comm.sum(done);
     const long long allSkipped = comm.sum(skipped);
     const long long allFailed = comm.sum(failed);
@@ -223,18 +228,20 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         for (const auto& o : flat) {
             clipped += o.nClippedWarpPixels;
             if (o.status == "done") {
-                log().info("patch {} [r{}]: {}/{} warps used, {} footprints, {} clipped ({} big), {} CLIPPED warp "
-                           "pixels, {:.2f} s -> {}",
-                           o.name, o.rank, o.nUsed, o.nWarps, o.nFootprints, o.nClippedFootprints, o.nBigFootprints,
-                           o.nClippedWarpPixels, o.seconds, o.output);
+                log().info(
+                    "patch {} [r{}]: {}/{} warps used, {} footprints, {} clipped ({} big), {} CLIPPED warp "
+                    "pixels, {:.2f} s -> {}",
+                    o.name, o.rank, o.nUsed, o.nWarps, o.nFootprints, o.nClippedFootprints, o.nBigFootprints,
+                    o.nClippedWarpPixels, o.seconds, o.output);
             } else if (o.status == "skipped") {
-                log().info("patch {} [r{}]: output exists with the same configuration; skipped (--resume)", o.name,
-                           o.rank);
+                log().info("patch {} [r{}]: output exists with the same configuration; skipped (--resume)",
+                           o.name, o.rank);
             }
         }
-        log().info("run summary: {} patches coadded, {} skipped (already done), {} failed; {} CLIPPED warp pixels; "
-                   "{:.2f} s on {} ranks; report {}/report.json",
-                   allDone, allSkipped, allFailed, clipped, wall, comm.size(), outDir);
+        log().info(
+            "run summary: {} patches coadded, {} skipped (already done), {} failed; {} CLIPPED warp pixels; "
+            "{:.2f} s on {} ranks; report {}/report.json",
+            allDone, allSkipped, allFailed, clipped, wall, comm.size(), outDir);
         try {
             writeReport(outDir, flat, comm.size(), wall);
         } catch (const Error& e) {

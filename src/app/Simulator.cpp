@@ -6,6 +6,8 @@
 /// holds counts = flux / s_i with s_i = 10^(0.4*27) / FLUXMAG0_i.
 #include "safeclip/app/Simulator.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -14,14 +16,11 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <system_error>
 #include <tuple>
 #include <vector>
-
-#include <unistd.h>
-
-#include <nlohmann/json.hpp>
 
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/Manifest.h"

@@ -55,7 +55,8 @@ std::int64_t parseByteSize(const std::string& text, const std::string& what) {
     } else if (unit == "TB") {
         mult = 1e12;
     } else {
-        throw ConfigError(what + ": unknown unit '" + unit + "' in '" + text + "' (use B, KiB, MiB, GiB, TiB, kB, MB, GB)");
+        throw ConfigError(what + ": unknown unit '" + unit + "' in '" + text +
+                          "' (use B, KiB, MiB, GiB, TiB, kB, MB, GB)");
     }
     const double bytes = number * mult;
     if (!(bytes >= 1) || bytes > 9.0e18) {
@@ -79,17 +80,18 @@ std::string formatByteSize(std::int64_t bytes) {
     return buf;
 }
 
-int rowsPerChunk(const Box& box, int nWarps, std::int64_t bytesPerPixelPerWarp, std::int64_t bytesPerPixelFixed,
-                 std::int64_t budgetBytes) {
+int rowsPerChunk(const Box& box, int nWarps, std::int64_t bytesPerPixelPerWarp,
+                 std::int64_t bytesPerPixelFixed, std::int64_t budgetBytes) {
     const std::int64_t perRow =
-        static_cast<std::int64_t>(box.width) * (static_cast<std::int64_t>(nWarps) * bytesPerPixelPerWarp + bytesPerPixelFixed);
+        static_cast<std::int64_t>(box.width) *
+        (static_cast<std::int64_t>(nWarps) * bytesPerPixelPerWarp + bytesPerPixelFixed);
     if (perRow <= 0) {
         return std::max(1, box.height);
     }
     if (perRow > budgetBytes) {
-        throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) + " cannot hold one row of " +
-                          std::to_string(nWarps) + " warps of width " + std::to_string(box.width) +
-                          " (needs at least " + formatByteSize(perRow) + ")");
+        throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
+                          " cannot hold one row of " + std::to_string(nWarps) + " warps of width " +
+                          std::to_string(box.width) + " (needs at least " + formatByteSize(perRow) + ")");
     }
     const std::int64_t rows = budgetBytes / perRow;
     return static_cast<int>(std::clamp<std::int64_t>(rows, 1, std::max(1, box.height)));
@@ -128,7 +130,8 @@ std::vector<int> assignToRanks(const std::vector<double>& costs, int nRanks) {
     std::vector<std::size_t> order(costs.size());
     std::iota(order.begin(), order.end(), 0);
     // Largest cost first; ties by index (stable) so the plan is the same on every rank.
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return costs[a] > costs[b]; });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](std::size_t a, std::size_t b) { return costs[a] > costs[b]; });
     std::vector<double> load(static_cast<std::size_t>(nRanks), 0.0);
     std::vector<int> rankOf(costs.size(), 0);
     for (std::size_t item : order) {

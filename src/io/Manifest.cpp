@@ -9,10 +9,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <system_error>
-
-#include <nlohmann/json.hpp>
 
 #include "safeclip/kernel/Error.h"
 
@@ -37,7 +36,9 @@ constexpr int kVersion = 1;
     throw ConfigError(message);
 }
 
-std::string inQuotes(const std::string& s) { return "'" + s + "'"; }
+std::string inQuotes(const std::string& s) {
+    return "'" + s + "'";
+}
 
 /// Where a patch is in the file, for messages: patches[i] ('name').
 std::string patchLabel(std::size_t index, const std::string& name) {

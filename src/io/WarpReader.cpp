@@ -57,7 +57,7 @@ bool isDigits(std::string_view s) {
 /// terms. Alternate WCS keywords (CRVAL1A, CTYPE2A, ...) are excluded.
 bool isCelestialWcsKey(std::string_view key) {
     static constexpr std::string_view kExact[] = {"RADESYS", "RADECSYS", "EQUINOX", "EPOCH", "LONPOLE",
-                                                  "LATPOLE", "WCSAXES", "CROTA1", "CROTA2"};
+                                                  "LATPOLE", "WCSAXES",  "CROTA1",  "CROTA2"};
     for (std::string_view k : kExact) {
         if (key == k) {
             return true;
@@ -151,8 +151,8 @@ std::optional<double> readPhotoCalibMean(const FitsFile& f, std::int64_t id, int
         }
     }
     if (!indexHdu) {
-        fail(path, "PhotoCalib: archive id " + std::to_string(id) +
-                       " given but the file has no ARCHIVE_INDEX");
+        fail(path,
+             "PhotoCalib: archive id " + std::to_string(id) + " given but the file has no ARCHIVE_INDEX");
     }
     f.moveToHdu(*indexHdu);
     fitsfile* fp = f.get();
@@ -214,8 +214,8 @@ std::optional<double> readPhotoCalibMean(const FitsFile& f, std::int64_t id, int
     fits_get_num_rowsll(fp, &dataRows, &status);
     f.check(status, "PhotoCalib: read table size");
     if (row0 < 0 || row0 >= dataRows) {
-        fail(path, "PhotoCalib: row " + std::to_string(row0) + " outside archive catalog " +
-                       std::to_string(cat));
+        fail(path,
+             "PhotoCalib: row " + std::to_string(row0) + " outside archive catalog " + std::to_string(cat));
     }
     double value = 0.0;
     fits_read_col(fp, TDOUBLE, col, row0 + 1, 1, 1, nullptr, &value, nullptr, &status);
@@ -283,7 +283,9 @@ kernel::MaskDict readMaskPlanes(const FitsFile& f) {
 
 }  // namespace
 
-double calibrationFromFluxMag0(double fluxMag0) { return kReferenceFluxNJy / fluxMag0; }
+double calibrationFromFluxMag0(double fluxMag0) {
+    return kReferenceFluxNJy / fluxMag0;
+}
 
 WarpReader::WarpReader(const std::string& path)
     : m_file(std::make_unique<FitsFile>(path, FitsFile::Mode::Read)) {
@@ -362,8 +364,8 @@ WarpReader::WarpReader(const std::string& path)
         fits_get_img_equivtype(fp, &info[i].equivType, &status);
         f.check(status, std::string("read ") + kNames[i] + " image size");
         if (naxis != 2) {
-            fail(path, std::string(kNames[i]) + " HDU is not a 2-D image (NAXIS = " + std::to_string(naxis) +
-                           ")");
+            fail(path,
+                 std::string(kNames[i]) + " HDU is not a 2-D image (NAXIS = " + std::to_string(naxis) + ")");
         }
         if (naxes[0] > INT_MAX / 2 || naxes[1] > INT_MAX / 2) {
             fail(path, std::string(kNames[i]) + " HDU is too large");

@@ -15,7 +15,9 @@ Box Box::intersect(const Box& b) const {
     return Box{nx0, ny0, nx1 - nx0, ny1 - ny0};
 }
 
-Box Box::rows(int ya, int yb) const { return intersect(Box{x0, ya, width, yb - ya}); }
+Box Box::rows(int ya, int yb) const {
+    return intersect(Box{x0, ya, width, yb - ya});
+}
 
 std::string Box::str() const {
     std::ostringstream os;

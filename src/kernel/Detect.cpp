@@ -136,9 +136,13 @@ void DetectControl::validate() const {
     (void)halfWidthFor(psfSigma, nSigmaForKernel);  // throws on a bad nSigmaForKernel
 }
 
-int DetectControl::kernelHalfWidth() const { return halfWidthFor(psfSigma, nSigmaForKernel); }
+int DetectControl::kernelHalfWidth() const {
+    return halfWidthFor(psfSigma, nSigmaForKernel);
+}
 
-int DetectControl::growRadius() const { return static_cast<int>(nSigmaToGrow * psfSigma + 0.5); }
+int DetectControl::growRadius() const {
+    return static_cast<int>(nSigmaToGrow * psfSigma + 0.5);
+}
 
 std::vector<double> gaussianKernel1D(double sigma, double nSigmaForKernel) {
     const int r = halfWidthFor(sigma, nSigmaForKernel);

@@ -7,8 +7,8 @@
 namespace safeclip::kernel {
 
 namespace {
-constexpr const char* kDefaultPlanes[] = {"BAD",      "SAT",      "INTRP",   "CR",     "EDGE",
-                                          "DETECTED", "DETECTED_NEGATIVE", "SUSPECT", "NO_DATA"};
+constexpr const char* kDefaultPlanes[] = {
+    "BAD", "SAT", "INTRP", "CR", "EDGE", "DETECTED", "DETECTED_NEGATIVE", "SUSPECT", "NO_DATA"};
 constexpr const char* kCoaddPlanes[] = {"CLIPPED", "REJECTED", "SENSOR_EDGE", "INEXACT_PSF"};
 }  // namespace
 
@@ -59,8 +59,8 @@ int MaskDict::addPlane(const std::string& name) {
         return b;
     }
     for (int bit = 0; bit < 32; ++bit) {
-        const bool used = std::any_of(m_planes.begin(), m_planes.end(),
-                                      [bit](const auto& p) { return p.second == bit; });
+        const bool used =
+            std::any_of(m_planes.begin(), m_planes.end(), [bit](const auto& p) { return p.second == bit; });
         if (!used) {
             m_planes.emplace_back(name, bit);
             return bit;

@@ -15,7 +15,9 @@ namespace safeclip::kernel {
 namespace {
 
 /// Strict (y, x0) ordering of spans.
-bool spanLess(const Span& a, const Span& b) { return a.y < b.y || (a.y == b.y && a.x0 < b.x0); }
+bool spanLess(const Span& a, const Span& b) {
+    return a.y < b.y || (a.y == b.y && a.x0 < b.x0);
+}
 
 /// True when `spans` is sorted by (y, x0), every span is non-empty and no two spans of a row overlap
 /// or touch.

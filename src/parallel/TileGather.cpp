@@ -10,7 +10,7 @@ namespace boost::serialization {
 
 template <class Archive>
 void serialize(Archive& ar, safeclip::kernel::Box& b, const unsigned int /*version*/) {
-    ar & b.x0 & b.y0 & b.width & b.height;
+    ar& b.x0& b.y0& b.width& b.height;
 }
 
 }  // namespace boost::serialization
@@ -29,7 +29,7 @@ struct TileMessage {
 
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar & box & image & mask & variance & nImage;
+        ar& box& image& mask& variance& nImage;
     }
 };
 
@@ -39,7 +39,8 @@ void copyInto(const kernel::Box& box, const std::vector<T>& src, kernel::Image<T
         return;
     }
     for (int y = box.y0; y < box.y1(); ++y) {
-        const T* from = src.data() + static_cast<std::size_t>(y - box.y0) * static_cast<std::size_t>(box.width);
+        const T* from =
+            src.data() + static_cast<std::size_t>(y - box.y0) * static_cast<std::size_t>(box.width);
         std::memcpy(&dst(box.x0, y), from, sizeof(T) * static_cast<std::size_t>(box.width));
     }
 }
@@ -67,7 +68,8 @@ void gatherTiles(const Comm& comm, int root, const std::vector<Tile>& local, ker
     for (const auto& fromRank : all) {
         for (const TileMessage& m : fromRank) {
             if (!patch.box().contains(m.box)) {
-                throw InvalidParameter("gatherTiles: tile " + m.box.str() + " outside patch " + patch.box().str());
+                throw InvalidParameter("gatherTiles: tile " + m.box.str() + " outside patch " +
+                                       patch.box().str());
             }
             copyInto(m.box, m.image, patch.image);
             copyInto(m.box, m.mask, patch.mask);

@@ -1,10 +1,10 @@
 // GoogleTest main for MPI tests: one process per rank; rank 0 prints the usual output, other ranks
 // print only failures prefixed with their rank; the exit code is the worst over all ranks.
+#include <gtest/gtest.h>
+
 #include <boost/mpi/collectives.hpp>
 #include <boost/mpi/communicator.hpp>
 #include <boost/mpi/environment.hpp>
-#include <gtest/gtest.h>
-
 #include <cstdio>
 
 namespace {
@@ -14,8 +14,8 @@ public:
     explicit RankFailurePrinter(int rank) : m_rank(rank) {}
     void OnTestPartResult(const ::testing::TestPartResult& r) override {
         if (r.failed()) {
-            std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", m_rank, r.file_name() ? r.file_name() : "?",
-                         r.line_number(), r.summary());
+            std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", m_rank,
+                         r.file_name() ? r.file_name() : "?", r.line_number(), r.summary());
         }
     }
 

@@ -1,8 +1,8 @@
 // Tiles computed on different ranks and gathered to the writer rank equal the serial result.
-#include <boost/mpi/collectives.hpp>
-#include <boost/serialization/vector.hpp>
 #include <gtest/gtest.h>
 
+#include <boost/mpi/collectives.hpp>
+#include <boost/serialization/vector.hpp>
 #include <cmath>
 #include <cstring>
 
@@ -63,7 +63,8 @@ TEST(TileGather, GatheredTilesEqualSerialPatch) {
         }
         parallel::gatherTiles(comm, root, mine, out, outN);
         if (comm.rank() == root) {
-            EXPECT_EQ(0, std::memcmp(out.image.data().data(), whole.image.data().data(), 4 * whole.image.data().size()))
+            EXPECT_EQ(0, std::memcmp(out.image.data().data(), whole.image.data().data(),
+                                     4 * whole.image.data().size()))
                 << "tile size " << tileSize;
             EXPECT_EQ(0, std::memcmp(out.variance.data().data(), whole.variance.data().data(),
                                      4 * whole.variance.data().size()));

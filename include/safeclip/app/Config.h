@@ -20,10 +20,10 @@ using ConfigValue = std::variant<bool, std::int64_t, double, std::string, std::v
 
 /// One configuration key.
 struct KeyDef {
-    std::string name;          ///< dotted, e.g. "stack.sigma_clip"
+    std::string name;  ///< dotted, e.g. "stack.sigma_clip"
     KeyType type;
     ConfigValue defaultValue;
-    std::string doc;           ///< one line: meaning, unit, upstream name
+    std::string doc;  ///< one line: meaning, unit, upstream name
 };
 
 /// Every key, in documentation order.
@@ -46,7 +46,8 @@ public:
     [[nodiscard]] double getDouble(const std::string& key) const;
     [[nodiscard]] const std::string& getString(const std::string& key) const;
     [[nodiscard]] const std::vector<std::string>& getStringList(const std::string& key) const;
-    [[nodiscard]] const std::vector<std::pair<std::string, double>>& getDoubleTable(const std::string& key) const;
+    [[nodiscard]] const std::vector<std::pair<std::string, double>>& getDoubleTable(
+        const std::string& key) const;
     /// True when the key was given in a file or with --set (not defaulted).
     [[nodiscard]] bool isSet(const std::string& key) const;
 

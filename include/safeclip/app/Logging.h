@@ -1,9 +1,9 @@
 #pragma once
 /// @file Logging.h  spdlog setup: one line per event, tagged with the rank.
+#include <spdlog/spdlog.h>
+
 #include <memory>
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 namespace safeclip::app {
 

@@ -28,8 +28,8 @@ struct PatchResult {
     std::int64_t nFootprints = 0;         ///< difference-image footprints
     std::int64_t nClippedFootprints = 0;  ///< footprints clipped in at least one warp
     std::int64_t nBigFootprints = 0;
-    std::int64_t nClippedWarpPixels = 0;  ///< Σ over warps of CLIPPED pixels
-    std::int64_t nCoaddClippedPixels = 0; ///< coadd pixels with CLIPPED
+    std::int64_t nClippedWarpPixels = 0;   ///< Σ over warps of CLIPPED pixels
+    std::int64_t nCoaddClippedPixels = 0;  ///< coadd pixels with CLIPPED
     double seconds = 0;
 };
 

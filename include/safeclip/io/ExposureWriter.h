@@ -36,12 +36,12 @@ struct Table {
 
 /// What to write.
 struct ExposureData {
-    const kernel::MaskedImage* image = nullptr;  ///< required
+    const kernel::MaskedImage* image = nullptr;    ///< required
     const kernel::MaskDict* maskPlanes = nullptr;  ///< required: written as MP_* on MASK
-    std::vector<HeaderCard> primaryCards;         ///< e.g. FLUXMAG0, VISIT, provenance
-    std::vector<std::string> wcsCards;            ///< celestial WCS cards copied onto IMAGE/MASK/VARIANCE
-    const kernel::ImageU16* nImage = nullptr;     ///< optional NIMAGE HDU
-    std::vector<Table> tables;                    ///< optional BINTABLE HDUs after the images
+    std::vector<HeaderCard> primaryCards;          ///< e.g. FLUXMAG0, VISIT, provenance
+    std::vector<std::string> wcsCards;             ///< celestial WCS cards copied onto IMAGE/MASK/VARIANCE
+    const kernel::ImageU16* nImage = nullptr;      ///< optional NIMAGE HDU
+    std::vector<Table> tables;                     ///< optional BINTABLE HDUs after the images
 };
 
 /// Write atomically (tmp + fsync + rename). Overwrites an existing file only at the rename.
@@ -59,7 +59,8 @@ kernel::ImageU16 readNImage(const std::string& path);
 kernel::ImageF readImageHdu(const std::string& path, const std::string& extname);
 
 /// Write float image HDUs by EXTNAME into one file (atomic), e.g. the simulator's truth file.
-void writeImageHdus(const std::string& path, const std::vector<std::pair<std::string, const kernel::ImageF*>>& hdus,
+void writeImageHdus(const std::string& path,
+                    const std::vector<std::pair<std::string, const kernel::ImageF*>>& hdus,
                     const std::vector<HeaderCard>& primaryCards);
 
 }  // namespace safeclip::io

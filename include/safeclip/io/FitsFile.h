@@ -1,17 +1,18 @@
 #pragma once
 /// @file FitsFile.h  RAII wrapper around cfitsio's fitsfile* with status -> exception conversion.
+#include <fitsio.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <fitsio.h>
-
 namespace safeclip::io {
 
 /// Turn a non-zero cfitsio status into an InputError (reading) or OutputError (writing) whose
 /// one-line message names the file, the action and cfitsio's text.
-[[noreturn]] void throwFitsError(const std::string& path, const std::string& action, int status, bool writing);
+[[noreturn]] void throwFitsError(const std::string& path, const std::string& action, int status,
+                                 bool writing);
 
 class FitsFile {
 public:

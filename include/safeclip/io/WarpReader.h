@@ -21,14 +21,14 @@ class FitsFile;
 /// Everything the header says about one warp.
 struct WarpHeader {
     std::string path;
-    kernel::Box box;                      ///< PARENT bbox (xy0 and size)
-    kernel::MaskDict maskPlanes;          ///< the file's own MP_* dictionary
+    kernel::Box box;                        ///< PARENT bbox (xy0 and size)
+    kernel::MaskDict maskPlanes;            ///< the file's own MP_* dictionary
     std::optional<double> calibrationMean;  ///< nJy per count
-    std::string calibrationSource;        ///< "FLUXMAG0", "PhotoCalib" or "" when absent
-    std::optional<double> psfSigma;       ///< pixels: PSFSIGMA card, else FWHM/2.35482 (PSF_FWHM/FWHM/SEEING px)
-    std::optional<std::int64_t> visit;    ///< VISIT or EXPID card of HDU 0
-    std::vector<std::string> wcsCards;    ///< celestial WCS cards of the IMAGE HDU (CTYPE*, CRPIX*, ...)
-    std::string filter;                   ///< FILTER card, or ""
+    std::string calibrationSource;          ///< "FLUXMAG0", "PhotoCalib" or "" when absent
+    std::optional<double> psfSigma;  ///< pixels: PSFSIGMA card, else FWHM/2.35482 (PSF_FWHM/FWHM/SEEING px)
+    std::optional<std::int64_t> visit;  ///< VISIT or EXPID card of HDU 0
+    std::vector<std::string> wcsCards;  ///< celestial WCS cards of the IMAGE HDU (CTYPE*, CRPIX*, ...)
+    std::string filter;                 ///< FILTER card, or ""
 };
 
 class WarpReader {

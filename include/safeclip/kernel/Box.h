@@ -19,9 +19,7 @@ struct Box {
     [[nodiscard]] std::int64_t area() const {
         return empty() ? 0 : static_cast<std::int64_t>(width) * height;
     }
-    [[nodiscard]] bool contains(int x, int y) const {
-        return x >= x0 && x < x1() && y >= y0 && y < y1();
-    }
+    [[nodiscard]] bool contains(int x, int y) const { return x >= x0 && x < x1() && y >= y0 && y < y1(); }
     [[nodiscard]] bool contains(const Box& b) const {
         return b.empty() || (b.x0 >= x0 && b.y0 >= y0 && b.x1() <= x1() && b.y1() <= y1());
     }

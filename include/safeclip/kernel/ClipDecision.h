@@ -23,9 +23,9 @@ struct ClipControl {
 
 /// Per-warp compact masks gathered during the first read (spec §6.2), in PARENT coordinates.
 struct WarpMaskSpans {
-    SpanSet bad;       ///< m & B != 0
-    SpanSet detGood;   ///< m & DET != 0 and m & B == 0
-    SpanSet detAll;    ///< m & DET != 0 (for the big-footprint components V_i)
+    SpanSet bad;      ///< m & B != 0
+    SpanSet detGood;  ///< m & DET != 0 and m & B == 0
+    SpanSet detAll;   ///< m & DET != 0 (for the big-footprint components V_i)
 };
 
 /// ign and det of one footprint in one warp.
@@ -56,7 +56,7 @@ struct FootprintDecision {
     std::vector<Candidate> candidates;  ///< in warp order
     std::vector<int> clippedWarps;      ///< in warp order
     ClipRule rule = ClipRule::Kept;
-    std::string reason;                 ///< for Kept: "no candidates", "only candidate f<=0.5", ...
+    std::string reason;  ///< for Kept: "no candidates", "only candidate f<=0.5", ...
 };
 
 /// Decide one footprint of nPix pixels given counts[i] for every warp i (spec §6.3).
@@ -65,6 +65,7 @@ FootprintDecision decideClip(std::int64_t nPix, std::span<const WarpCounts> coun
 /// spec §7.1 for one warp: the DETECTED components G of `detAll` with |G| >= minBigOverlap that
 /// overlap `clippedUnion` (union of the footprints clipped in this warp) in more than minBigOverlap
 /// pixels. Returned in component order.
-std::vector<SpanSet> bigFootprints(const SpanSet& detAll, const SpanSet& clippedUnion, std::int64_t minBigOverlap);
+std::vector<SpanSet> bigFootprints(const SpanSet& detAll, const SpanSet& clippedUnion,
+                                   std::int64_t minBigOverlap);
 
 }  // namespace safeclip::kernel

@@ -14,8 +14,8 @@ enum class Polarity { Positive, Negative, Both };
 
 /// Detection parameters (SourceDetectionConfig as set by SafeClipAssembleCoaddConfig.setDefaults).
 struct DetectControl {
-    double psfSigma = 2.0;         ///< smoothing σ in pixels (spec §0.3: from config or warp headers)
-    double thresholdValue = 2.0;   ///< clipDetection.thresholdValue (pixel_stdev)
+    double psfSigma = 2.0;        ///< smoothing σ in pixels (spec §0.3: from config or warp headers)
+    double thresholdValue = 2.0;  ///< clipDetection.thresholdValue (pixel_stdev)
     Polarity polarity = Polarity::Both;
     double nSigmaToGrow = 2.0;     ///< clipDetection.nSigmaToGrow; grow = int(nSigmaToGrow*σ + 0.5)
     int minPixels = 4;             ///< clipDetection.minPixels (before growth)

@@ -8,9 +8,9 @@
 
 namespace safeclip::kernel {
 
-using ImagePixel = float;          ///< image plane (afw ImageF)
-using VariancePixel = float;       ///< variance plane
-using MaskPixel = std::int32_t;    ///< mask plane, a bit field (afw MaskPixel)
+using ImagePixel = float;        ///< image plane (afw ImageF)
+using VariancePixel = float;     ///< variance plane
+using MaskPixel = std::int32_t;  ///< mask plane, a bit field (afw MaskPixel)
 
 /// Owning image of T over a Box; element (x, y) in PARENT coordinates, stored row-major.
 template <typename T>

@@ -14,10 +14,10 @@
 namespace safeclip::kernel {
 
 struct InterpControl {
-    bool enabled = true;                  ///< doInterp
-    bool useFallbackValueAtEdge = true;   ///< interpImage.useFallbackValueAtEdge
-    bool negativeFallbackAllowed = false; ///< interpImage.negativeFallbackAllowed
-    bool transpose = false;               ///< interpImage.transpose (interpolate along columns)
+    bool enabled = true;                   ///< doInterp
+    bool useFallbackValueAtEdge = true;    ///< interpImage.useFallbackValueAtEdge
+    bool negativeFallbackAllowed = false;  ///< interpImage.negativeFallbackAllowed
+    bool transpose = false;                ///< interpImage.transpose (interpolate along columns)
 };
 
 struct PostBits {

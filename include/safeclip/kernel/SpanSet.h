@@ -64,8 +64,8 @@ std::vector<SpanSet> connectedComponents8(const SpanSet& set);
 void appendMaskRuns(std::vector<Span>& out, int y, int x0, const MaskPixel* row, int n, MaskPixel bits);
 
 /// Append runs of row y where `(row[k] & anyBits) != 0 && (row[k] & noneBits) == 0`.
-void appendMaskRuns(std::vector<Span>& out, int y, int x0, const MaskPixel* row, int n,
-                    MaskPixel anyBits, MaskPixel noneBits);
+void appendMaskRuns(std::vector<Span>& out, int y, int x0, const MaskPixel* row, int n, MaskPixel anyBits,
+                    MaskPixel noneBits);
 
 /// Pixels of `mask` with any of `bits` set.
 SpanSet spansFromMask(const MaskImage& mask, MaskPixel bits);

@@ -15,10 +15,10 @@ enum class Statistic { Mean, MeanClip };
 /// Stacking parameters (afw StatisticsControl + statisticsStack arguments).
 struct StackControl {
     Statistic statistic = Statistic::Mean;
-    double sigmaClip = 1.5;   ///< SafeClipAssembleCoaddConfig.sigmaClip
-    int clipIter = 3;         ///< SafeClipAssembleCoaddConfig.clipIter
-    MaskPixel andMask = 0;    ///< A: inputs with any of these bits are rejected
-    MaskPixel clippedBit = 0; ///< Cb: set where MEANCLIP rejected an input
+    double sigmaClip = 1.5;          ///< SafeClipAssembleCoaddConfig.sigmaClip
+    int clipIter = 3;                ///< SafeClipAssembleCoaddConfig.clipIter
+    MaskPixel andMask = 0;           ///< A: inputs with any of these bits are rejected
+    MaskPixel clippedBit = 0;        ///< Cb: set where MEANCLIP rejected an input
     MaskPixel noGoodPixelsMask = 0;  ///< NO_DATA: replaces the mask where nothing is accepted
     /// (src, dst): if any input (all N) has src and NMASKED > 0, OR dst into the output mask.
     std::vector<std::pair<MaskPixel, MaskPixel>> maskMap;
@@ -34,8 +34,8 @@ struct PixelResult {
     double value = 0;     ///< μ (NaN when nothing accepted)
     double variance = 0;  ///< V
     MaskPixel mask = 0;
-    int nClipped = 0;     ///< n0 - |S_K| (MEANCLIP only)
-    int nMasked = 0;      ///< N - n0
+    int nClipped = 0;  ///< n0 - |S_K| (MEANCLIP only)
+    int nMasked = 0;   ///< N - n0
 };
 
 /// Reusable scratch (avoids per-pixel allocation).

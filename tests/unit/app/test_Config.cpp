@@ -1,6 +1,7 @@
 /// @file test_Config.cpp  Config: schema defaults, TOML files, --set, validation, dump/hash,
 /// describeConfig, the shipped configs/*.toml.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -8,9 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
-
 #include <toml.hpp>
-#include <unistd.h>
 
 #include "safeclip/app/Config.h"
 #include "safeclip/kernel/Error.h"

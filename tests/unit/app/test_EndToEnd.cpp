@@ -2,15 +2,14 @@
 // leaves static sources alone, and its coadd, variance and nImage agree with independent
 // computations from the truth models and the input warps.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
-#include <iostream>
 #include <filesystem>
+#include <iostream>
 #include <map>
 #include <string>
 #include <variant>
-
-#include <unistd.h>
 
 #include "safeclip/app/Config.h"
 #include "safeclip/app/PatchCoadd.h"
@@ -109,7 +108,8 @@ protected:
             const auto& sx1 = intColumn(spans, "x1");
             for (std::size_t k = 0; k < sv.size(); ++k) {
                 if (sv[k] == w.visit) {
-                    sp.push_back({static_cast<int>(sy[k]), static_cast<int>(sx0[k]), static_cast<int>(sx1[k])});
+                    sp.push_back(
+                        {static_cast<int>(sy[k]), static_cast<int>(sx0[k]), static_cast<int>(sx1[k])});
                 }
             }
             w.clipped = kernel::SpanSet::fromSpans(sp);
@@ -135,7 +135,8 @@ protected:
 
     /// Is warp i's pixel accepted by the final stack?
     static bool accepted(const WarpData& w, int x, int y) {
-        return (w.pixels.mask(x, y) & s_bad) == 0 && std::isfinite(w.pixels.image(x, y)) && !w.clipped.contains(x, y);
+        return (w.pixels.mask(x, y) & s_bad) == 0 && std::isfinite(w.pixels.image(x, y)) &&
+               !w.clipped.contains(x, y);
     }
 
     /// The noiseless coadd given the accepted set: Σ w S / Σ w over accepted warps.
@@ -197,12 +198,15 @@ TEST_F(EndToEnd, InjectedTransientPixelsAreExcluded) {
     }
     std::string detail;
     for (const auto& [v, c] : perVisit) {
-        detail += " visit " + std::to_string(v) + ": " + std::to_string(c.second) + "/" + std::to_string(c.first);
+        detail +=
+            " visit " + std::to_string(v) + ": " + std::to_string(c.second) + "/" + std::to_string(c.first);
     }
     std::cout << "[ measured ] transient pixels with S/N > 3 excluded: " << excluded << "/" << total << " ("
-              << 100.0 * static_cast<double>(excluded) / static_cast<double>(total) << "%);" << detail << "\n";
+              << 100.0 * static_cast<double>(excluded) / static_cast<double>(total) << "%);" << detail
+              << "\n";
     ASSERT_GT(total, 100) << "the simulator injected too few transient pixels with S/N > 3";
-    EXPECT_GE(static_cast<double>(excluded) / static_cast<double>(total), 0.95) << "excluded/total per warp:" << detail;
+    EXPECT_GE(static_cast<double>(excluded) / static_cast<double>(total), 0.95)
+        << "excluded/total per warp:" << detail;
 }
 
 TEST_F(EndToEnd, ClippedCoaddPixelsAreClean) {
@@ -263,8 +267,8 @@ TEST_F(EndToEnd, StaticSourcesAreNotClippedOutsideTransientRegions) {
             clipped += any ? 1 : 0;
         }
     }
-    std::cout << "[ measured ] static-source pixels clipped outside transient regions: " << clipped << "/" << n
-              << "\n";
+    std::cout << "[ measured ] static-source pixels clipped outside transient regions: " << clipped << "/"
+              << n << "\n";
     ASSERT_GT(n, 200) << "too few static source pixels to test";
     EXPECT_LT(static_cast<double>(clipped) / static_cast<double>(n), 0.01) << clipped << " of " << n;
 }
@@ -314,7 +318,8 @@ TEST_F(EndToEnd, NImageMatchesIndependentCount) {
             }
             if (clippedGood) {
                 ++clippedPixels;
-                lowerWhereClipped += s_nImage(x, y) < notBad && (s_coadd.mask(x, y) & clippedBit) != 0 ? 1 : 0;
+                lowerWhereClipped +=
+                    s_nImage(x, y) < notBad && (s_coadd.mask(x, y) & clippedBit) != 0 ? 1 : 0;
             }
         }
     }

@@ -6,9 +6,8 @@
 /// coadded with SafeClip (default configuration): the real transients are clipped in their frame,
 /// the coadd there agrees with the other frames, and stars are left alone except where the
 /// algorithm (spec §6.1.7, §7.1) merges them with a transient - measured and explained below.
-#include <gtest/gtest.h>
-
 #include <fitsio.h>
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -190,15 +189,11 @@ void writeSynthetic(const std::string& path, const Synthetic& s, const std::vect
     int status = 0;
     long naxes[2] = {s.width, s.height};
     fits_create_img(fp, DOUBLE_IMG, 2, naxes, &status);
-    auto keyD = [&](const char* key, double v) {
-        fits_update_key(fp, TDOUBLE, key, &v, nullptr, &status);
-    };
+    auto keyD = [&](const char* key, double v) { fits_update_key(fp, TDOUBLE, key, &v, nullptr, &status); };
     auto keyS = [&](const char* key, const char* v) {
         fits_update_key(fp, TSTRING, key, const_cast<char*>(v), nullptr, &status);
     };
-    auto keyI = [&](const char* key, int v) {
-        fits_update_key(fp, TINT, key, &v, nullptr, &status);
-    };
+    auto keyI = [&](const char* key, int v) { fits_update_key(fp, TINT, key, &v, nullptr, &status); };
     keyI("WCSAXES", 2);
     keyS("CTYPE1", "RA---TAN");
     keyS("CTYPE2", "DEC--TAN");

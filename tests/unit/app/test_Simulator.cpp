@@ -1,6 +1,7 @@
 /// @file test_Simulator.cpp  `safeclip simulate`: files, determinism, manifest, afw layout read back
 /// with WarpReader, NO_DATA conventions, single-epoch DETECTED on the satellite trail.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -9,11 +10,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
-#include <unistd.h>
 
 #include "safeclip/app/Simulator.h"
 #include "safeclip/io/ExposureWriter.h"

@@ -193,17 +193,18 @@ TEST(ExposureWriter, RoundTripBitForBit) {
         HeaderCard{"LONGSTR", longText, ""},
         HeaderCard{"SAFECLIP_GIT_REVISION", std::string("0123456789ab"), "HIERARCH key"},
     };
-    Table inputs{"INPUTS",
-                 {Column{"visit", std::vector<std::int64_t>{1, -2, std::numeric_limits<std::int64_t>::max(),
-                                                            std::numeric_limits<std::int64_t>::min()},
-                         ""},
-                  Column{"weight",
-                         std::vector<double>{0.1, std::numeric_limits<double>::quiet_NaN(),
-                                             -std::numeric_limits<double>::infinity(), -0.0},
-                         "count-2"},
-                  Column{"file",
-                         std::vector<std::string>{"a.fits", "", "dir/with space.fits", std::string(70, 'z')},
-                         ""}}};
+    Table inputs{
+        "INPUTS",
+        {Column{"visit",
+                std::vector<std::int64_t>{1, -2, std::numeric_limits<std::int64_t>::max(),
+                                          std::numeric_limits<std::int64_t>::min()},
+                ""},
+         Column{"weight",
+                std::vector<double>{0.1, std::numeric_limits<double>::quiet_NaN(),
+                                    -std::numeric_limits<double>::infinity(), -0.0},
+                "count-2"},
+         Column{"file", std::vector<std::string>{"a.fits", "", "dir/with space.fits", std::string(70, 'z')},
+                ""}}};
     Table empty{"EMPTY",
                 {Column{"n", std::vector<std::int64_t>{}, ""}, Column{"s", std::vector<std::string>{}, ""}}};
     Table blanks{"BLANKS", {Column{"s", std::vector<std::string>{"", ""}, ""}}};
@@ -329,8 +330,11 @@ TEST(ExposureWriter, MissingDirectoryFailsCleanly) {
     data.maskPlanes = &planes;
     expectOutputError([&] { safeclip::io::writeExposure(path, data); }, path, "does not exist");
     EXPECT_TRUE(dir.list().empty());
-    expectOutputError([&] { safeclip::io::writeImageHdus(path, {{"TRUTH", &mi.image}}, {}); }, path,
-                      "does not exist");
+    expectOutputError(
+        [&] {
+            safeclip::io::writeImageHdus(path, {{"TRUTH", &mi.image}}, {});
+        },
+        path, "does not exist");
     EXPECT_TRUE(dir.list().empty());
 }
 
@@ -349,8 +353,8 @@ TEST(ExposureWriter, ExistingFileReplacedOnlyByCompleteFile) {
     const MaskedImage second = randomBits(Box{0, 0, 30, 20}, 2);
     ExposureData bad = data;
     bad.image = &second;
-    bad.tables = {Table{"T", {Column{"a", std::vector<std::int64_t>{1, 2}, ""},
-                              Column{"b", std::vector<double>{1.0}, ""}}}};
+    bad.tables = {Table{
+        "T", {Column{"a", std::vector<std::int64_t>{1, 2}, ""}, Column{"b", std::vector<double>{1.0}, ""}}}};
     expectOutputError([&] { safeclip::io::writeExposure(path, bad); }, path, "column b");
     EXPECT_EQ(fileBytes(path), before);
     EXPECT_EQ(dir.list(), (std::set<std::string>{"coadd.fits"}));

@@ -69,7 +69,9 @@ void expectConfigError(const std::string& path, const std::string& word) {
     }
 }
 
-std::string patchJson(const std::string& body) { return R"({"patches": [)" + body + "]}"; }
+std::string patchJson(const std::string& body) {
+    return R"({"patches": [)" + body + "]}";
+}
 
 }  // namespace
 
@@ -120,7 +122,8 @@ TEST(Manifest, WriteIsAtomicAndRoundTrips) {
     TempDir dir;
     Manifest m;
     m.patches.push_back(
-        ManifestPatch{"p000", Box{1, 2, 30, 40},
+        ManifestPatch{"p000",
+                      Box{1, 2, 30, 40},
                       {ManifestWarp{100, "p000/warp-100.fits"}, ManifestWarp{7, "/abs/w.fits"}}});
     m.patches.push_back(ManifestPatch{"p001", Box{-5, -6, 7, 8}, {}});
     const std::string path = dir.file("manifest.json");
@@ -204,6 +207,5 @@ TEST(Manifest, Errors) {
     bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": ""}]})"), "\"path\"");
     bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": 3}]})"), "\"path\"");
     bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": ["w.fits"]})"), "must be an object");
-    bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": "w", "visit": "1"}]})"),
-        "visit");
+    bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": "w", "visit": "1"}]})"), "visit");
 }

@@ -1,5 +1,6 @@
 // Tests of WarpReader (and FitsFile): the real HSC afw file, sub-box reads, tile compression,
 // mask remapping, calibration sources and every kind of bad input.
+#include <fitsio.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -13,8 +14,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <fitsio.h>
 
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/FitsFile.h"

@@ -27,7 +27,9 @@ ImageF subImage(const ImageF& img, const Box& box) {
     return out;
 }
 
-SpanSet unionOf(const std::vector<SpanSet>& fps) { return uniteAll(fps); }
+SpanSet unionOf(const std::vector<SpanSet>& fps) {
+    return uniteAll(fps);
+}
 
 /// The set plus its 8-neighbours (3x3 square dilation).
 SpanSet grow8(const SpanSet& s) {

@@ -124,7 +124,7 @@ TEST(Interp, FallbackClampedUnlessNegativeAllowed) {
 }
 
 TEST(Interp, RowWithoutGoodPixelGetsFallbackEvenWithoutEdgeFallback) {
-    MaskedImage mi = makeCoadd(Box{0, 0, 3, 3}, {1, 2, 3,  //
+    MaskedImage mi = makeCoadd(Box{0, 0, 3, 3}, {1, 2, 3,              //
                                                  kNaNf, kNaNf, kNaNf,  //
                                                  10, 11, 12});
     InterpControl c;
@@ -139,9 +139,9 @@ TEST(Interp, RowWithoutGoodPixelGetsFallbackEvenWithoutEdgeFallback) {
 }
 
 TEST(Interp, TransposeInterpolatesAlongColumns) {
-    const std::vector<float> vals{1, 100, 3,  //
+    const std::vector<float> vals{1,     100,   3,      //
                                   kNaNf, kNaNf, kNaNf,  //
-                                  5, 300, 7};
+                                  5,     300,   7};
     MaskedImage mi = makeCoadd(Box{0, 0, 3, 3}, vals);
     InterpControl c;
     c.transpose = true;
@@ -232,7 +232,7 @@ TEST(Interp, AllNoDataUsesZeroFallback) {
 
 TEST(Interp, TwoDimensionalHoleRowByRow) {
     // 5x3 with a 2x2 hole; each row interpolates independently.
-    MaskedImage mi = makeCoadd(Box{0, 0, 5, 3}, {0, 1, 2, 3, 4,  //
+    MaskedImage mi = makeCoadd(Box{0, 0, 5, 3}, {0, 1, 2, 3, 4,            //
                                                  0, kNaNf, kNaNf, 30, 40,  //
                                                  10, kNaNf, kNaNf, 13, 14});
     const PostResult r = postProcessCoadd(mi, bits(), InterpControl{});

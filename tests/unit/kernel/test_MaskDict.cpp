@@ -13,8 +13,8 @@ namespace {
 TEST(MaskDict, DefaultsAreAfwBits) {
     const MaskDict d = MaskDict::defaults();
     EXPECT_EQ(d.size(), 9U);
-    const std::vector<std::string> names{"BAD",      "SAT",      "INTRP",   "CR",     "EDGE",
-                                         "DETECTED", "DETECTED_NEGATIVE", "SUSPECT", "NO_DATA"};
+    const std::vector<std::string> names{
+        "BAD", "SAT", "INTRP", "CR", "EDGE", "DETECTED", "DETECTED_NEGATIVE", "SUSPECT", "NO_DATA"};
     for (std::size_t i = 0; i < names.size(); ++i) {
         EXPECT_EQ(d.bitOf(names[i]), static_cast<int>(i)) << names[i];
     }
@@ -64,7 +64,7 @@ TEST(MaskDict, AddPlaneUsesLowestFreeBitAndIsIdempotent) {
 
 TEST(MaskDict, SetPlaneRejectsDuplicatesAndBadBits) {
     MaskDict d = MaskDict::defaults();
-    EXPECT_THROW(d.setPlane("BAD", 20), InvalidParameter);     // duplicate name
+    EXPECT_THROW(d.setPlane("BAD", 20), InvalidParameter);       // duplicate name
     EXPECT_THROW(d.setPlane("CROSSTALK", 3), InvalidParameter);  // duplicate bit (CR)
     EXPECT_THROW(d.setPlane("CROSSTALK", 32), InvalidParameter);
     EXPECT_THROW(d.setPlane("CROSSTALK", -1), InvalidParameter);
@@ -77,8 +77,8 @@ TEST(MaskDict, SetPlaneRejectsDuplicatesAndBadBits) {
 TEST(MaskRemap, FileBitsMapToCanonical) {
     // A file whose NO_DATA sits at bit 9 (CROSSTALK at 8), and a plane unknown to the canonical dict.
     MaskDict file;
-    const std::vector<std::string> first{"BAD", "SAT", "INTRP", "CR", "EDGE", "DETECTED", "DETECTED_NEGATIVE",
-                                         "SUSPECT"};
+    const std::vector<std::string> first{
+        "BAD", "SAT", "INTRP", "CR", "EDGE", "DETECTED", "DETECTED_NEGATIVE", "SUSPECT"};
     for (std::size_t i = 0; i < first.size(); ++i) {
         file.setPlane(first[i], static_cast<int>(i));
     }

@@ -46,7 +46,9 @@ StackControl clipCtrl() {
     return c;
 }
 
-std::uint32_t bitsOf(float f) { return std::bit_cast<std::uint32_t>(f); }
+std::uint32_t bitsOf(float f) {
+    return std::bit_cast<std::uint32_t>(f);
+}
 
 // ---------------------------------------------------------------- afw test_stacker vectors
 
