@@ -1,7 +1,9 @@
 #include "safeclip/app/Cli.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <boost/mpi/environment.hpp>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -11,8 +13,11 @@
 #include "safeclip/app/Ingest.h"
 #include "safeclip/app/Logging.h"
 #include "safeclip/app/PatchCoadd.h"
+#include "safeclip/app/Qa.h"
 #include "safeclip/app/Runner.h"
 #include "safeclip/app/Simulator.h"
+#include "safeclip/app/Validate.h"
+#include "safeclip/io/Manifest.h"
 #include "safeclip/kernel/Error.h"
 
 namespace safeclip::app {
@@ -35,23 +40,46 @@ Config loadConfig(const std::string& file, const std::vector<std::string>& sets,
 
 int cmdCoadd(const std::string& out, const std::string& configFile, const std::vector<std::string>& sets,
              const std::string& logLevel, const std::vector<std::string>& warpPaths) {
-    Config cfg = loadConfig(configFile, sets, logLevel);
-    initLogging(0, cfg.getString("log.level"));
-    if (std::filesystem::is_directory(out)) {
-        throw OutputError(out + ": output path is a directory");
+    // Under mpirun the ranks share the patch's tiles; run alone it is a one-rank group.
+    boost::mpi::environment env(boost::mpi::threading::single, /*abort_on_exception=*/true);
+    const parallel::Comm world;
+    Config cfg;
+    int code = 0;
+    try {
+        cfg = loadConfig(configFile, sets, logLevel);
+        initLogging(world.rank(), cfg.getString("log.level"));
+        if (std::filesystem::is_directory(out)) {
+            throw OutputError(out + ": output path is a directory");
+        }
+    } catch (const Error& e) {
+        initLogging(world.rank(), "info");
+        if (world.rank() == 0) {
+            log().error("{}", e.what());
+        }
+        code = static_cast<int>(e.code());
+    }
+    if (!world.agree(code == 0)) {
+        return static_cast<int>(world.max(code));
     }
     std::vector<WarpInput> warps;
     for (const auto& p : warpPaths) {
         warps.push_back(WarpInput{-1, p});
     }
     const std::string name = std::filesystem::path(out).stem().string();
-    const PatchResult r = coaddPatch(name, kernel::Box{}, warps, cfg, out);
-    log().info(
-        "coadd: {} of {} warps used, {} footprints, {} clipped ({} big), {} CLIPPED warp pixels, {} CLIPPED "
-        "coadd pixels, {:.2f} s -> {}",
-        r.nUsed, r.nWarps, r.nFootprints, r.nClippedFootprints, r.nBigFootprints, r.nClippedWarpPixels,
-        r.nCoaddClippedPixels, r.seconds, out);
-    return 0;
+    try {
+        const PatchResult r = coaddPatch(name, kernel::Box{}, warps, cfg, out, &world);
+        if (world.rank() == 0) {
+            log().info(
+                "coadd: {} of {} warps used, {} footprints, {} clipped ({} big), {} CLIPPED warp pixels, {} "
+                "CLIPPED coadd pixels, {} tiles of {} px on {} ranks, {:.2f} s -> {}",
+                r.nUsed, r.nWarps, r.nFootprints, r.nClippedFootprints, r.nBigFootprints, r.nClippedWarpPixels,
+                r.nCoaddClippedPixels, r.nTiles, r.tileSize, world.size(), r.seconds, out);
+        }
+    } catch (const Error& e) {
+        log().error("{}", e.what());
+        code = static_cast<int>(e.code());
+    }
+    return static_cast<int>(world.max(code));
 }
 
 int cmdRun(const std::string& configFile, const std::vector<std::string>& sets, const std::string& logLevel,
@@ -74,6 +102,70 @@ int cmdRun(const std::string& configFile, const std::vector<std::string>& sets, 
         return code != 0 ? code : static_cast<int>(ExitCode::Config);
     }
     return runManifest(cfg, opts, comm);
+}
+
+/// Default QA picture name: COADD.fits -> COADD.qa.png (next to the coadd).
+std::string defaultQaPath(const std::string& coadd) {
+    std::filesystem::path p(coadd);
+    if (p.extension() == ".fits" || p.extension() == ".fit" || p.extension() == ".fz") {
+        p.replace_extension();
+    }
+    return p.string() + ".qa.png";
+}
+
+int cmdQa(const std::vector<std::string>& coadds, const std::string& out) {
+    if (!out.empty() && coadds.size() != 1) {
+        throw ConfigError("qa: -o/--output needs exactly one coadd (got " + std::to_string(coadds.size()) + ")");
+    }
+    for (const std::string& c : coadds) {
+        const std::string png = out.empty() ? defaultQaPath(c) : out;
+        writeQaPng(c, png);
+        log().info("qa: {} -> {}", c, png);
+    }
+    return 0;
+}
+
+/// `validate WARP...` (one patch, common box) or `validate CONFIG.toml` (every patch of its
+/// manifest, each against its box). Prints the problem table on stdout; exit 3 on any error.
+int cmdValidate(const std::string& configFile, const std::vector<std::string>& sets, const std::string& logLevel,
+                const std::vector<std::string>& args) {
+    std::vector<WarpProblem> problems;
+    std::size_t nFiles = 0;
+    const bool fromConfig = args.size() == 1 && std::filesystem::path(args[0]).extension() == ".toml";
+    if (fromConfig && !configFile.empty()) {
+        throw ConfigError("validate: give the config either as --config or as the argument, not both");
+    }
+    Config cfg = loadConfig(fromConfig ? args[0] : configFile, sets, logLevel);
+    initLogging(0, cfg.getString("log.level"));
+    if (fromConfig) {
+        if (cfg.getString("input.manifest").empty()) {
+            throw ConfigError(args[0] + ": input.manifest is not set");
+        }
+        const io::Manifest m = io::readManifest(cfg.path("input.manifest"));
+        for (const io::ManifestPatch& p : m.patches) {
+            std::vector<std::string> paths;
+            for (const io::ManifestWarp& w : p.warps) {
+                paths.push_back(w.path);
+            }
+            nFiles += paths.size();
+            auto pp = validateWarps(paths, &p.box);
+            problems.insert(problems.end(), pp.begin(), pp.end());
+        }
+    } else {
+        nFiles = args.size();
+        problems = validateWarps(args, nullptr);
+    }
+    std::cout << formatProblems(problems) << std::flush;
+    const auto nErrors =
+        std::count_if(problems.begin(), problems.end(), [](const WarpProblem& p) { return p.fatal; });
+    const auto nWarnings = static_cast<std::ptrdiff_t>(problems.size()) - nErrors;
+    if (nErrors > 0) {
+        log().error("validate: {} problem(s) in {} warp(s) ({} error(s), {} warning(s))", problems.size(),
+                    nFiles, nErrors, nWarnings);
+        return static_cast<int>(ExitCode::Input);
+    }
+    log().info("validate: {} warp(s) OK ({} warning(s))", nFiles, nWarnings);
+    return 0;
 }
 
 std::pair<int, int> parseSize(const std::string& s) {
@@ -151,9 +243,37 @@ int runCli(int argc, char** argv) {
     ing->add_option("--zero-point-key", ingOpts.zeroPointKey,
                     "header card with the zero point (default MAGZERO)");
 
+    // qa
+    auto* qa = app.add_subcommand(
+        "qa", "write a QA picture (PNG) per coadd: image with CLIPPED outlined and NO_DATA hatched, NIMAGE, "
+              "per-warp clipped pixel counts");
+    std::vector<std::string> qaCoadds;
+    std::string qaOut;
+    qa->add_option("coadds", qaCoadds, "coadd FITS files written by safeclip")->required();
+    qa->add_option("-o,--output", qaOut, "output PNG (one coadd only; default COADD.qa.png next to it)");
+
+    // validate
+    auto* val = app.add_subcommand(
+        "validate",
+        "check warps (HDUs, boxes, WCS, zero point, mask planes, variance, NaN) and list every problem; "
+        "exit 3 if any error");
+    std::string valConfig;
+    std::vector<std::string> valSets;
+    std::vector<std::string> valArgs;
+    val->add_option("--config", valConfig, "TOML config file (validated too)");
+    val->add_option("--set", valSets, "override a config key: key=value (repeatable)");
+    val->add_option("inputs", valArgs,
+                    "warp FITS files of one patch, or one CONFIG.toml: every warp of its input.manifest")
+        ->required();
+    val->footer("Prints one line per problem (file, severity, problem). Warnings alone exit 0.");
+
     // config
     auto* cfgCmd =
         app.add_subcommand("config", "print every configuration key with its default and meaning (TOML)");
+
+    // A file-size limit (ulimit -f) must make writes fail with EFBIG, which the writers report
+    // (exit 4, temporary removed), instead of killing the process with a half-written file.
+    std::signal(SIGXFSZ, SIG_IGN);
 
     try {
         app.parse(argc, argv);
@@ -168,6 +288,9 @@ int runCli(int argc, char** argv) {
         }
         if (*run) {
             return cmdRun(runConfig, runSets, logLevel, runOpts);
+        }
+        if (*val) {
+            return cmdValidate(valConfig, valSets, logLevel, valArgs);
         }
         initLogging(0, logLevel.empty() ? "info" : logLevel);
         if (*sim) {
@@ -188,6 +311,9 @@ int runCli(int argc, char** argv) {
             }
             ingest(ingOpts);
             return 0;
+        }
+        if (*qa) {
+            return cmdQa(qaCoadds, qaOut);
         }
         if (*cfgCmd) {
             std::cout << describeConfig();

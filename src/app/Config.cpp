@@ -99,6 +99,9 @@ std::vector<KeyDef> buildSchema() {
                     "allow a negative fallback value (interpImage.negativeFallbackAllowed)"));
     s.push_back(key("interp.transpose", K::Bool, false,
                     "interpolate along columns instead of rows (interpImage.transpose)"));
+    s.push_back(key("qa.enabled", K::Bool, false,
+                    "also write a QA picture <patch>.qa.png next to each coadd (image, CLIPPED outlines, "
+                    "NO_DATA, NIMAGE, per-warp clipped counts; same as `safeclip qa`)"));
     s.push_back(key("log.level", K::String, std::string("info"),
                     "log level: trace, debug, info, warn, error or off"));
     return s;

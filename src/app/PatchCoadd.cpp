@@ -1,6 +1,9 @@
 #include "safeclip/app/PatchCoadd.h"
 
 #include <algorithm>
+#include <boost/mpi/environment.hpp>
+#include <cstdlib>
+#include <iterator>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +21,8 @@
 #include "safeclip/kernel/MaskDict.h"
 #include "safeclip/kernel/SpanSet.h"
 #include "safeclip/kernel/Stack.h"
+#include "safeclip/parallel/Collectives.h"
+#include "safeclip/parallel/TileGather.h"
 
 namespace safeclip::app {
 
@@ -134,6 +139,18 @@ struct Bits {
     MaskPixel remove = 0;  ///< stack.remove_mask_planes
 };
 
+/// A footprint's part inside one tile, with its per-warp counts (additive over the parts).
+struct Piece {
+    std::vector<kernel::Span> spans;
+    std::vector<std::int64_t> ign;  ///< per used warp
+    std::vector<std::int64_t> det;  ///< per used warp
+
+    template <class Archive>
+    void serialize(Archive& ar, const unsigned int /*version*/) {
+        ar & spans & ign & det;
+    }
+};
+
 /// Spans of `s` in rows [y0, y1) (binary search on the sorted spans; no full scan).
 SpanSet restrictRows(const SpanSet& s, int y0, int y1) {
     const auto& sp = s.spans();
@@ -167,8 +184,10 @@ void scaleInPlace(MaskedImage& mi, float s) {
 
 class PatchRun {
 public:
-    PatchRun(std::string name, const Box& box, const std::vector<WarpInput>& inputs, const Config& cfg)
-        : m_name(std::move(name)),
+    PatchRun(std::string name, const Box& box, const std::vector<WarpInput>& inputs, const Config& cfg,
+             const parallel::Comm* group)
+        : m_group(group),
+          m_name(std::move(name)),
           m_box(box),
           m_cfg(cfg),
           m_dict(kernel::MaskDict::canonical()),
@@ -190,42 +209,108 @@ public:
         computeWeights();
         const bool safeclip = m_cfg.getString("coadd.mode") == "safeclip";
         if (safeclip) {
+            stage("setup", [&] {
+                setupDetection();
+                planTiles();
+            });
             trialStacks();
-            detectAndDecide(result);
+            stage("reduce", [&] {
+                if (isRoot()) {
+                    decide(result);
+                }
+            });
+            broadcastClipped();
+        } else {
+            stage("setup", [&] { planTiles(); });
         }
-        MaskedImage coadd(m_box);
-        kernel::ImageU16 nImage(m_box, 0);
-        finalStack(coadd, nImage);
-
-        kernel::PostBits pb{m_bits.noData, m_bits.intrp, m_bits.inexactPsf,
-                            static_cast<MaskPixel>(m_bits.sensorEdge | m_bits.clipped | m_bits.rejected)};
-        kernel::InterpControl ic;
-        ic.enabled = m_cfg.getBool("interp.enabled");
-        ic.useFallbackValueAtEdge = m_cfg.getBool("interp.use_fallback_value_at_edge");
-        ic.negativeFallbackAllowed = m_cfg.getBool("interp.negative_fallback_allowed");
-        ic.transpose = m_cfg.getBool("interp.transpose");
-        const kernel::PostResult post = kernel::postProcessCoadd(coadd, pb, ic);
-        log().info("patch {}: post-processing: {} NO_DATA pixels, {} interpolated (fallback {:.4g})", m_name,
-                   post.nNoData, post.nInterpolated, post.fallbackValue);
-
-        for (const MaskPixel m : coadd.mask.data()) {
-            if ((m & m_bits.clipped) != 0) {
-                ++result.nCoaddClippedPixels;
+        std::vector<parallel::Tile> mine;
+        stage("final", [&] { mine = finalStack(); });
+        MaskedImage coadd;
+        kernel::ImageU16 nImage;
+        if (isRoot()) {
+            coadd = MaskedImage(m_box);
+            nImage = kernel::ImageU16(m_box, 0);
+        }
+        parallel::gatherTiles(m_group, 0, mine, coadd, nImage);
+        mine.clear();
+        stage("write", [&] {
+            if (!isRoot()) {
+                return;
             }
-        }
-        for (const Warp& w : m_warps) {
-            if (w.used) {
-                ++result.nUsed;
-                result.nClippedWarpPixels += w.nClippedPixels;
-                result.nBigFootprints += w.nBigFootprints;
+            kernel::PostBits pb{m_bits.noData, m_bits.intrp, m_bits.inexactPsf,
+                                static_cast<MaskPixel>(m_bits.sensorEdge | m_bits.clipped | m_bits.rejected)};
+            kernel::InterpControl ic;
+            ic.enabled = m_cfg.getBool("interp.enabled");
+            ic.useFallbackValueAtEdge = m_cfg.getBool("interp.use_fallback_value_at_edge");
+            ic.negativeFallbackAllowed = m_cfg.getBool("interp.negative_fallback_allowed");
+            ic.transpose = m_cfg.getBool("interp.transpose");
+            const kernel::PostResult post = kernel::postProcessCoadd(coadd, pb, ic);
+            log().info("patch {}: post-processing: {} NO_DATA pixels, {} interpolated (fallback {:.4g})", m_name,
+                       post.nNoData, post.nInterpolated, post.fallbackValue);
+            for (const MaskPixel m : coadd.mask.data()) {
+                if ((m & m_bits.clipped) != 0) {
+                    ++result.nCoaddClippedPixels;
+                }
             }
-        }
-        write(outPath, coadd, nImage, safeclip);
+            for (const Warp& w : m_warps) {
+                if (w.used) {
+                    ++result.nUsed;
+                    result.nClippedWarpPixels += w.nClippedPixels;
+                    result.nBigFootprints += w.nBigFootprints;
+                }
+            }
+            write(outPath, coadd, nImage, safeclip);
+        });
+        result.nTiles = static_cast<int>(m_tiles.size());
+        result.tileSize = m_tileSize;
         result.seconds = secondsSince(t0);
         return result;
     }
 
 private:
+    [[nodiscard]] bool isRoot() const { return parallel::rankOf(m_group) == 0; }
+
+    /// Run a stage on this rank, then agree with the group: if any rank failed, every rank throws
+    /// (the failing rank its own error, the others a PatchAborted naming the stage), so no rank is
+    /// left waiting in a collective.
+    template <class Fn>
+    void stage(const char* name, Fn&& fn) {
+        std::string error;
+        ExitCode code = ExitCode::Ok;
+        try {
+            maybeInjectFailure(name);
+            fn();
+        } catch (const Error& e) {
+            error = e.what();
+            code = e.code();
+        } catch (const std::exception& e) {
+            error = std::string("internal error: ") + e.what();
+            code = ExitCode::Internal;
+        }
+        if (!parallel::agreeAll(m_group, error.empty())) {
+            if (!error.empty()) {
+                throw Error(error, code);
+            }
+            throw Error("stage '" + std::string(name) + "' failed on another rank of this patch's group",
+                        ExitCode::Internal);
+        }
+    }
+
+    /// Test hook: SAFECLIP_FAIL_AT="<world rank>:<stage>" makes that rank throw at that stage.
+    static void maybeInjectFailure(const char* stageName) {
+        const char* spec = std::getenv("SAFECLIP_FAIL_AT");
+        if (spec == nullptr) {
+            return;
+        }
+        int worldRank = 0;
+        if (boost::mpi::environment::initialized() && !boost::mpi::environment::finalized()) {
+            worldRank = boost::mpi::communicator().rank();
+        }
+        if (std::string(spec) == std::to_string(worldRank) + ":" + stageName) {
+            throw InputError("injected failure (SAFECLIP_FAIL_AT=" + std::string(spec) + ")");
+        }
+    }
+
     // ---- setup ---------------------------------------------------------------------------------
     void fail(Warp& w, const std::string& why) {
         if (!m_skipBad) {
@@ -390,37 +475,103 @@ private:
         return out;
     }
 
-    /// Rows per chunk: all used warps' chunk buffers (12 B/px each) plus two trial-stack outputs
-    /// (24 B/px), after the full-patch arrays (difference image 8 B/px or coadd + nImage 14 B/px).
-    int chunkRows(int nWarps) const {
-        const std::int64_t fixed = m_box.area() * 14;
+    // ---- tiles and memory ----------------------------------------------------------------------
+    /// Tile size: tile.size if set; else the whole patch for one rank or about two tiles per rank
+    /// of the group (a multiple of 16), shrunk until the fixed arrays plus 8 rows of chunk buffers
+    /// fit in the budget. Every rank computes the same plan.
+    void planTiles() {
+        const int groupSize = parallel::sizeOf(m_group);
+        int t = static_cast<int>(m_cfg.getInt("tile.size"));
+        if (t <= 0) {
+            if (groupSize == 1) {
+                t = std::max(m_box.width, m_box.height);
+            } else {
+                const double side = std::sqrt(static_cast<double>(m_box.area()) / (2.0 * groupSize));
+                t = std::max(32, (static_cast<int>(std::ceil(side)) + 15) / 16 * 16);
+            }
+            const auto nWarps = static_cast<std::int64_t>(usedWarps().size());
+            auto cost = [&](int side) {
+                const std::int64_t h = side + 2 * m_halo;
+                return h * h * 8 + static_cast<std::int64_t>(side) * side * 14 + m_box.area() * 14 +
+                       8 * h * (12 * nWarps + 24);
+            };
+            while (t > 16 && cost(t) > m_budget) {
+                t = std::max(16, (t * 3 / 4) / 16 * 16);  // strictly decreasing: always ends
+            }
+        }
+        m_tileSize = t;
+        m_tiles = geom::tiles(m_box, t);
+        std::vector<double> costs;
+        for (const Box& tile : m_tiles) {
+            costs.push_back(static_cast<double>(tile.grown(m_halo).intersect(m_box).area()));
+        }
+        m_tileOwner = geom::assignToRanks(costs, groupSize);
+    }
+
+    std::vector<std::size_t> myTiles() const {
+        std::vector<std::size_t> out;
+        for (std::size_t i = 0; i < m_tiles.size(); ++i) {
+            if (m_tileOwner[i] == parallel::rankOf(m_group)) {
+                out.push_back(i);
+            }
+        }
+        return out;
+    }
+
+    /// Rows per chunk of `box` so that all used warps' chunk buffers (12 B/px each) and two
+    /// trial-stack outputs (24 B/px) fit beside the fixed arrays: the tile's difference image with
+    /// its halo (8 B/px), the tile's result (14 B/px) and, on the group root, the whole patch
+    /// (14 B/px) that it gathers and writes.
+    int chunkRows(const Box& box, int nWarps) const {
+        const Box halo = m_tiles.empty() ? m_box : m_tiles.front().grown(m_halo).intersect(m_box);
+        std::int64_t fixed = halo.area() * 8 + (m_tiles.empty() ? 0 : m_tiles.front().area()) * 14;
+        if (isRoot()) {
+            fixed += m_box.area() * 14;
+        }
         const std::int64_t avail = m_budget - fixed;
         if (avail <= 0) {
             throw ConfigError("memory.max_per_rank = " + geom::formatByteSize(m_budget) +
-                              " is smaller than the patch's full-plane arrays (" +
-                              geom::formatByteSize(fixed) + " for " + m_box.str() + ")");
+                              " is smaller than the fixed arrays of patch " + m_name + " (" +
+                              geom::formatByteSize(fixed) + " for tiles of " + std::to_string(m_tileSize) +
+                              " px and the gathered patch " + m_box.str() + ")");
         }
-        int rows = geom::rowsPerChunk(m_box, nWarps, 12, 24, avail);
-        if (const auto tile = m_cfg.getInt("tile.size"); tile > 0) {
-            rows = std::min(rows, static_cast<int>(tile));
-        }
-        return rows;
+        return geom::rowsPerChunk(box, nWarps, 12, 24, avail);
     }
 
-    // ---- pass 0: weights (§3) ------------------------------------------------------------------
+    // ---- stage W: weights (§3) -----------------------------------------------------------------
+    /// Local part (inside a stage): this rank's share of the warps. Then the collective part.
     void computeWeights() {
         const auto t0 = Clock::now();
-        const int rows = chunkRows(1);
+        std::vector<std::pair<std::int64_t, std::pair<float, std::string>>> mine;
+        stage("weights", [&] { mine = measureWeights(); });
+        applyWeights(parallel::allGather(m_group, mine));
+        if (isRoot()) {
+            log().info("patch {}: weights for {} warps in {:.2f} s", m_name, usedWarps().size(), secondsSince(t0));
+        }
+    }
+
+    /// (warp index, weight, status) for the warps this rank measures: warp i on group rank i mod R.
+    std::vector<std::pair<std::int64_t, std::pair<float, std::string>>> measureWeights() {
+        const int me = parallel::rankOf(m_group);
+        const int n = parallel::sizeOf(m_group);
+        // (warp index, weight, status) for the warps this rank measures
+        std::vector<std::pair<std::int64_t, std::pair<float, std::string>>> mine;
         std::vector<float> var;
         std::vector<MaskPixel> mask;
         std::vector<float> sample;
-        for (Warp* w : usedWarps()) {
+        const int rows = std::max(1, static_cast<int>(std::min<std::int64_t>(
+                                         m_box.height, (m_budget / 4) / std::max(1, m_box.width * 8))));
+        for (std::size_t i = 0; i < m_warps.size(); ++i) {
+            Warp& w = m_warps[i];
+            if (!w.used || static_cast<int>(i % static_cast<std::size_t>(n)) != me) {
+                continue;
+            }
             sample.clear();
-            const float s2 = w->scale * w->scale;
+            const float s2 = w.scale * w.scale;
             for (const Box& chunk : geom::rowChunks(m_box, rows)) {
                 var.resize(static_cast<std::size_t>(chunk.area()));
                 mask.resize(static_cast<std::size_t>(chunk.area()));
-                w->reader->readPlanes(chunk, nullptr, mask.data(), var.data());
+                w.reader->readPlanes(chunk, nullptr, mask.data(), var.data());
                 for (std::size_t k = 0; k < var.size(); ++k) {
                     const float v = var[k] * s2;
                     if ((mask[k] & m_bits.bad) == 0 && std::isfinite(v)) {
@@ -428,59 +579,83 @@ private:
                     }
                 }
             }
-            const double meanVar =
-                kernel::meanClipUnweighted(sample, m_cfg.getDouble("stack.sigma_clip"),
-                                           static_cast<int>(m_cfg.getInt("stack.clip_iter")));
+            const double meanVar = kernel::meanClipUnweighted(sample, m_cfg.getDouble("stack.sigma_clip"),
+                                                              static_cast<int>(m_cfg.getInt("stack.clip_iter")));
             const double weight = 1.0 / meanVar;
+            std::string status = "used";
             if (!std::isfinite(weight)) {
-                w->used = false;
-                w->status =
-                    "skipped: non-finite weight (clipped mean variance " + std::to_string(meanVar) + ")";
-                log().warn("patch {}: {}: {}", m_name, w->input.path, w->status);
-                continue;
+                status = "skipped: non-finite weight (clipped mean variance " + std::to_string(meanVar) + ")";
             }
-            w->weight = static_cast<float>(weight);
-            log().debug("patch {}: visit {} scale {:.6g} weight {:.6g}", m_name, w->visit, w->scale,
-                        w->weight);
+            mine.push_back({static_cast<std::int64_t>(i), {static_cast<float>(weight), status}});
         }
-        log().info("patch {}: weights for {} warps in {:.2f} s", m_name, usedWarps().size(),
-                   secondsSince(t0));
+        return mine;
     }
 
-    // ---- pass 1: trial stacks and the difference image (§5) -----------------------------------
-    /// Returns the warps found to be all-NaN (they are then skipped and the pass is repeated).
-    bool trialStacksOnce() {
-        auto warps = usedWarps();
-        if (warps.empty()) {
-            throw InputError("patch " + m_name + ": no usable warps");
+    void applyWeights(
+        const std::vector<std::vector<std::pair<std::int64_t, std::pair<float, std::string>>>>& gathered) {
+        for (const auto& fromRank : gathered) {
+            for (const auto& [i, ws] : fromRank) {
+                Warp& w = m_warps[static_cast<std::size_t>(i)];
+                w.weight = ws.first;
+                if (ws.second != "used") {
+                    w.used = false;
+                    w.status = ws.second;
+                    if (isRoot()) {
+                        log().warn("patch {}: {}: {}", m_name, w.input.path, w.status);
+                    }
+                }
+            }
         }
-        const int rows = chunkRows(static_cast<int>(warps.size()));
-        m_diffImage = kernel::ImageF(m_box);
-        m_diffVar = kernel::ImageF(m_box);
-        std::vector<MaskedImage> bufs(warps.size());
-        std::vector<std::vector<kernel::Span>> bad(warps.size()), detGood(warps.size()), detAll(warps.size());
-        std::vector<char> anyFinite(warps.size(), 0);
-        std::vector<float> weights;
-        for (Warp* w : warps) {
-            weights.push_back(w->weight);
-        }
-        const auto chunks = geom::rowChunks(m_box, rows);
-        for (const Box& chunk : chunks) {
+    }
+
+    // ---- stage 1: trial stacks, difference image, detection pieces (§5, §6.1, §6.2) -----------
+    void setupDetection() {
+        m_detect.psfSigma = psfSigma();
+        m_detect.thresholdValue = m_cfg.getDouble("detect.threshold");
+        m_detect.nSigmaToGrow = m_cfg.getDouble("detect.n_sigma_to_grow");
+        m_detect.minPixels = static_cast<int>(m_cfg.getInt("detect.min_pixels"));
+        m_detect.nSigmaForKernel = m_cfg.getDouble("detect.n_sigma_for_kernel");
+        m_detect.validate();
+        m_halo = detectionHalo(m_detect);
+    }
+
+    /// One tile's contribution to the reduction.
+    struct TileResult {
+        std::vector<Piece> pieces;
+        std::vector<std::vector<kernel::Span>> bad, detGood, detAll;  ///< per used warp, inside the tile
+        std::vector<char> anyFinite;                                   ///< per used warp, inside the tile
+    };
+
+    TileResult trialTile(const Box& tile, const std::vector<Warp*>& warps, const std::vector<float>& weights) {
+        TileResult out;
+        const std::size_t n = warps.size();
+        out.bad.resize(n);
+        out.detGood.resize(n);
+        out.detAll.resize(n);
+        out.anyFinite.assign(n, 0);
+        const Box hb = tile.grown(m_halo).intersect(m_box);
+        kernel::ImageF dImage(hb);
+        kernel::ImageF dVar(hb);
+        std::vector<MaskedImage> bufs(n);
+        const int rows = chunkRows(hb, static_cast<int>(n));
+        for (const Box& chunk : geom::rowChunks(hb, rows)) {
             std::vector<const MaskedImage*> ptrs;
-            for (std::size_t i = 0; i < warps.size(); ++i) {
+            const int ty0 = std::max(chunk.y0, tile.y0);
+            const int ty1 = std::min(chunk.y1(), tile.y1());
+            for (std::size_t i = 0; i < n; ++i) {
                 warps[i]->reader->read(chunk, bufs[i]);
                 MaskedImage& b = bufs[i];
-                for (int y = chunk.y0; y < chunk.y1(); ++y) {
-                    const MaskPixel* m = b.mask.row(y);
-                    kernel::appendMaskRuns(bad[i], y, chunk.x0, m, chunk.width, m_bits.bad);
-                    kernel::appendMaskRuns(detGood[i], y, chunk.x0, m, chunk.width, m_bits.det, m_bits.bad);
-                    kernel::appendMaskRuns(detAll[i], y, chunk.x0, m, chunk.width, m_bits.det);
-                }
-                if (anyFinite[i] == 0) {
-                    anyFinite[i] = std::any_of(b.image.data().begin(), b.image.data().end(),
-                                               [](float v) { return std::isfinite(v); })
-                                       ? 1
-                                       : 0;
+                for (int y = ty0; y < ty1; ++y) {
+                    const MaskPixel* m = b.mask.row(y) + (tile.x0 - chunk.x0);
+                    kernel::appendMaskRuns(out.bad[i], y, tile.x0, m, tile.width, m_bits.bad);
+                    kernel::appendMaskRuns(out.detGood[i], y, tile.x0, m, tile.width, m_bits.det, m_bits.bad);
+                    kernel::appendMaskRuns(out.detAll[i], y, tile.x0, m, tile.width, m_bits.det);
+                    if (out.anyFinite[i] == 0) {
+                        const float* im = b.image.row(y) + (tile.x0 - chunk.x0);
+                        out.anyFinite[i] = std::any_of(im, im + tile.width, [](float v) { return std::isfinite(v); })
+                                               ? 1
+                                               : 0;
+                    }
                 }
                 scaleInPlace(b, warps[i]->scale);
                 if (m_bits.remove != 0) {
@@ -499,40 +674,119 @@ private:
                 const float* ci = clip.image.row(y);
                 const float* mv = mean.variance.row(y);
                 const float* cv = clip.variance.row(y);
-                float* di = m_diffImage.row(y);
-                float* dv = m_diffVar.row(y);
+                float* di = dImage.row(y);
+                float* dv = dVar.row(y);
                 for (int k = 0; k < chunk.width; ++k) {
                     di[k] = mi[k] - ci[k];
                     dv[k] = mv[k] + cv[k];
                 }
             }
         }
-        bool anySkipped = false;
-        for (std::size_t i = 0; i < warps.size(); ++i) {
-            if (anyFinite[i] == 0) {
-                warps[i]->used = false;
-                warps[i]->status = "skipped: every image pixel is NaN";
-                log().warn("patch {}: {}: {}", m_name, warps[i]->input.path, warps[i]->status);
-                anySkipped = true;
-                continue;
-            }
-            warps[i]->spans.bad = SpanSet::fromSortedSpans(std::move(bad[i]));
-            warps[i]->spans.detGood = SpanSet::fromSortedSpans(std::move(detGood[i]));
-            warps[i]->spans.detAll = SpanSet::fromSortedSpans(std::move(detAll[i]));
+        bufs.clear();
+        // Detected pixels inside the tile: with the halo they equal the whole-patch detection there.
+        const SpanSet detected = kernel::uniteAll(kernel::detectFootprints(dImage, dVar, m_detect)).clippedTo(tile);
+        std::vector<kernel::WarpMaskSpans> local(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            local[i].bad = SpanSet::fromSortedSpans(out.bad[i]);
+            local[i].detGood = SpanSet::fromSortedSpans(out.detGood[i]);
         }
-        return !anySkipped;
+        for (const SpanSet& piece : kernel::connectedComponents8(detected)) {
+            Piece p;
+            p.spans = piece.spans();
+            const Box bb = piece.bbox();
+            for (std::size_t i = 0; i < n; ++i) {
+                const kernel::WarpMaskSpans near{restrictRows(local[i].bad, bb.y0, bb.y1()),
+                                                 restrictRows(local[i].detGood, bb.y0, bb.y1()), SpanSet()};
+                const kernel::WarpCounts c = kernel::overlapCounts(piece, near);
+                p.ign.push_back(c.ign);
+                p.det.push_back(c.det);
+            }
+            out.pieces.push_back(std::move(p));
+        }
+        return out;
     }
 
+    /// Stage 1 on this rank's tiles, then gather to the root. Repeats without warps found to be
+    /// entirely NaN (they are skipped, as upstream does in prepareInputs).
     void trialStacks() {
         const auto t0 = Clock::now();
-        while (!trialStacksOnce()) {
-            log().info("patch {}: repeating the trial stacks without the all-NaN warps", m_name);
+        for (;;) {
+            std::vector<Warp*> warps;
+            std::vector<TileResult> mine;
+            stage("trial", [&] {
+                warps = usedWarps();
+                if (warps.empty()) {
+                    throw InputError("patch " + m_name + ": no usable warps");
+                }
+                std::vector<float> weights;
+                for (Warp* w : warps) {
+                    weights.push_back(w->weight);
+                }
+                for (std::size_t t : myTiles()) {
+                    mine.push_back(trialTile(m_tiles[t], warps, weights));
+                }
+            });
+            // Which warps have a finite pixel anywhere?
+            std::vector<char> anyFinite(warps.size(), 0);
+            for (const TileResult& r : mine) {
+                for (std::size_t i = 0; i < warps.size(); ++i) {
+                    anyFinite[i] = static_cast<char>(anyFinite[i] | r.anyFinite[i]);
+                }
+            }
+            bool redo = false;
+            for (const auto& fromRank : parallel::allGather(m_group, anyFinite)) {
+                for (std::size_t i = 0; i < warps.size(); ++i) {
+                    anyFinite[i] = static_cast<char>(anyFinite[i] | fromRank[i]);
+                }
+            }
+            for (std::size_t i = 0; i < warps.size(); ++i) {
+                if (anyFinite[i] == 0) {
+                    warps[i]->used = false;
+                    warps[i]->status = "skipped: every image pixel is NaN";
+                    if (isRoot()) {
+                        log().warn("patch {}: {}: {}", m_name, warps[i]->input.path, warps[i]->status);
+                    }
+                    redo = true;
+                }
+            }
+            if (redo) {
+                if (isRoot()) {
+                    log().info("patch {}: repeating the trial stacks without the all-NaN warps", m_name);
+                }
+                continue;
+            }
+            // Gather the pieces and each warp's DETECTED spans (for the big-footprint rule) to the root.
+            std::vector<Piece> pieces;
+            std::vector<std::vector<kernel::Span>> detAll(warps.size());
+            for (TileResult& r : mine) {
+                std::move(r.pieces.begin(), r.pieces.end(), std::back_inserter(pieces));
+                for (std::size_t i = 0; i < warps.size(); ++i) {
+                    detAll[i].insert(detAll[i].end(), r.detAll[i].begin(), r.detAll[i].end());
+                }
+            }
+            mine.clear();
+            const auto gathered = parallel::gatherToRoot(m_group, std::make_pair(pieces, detAll));
+            if (isRoot()) {
+                m_pieces.clear();
+                std::vector<std::vector<kernel::Span>> all(warps.size());
+                for (const auto& [p, d] : gathered) {
+                    m_pieces.insert(m_pieces.end(), p.begin(), p.end());
+                    for (std::size_t i = 0; i < warps.size(); ++i) {
+                        all[i].insert(all[i].end(), d[i].begin(), d[i].end());
+                    }
+                }
+                for (std::size_t i = 0; i < warps.size(); ++i) {
+                    warps[i]->spans.detAll = SpanSet::fromSpans(std::move(all[i]));
+                }
+                log().info("patch {}: trial stacks and detection of {} warps in {} tiles of {} px (halo {}) in "
+                           "{:.2f} s",
+                           m_name, warps.size(), m_tiles.size(), m_tileSize, m_halo, secondsSince(t0));
+            }
+            return;
         }
-        log().info("patch {}: trial stacks (MEAN, MEANCLIP) of {} warps in {:.2f} s", m_name,
-                   usedWarps().size(), secondsSince(t0));
     }
 
-    // ---- detection and clip decisions (§6, §7.1) -----------------------------------------------
+    // ---- stage R: whole footprints, decisions, big footprints (§6.3, §7.1) ---------------------
     double psfSigma() {
         const double fromConfig = m_cfg.getDouble("detect.psf_sigma");
         if (fromConfig > 0) {
@@ -555,76 +809,99 @@ private:
         return swSigma / sw;
     }
 
-    void detectAndDecide(PatchResult& result) {
+    /// Root only: merge the pieces into whole footprints (the 8-connected components of their
+    /// union, the same as detection on the whole patch), sum their additive per-warp counts, decide
+    /// each footprint once, then apply the big-footprint rule to whole DETECTED components.
+    void decide(PatchResult& result) {
         const auto t0 = Clock::now();
-        kernel::DetectControl dc;
-        dc.psfSigma = psfSigma();
-        m_psfSigma = dc.psfSigma;
-        dc.thresholdValue = m_cfg.getDouble("detect.threshold");
-        dc.nSigmaToGrow = m_cfg.getDouble("detect.n_sigma_to_grow");
-        dc.minPixels = static_cast<int>(m_cfg.getInt("detect.min_pixels"));
-        dc.nSigmaForKernel = m_cfg.getDouble("detect.n_sigma_for_kernel");
-        dc.validate();
-        const std::vector<SpanSet> footprints = kernel::detectFootprints(m_diffImage, m_diffVar, dc);
-        m_diffImage = kernel::ImageF();
-        m_diffVar = kernel::ImageF();
-        result.nFootprints = static_cast<std::int64_t>(footprints.size());
-        log().info(
-            "patch {}: {} footprints on the difference image (psf sigma {:.3f} px from {}) in {:.2f} s",
-            m_name, footprints.size(), dc.psfSigma, m_psfSource, secondsSince(t0));
-
         auto warps = usedWarps();
-        std::vector<std::vector<const SpanSet*>> clippedBy(warps.size());
-        std::vector<kernel::WarpCounts> counts(warps.size());
+        std::vector<kernel::Span> all;
+        for (const Piece& p : m_pieces) {
+            all.insert(all.end(), p.spans.begin(), p.spans.end());
+        }
+        const std::vector<SpanSet> footprints = kernel::connectedComponents8(SpanSet::fromSpans(std::move(all)));
+        // Index every footprint span to find the footprint holding each piece's first pixel.
+        std::vector<std::pair<kernel::Span, std::size_t>> index;
         for (std::size_t j = 0; j < footprints.size(); ++j) {
-            const SpanSet& f = footprints[j];
-            const Box bb = f.bbox();
-            for (std::size_t i = 0; i < warps.size(); ++i) {
-                kernel::WarpMaskSpans local{restrictRows(warps[i]->spans.bad, bb.y0, bb.y1()),
-                                            restrictRows(warps[i]->spans.detGood, bb.y0, bb.y1()), SpanSet()};
-                counts[i] = kernel::overlapCounts(f, local);
+            for (const kernel::Span& sp : footprints[j].spans()) {
+                index.emplace_back(sp, j);
             }
-            kernel::FootprintDecision d = kernel::decideClip(f.area(), counts, m_clipRules);
+        }
+        std::sort(index.begin(), index.end(), [](const auto& a, const auto& b) {
+            return a.first.y != b.first.y ? a.first.y < b.first.y : a.first.x0 < b.first.x0;
+        });
+        std::vector<std::vector<kernel::WarpCounts>> counts(footprints.size(),
+                                                            std::vector<kernel::WarpCounts>(warps.size()));
+        for (const Piece& p : m_pieces) {
+            const kernel::Span first = p.spans.front();
+            auto it = std::upper_bound(index.begin(), index.end(), first, [](const kernel::Span& v, const auto& e) {
+                return v.y != e.first.y ? v.y < e.first.y : v.x0 < e.first.x0;
+            });
+            if (it == index.begin() || std::prev(it)->first.y != first.y || std::prev(it)->first.x1 < first.x0) {
+                throw Error("patch " + m_name + ": internal error: a footprint piece is in no footprint",
+                            ExitCode::Internal);
+            }
+            auto& c = counts[std::prev(it)->second];
+            for (std::size_t i = 0; i < warps.size(); ++i) {
+                c[i].ign += p.ign[i];
+                c[i].det += p.det[i];
+            }
+        }
+        m_pieces.clear();
+        result.nFootprints = static_cast<std::int64_t>(footprints.size());
+        std::vector<std::vector<const SpanSet*>> clippedBy(warps.size());
+        for (std::size_t j = 0; j < footprints.size(); ++j) {
+            const kernel::FootprintDecision d = kernel::decideClip(footprints[j].area(), counts[j], m_clipRules);
             for (int i : d.clippedWarps) {
-                clippedBy[static_cast<std::size_t>(i)].push_back(&f);
+                clippedBy[static_cast<std::size_t>(i)].push_back(&footprints[j]);
             }
             if (!d.clippedWarps.empty()) {
                 ++result.nClippedFootprints;
             }
-            recordDecision(static_cast<std::int64_t>(j), f, d, warps);
+            recordDecision(static_cast<std::int64_t>(j), footprints[j], d, warps);
         }
+        std::int64_t clippedPixels = 0;
         for (std::size_t i = 0; i < warps.size(); ++i) {
             Warp& w = *warps[i];
-            if (clippedBy[i].empty()) {
-                continue;
-            }
-            std::vector<SpanSet> parts;
-            for (const SpanSet* f : clippedBy[i]) {
-                parts.push_back(*f);
-            }
-            const SpanSet unionClipped = kernel::uniteAll(parts);
-            const std::vector<SpanSet> big =
-                kernel::bigFootprints(w.spans.detAll, unionClipped, m_clipRules.minBigOverlap);
-            w.nBigFootprints = static_cast<std::int64_t>(big.size());
-            parts.assign(1, unionClipped);
-            parts.insert(parts.end(), big.begin(), big.end());
-            w.clipped = kernel::uniteAll(parts);
-            w.nClippedPixels = w.clipped.area();
-        }
-        for (Warp* w : warps) {
-            w->spans = kernel::WarpMaskSpans();  // no longer needed
-        }
-        log().info(
-            "patch {}: {} footprints clipped in at least one warp; {} CLIPPED warp pixels; {:.2f} s", m_name,
-            result.nClippedFootprints,
-            [&] {
-                std::int64_t n = 0;
-                for (Warp* w : warps) {
-                    n += w->nClippedPixels;
+            if (!clippedBy[i].empty()) {
+                std::vector<SpanSet> parts;
+                for (const SpanSet* f : clippedBy[i]) {
+                    parts.push_back(*f);
                 }
-                return n;
-            }(),
-            secondsSince(t0));
+                const SpanSet unionClipped = kernel::uniteAll(parts);
+                const std::vector<SpanSet> big =
+                    kernel::bigFootprints(w.spans.detAll, unionClipped, m_clipRules.minBigOverlap);
+                w.nBigFootprints = static_cast<std::int64_t>(big.size());
+                parts.assign(1, unionClipped);
+                parts.insert(parts.end(), big.begin(), big.end());
+                w.clipped = kernel::uniteAll(parts);
+                w.nClippedPixels = w.clipped.area();
+                clippedPixels += w.nClippedPixels;
+            }
+            w.spans = kernel::WarpMaskSpans();
+        }
+        log().info("patch {}: {} footprints (psf sigma {:.3f} px from {}), {} clipped in at least one warp; {} "
+                   "CLIPPED warp pixels; {:.2f} s",
+                   m_name, footprints.size(), m_detect.psfSigma, m_psfSource, result.nClippedFootprints,
+                   clippedPixels, secondsSince(t0));
+    }
+
+    /// Every rank of the group gets each warp's CLIPPED spans (and the counts for the INPUTS table).
+    void broadcastClipped() {
+        std::vector<std::pair<std::vector<kernel::Span>, std::pair<std::int64_t, std::int64_t>>> clipped;
+        if (isRoot()) {
+            for (const Warp& w : m_warps) {
+                clipped.push_back({w.clipped.spans(), {w.nClippedPixels, w.nBigFootprints}});
+            }
+        }
+        parallel::broadcastFromRoot(m_group, clipped);
+        if (!isRoot()) {
+            for (std::size_t i = 0; i < m_warps.size(); ++i) {
+                m_warps[i].clipped = SpanSet::fromSortedSpans(std::move(clipped[i].first));
+                m_warps[i].nClippedPixels = clipped[i].second.first;
+                m_warps[i].nBigFootprints = clipped[i].second.second;
+            }
+        }
     }
 
     void recordDecision(std::int64_t id, const SpanSet& f, const kernel::FootprintDecision& d,
@@ -653,55 +930,63 @@ private:
         }
     }
 
-    // ---- pass 2: final stack (§7.2) ------------------------------------------------------------
-    void finalStack(MaskedImage& coadd, kernel::ImageU16& nImage) {
+    // ---- stage 2: final stack (§7.2) -----------------------------------------------------------
+    std::vector<parallel::Tile> finalStack() {
         const auto t0 = Clock::now();
         auto warps = usedWarps();
         if (warps.empty()) {
             throw InputError("patch " + m_name + ": no usable warps");
         }
-        const int rows = chunkRows(static_cast<int>(warps.size()));
         const MaskPixel andMask = m_finalCtrl.andMask;
         std::vector<MaskedImage> bufs(warps.size());
         std::vector<float> weights;
         for (Warp* w : warps) {
             weights.push_back(w->weight);
         }
-        const auto chunks = geom::rowChunks(m_box, rows);
+        std::vector<parallel::Tile> out;
+        const auto tiles = myTiles();
         std::size_t done = 0;
         auto lastLog = Clock::now();
-        for (const Box& chunk : chunks) {
-            std::vector<const MaskedImage*> ptrs;
-            for (std::size_t i = 0; i < warps.size(); ++i) {
-                warps[i]->reader->read(chunk, bufs[i]);
-                MaskedImage& b = bufs[i];
-                if (!warps[i]->clipped.empty()) {
-                    restrictRows(warps[i]->clipped, chunk.y0, chunk.y1()).paint(b.mask, m_bits.clipped);
-                }
-                scaleInPlace(b, warps[i]->scale);
-                for (int y = chunk.y0; y < chunk.y1(); ++y) {
-                    const MaskPixel* m = b.mask.row(y);
-                    std::uint16_t* n = nImage.row(y) + (chunk.x0 - m_box.x0);
-                    for (int k = 0; k < chunk.width; ++k) {
-                        n[k] = static_cast<std::uint16_t>(n[k] + ((m[k] & andMask) == 0 ? 1 : 0));
+        int rows = 0;
+        for (std::size_t t : tiles) {
+            const Box& tile = m_tiles[t];
+            parallel::Tile result{MaskedImage(tile), kernel::ImageU16(tile, 0)};
+            rows = chunkRows(tile, static_cast<int>(warps.size()));
+            for (const Box& chunk : geom::rowChunks(tile, rows)) {
+                std::vector<const MaskedImage*> ptrs;
+                for (std::size_t i = 0; i < warps.size(); ++i) {
+                    warps[i]->reader->read(chunk, bufs[i]);
+                    MaskedImage& b = bufs[i];
+                    if (!warps[i]->clipped.empty()) {
+                        restrictRows(warps[i]->clipped, chunk.y0, chunk.y1()).paint(b.mask, m_bits.clipped);
                     }
-                }
-                if (m_bits.remove != 0) {
-                    for (MaskPixel& m : b.mask.data()) {
-                        m &= ~m_bits.remove;
+                    scaleInPlace(b, warps[i]->scale);
+                    for (int y = chunk.y0; y < chunk.y1(); ++y) {
+                        const MaskPixel* m = b.mask.row(y);
+                        std::uint16_t* n = result.nImage.row(y);
+                        for (int k = 0; k < chunk.width; ++k) {
+                            n[k] = static_cast<std::uint16_t>(n[k] + ((m[k] & andMask) == 0 ? 1 : 0));
+                        }
                     }
+                    if (m_bits.remove != 0) {
+                        for (MaskPixel& m : b.mask.data()) {
+                            m &= ~m_bits.remove;
+                        }
+                    }
+                    ptrs.push_back(&b);
                 }
-                ptrs.push_back(&b);
+                kernel::stackRegion(ptrs, weights, m_finalCtrl, chunk, result.pixels);
             }
-            kernel::stackRegion(ptrs, weights, m_finalCtrl, chunk, coadd);
+            out.push_back(std::move(result));
             ++done;
-            if (secondsSince(lastLog) > 10.0) {
+            if (isRoot() && secondsSince(lastLog) > 10.0) {
                 lastLog = Clock::now();
-                log().info("patch {}: final stack {}/{} chunks", m_name, done, chunks.size());
+                log().info("patch {}: final stack: {}/{} of this rank's tiles", m_name, done, tiles.size());
             }
         }
-        log().info("patch {}: final stack of {} warps in {} chunks of {} rows in {:.2f} s", m_name,
-                   warps.size(), chunks.size(), rows, secondsSince(t0));
+        log().debug("patch {}: final stack of {} warps on {} tiles ({} rows per chunk) in {:.2f} s", m_name,
+                    warps.size(), tiles.size(), rows, secondsSince(t0));
+        return out;
     }
 
     // ---- output --------------------------------------------------------------------------------
@@ -723,7 +1008,7 @@ private:
         const std::vector<std::string> science = scienceConfig(m_cfg);
         pc.push_back({"SCCFGHSH", scienceConfigHash(m_cfg), "hash of the pixel-affecting configuration"});
         if (safeclip) {
-            pc.push_back({"PSFSIGMA", m_psfSigma, "detection smoothing sigma (px)"});
+            pc.push_back({"PSFSIGMA", m_detect.psfSigma, "detection smoothing sigma (px)"});
             pc.push_back({"PSFSRC", m_psfSource, "where PSFSIGMA came from"});
         }
         if (!m_filter.empty()) {
@@ -796,8 +1081,15 @@ private:
         io::writeExposure(outPath, data);
     }
 
+    const parallel::Comm* m_group = nullptr;
     std::string m_name;
     Box m_box;
+    kernel::DetectControl m_detect;
+    int m_halo = 0;
+    int m_tileSize = 0;
+    std::vector<Box> m_tiles;
+    std::vector<int> m_tileOwner;
+    std::vector<Piece> m_pieces;  ///< root: every tile's footprint pieces
     const Config& m_cfg;
     kernel::MaskDict m_dict;
     bool m_requireSameBox = false;
@@ -809,8 +1101,6 @@ private:
     Bits m_bits;
     kernel::StackControl m_meanCtrl, m_clipCtrl, m_finalCtrl;
     kernel::ClipControl m_clipRules;
-    kernel::ImageF m_diffImage, m_diffVar;
-    double m_psfSigma = 0;
     std::string m_psfSource;
     // decision table columns
     std::vector<std::int64_t> m_fpId, m_fpX0, m_fpY0, m_fpX1, m_fpY1, m_fpArea;
@@ -821,10 +1111,27 @@ private:
 
 }  // namespace
 
+int detectionHalo(const kernel::DetectControl& ctrl) {
+    return ctrl.kernelHalfWidth() + ctrl.growRadius() + std::max(0, ctrl.minPixels - 1);
+}
+
 PatchResult coaddPatch(const std::string& name, const kernel::Box& box, const std::vector<WarpInput>& warps,
-                       const Config& cfg, const std::string& outPath) {
-    PatchRun run(name, box, warps, cfg);
-    return run.run(outPath);
+                       const Config& cfg, const std::string& outPath, const parallel::Comm* group) {
+    // Opening the warps is local; agree on it before the first collective.
+    std::unique_ptr<PatchRun> run;
+    std::string error;
+    ExitCode code = ExitCode::Ok;
+    try {
+        run = std::make_unique<PatchRun>(name, box, warps, cfg, group);
+    } catch (const Error& e) {
+        error = e.what();
+        code = e.code();
+    }
+    if (!parallel::agreeAll(group, error.empty())) {
+        throw Error(error.empty() ? "patch " + name + ": setup failed on another rank of its group" : error,
+                    error.empty() ? ExitCode::Internal : code);
+    }
+    return run->run(outPath);
 }
 
 }  // namespace safeclip::app

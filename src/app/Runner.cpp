@@ -17,6 +17,7 @@
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/Manifest.h"
 #include "safeclip/kernel/Error.h"
+#include "safeclip/parallel/Collectives.h"
 
 namespace safeclip::app {
 
@@ -144,13 +145,19 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         costs.push_back(static_cast<double>(p.box.area()) *
                         static_cast<double>(std::max<std::size_t>(1, p.warps.size())));
     }
-    const std::vector<int> owner = geom::assignToRanks(costs, comm.size());
+    // Rank groups: with at least as many patches as ranks every rank owns whole patches; with fewer,
+    // the ranks split into one group per patch and the group shares the patch's tiles.
+    const geom::GroupPlan plan = geom::planGroups(costs, comm.size());
+    const int color = plan.groupOfRank[static_cast<std::size_t>(comm.rank())];
+    const parallel::Comm group(comm.raw().split(color, comm.rank()));
+    const std::vector<int>& owner = plan.groupOfPatch;
     long long mine = 0;
-    for (int r : owner) {
-        mine += r == comm.rank() ? 1 : 0;
+    for (int g : owner) {
+        mine += g == color ? 1 : 0;
     }
     if (comm.rank() == 0) {
-        log().info("run: {} patches on {} ranks; output {}", manifest.patches.size(), comm.size(), outDir);
+        log().info("run: {} patches on {} ranks in {} groups; output {}", manifest.patches.size(), comm.size(),
+                   plan.nGroups, outDir);
     }
 
     const std::string cfgHash = scienceConfigHash(cfg);
@@ -159,7 +166,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     long long failed = 0;
     std::vector<PatchOutcome> outcomes;
     for (std::size_t p = 0; p < manifest.patches.size(); ++p) {
-        if (owner[p] != comm.rank()) {
+        if (owner[p] != color) {
             continue;
         }
         const auto& patch = manifest.patches[p];
@@ -170,11 +177,15 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         o.output = out;
         o.rank = comm.rank();
         o.nWarps = static_cast<int>(patch.warps.size());
-        if (opts.resume && outputIsCurrent(out, cfgHash)) {
+        int current = group.rank() == 0 && opts.resume && outputIsCurrent(out, cfgHash) ? 1 : 0;
+        parallel::broadcastFromRoot(&group, current);
+        if (current == 1) {
             log().debug("patch {}: {} exists with the same config; skipped (--resume)", patch.name, out);
-            ++skipped;
             o.status = "skipped";
-            outcomes.push_back(o);
+            if (group.rank() == 0) {
+                ++skipped;
+                outcomes.push_back(o);
+            }
             continue;
         }
         std::vector<WarpInput> warps;
@@ -182,8 +193,8 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             warps.push_back(WarpInput{w.visit, w.path});
         }
         try {
-            const PatchResult r = coaddPatch(patch.name, patch.box, warps, cfg, out);
-            ++done;
+            const PatchResult r = coaddPatch(patch.name, patch.box, warps, cfg, out, &group);
+            done += group.rank() == 0 ? 1 : 0;
             o.status = "done";
             o.nUsed = r.nUsed;
             o.nFootprints = r.nFootprints;
@@ -193,19 +204,21 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             o.nCoaddClippedPixels = r.nCoaddClippedPixels;
             o.seconds = r.seconds;
         } catch (const Error& e) {
-            ++failed;
+            failed += group.rank() == 0 ? 1 : 0;
             code = std::max(code, static_cast<int>(e.code()));
             log().error("patch {}: {}", patch.name, e.what());
             o.status = "failed";
             o.error = e.what();
         } catch (const std::exception& e) {
-            ++failed;
+            failed += group.rank() == 0 ? 1 : 0;
             code = std::max(code, static_cast<int>(ExitCode::Internal));
             log().error("patch {}: internal error: {}", patch.name, e.what());
             o.status = "failed";
             o.error = std::string("internal error: ") + e.what();
         }
-        outcomes.push_back(o);
+        if (group.rank() == 0) {
+            outcomes.push_back(o);
+        }
         log().debug("progress: {}/{} of this rank's patches", done + skipped + failed, mine);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

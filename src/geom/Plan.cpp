@@ -142,4 +142,17 @@ std::vector<int> assignToRanks(const std::vector<double>& costs, int nRanks) {
     return rankOf;
 }
 
+GroupPlan planGroups(const std::vector<double>& patchCosts, int nRanks) {
+    if (nRanks < 1) {
+        throw InvalidParameter("planGroups: nRanks must be >= 1");
+    }
+    GroupPlan plan;
+    plan.nGroups = static_cast<int>(std::clamp<std::size_t>(patchCosts.size(), 1, static_cast<std::size_t>(nRanks)));
+    for (int r = 0; r < nRanks; ++r) {
+        plan.groupOfRank.push_back(r % plan.nGroups);
+    }
+    plan.groupOfPatch = assignToRanks(patchCosts, plan.nGroups);
+    return plan;
+}
+
 }  // namespace safeclip::geom

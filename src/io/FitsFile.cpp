@@ -1,5 +1,7 @@
 #include "safeclip/io/FitsFile.h"
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <system_error>
@@ -48,7 +50,14 @@ bool startsLikeFits(const std::string& path) {
 }  // namespace
 
 void throwFitsError(const std::string& path, const std::string& action, int status, bool writing) {
-    throwError(path + ": " + action + ": " + statusText(status), writing);
+    // cfitsio says only "error writing to FITS file"; the system's reason (ENOSPC, EFBIG, EDQUOT,
+    // EIO) is still in errno right after the failed write.
+    const int err = errno;
+    std::string why = statusText(status);
+    if (writing && status == WRITE_ERROR && err != 0) {
+        why += std::string(" (") + std::strerror(err) + ")";
+    }
+    throwError(path + ": " + action + ": " + why, writing);
 }
 
 FitsFile::FitsFile(const std::string& path, Mode mode) : m_path(path), m_mode(mode) {
@@ -86,7 +95,9 @@ FitsFile::FitsFile(const std::string& path, Mode mode) : m_path(path), m_mode(mo
             std::error_code ec;
             if (!parent.empty() && !fs::is_directory(parent, ec)) {
                 statusText(status);  // clears the cfitsio message stack
-                throwError(path + ": cannot create: directory " + parent.string() + " does not exist", true);
+                throwError(path + ": cannot create: " + parent.string() +
+                               (fs::exists(parent, ec) ? " is not a directory" : " does not exist"),
+                           true);
             }
             if (fs::exists(path, ec)) {
                 statusText(status);

@@ -90,12 +90,36 @@ kernel::Box parseBox(const std::string& path, const std::string& where, const js
     return box;
 }
 
-std::string resolve(const fs::path& baseDir, const std::string& p) {
+/// A warp path of the manifest at `path`, resolved. The rule: a relative path names a file inside
+/// the manifest's directory: it may not climb out with "..", and what it resolves to (following
+/// symbolic links) must lie inside the (resolved) manifest directory. A warp elsewhere is given by
+/// an absolute path, which is taken as it is.
+std::string resolve(const std::string& path, const fs::path& baseDir, const std::string& where,
+                    const std::string& p) {
     const fs::path warp(p);
-    if (warp.is_absolute() || baseDir.empty()) {
+    if (warp.is_absolute()) {
         return warp.string();
     }
-    return (baseDir / warp).string();
+    const std::string dirName = baseDir.empty() ? std::string(".") : baseDir.string();
+    const fs::path norm = warp.lexically_normal();
+    if (!norm.empty() && *norm.begin() == "..") {
+        fail(path, where + ".path " + inQuotes(p) + " escapes the manifest's directory " + dirName +
+                       " (relative warp paths must stay inside it; give an absolute path for a warp elsewhere)");
+    }
+    const fs::path full = baseDir.empty() ? warp : baseDir / warp;
+    std::error_code ec1;
+    std::error_code ec2;
+    const fs::path root = fs::weakly_canonical(fs::absolute(baseDir.empty() ? fs::path(".") : baseDir), ec1);
+    const fs::path real = fs::weakly_canonical(fs::absolute(full), ec2);
+    if (!ec1 && !ec2) {
+        const fs::path rel = real.lexically_relative(root);
+        if (rel.empty() || *rel.begin() == "..") {
+            fail(path, where + ".path " + inQuotes(p) + " resolves through a symbolic link to " + real.string() +
+                           ", outside the manifest's directory " + root.string() +
+                           " (give an absolute path for a warp elsewhere)");
+        }
+    }
+    return full.string();
 }
 
 }  // namespace
@@ -182,7 +206,7 @@ Manifest readManifest(const std::string& path) {
                 fail(path, wat + " has no \"path\" string");
             }
             ManifestWarp warp;
-            warp.path = resolve(baseDir, pathIt->get<std::string>());
+            warp.path = resolve(path, baseDir, wat, pathIt->get<std::string>());
             if (const auto visitIt = warpJson.find("visit"); visitIt != warpJson.end()) {
                 if (!visitIt->is_number_integer()) {
                     fail(path, wat + ".visit must be an integer");

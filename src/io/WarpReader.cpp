@@ -1,5 +1,6 @@
 #include "safeclip/io/WarpReader.h"
 
+#include <algorithm>
 #include <charconv>
 #include <climits>
 #include <cmath>
@@ -21,6 +22,9 @@ static_assert(sizeof(int) == sizeof(kernel::MaskPixel), "cfitsio TINT must match
 /// AB reference flux in nJy (Oke & Gunn 1983), computed exactly as afw/utils do:
 /// 10^(-0.4 * -48.6) Jy = 3630.78 Jy, often approximated by 3631 Jy. 2.5*log10(it) = 31.4.
 const double kReferenceFluxNJy = 1e23 * std::pow(10.0, 48.6 / -2.5) * 1e9;
+
+/// Largest plane we accept: 2^31 pixels (a 46341 x 46341 image; 8 GiB of float32).
+constexpr double kMaxPixels = 2147483648.0;
 
 /// FWHM -> sigma for a Gaussian: 2*sqrt(2*ln 2).
 constexpr double kFwhmPerSigma = 2.35482;
@@ -241,6 +245,17 @@ kernel::MaskDict readMaskPlanes(const FitsFile& f) {
         f.check(status, "MASK: read header card " + std::to_string(i));
         const std::string k(key);
         if (k.size() <= 3 || k.compare(0, 3, "MP_") != 0) {
+            // An MP_ card without "= value" (e.g. a HIERARCH plane name too long for one 80-char
+            // card) is commentary to cfitsio; silently dropping it would unname the plane's bit.
+            char card[FLEN_CARD] = {};
+            fits_read_record(fp, i, card, &status);
+            f.check(status, "MASK: read header card " + std::to_string(i));
+            const std::string_view c(card);
+            if (c.substr(0, 3) == "MP_" || c.substr(0, 12) == "HIERARCH MP_") {
+                std::string shown(c.substr(0, 40));
+                fail(path, "MASK: header card " + std::to_string(i) + " '" + shown +
+                               "...' has no value: mask plane name too long for a FITS card?");
+            }
             continue;
         }
         const std::string name = k.substr(3);
@@ -309,6 +324,32 @@ WarpReader::WarpReader(const std::string& path)
         LONGLONG dataEnd = 0;
         fits_get_hduaddrll(fp, &headStart, &dataStart, &dataEnd, &status);
         f.check(status, "read HDU " + std::to_string(h) + " layout");
+        // Refuse absurd declared sizes before anything is sized from them (a hostile or corrupt
+        // NAXISn could otherwise make a reader allocate far beyond the memory budget).
+        int hduType = 0;
+        fits_get_hdu_type(fp, &hduType, &status);
+        if (status == 0 && hduType == IMAGE_HDU) {
+            int naxis = 0;
+            LONGLONG naxes[9] = {};
+            fits_get_img_dim(fp, &naxis, &status);
+            fits_get_img_sizell(fp, 9, naxes, &status);
+            f.check(status, "read HDU " + std::to_string(h) + " image size");
+            double pixels = naxis > 0 ? 1.0 : 0.0;
+            std::string dims;
+            for (int a = 0; a < std::min(naxis, 9); ++a) {
+                pixels *= static_cast<double>(naxes[a]);
+                if (a > 0) {
+                    dims += 'x';
+                }
+                dims += std::to_string(naxes[a]);
+            }
+            if (pixels > kMaxPixels) {
+                fail(path, "HDU " + std::to_string(h) + " declares a " + dims +
+                               " image, more than the limit of 2^31 pixels per plane (corrupt or hostile "
+                               "NAXISn?)");
+            }
+        }
+        f.check(status, "read HDU " + std::to_string(h) + " type");
         if (dataEnd > fileSize) {
             fail(path, "truncated file: HDU " + std::to_string(h) + " needs " + std::to_string(dataEnd) +
                            " bytes but the file has " + std::to_string(fileSize));

@@ -5,15 +5,8 @@
 #include <cstring>
 
 #include "safeclip/kernel/Error.h"
+#include "safeclip/parallel/Serialization.h"
 
-namespace boost::serialization {
-
-template <class Archive>
-void serialize(Archive& ar, safeclip::kernel::Box& b, const unsigned int /*version*/) {
-    ar& b.x0& b.y0& b.width& b.height;
-}
-
-}  // namespace boost::serialization
 
 namespace safeclip::parallel {
 
@@ -76,6 +69,24 @@ void gatherTiles(const Comm& comm, int root, const std::vector<Tile>& local, ker
             copyInto(m.box, m.variance, patch.variance);
             copyInto(m.box, m.nImage, nImage);
         }
+    }
+}
+
+void gatherTiles(const Comm* comm, int root, const std::vector<Tile>& local, kernel::MaskedImage& patch,
+                 kernel::ImageU16& nImage) {
+    if (comm != nullptr) {
+        gatherTiles(*comm, root, local, patch, nImage);
+        return;
+    }
+    for (const Tile& t : local) {
+        const kernel::Box& b = t.pixels.box();
+        if (!patch.box().contains(b)) {
+            throw InvalidParameter("gatherTiles: tile " + b.str() + " outside patch " + patch.box().str());
+        }
+        copyInto(b, t.pixels.image.data(), patch.image);
+        copyInto(b, t.pixels.mask.data(), patch.mask);
+        copyInto(b, t.pixels.variance.data(), patch.variance);
+        copyInto(b, t.nImage.data(), nImage);
     }
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Same inputs -> byte-identical coadds for any rank count (1..4), memory budget and chunk size.
+# Same inputs -> byte-identical coadds for any rank count (1..4), memory budget, tile and chunk size.
 source "$(dirname "$0")/common.sh"
 "$SAFECLIP" simulate --out data --patches 3 --warps 6 --size 160x128 --seed 7 --log-level warn
 cat > base.toml <<TOML
@@ -22,12 +22,17 @@ for n in 2 3 4; do
 done
 "$SAFECLIP" run base.toml --set output.dir=\"rows16\" --set tile.size=16 --log-level warn || fail "tile.size=16 failed"
 compare "tile.size=16 (16-row chunks)" rows16
-# 400 KiB: the full-patch planes (280 KiB) plus ~7 rows of 6 warps.
+# 400 KiB: the gathered patch (280 KiB), then tiles and row chunks derived from what is left.
 "$SAFECLIP" run base.toml --set output.dir=\"budget\" --set memory.max_per_rank=\"400KiB\" --log-level debug \
-  2>budget.log || fail "400KiB budget failed"
-grep -q "chunks of [1-9] rows" budget.log && pass "400KiB budget streams in small chunks: $(grep -o -m1 'in [0-9]* chunks of [0-9]* rows' budget.log)" \
-  || fail "400KiB budget did not give small chunks: $(grep -m1 'final stack' budget.log)"
+  2>budget.log || fail "400KiB budget failed: $(grep error budget.log)"
+grep -q "tiles of [0-9][0-9] px" budget.log && pass "400KiB budget: $(grep -o -m1 'in [0-9]* tiles of [0-9]* px' budget.log), $(grep -o -m1 '([0-9]* rows per chunk)' budget.log)" \
+  || fail "400KiB budget did not give small tiles: $(grep -m1 'tiles of' budget.log)"
 compare "memory.max_per_rank=400KiB" budget
+"$SAFECLIP" run base.toml --set output.dir=\"tiles24\" --set tile.size=24 --log-level warn || fail "tile.size=24 failed"
+compare "tile.size=24 (smaller than the trail footprints; 4-tile corners everywhere)" tiles24
+mpirun -n 3 "$SAFECLIP" run base.toml --set output.dir=\"np3tiles\" --set tile.size=40 --log-level warn \
+  || fail "np3 tile.size=40 failed"
+compare "mpirun -n 3, tile.size=40" np3tiles
 mpirun -n 2 "$SAFECLIP" run base.toml --set output.dir=\"np2small\" --set tile.size=16 \
   --set memory.max_per_rank=\"400KiB\" --log-level warn || fail "np2 small chunks failed"
 compare "mpirun -n 2, 16-row chunks, 400KiB" np2small

@@ -1,16 +1,30 @@
 #pragma once
-/// @file PatchCoadd.h  SafeClip on one patch (spec §3–§8), single rank, streaming the warps in
-/// row chunks under the memory budget.
+/// @file PatchCoadd.h  SafeClip on one patch (spec §3–§8), by a group of ranks (or serially),
+/// tile by tile, streaming the warps in row chunks under the memory budget.
 ///
-/// Reads: pass 0 reads each warp's VARIANCE and MASK (weights, §3); pass 1 reads all three
-/// planes once for both trial stacks (§5) and keeps each warp's bad and DETECTED pixels as spans
-/// (§6.2); pass 2 reads all three planes for the final stack (§7.2). Upstream reads five times.
+/// Stages (every rank of the group takes part; each stage ends with an agreement so that a
+/// failure on one rank never leaves the others in a collective):
+///  W  weights (§3): warp i is measured by group rank i mod R (reads its VARIANCE and MASK), then
+///     all-gathered;
+///  1  per tile (tiles dealt to ranks by geom::assignToRanks): both trial stacks (§5) over the
+///     tile plus a halo, detection (§6.1) on the difference, the detected pixels inside the tile
+///     cut into pieces with additive per-warp counts (§6.2), and each warp's bad and DETECTED
+///     pixels as spans;
+///  R  reduction on the group root: pieces are merged into whole footprints, decided once each
+///     (§6.3), the big-footprint rule (§7.1) sees whole DETECTED components; each warp's CLIPPED
+///     spans are broadcast;
+///  2  per tile: the final stack (§7.2); tiles are gathered to the group root, which
+///     post-processes (§8) and writes the FITS atomically.
+/// Each pixel is computed from the same inputs in the same order whatever the tiling, so the
+/// output bytes do not depend on rank count, tile size or memory budget.
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "safeclip/app/Config.h"
 #include "safeclip/kernel/Box.h"
+#include "safeclip/kernel/Detect.h"
+#include "safeclip/parallel/Comm.h"
 
 namespace safeclip::app {
 
@@ -30,8 +44,15 @@ struct PatchResult {
     std::int64_t nBigFootprints = 0;
     std::int64_t nClippedWarpPixels = 0;   ///< Σ over warps of CLIPPED pixels
     std::int64_t nCoaddClippedPixels = 0;  ///< coadd pixels with CLIPPED
+    int nTiles = 0;
+    int tileSize = 0;
     double seconds = 0;
 };
+
+/// Halo around a tile for detection to give exactly the whole-patch footprints inside the tile:
+/// the smoothing radius r, the growth radius, and minPixels-1 so that the minPixels cut sees
+/// enough of every component that reaches the tile.
+int detectionHalo(const kernel::DetectControl& ctrl);
 
 /// The configuration keys that change pixels, as "key = value" lines (written to the coadd's CONFIG
 /// table). Execution keys (memory, tiles, logging, paths, policies) are excluded so that outputs are
@@ -40,10 +61,12 @@ std::vector<std::string> scienceConfig(const Config& cfg);
 /// FNV-1a-64 hash of scienceConfig() (the coadd's SCCFGHSH card; used by --resume).
 std::string scienceConfigHash(const Config& cfg);
 
-/// Coadd one patch and write `outPath` atomically.
+/// Coadd one patch and write `outPath` atomically (on the group's rank 0).
 /// @param box the patch box; an empty box means "the warps' common box" (all warps must agree).
-/// @throws InputError, ConfigError, OutputError
+/// @param group ranks that share this patch (collective over it); nullptr = serial, no MPI.
+/// @returns the result (complete on group rank 0).
+/// @throws InputError, ConfigError, OutputError (on every rank of the group alike)
 PatchResult coaddPatch(const std::string& name, const kernel::Box& box, const std::vector<WarpInput>& warps,
-                       const Config& cfg, const std::string& outPath);
+                       const Config& cfg, const std::string& outPath, const parallel::Comm* group = nullptr);
 
 }  // namespace safeclip::app

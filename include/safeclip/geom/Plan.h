@@ -32,4 +32,14 @@ std::vector<Box> tiles(const Box& box, int tileSize);
 /// Greedy longest-processing-time with ties broken by index, so every rank computes the same plan.
 std::vector<int> assignToRanks(const std::vector<double>& costs, int nRanks);
 
+/// Ranks split into groups, one group per patch at a time: with nPatches >= nRanks every rank is
+/// its own group and owns whole patches (no halo overhead, no communication); with fewer patches
+/// than ranks there are nPatches groups and a group's ranks share its patch's tiles.
+struct GroupPlan {
+    int nGroups = 1;
+    std::vector<int> groupOfRank;   ///< rank -> group (rank % nGroups)
+    std::vector<int> groupOfPatch;  ///< patch -> group (assignToRanks over groups by cost)
+};
+GroupPlan planGroups(const std::vector<double>& patchCosts, int nRanks);
+
 }  // namespace safeclip::geom

@@ -4,7 +4,8 @@
 /// {"format": "safeclip-manifest", "version": 1,
 ///  "patches": [{"name": "p000", "box": [x0, y0, width, height],
 ///               "warps": [{"visit": 100, "path": "p000/warp-100.fits"}, ...]}]}
-/// Relative paths are relative to the manifest's directory.
+/// Relative paths are relative to the manifest's directory and must stay inside it: no ".."
+/// climbing out, and no symbolic link leading out (a warp elsewhere needs an absolute path).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -29,7 +30,8 @@ struct Manifest {
 };
 
 /// @throws ConfigError "PATH: problem" on unreadable/invalid JSON, missing fields, duplicate patch
-///         names, or a patch name that is not a plain file name.
+///         names, a patch name that is not a plain file name, or a relative warp path that escapes
+///         the manifest's directory (by "..", or through a symbolic link).
 Manifest readManifest(const std::string& path);
 /// Atomic write (tmp + rename); paths are written as given.
 void writeManifest(const std::string& path, const Manifest& manifest);

@@ -18,5 +18,8 @@ struct Tile {
 /// Tiles must lie inside the patch box; each patch pixel should be covered exactly once.
 void gatherTiles(const Comm& comm, int root, const std::vector<Tile>& local, kernel::MaskedImage& patch,
                  kernel::ImageU16& nImage);
+/// Same, with `comm == nullptr` meaning a serial run (the tiles are copied locally).
+void gatherTiles(const Comm* comm, int root, const std::vector<Tile>& local, kernel::MaskedImage& patch,
+                 kernel::ImageU16& nImage);
 
 }  // namespace safeclip::parallel
