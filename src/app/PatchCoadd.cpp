@@ -288,11 +288,15 @@ private:
             code = ExitCode::Internal;
         }
         if (!parallel::agreeAll(m_group, error.empty())) {
+            // Every rank exits with the failing rank's code (the worst if several failed).
+            const auto worst = static_cast<ExitCode>(
+                m_group == nullptr ? static_cast<int>(code) : static_cast<int>(m_group->max(static_cast<int>(code))));
             if (!error.empty()) {
                 throw Error(error, code);
             }
-            throw Error("stage '" + std::string(name) + "' failed on another rank of this patch's group",
-                        ExitCode::Internal);
+            throw Error("patch " + m_name + ": stage '" + std::string(name) +
+                            "' failed on another rank of this patch's group",
+                        worst);
         }
     }
 
@@ -391,7 +395,7 @@ private:
             const double fzp = std::pow(10.0, -0.4 * (zp - 31.4));
             w.scale = static_cast<float>(*h.calibrationMean / fzp);
         }
-        if (m_box.empty()) {
+        if (m_box.empty() || usedWarps().empty()) {
             throw InputError("patch " + m_name + ": no readable warps (all " +
                              std::to_string(m_warps.size()) + " skipped)");
         }
