@@ -267,6 +267,15 @@ int runCli(int argc, char** argv) {
         ->required();
     val->footer("Prints one line per problem (file, severity, problem). Warnings alone exit 0.");
 
+    // plan
+    auto* planCmd = app.add_subcommand("plan", "print the work plan of `run` for R ranks (groups, tiles, memory, reads)");
+    std::string planConfig;
+    std::vector<std::string> planSets;
+    int planRanks = 1;
+    planCmd->add_option("config", planConfig, "TOML config file with input.manifest")->required();
+    planCmd->add_option("-n,--ranks", planRanks, "number of MPI ranks")->check(CLI::Range(1, 1000000));
+    planCmd->add_option("--set", planSets, "override a config key: key=value (repeatable)");
+
     // config
     auto* cfgCmd =
         app.add_subcommand("config", "print every configuration key with its default and meaning (TOML)");
@@ -314,6 +323,10 @@ int runCli(int argc, char** argv) {
         }
         if (*qa) {
             return cmdQa(qaCoadds, qaOut);
+        }
+        if (*planCmd) {
+            std::cout << describePlan(loadConfig(planConfig, planSets, logLevel), planRanks);
+            return 0;
         }
         if (*cfgCmd) {
             std::cout << describeConfig();

@@ -480,36 +480,14 @@ private:
     }
 
     // ---- tiles and memory ----------------------------------------------------------------------
-    /// Tile size: tile.size if set; else the whole patch for one rank or about two tiles per rank
-    /// of the group (a multiple of 16), shrunk until the fixed arrays plus 8 rows of chunk buffers
-    /// fit in the budget. Every rank computes the same plan.
+    /// The tile plan (geom::planTiles): the same on every rank of the group.
     void planTiles() {
-        const int groupSize = parallel::sizeOf(m_group);
-        int t = static_cast<int>(m_cfg.getInt("tile.size"));
-        if (t <= 0) {
-            if (groupSize == 1) {
-                t = std::max(m_box.width, m_box.height);
-            } else {
-                const double side = std::sqrt(static_cast<double>(m_box.area()) / (2.0 * groupSize));
-                t = std::max(32, (static_cast<int>(std::ceil(side)) + 15) / 16 * 16);
-            }
-            const auto nWarps = static_cast<std::int64_t>(usedWarps().size());
-            auto cost = [&](int side) {
-                const std::int64_t h = side + 2 * m_halo;
-                return h * h * 8 + static_cast<std::int64_t>(side) * side * 14 + m_box.area() * 14 +
-                       8 * h * (12 * nWarps + 24);
-            };
-            while (t > 16 && cost(t) > m_budget) {
-                t = std::max(16, (t * 3 / 4) / 16 * 16);  // strictly decreasing: always ends
-            }
-        }
-        m_tileSize = t;
-        m_tiles = geom::tiles(m_box, t);
-        std::vector<double> costs;
-        for (const Box& tile : m_tiles) {
-            costs.push_back(static_cast<double>(tile.grown(m_halo).intersect(m_box).area()));
-        }
-        m_tileOwner = geom::assignToRanks(costs, groupSize);
+        const geom::TilePlan plan =
+            geom::planTiles(m_box, parallel::sizeOf(m_group), static_cast<int>(m_cfg.getInt("tile.size")), m_halo,
+                            static_cast<int>(usedWarps().size()), m_budget);
+        m_tileSize = plan.tileSize;
+        m_tiles = plan.tiles;
+        m_tileOwner = plan.owner;
     }
 
     std::vector<std::size_t> myTiles() const {

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "safeclip/app/Logging.h"
@@ -16,6 +18,7 @@
 #include "safeclip/geom/Plan.h"
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/Manifest.h"
+#include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/parallel/Collectives.h"
 
@@ -111,6 +114,86 @@ bool outputIsCurrent(const std::string& path, const std::string& cfgHash) {
 
 }  // namespace
 
+std::string describePlan(const Config& cfg, int nRanks) {
+    if (nRanks < 1) {
+        throw ConfigError("plan: -n must be >= 1");
+    }
+    const std::string manifestPath = cfg.path("input.manifest");
+    if (manifestPath.empty()) {
+        throw ConfigError("input.manifest is not set (give it in the config or with --set input.manifest=FILE)");
+    }
+    const io::Manifest manifest = io::readManifest(manifestPath);
+    const std::int64_t budget = geom::parseByteSize(cfg.getString("memory.max_per_rank"), "memory.max_per_rank");
+    std::vector<double> costs;
+    for (const auto& p : manifest.patches) {
+        costs.push_back(static_cast<double>(p.box.area()) *
+                        static_cast<double>(std::max<std::size_t>(1, p.warps.size())));
+    }
+    const geom::GroupPlan groups = geom::planGroups(costs, nRanks);
+    std::ostringstream os;
+    os << "plan: " << manifest.patches.size() << " patches on " << nRanks << " ranks in " << groups.nGroups
+       << " groups; memory.max_per_rank = " << geom::formatByteSize(budget) << "\n";
+    std::vector<std::int64_t> tilesOfRank(static_cast<std::size_t>(nRanks), 0);
+    std::vector<std::int64_t> memOfRank(static_cast<std::size_t>(nRanks), 0);
+    std::vector<std::int64_t> readsOfRank(static_cast<std::size_t>(nRanks), 0);
+    for (std::size_t p = 0; p < manifest.patches.size(); ++p) {
+        const auto& patch = manifest.patches[p];
+        const int g = groups.groupOfPatch[p];
+        std::vector<int> ranks;
+        for (int r = 0; r < nRanks; ++r) {
+            if (groups.groupOfRank[static_cast<std::size_t>(r)] == g) {
+                ranks.push_back(r);
+            }
+        }
+        kernel::DetectControl dc;
+        dc.psfSigma = cfg.getDouble("detect.psf_sigma");
+        if (dc.psfSigma <= 0 && !patch.warps.empty()) {
+            try {
+                dc.psfSigma = io::WarpReader(patch.warps.front().path).header().psfSigma.value_or(2.0);
+            } catch (const Error&) {
+                dc.psfSigma = 2.0;
+            }
+        }
+        dc.nSigmaToGrow = cfg.getDouble("detect.n_sigma_to_grow");
+        dc.minPixels = static_cast<int>(cfg.getInt("detect.min_pixels"));
+        dc.nSigmaForKernel = cfg.getDouble("detect.n_sigma_for_kernel");
+        const int halo = detectionHalo(dc);
+        const geom::TilePlan tp = geom::planTiles(patch.box, static_cast<int>(ranks.size()),
+                                                  static_cast<int>(cfg.getInt("tile.size")), halo,
+                                                  static_cast<int>(patch.warps.size()), budget);
+        std::int64_t haloArea = 0;
+        for (const kernel::Box& t : tp.tiles) {
+            haloArea += t.grown(halo).intersect(patch.box).area();
+        }
+        const double readFactor = static_cast<double>(haloArea) / static_cast<double>(patch.box.area());
+        os << "patch " << patch.name << ": " << patch.box.width << "x" << patch.box.height << ", "
+           << patch.warps.size() << " warps, group " << g << " (ranks";
+        for (int r : ranks) {
+            os << " " << r;
+        }
+        os << "), " << tp.tiles.size() << " tiles of " << tp.tileSize << " px, halo " << halo
+           << " px; reads per warp: VARIANCE+MASK once, all planes " << std::fixed << std::setprecision(2)
+           << 1.0 + readFactor << "x\n";
+        for (std::size_t t = 0; t < tp.tiles.size(); ++t) {
+            const int r = ranks[static_cast<std::size_t>(tp.owner[t])];
+            tilesOfRank[static_cast<std::size_t>(r)] += 1;
+        }
+        for (int r : ranks) {
+            memOfRank[static_cast<std::size_t>(r)] = budget;
+            readsOfRank[static_cast<std::size_t>(r)] +=
+                static_cast<std::int64_t>(static_cast<double>(patch.box.area() * 12) *
+                                          static_cast<double>(patch.warps.size()) * (1.0 + readFactor) /
+                                          static_cast<double>(ranks.size()));
+        }
+    }
+    for (int r = 0; r < nRanks; ++r) {
+        os << "rank " << r << ": " << tilesOfRank[static_cast<std::size_t>(r)]
+           << " tiles, memory <= " << geom::formatByteSize(memOfRank[static_cast<std::size_t>(r)])
+           << " + overhead, reads about " << geom::formatByteSize(readsOfRank[static_cast<std::size_t>(r)]) << "\n";
+    }
+    return os.str();
+}
+
 int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm& comm) {
     const auto t0 = std::chrono::steady_clock::now();
     int code = 0;
@@ -165,6 +248,11 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     long long skipped = 0;
     long long failed = 0;
     std::vector<PatchOutcome> outcomes;
+    long long handled = 0;
+    auto lastProgress = std::chrono::steady_clock::now();
+    auto secondsSinceProgress = [&] {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - lastProgress).count();
+    };
     for (std::size_t p = 0; p < manifest.patches.size(); ++p) {
         if (owner[p] != color) {
             continue;
@@ -219,7 +307,15 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         if (group.rank() == 0) {
             outcomes.push_back(o);
         }
-        log().debug("progress: {}/{} of this rank's patches", done + skipped + failed, mine);
+        ++handled;
+        if (comm.rank() == 0 && (secondsSinceProgress() > 10.0 || handled == mine)) {
+            lastProgress = std::chrono::steady_clock::now();
+            const double elapsed = std::chrono::duration<double>(lastProgress - t0).count();
+            const double rate = static_cast<double>(handled) / std::max(elapsed, 1e-9);
+            log().info("progress: group {}: {}/{} patches ({} in the run), {:.2f} patches/min, ETA {:.0f} s", color,
+                       handled, mine, manifest.patches.size(), rate * 60.0,
+                       static_cast<double>(mine - handled) / std::max(rate, 1e-9));
+        }
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log().debug("rank summary: {} patches done, {} skipped, {} failed in {:.2f} s", done, skipped, failed,
@@ -228,6 +324,19 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     const long long allSkipped = comm.sum(skipped);
     const long long allFailed = comm.sum(failed);
     const double wall = comm.max(seconds);
+    const auto times = parallel::gatherToRoot(&comm, seconds);
+    if (comm.rank() == 0 && comm.size() > 1) {
+        double lo = times.front();
+        double hi = times.front();
+        double sum = 0;
+        for (double t : times) {
+            lo = std::min(lo, t);
+            hi = std::max(hi, t);
+            sum += t;
+        }
+        log().info("rank timings: min {:.2f} s, mean {:.2f} s, max {:.2f} s over {} ranks", lo,
+                   sum / static_cast<double>(times.size()), hi, times.size());
+    }
     int worst = static_cast<int>(comm.max(code));
     std::vector<std::vector<PatchOutcome>> all;
     boost::mpi::gather(comm.raw(), outcomes, all, 0);

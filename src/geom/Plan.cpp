@@ -142,6 +142,38 @@ std::vector<int> assignToRanks(const std::vector<double>& costs, int nRanks) {
     return rankOf;
 }
 
+TilePlan planTiles(const Box& patch, int groupSize, int tileSize, int halo, int nWarps, std::int64_t budgetBytes) {
+    TilePlan plan;
+    plan.halo = halo;
+    int t = tileSize;
+    auto cost = [&](int side) {
+        const std::int64_t h = side + 2 * static_cast<std::int64_t>(halo);
+        return h * h * 8 + static_cast<std::int64_t>(side) * side * 14 + patch.area() * 14 +
+               8 * h * (12 * static_cast<std::int64_t>(nWarps) + 24);
+    };
+    if (t <= 0) {
+        if (groupSize <= 1) {
+            t = std::max(patch.width, patch.height);
+        } else {
+            const double side = std::sqrt(static_cast<double>(patch.area()) / (2.0 * groupSize));
+            t = std::max(32, (static_cast<int>(std::ceil(side)) + 15) / 16 * 16);
+        }
+        while (t > 16 && cost(t) > budgetBytes) {
+            t = std::max(16, (t * 3 / 4) / 16 * 16);  // strictly decreasing: always ends
+        }
+    }
+    plan.tileSize = std::max(1, t);
+    plan.tiles = tiles(patch, plan.tileSize);
+    std::vector<double> costs;
+    for (const Box& tile : plan.tiles) {
+        costs.push_back(static_cast<double>(tile.grown(halo).intersect(patch).area()));
+    }
+    plan.owner = assignToRanks(costs, std::max(1, groupSize));
+    const Box first = plan.tiles.empty() ? patch : plan.tiles.front();
+    plan.fixedBytes = first.grown(halo).intersect(patch).area() * 8 + first.area() * 14 + patch.area() * 14;
+    return plan;
+}
+
 GroupPlan planGroups(const std::vector<double>& patchCosts, int nRanks) {
     if (nRanks < 1) {
         throw InvalidParameter("planGroups: nRanks must be >= 1");

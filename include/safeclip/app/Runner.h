@@ -16,6 +16,11 @@ struct RunOptions {
     bool resume = false;  ///< skip patches whose output exists, opens, and has the same config hash
 };
 
+/// `safeclip plan`: the work plan of a run on nRanks ranks (groups, patches, tiles per rank,
+/// estimated memory per rank, expected reads), computed without MPI exactly as `run` computes it.
+/// The detection halo uses detect.psf_sigma, or the first warp's PSF card of each patch.
+std::string describePlan(const Config& cfg, int nRanks);
+
 /// Collective over comm. Returns the process exit code (same on every rank).
 int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm& comm);
 
