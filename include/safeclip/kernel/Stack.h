@@ -60,6 +60,15 @@ struct StackResult {
 StackResult stackRegion(const std::vector<const MaskedImage*>& inputs, std::span<const float> weights,
                         const StackControl& ctrl, const Box& region, MaskedImage& out);
 
+/// Two stacks of the same inputs in one pass (e.g. the trial MEAN and MEANCLIP, spec §5): the
+/// results, outputs and counters are exactly those of stackRegion(ctrlA, outA) and
+/// stackRegion(ctrlB, outB); the accepted set and the input reads are shared when both controls
+/// have the same andMask.
+std::pair<StackResult, StackResult> stackRegionPair(const std::vector<const MaskedImage*>& inputs,
+                                                    std::span<const float> weights, const StackControl& ctrlA,
+                                                    const StackControl& ctrlB, const Box& region,
+                                                    MaskedImage& outA, MaskedImage& outB);
+
 /// Unweighted MEANCLIP of a sample (spec §4.2 with all weights 1); used for the warp weights (§3.4).
 /// `values` is reordered (selection, not a full sort). Returns NaN for an empty sample.
 double meanClipUnweighted(std::vector<float>& values, double sigmaClip, int clipIter);
