@@ -649,8 +649,7 @@ private:
             }
             MaskedImage mean(chunk);
             MaskedImage clip(chunk);
-            kernel::stackRegion(ptrs, weights, m_meanCtrl, chunk, mean);
-            kernel::stackRegion(ptrs, weights, m_clipCtrl, chunk, clip);
+            kernel::stackRegionPair(ptrs, weights, m_meanCtrl, m_clipCtrl, chunk, mean, clip);
             for (int y = chunk.y0; y < chunk.y1(); ++y) {
                 const float* mi = mean.image.row(y);
                 const float* ci = clip.image.row(y);
