@@ -1,5 +1,6 @@
 #include "safeclip/app/Runner.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <boost/mpi/collectives.hpp>
@@ -53,13 +54,24 @@ struct PatchOutcome {
 };
 
 /// Write <outDir>/report.json atomically (tmp + rename).
-void writeReport(const std::string& outDir, const std::vector<PatchOutcome>& outcomes, int ranks,
-                 double wall) {
+/// Peak resident set size of this process in bytes (getrusage).
+std::int64_t peakRssBytes() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return static_cast<std::int64_t>(ru.ru_maxrss) * 1024;
+}
+
+void writeReport(const std::string& outDir, const std::vector<PatchOutcome>& outcomes,
+                 const std::vector<std::pair<double, std::int64_t>>& perRank, double wall) {
     nlohmann::json j;
     j["format"] = "safeclip-report";
     j["version"] = 1;
-    j["ranks"] = ranks;
     j["wall_seconds"] = wall;
+    auto& ranks = j["ranks"];
+    ranks = nlohmann::json::array();
+    for (std::size_t r = 0; r < perRank.size(); ++r) {
+        ranks.push_back({{"rank", r}, {"seconds", perRank[r].first}, {"peak_rss_bytes", perRank[r].second}});
+    }
     auto& arr = j["patches"];
     arr = nlohmann::json::array();
     for (const auto& o : outcomes) {
@@ -324,18 +336,21 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     const long long allSkipped = comm.sum(skipped);
     const long long allFailed = comm.sum(failed);
     const double wall = comm.max(seconds);
-    const auto times = parallel::gatherToRoot(&comm, seconds);
-    if (comm.rank() == 0 && comm.size() > 1) {
-        double lo = times.front();
-        double hi = times.front();
+    const auto perRank = parallel::gatherToRoot(&comm, std::make_pair(seconds, peakRssBytes()));
+    if (comm.rank() == 0) {
+        double lo = perRank.front().first;
+        double hi = lo;
         double sum = 0;
-        for (double t : times) {
-            lo = std::min(lo, t);
-            hi = std::max(hi, t);
-            sum += t;
+        std::string rss;
+        for (std::size_t r = 0; r < perRank.size(); ++r) {
+            lo = std::min(lo, perRank[r].first);
+            hi = std::max(hi, perRank[r].first);
+            sum += perRank[r].first;
+            rss += fmt::format("{}r{} {:.1f} MiB", r == 0 ? "" : ", ", r,
+                               static_cast<double>(perRank[r].second) / (1024.0 * 1024.0));
         }
-        log().info("rank timings: min {:.2f} s, mean {:.2f} s, max {:.2f} s over {} ranks", lo,
-                   sum / static_cast<double>(times.size()), hi, times.size());
+        log().info("rank timings: min {:.2f} s, mean {:.2f} s, max {:.2f} s; peak RSS: {}", lo,
+                   sum / static_cast<double>(perRank.size()), hi, rss);
     }
     int worst = static_cast<int>(comm.max(code));
     std::vector<std::vector<PatchOutcome>> all;
@@ -365,7 +380,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             "{:.2f} s on {} ranks; report {}/report.json",
             allDone, allSkipped, allFailed, clipped, wall, comm.size(), outDir);
         try {
-            writeReport(outDir, flat, comm.size(), wall);
+            writeReport(outDir, flat, perRank, wall);
         } catch (const Error& e) {
             log().error("{}", e.what());
             worst = std::max(worst, static_cast<int>(e.code()));
