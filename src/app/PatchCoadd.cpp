@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <boost/mpi/environment.hpp>
 #include <cstdlib>
+#include <filesystem>
 #include <iterator>
 #include <chrono>
 #include <cmath>
@@ -12,6 +13,8 @@
 #include "safeclip/Version.h"
 #include "safeclip/app/Logging.h"
 #include "safeclip/geom/Plan.h"
+#include "safeclip/app/Signals.h"
+#include "safeclip/io/Checkpoint.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/ClipDecision.h"
@@ -23,6 +26,22 @@
 #include "safeclip/kernel/Stack.h"
 #include "safeclip/parallel/Collectives.h"
 #include "safeclip/parallel/TileGather.h"
+
+namespace boost::serialization {
+
+template <class Archive>
+void serialize(Archive& ar, safeclip::io::WarpState& w, const unsigned int /*version*/) {
+    ar & w.visit & w.scale & w.weight & w.used & w.status & w.nClippedPixels & w.nBigFootprints & w.clipped;
+}
+
+template <class Archive>
+void serialize(Archive& ar, safeclip::io::PatchState& s, const unsigned int /*version*/) {
+    ar & s.stage & s.warps & s.nFootprints & s.nClippedFootprints & s.psfSigma & s.psfSource & s.fpId & s.fpX0 &
+        s.fpY0 & s.fpX1 & s.fpY1 & s.fpArea & s.fpRule & s.fpReason & s.fpClipped & s.cdFootprint & s.cdVisit &
+        s.cdDet & s.cdIgn & s.cdClipped & s.cdFraction;
+}
+
+}  // namespace boost::serialization
 
 namespace safeclip::app {
 
@@ -185,8 +204,9 @@ void scaleInPlace(MaskedImage& mi, float s) {
 class PatchRun {
 public:
     PatchRun(std::string name, const Box& box, const std::vector<WarpInput>& inputs, const Config& cfg,
-             const parallel::Comm* group)
+             const parallel::Comm* group, CheckpointOptions checkpoints)
         : m_group(group),
+          m_ckpt(std::move(checkpoints)),
           m_name(std::move(name)),
           m_box(box),
           m_cfg(cfg),
@@ -206,20 +226,26 @@ public:
         result.outputPath = outPath;
         result.nWarps = static_cast<int>(m_warps.size());
 
-        computeWeights();
         const bool safeclip = m_cfg.getString("coadd.mode") == "safeclip";
+        const bool resumed = safeclip && loadReducedCheckpoint(result);
+        if (!resumed) {
+            computeWeights();
+        }
         if (safeclip) {
             stage("setup", [&] {
                 setupDetection();
                 planTiles();
             });
-            trialStacks();
-            stage("reduce", [&] {
-                if (isRoot()) {
-                    decide(result);
-                }
-            });
-            broadcastClipped();
+            if (!resumed) {
+                trialStacks();
+                stage("reduce", [&] {
+                    if (isRoot()) {
+                        decide(result);
+                    }
+                });
+                broadcastClipped();
+                stage("checkpoint", [&] { saveReducedCheckpoint(result); });
+            }
         } else {
             stage("setup", [&] { planTiles(); });
         }
@@ -260,6 +286,7 @@ public:
                 }
             }
             write(outPath, coadd, nImage, safeclip);
+            removeCheckpoints();
         });
         result.nTiles = static_cast<int>(m_tiles.size());
         result.tileSize = m_tileSize;
@@ -279,6 +306,7 @@ private:
         ExitCode code = ExitCode::Ok;
         try {
             maybeInjectFailure(name);
+            throwIfStopRequested((std::string("before stage '") + name + "'").c_str());
             fn();
         } catch (const Error& e) {
             error = e.what();
@@ -704,6 +732,7 @@ private:
                     weights.push_back(w->weight);
                 }
                 for (std::size_t t : myTiles()) {
+                    throwIfStopRequested("during the trial stacks");
                     mine.push_back(trialTile(m_tiles[t], warps, weights));
                 }
             });
@@ -911,6 +940,153 @@ private:
         }
     }
 
+    // ---- checkpoints (HDF5) --------------------------------------------------------------------
+    [[nodiscard]] bool checkpointing() const { return !m_ckpt.dir.empty(); }
+
+    /// What ties a checkpoint to this run: the pixel-affecting config and the input fingerprints.
+    io::CheckpointKey checkpointKey() const {
+        io::CheckpointKey key;
+        key.configHash = scienceConfigHash(m_cfg);
+        for (const Warp& w : m_warps) {
+            key.inputs.push_back(io::fileFingerprint(w.input.path));
+        }
+        key.inputHash = io::hashStrings(key.inputs);
+        return key;
+    }
+    [[nodiscard]] std::string reducedPath() const { return m_ckpt.dir + "/" + m_name + ".reduced.h5"; }
+    [[nodiscard]] std::string tilePath(const Box& b) const {
+        return m_ckpt.dir + "/" + m_name + ".tiles/tile_" + std::to_string(b.x0) + "_" + std::to_string(b.y0) + "_" +
+               std::to_string(b.width) + "x" + std::to_string(b.height) + ".h5";
+    }
+
+    /// With --resume: the root reads the stage-R checkpoint and broadcasts it. A checkpoint of another
+    /// configuration or input list is refused (ConfigError) unless --restart; an invalid one is
+    /// reported and recomputed.
+    bool loadReducedCheckpoint(PatchResult& result) {
+        if (!checkpointing() || !m_ckpt.resume) {
+            return false;
+        }
+        io::PatchState state;
+        int found = 0;
+        stage("resume", [&] {
+            if (!isRoot()) {
+                return;
+            }
+            const io::CheckpointRead r = io::readPatchCheckpoint(reducedPath(), checkpointKey());
+            switch (r.status) {
+                case io::CheckpointStatus::Ok:
+                    state = r.state;
+                    found = state.warps.size() == m_warps.size() ? 1 : 0;
+                    if (found == 0) {
+                        log().warn("ignoring checkpoint {}: it lists {} warps, the patch has {}", reducedPath(),
+                                   state.warps.size(), m_warps.size());
+                    }
+                    break;
+                case io::CheckpointStatus::Missing:
+                    break;
+                case io::CheckpointStatus::Invalid:
+                    log().warn("ignoring invalid checkpoint: {}", r.reason);
+                    break;
+                case io::CheckpointStatus::ConfigChanged:
+                case io::CheckpointStatus::InputChanged:
+                    if (!m_ckpt.restart) {
+                        throw ConfigError(r.reason + "; rerun with --restart to start this patch over");
+                    }
+                    log().warn("--restart: discarding checkpoint: {}", r.reason);
+                    break;
+            }
+        });
+        parallel::broadcastFromRoot(m_group, found);
+        if (found == 0) {
+            return false;
+        }
+        parallel::broadcastFromRoot(m_group, state);
+        for (std::size_t i = 0; i < m_warps.size(); ++i) {
+            Warp& w = m_warps[i];
+            const io::WarpState& ws = state.warps[i];
+            w.weight = ws.weight;
+            w.scale = ws.scale;
+            w.used = ws.used;
+            w.status = ws.status;
+            if (!w.used) {
+                w.reader.reset();
+            }
+            w.clipped = SpanSet::fromSortedSpans(ws.clipped);
+            w.nClippedPixels = ws.nClippedPixels;
+            w.nBigFootprints = ws.nBigFootprints;
+        }
+        result.nFootprints = state.nFootprints;
+        result.nClippedFootprints = state.nClippedFootprints;
+        m_fpId = state.fpId;
+        m_fpX0 = state.fpX0;
+        m_fpY0 = state.fpY0;
+        m_fpX1 = state.fpX1;
+        m_fpY1 = state.fpY1;
+        m_fpArea = state.fpArea;
+        m_fpRule = state.fpRule;
+        m_fpReason = state.fpReason;
+        m_fpClipped = state.fpClipped;
+        m_cdFootprint = state.cdFootprint;
+        m_cdVisit = state.cdVisit;
+        m_cdDet = state.cdDet;
+        m_cdIgn = state.cdIgn;
+        m_cdClipped = state.cdClipped;
+        m_cdFraction = state.cdFraction;
+        if (isRoot()) {
+            log().info("patch {}: resumed from {} (weights, {} footprints and their decisions)", m_name,
+                       reducedPath(), state.nFootprints);
+        }
+        return true;
+    }
+
+    /// Root: publish the stage-R state.
+    void saveReducedCheckpoint(const PatchResult& result) {
+        if (!checkpointing() || !isRoot()) {
+            return;
+        }
+        const auto t0 = Clock::now();
+        io::PatchState s;
+        s.stage = "reduced";
+        for (const Warp& w : m_warps) {
+            s.warps.push_back({w.visit, w.scale, w.weight, w.used, w.status, w.nClippedPixels, w.nBigFootprints,
+                               w.clipped.spans()});
+        }
+        s.nFootprints = result.nFootprints;
+        s.nClippedFootprints = result.nClippedFootprints;
+        s.psfSigma = m_detect.psfSigma;
+        s.psfSource = m_psfSource;
+        s.fpId = m_fpId;
+        s.fpX0 = m_fpX0;
+        s.fpY0 = m_fpY0;
+        s.fpX1 = m_fpX1;
+        s.fpY1 = m_fpY1;
+        s.fpArea = m_fpArea;
+        s.fpRule = m_fpRule;
+        s.fpReason = m_fpReason;
+        s.fpClipped = m_fpClipped;
+        s.cdFootprint = m_cdFootprint;
+        s.cdVisit = m_cdVisit;
+        s.cdDet = m_cdDet;
+        s.cdIgn = m_cdIgn;
+        s.cdClipped = m_cdClipped;
+        s.cdFraction = m_cdFraction;
+        io::writePatchCheckpoint(reducedPath(), checkpointKey(), s);
+        std::error_code ec;
+        log().info("patch {}: checkpoint {} ({}) in {:.2f} s", m_name, reducedPath(),
+                   geom::formatByteSize(static_cast<std::int64_t>(std::filesystem::file_size(reducedPath(), ec))),
+                   secondsSince(t0));
+    }
+
+    /// Root, after the FITS is published: the checkpoints of this patch are no longer needed.
+    void removeCheckpoints() {
+        if (!checkpointing()) {
+            return;
+        }
+        std::error_code ec;
+        std::filesystem::remove(reducedPath(), ec);
+        std::filesystem::remove_all(m_ckpt.dir + "/" + m_name + ".tiles", ec);
+    }
+
     // ---- stage 2: final stack (§7.2) -----------------------------------------------------------
     std::vector<parallel::Tile> finalStack() {
         const auto t0 = Clock::now();
@@ -929,9 +1105,18 @@ private:
         std::size_t done = 0;
         auto lastLog = Clock::now();
         int rows = 0;
+        const io::CheckpointKey key = checkpointing() ? checkpointKey() : io::CheckpointKey{};
         for (std::size_t t : tiles) {
+            throwIfStopRequested("during the final stack");
             const Box& tile = m_tiles[t];
             parallel::Tile result{MaskedImage(tile), kernel::ImageU16(tile, 0)};
+            if (checkpointing() && m_ckpt.resume &&
+                io::readTileCheckpoint(tilePath(tile), key, tile, result.pixels, result.nImage)) {
+                log().debug("patch {}: tile {} reloaded from its checkpoint", m_name, tile.str());
+                out.push_back(std::move(result));
+                ++done;
+                continue;
+            }
             rows = chunkRows(tile, static_cast<int>(warps.size()));
             for (const Box& chunk : geom::rowChunks(tile, rows)) {
                 std::vector<const MaskedImage*> ptrs;
@@ -957,6 +1142,9 @@ private:
                     ptrs.push_back(&b);
                 }
                 kernel::stackRegion(ptrs, weights, m_finalCtrl, chunk, result.pixels);
+            }
+            if (checkpointing()) {
+                io::writeTileCheckpoint(tilePath(tile), key, result.pixels, result.nImage);
             }
             out.push_back(std::move(result));
             ++done;
@@ -1063,6 +1251,7 @@ private:
     }
 
     const parallel::Comm* m_group = nullptr;
+    CheckpointOptions m_ckpt;
     std::string m_name;
     Box m_box;
     kernel::DetectControl m_detect;
@@ -1097,13 +1286,14 @@ int detectionHalo(const kernel::DetectControl& ctrl) {
 }
 
 PatchResult coaddPatch(const std::string& name, const kernel::Box& box, const std::vector<WarpInput>& warps,
-                       const Config& cfg, const std::string& outPath, const parallel::Comm* group) {
+                       const Config& cfg, const std::string& outPath, const parallel::Comm* group,
+                       const CheckpointOptions& checkpoints) {
     // Opening the warps is local; agree on it before the first collective.
     std::unique_ptr<PatchRun> run;
     std::string error;
     ExitCode code = ExitCode::Ok;
     try {
-        run = std::make_unique<PatchRun>(name, box, warps, cfg, group);
+        run = std::make_unique<PatchRun>(name, box, warps, cfg, group, checkpoints);
     } catch (const Error& e) {
         error = e.what();
         code = e.code();

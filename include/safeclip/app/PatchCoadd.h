@@ -49,6 +49,14 @@ struct PatchResult {
     double seconds = 0;
 };
 
+/// Checkpointing of a patch (`safeclip run`): the stage-R state (weights, decisions, CLIPPED
+/// spans) and every finished final tile go to HDF5 files under `dir`, published atomically.
+struct CheckpointOptions {
+    std::string dir;      ///< "" = no checkpoints
+    bool resume = false;  ///< reuse valid checkpoints (refuse ones from another config or input list)
+    bool restart = false; ///< ignore and replace checkpoints of another config or input list
+};
+
 /// Halo around a tile for detection to give exactly the whole-patch footprints inside the tile:
 /// the smoothing radius r, the growth radius, and minPixels-1 so that the minPixels cut sees
 /// enough of every component that reaches the tile.
@@ -67,6 +75,7 @@ std::string scienceConfigHash(const Config& cfg);
 /// @returns the result (complete on group rank 0).
 /// @throws InputError, ConfigError, OutputError (on every rank of the group alike)
 PatchResult coaddPatch(const std::string& name, const kernel::Box& box, const std::vector<WarpInput>& warps,
-                       const Config& cfg, const std::string& outPath, const parallel::Comm* group = nullptr);
+                       const Config& cfg, const std::string& outPath, const parallel::Comm* group = nullptr,
+                       const CheckpointOptions& checkpoints = {});
 
 }  // namespace safeclip::app

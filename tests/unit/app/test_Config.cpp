@@ -100,7 +100,8 @@ TEST(Config, DefaultsMatchTheSpecTable) {
     EXPECT_FALSE(c.getBool("interp.negative_fallback_allowed"));
     EXPECT_FALSE(c.getBool("interp.transpose"));
     EXPECT_EQ(c.getString("log.level"), "info");
-    EXPECT_EQ(configSchema().size(), 29U);
+    EXPECT_FALSE(c.getBool("qa.enabled"));
+    EXPECT_EQ(configSchema().size(), 30U);
     for (const auto& k : configSchema()) {
         EXPECT_FALSE(c.isSet(k.name)) << k.name;
         EXPECT_FALSE(k.doc.empty()) << k.name;

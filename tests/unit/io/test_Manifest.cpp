@@ -83,7 +83,7 @@ TEST(Manifest, ParsesAndResolvesPaths) {
         {"name": "p000", "box": [0, 0, 100, 80],
          "warps": [{"visit": 100, "path": "p000/warp-100.fits"},
                    {"visit": 101, "path": "/abs/warp-101.fits"},
-                   {"path": "../other/warp.fits"}]},
+                   {"path": "sub/../p000/./warp.fits"}]},
         {"name": "p001", "box": [-50, 4000, 2048, 1], "warps": []}
       ]})");
     const Manifest m = readManifest(path);
@@ -97,7 +97,7 @@ TEST(Manifest, ParsesAndResolvesPaths) {
     EXPECT_EQ(p.warps[1].visit, 101);
     EXPECT_EQ(p.warps[1].path, "/abs/warp-101.fits");
     EXPECT_EQ(p.warps[2].visit, -1);
-    EXPECT_EQ(fs::path(p.warps[2].path), dir.path() / "run" / "../other/warp.fits");
+    EXPECT_EQ(fs::path(p.warps[2].path), dir.path() / "run" / "sub/../p000/./warp.fits");
     EXPECT_EQ(m.patches[1].box, (Box{-50, 4000, 2048, 1}));
     EXPECT_TRUE(m.patches[1].warps.empty());
 }
@@ -208,4 +208,36 @@ TEST(Manifest, Errors) {
     bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": 3}]})"), "\"path\"");
     bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": ["w.fits"]})"), "must be an object");
     bad(patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": "w", "visit": "1"}]})"), "visit");
+}
+
+// The path rule: relative warp paths stay inside the manifest's directory; absolute paths are
+// taken as given.
+TEST(Manifest, RelativeWarpPathsMayNotEscapeTheManifestDirectory) {
+    TempDir dir;
+    auto manifestWith = [&](const std::string& warpPath) {
+        return write(dir.file("run/m.json"),
+                     patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": ")" + warpPath +
+                               R"("}]})"));
+    };
+    expectConfigError(manifestWith("../other/warp.fits"), "patches[0] ('a').warps[0].path '../other/warp.fits' "
+                                                          "escapes the manifest's directory");
+    expectConfigError(manifestWith("p000/../../warp.fits"), "escapes");
+    expectConfigError(manifestWith(".."), "escapes");
+    // Inside after normalisation, and absolute paths anywhere, are fine.
+    EXPECT_NO_THROW((void)readManifest(manifestWith("p000/../warp.fits")));
+    EXPECT_NO_THROW((void)readManifest(manifestWith((dir.path() / "elsewhere/w.fits").string())));
+
+    // A symbolic link inside the directory that leads out of it.
+    write(dir.file("outside/w.fits"), "x");
+    fs::create_directory_symlink(dir.path() / "outside", dir.path() / "run" / "link");
+    expectConfigError(manifestWith("link/w.fits"), "resolves through a symbolic link to");
+    fs::create_symlink(dir.path() / "outside" / "w.fits", dir.path() / "run" / "w-link.fits");
+    expectConfigError(manifestWith("w-link.fits"), "outside the manifest's directory");
+    // A link that stays inside is fine, and so is a manifest directory reached through a link.
+    write(dir.file("run/data/w.fits"), "x");
+    fs::create_directory_symlink(dir.path() / "run" / "data", dir.path() / "run" / "inner");
+    EXPECT_NO_THROW((void)readManifest(manifestWith("inner/w.fits")));
+    fs::create_directory_symlink(dir.path() / "run", dir.path() / "run-link");
+    const std::string viaLink = (dir.path() / "run-link" / "m.json").string();
+    EXPECT_EQ(fs::path(readManifest(viaLink).patches[0].warps[0].path), dir.path() / "run-link" / "inner/w.fits");
 }

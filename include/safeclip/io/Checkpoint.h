@@ -1,0 +1,89 @@
+#pragma once
+/// @file Checkpoint.h  HDF5 checkpoints of a patch's finished stages, published atomically.
+///
+/// A checkpoint file is written under "<path>.tmp.<pid>", gets a `complete = 1` attribute last,
+/// is closed and fsynced, then renamed over <path> (and the directory fsynced): a reader never
+/// sees a torn file. Every file carries `format_version`, `safeclip_version`, `config_hash`,
+/// `input_hash` and `stage`; readCheckpoint() refuses files that fail any check and says why.
+/// Layout (HDF5, Debian's parallel build, written by one rank with the default driver):
+///   /warps          compound {visit i64, scale f32, weight f32, used u8, n_clipped i64, n_big i64}
+///   /warp_status    vlen strings, one per warp
+///   /clipped_spans  compound {warp i32, y i32, x0 i32, x1 i32}, chunked + deflate
+///   /footprints     compound {id, x0, y0, x1, y1, area: i64}; /fp_rule /fp_reason /fp_clipped vlen strings
+///   /candidates     compound {footprint_id i64, visit i64, det i64, ign i64, fraction f64, clipped i64}
+///   /inputs         vlen strings "path|size|mtime_ns" (to name what changed)
+///   tile files: /image /variance (f32), /mask (i32), /nimage (u16), chunked + deflate, attr box.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "safeclip/kernel/Image.h"
+#include "safeclip/kernel/SpanSet.h"
+
+namespace safeclip::io {
+
+inline constexpr int kCheckpointFormatVersion = 1;
+
+/// What identifies the run a checkpoint belongs to.
+struct CheckpointKey {
+    std::string configHash;  ///< hash of the pixel-affecting configuration
+    std::string inputHash;   ///< hash of the input list (paths, sizes, mtimes)
+    std::vector<std::string> inputs;  ///< "path|size|mtime_ns" per warp, to say what changed
+};
+
+/// Per-warp state after the weights and the clip decisions.
+struct WarpState {
+    std::int64_t visit = 0;
+    float scale = 0;
+    float weight = 0;
+    bool used = false;
+    std::string status;
+    std::int64_t nClippedPixels = 0;
+    std::int64_t nBigFootprints = 0;
+    std::vector<kernel::Span> clipped;
+};
+
+/// A patch after stage R (decisions made): enough to run the final stack.
+struct PatchState {
+    std::string stage;  ///< "weights" or "reduced"
+    std::vector<WarpState> warps;
+    std::int64_t nFootprints = 0;
+    std::int64_t nClippedFootprints = 0;
+    double psfSigma = 0;
+    std::string psfSource;
+    // decision tables
+    std::vector<std::int64_t> fpId, fpX0, fpY0, fpX1, fpY1, fpArea;
+    std::vector<std::string> fpRule, fpReason, fpClipped;
+    std::vector<std::int64_t> cdFootprint, cdVisit, cdDet, cdIgn, cdClipped;
+    std::vector<double> cdFraction;
+};
+
+/// Write atomically. @throws OutputError naming the path
+void writePatchCheckpoint(const std::string& path, const CheckpointKey& key, const PatchState& state);
+
+/// Why a checkpoint cannot be used.
+enum class CheckpointStatus { Ok, Missing, Invalid, ConfigChanged, InputChanged };
+
+struct CheckpointRead {
+    CheckpointStatus status = CheckpointStatus::Missing;
+    std::string reason;  ///< one line: what is wrong or what changed
+    PatchState state;
+};
+
+/// Read and validate against `key`. Never throws for a bad file: the status says why.
+CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey& key);
+
+/// A finished final tile (pixels and nImage on the tile box).
+void writeTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::MaskedImage& pixels,
+                         const kernel::ImageU16& nImage);
+/// Returns true and fills the outputs when a valid tile checkpoint for exactly `box` exists.
+bool readTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::Box& box,
+                        kernel::MaskedImage& pixels, kernel::ImageU16& nImage);
+
+/// FNV-1a-64 of the lines, 16 hex digits.
+std::string hashStrings(const std::vector<std::string>& lines);
+/// "path|size|mtime_ns" of a file ("path|missing" when it cannot be stat'ed).
+std::string fileFingerprint(const std::string& path);
+
+}  // namespace safeclip::io

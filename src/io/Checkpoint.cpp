@@ -1,0 +1,563 @@
+#include "safeclip/io/Checkpoint.h"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "safeclip/Version.h"
+#include "safeclip/kernel/Error.h"
+
+namespace safeclip::io {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+/// RAII for an hid_t with its close function.
+class H5Handle {
+public:
+    H5Handle(hid_t id, herr_t (*close)(hid_t)) : m_id(id), m_close(close) {}
+    ~H5Handle() {
+        if (m_id >= 0) {
+            m_close(m_id);
+        }
+    }
+    H5Handle(const H5Handle&) = delete;
+    H5Handle& operator=(const H5Handle&) = delete;
+    [[nodiscard]] hid_t get() const { return m_id; }
+    [[nodiscard]] bool ok() const { return m_id >= 0; }
+
+private:
+    hid_t m_id;
+    herr_t (*m_close)(hid_t);
+};
+
+/// Throws OutputError for a failed HDF5 call while writing.
+void check(herr_t status, const std::string& path, const char* what) {
+    if (status < 0) {
+        throw OutputError(path + ": HDF5 error while writing the checkpoint (" + what + ")");
+    }
+}
+hid_t check(hid_t id, const std::string& path, const char* what, bool /*isId*/) {
+    if (id < 0) {
+        throw OutputError(path + ": HDF5 error while writing the checkpoint (" + what + ")");
+    }
+    return id;
+}
+
+void silenceHdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+void writeStringAttr(hid_t obj, const std::string& name, const std::string& value, const std::string& path) {
+    H5Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+    check(H5Tset_size(type.get(), value.empty() ? 1 : value.size()), path, "string type");
+    H5Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+    H5Handle attr(check(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), path,
+                        "attribute", true),
+                  H5Aclose);
+    const std::string v = value.empty() ? std::string(1, '\0') : value;
+    check(H5Awrite(attr.get(), type.get(), v.data()), path, "attribute write");
+}
+
+template <class T>
+void writeScalarAttr(hid_t obj, const std::string& name, hid_t memType, T value, const std::string& path) {
+    H5Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+    H5Handle attr(check(H5Acreate2(obj, name.c_str(), memType, space.get(), H5P_DEFAULT, H5P_DEFAULT), path,
+                        "attribute", true),
+                  H5Aclose);
+    check(H5Awrite(attr.get(), memType, &value), path, "attribute write");
+}
+
+std::optional<std::string> readStringAttr(hid_t obj, const std::string& name) {
+    if (H5Aexists(obj, name.c_str()) <= 0) {
+        return std::nullopt;
+    }
+    H5Handle attr(H5Aopen(obj, name.c_str(), H5P_DEFAULT), H5Aclose);
+    if (!attr.ok()) {
+        return std::nullopt;
+    }
+    H5Handle type(H5Aget_type(attr.get()), H5Tclose);
+    if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) > 0) {
+        return std::nullopt;
+    }
+    const std::size_t n = H5Tget_size(type.get());
+    std::string v(n, '\0');
+    H5Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(mem.get(), n);
+    if (H5Aread(attr.get(), mem.get(), v.data()) < 0) {
+        return std::nullopt;
+    }
+    while (!v.empty() && v.back() == '\0') {
+        v.pop_back();
+    }
+    return v;
+}
+
+template <class T>
+std::optional<T> readScalarAttr(hid_t obj, const std::string& name, hid_t memType) {
+    if (H5Aexists(obj, name.c_str()) <= 0) {
+        return std::nullopt;
+    }
+    H5Handle attr(H5Aopen(obj, name.c_str(), H5P_DEFAULT), H5Aclose);
+    T v{};
+    if (!attr.ok() || H5Aread(attr.get(), memType, &v) < 0) {
+        return std::nullopt;
+    }
+    return v;
+}
+
+/// 1-D dataset of n records of `type`, chunked and deflated when large.
+void writeDataset(hid_t file, const char* name, hid_t type, std::size_t n, const void* data, const std::string& path) {
+    const hsize_t dims[1] = {static_cast<hsize_t>(n)};
+    H5Handle space(H5Screate_simple(1, dims, nullptr), H5Sclose);
+    H5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    if (n >= 4096) {
+        const hsize_t chunk[1] = {4096};
+        check(H5Pset_chunk(dcpl.get(), 1, chunk), path, "chunking");
+        check(H5Pset_deflate(dcpl.get(), 4), path, "deflate");
+    }
+    H5Handle ds(check(H5Dcreate2(file, name, type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), path,
+                      name, true),
+                H5Dclose);
+    if (n > 0) {
+        check(H5Dwrite(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), path, name);
+    }
+}
+
+/// Reads a 1-D dataset of `type` into out (resized). False on any problem.
+template <class T>
+bool readDataset(hid_t file, const char* name, hid_t type, std::vector<T>& out) {
+    if (H5Lexists(file, name, H5P_DEFAULT) <= 0) {
+        return false;
+    }
+    H5Handle ds(H5Dopen2(file, name, H5P_DEFAULT), H5Dclose);
+    if (!ds.ok()) {
+        return false;
+    }
+    H5Handle space(H5Dget_space(ds.get()), H5Sclose);
+    hsize_t dims[1] = {0};
+    if (H5Sget_simple_extent_ndims(space.get()) != 1 || H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0) {
+        return false;
+    }
+    out.resize(static_cast<std::size_t>(dims[0]));
+    return dims[0] == 0 || H5Dread(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) >= 0;
+}
+
+void writeStrings(hid_t file, const char* name, const std::vector<std::string>& v, const std::string& path) {
+    H5Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+    check(H5Tset_size(type.get(), H5T_VARIABLE), path, "vlen string");
+    std::vector<const char*> ptrs;
+    for (const auto& s : v) {
+        ptrs.push_back(s.c_str());
+    }
+    writeDataset(file, name, type.get(), ptrs.size(), ptrs.data(), path);
+}
+
+bool readStrings(hid_t file, const char* name, std::vector<std::string>& out) {
+    H5Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(type.get(), H5T_VARIABLE);
+    std::vector<char*> ptrs;
+    if (!readDataset(file, name, type.get(), ptrs)) {
+        return false;
+    }
+    out.clear();
+    for (char* p : ptrs) {
+        out.emplace_back(p == nullptr ? "" : p);
+    }
+    if (!ptrs.empty()) {
+        const hsize_t dims[1] = {ptrs.size()};
+        H5Handle space(H5Screate_simple(1, dims, nullptr), H5Sclose);
+        H5Dvlen_reclaim(type.get(), space.get(), H5P_DEFAULT, ptrs.data());
+    }
+    return true;
+}
+
+struct WarpRecord {
+    std::int64_t visit;
+    float scale;
+    float weight;
+    std::uint8_t used;
+    std::int64_t nClipped;
+    std::int64_t nBig;
+};
+struct SpanRecord {
+    std::int32_t warp, y, x0, x1;
+};
+struct FootprintRecord {
+    std::int64_t id, x0, y0, x1, y1, area;
+};
+struct CandidateRecord {
+    std::int64_t footprint, visit, det, ign;
+    double fraction;
+    std::int64_t clipped;
+};
+
+hid_t warpType() {
+    hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(WarpRecord));
+    H5Tinsert(t, "visit", HOFFSET(WarpRecord, visit), H5T_NATIVE_INT64);
+    H5Tinsert(t, "scale", HOFFSET(WarpRecord, scale), H5T_NATIVE_FLOAT);
+    H5Tinsert(t, "weight", HOFFSET(WarpRecord, weight), H5T_NATIVE_FLOAT);
+    H5Tinsert(t, "used", HOFFSET(WarpRecord, used), H5T_NATIVE_UINT8);
+    H5Tinsert(t, "n_clipped", HOFFSET(WarpRecord, nClipped), H5T_NATIVE_INT64);
+    H5Tinsert(t, "n_big", HOFFSET(WarpRecord, nBig), H5T_NATIVE_INT64);
+    return t;
+}
+hid_t spanType() {
+    hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(SpanRecord));
+    H5Tinsert(t, "warp", HOFFSET(SpanRecord, warp), H5T_NATIVE_INT32);
+    H5Tinsert(t, "y", HOFFSET(SpanRecord, y), H5T_NATIVE_INT32);
+    H5Tinsert(t, "x0", HOFFSET(SpanRecord, x0), H5T_NATIVE_INT32);
+    H5Tinsert(t, "x1", HOFFSET(SpanRecord, x1), H5T_NATIVE_INT32);
+    return t;
+}
+hid_t footprintType() {
+    hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(FootprintRecord));
+    H5Tinsert(t, "id", HOFFSET(FootprintRecord, id), H5T_NATIVE_INT64);
+    H5Tinsert(t, "x0", HOFFSET(FootprintRecord, x0), H5T_NATIVE_INT64);
+    H5Tinsert(t, "y0", HOFFSET(FootprintRecord, y0), H5T_NATIVE_INT64);
+    H5Tinsert(t, "x1", HOFFSET(FootprintRecord, x1), H5T_NATIVE_INT64);
+    H5Tinsert(t, "y1", HOFFSET(FootprintRecord, y1), H5T_NATIVE_INT64);
+    H5Tinsert(t, "area", HOFFSET(FootprintRecord, area), H5T_NATIVE_INT64);
+    return t;
+}
+hid_t candidateType() {
+    hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(CandidateRecord));
+    H5Tinsert(t, "footprint_id", HOFFSET(CandidateRecord, footprint), H5T_NATIVE_INT64);
+    H5Tinsert(t, "visit", HOFFSET(CandidateRecord, visit), H5T_NATIVE_INT64);
+    H5Tinsert(t, "det", HOFFSET(CandidateRecord, det), H5T_NATIVE_INT64);
+    H5Tinsert(t, "ign", HOFFSET(CandidateRecord, ign), H5T_NATIVE_INT64);
+    H5Tinsert(t, "fraction", HOFFSET(CandidateRecord, fraction), H5T_NATIVE_DOUBLE);
+    H5Tinsert(t, "clipped", HOFFSET(CandidateRecord, clipped), H5T_NATIVE_INT64);
+    return t;
+}
+
+void fsyncPath(const std::string& path, bool directory) {
+    const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd >= 0) {
+        ::fsync(fd);
+        ::close(fd);
+    }
+}
+
+/// Create the temporary, let `body` fill it, stamp the key and `complete`, close, fsync, rename.
+template <class Body>
+void publish(const std::string& path, const CheckpointKey& key, const std::string& stage, Body&& body) {
+    silenceHdf5();
+    const fs::path target(path);
+    std::error_code ec;
+    if (target.has_parent_path()) {
+        fs::create_directories(target.parent_path(), ec);
+    }
+    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+    try {
+        {
+            H5Handle file(check(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path, "create",
+                                true),
+                          H5Fclose);
+            body(file.get(), tmp);
+            H5Handle root(H5Gopen2(file.get(), "/", H5P_DEFAULT), H5Gclose);
+            writeScalarAttr<int>(root.get(), "format_version", H5T_NATIVE_INT, kCheckpointFormatVersion, path);
+            writeStringAttr(root.get(), "safeclip_version", kVersion, path);
+            writeStringAttr(root.get(), "config_hash", key.configHash, path);
+            writeStringAttr(root.get(), "input_hash", key.inputHash, path);
+            writeStringAttr(root.get(), "stage", stage, path);
+            writeStrings(file.get(), "inputs", key.inputs, path);
+            writeScalarAttr<int>(root.get(), "complete", H5T_NATIVE_INT, 1, path);  // last
+            check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), path, "flush");
+        }
+        fsyncPath(tmp, false);
+        fs::rename(tmp, path, ec);
+        if (ec) {
+            throw OutputError(path + ": cannot publish the checkpoint: " + ec.message());
+        }
+        fsyncPath(target.has_parent_path() ? target.parent_path().string() : ".", true);
+    } catch (...) {
+        fs::remove(tmp, ec);
+        throw;
+    }
+}
+
+/// Open and check the common attributes. Fills `out` on failure.
+hid_t openChecked(const std::string& path, const CheckpointKey& key, CheckpointRead& out) {
+    silenceHdf5();
+    std::error_code ec;
+    if (!fs::exists(path, ec)) {
+        out.status = CheckpointStatus::Missing;
+        out.reason = path + ": no checkpoint";
+        return -1;
+    }
+    const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) {
+        out.status = CheckpointStatus::Invalid;
+        out.reason = path + ": not a readable HDF5 file (truncated or corrupt)";
+        return -1;
+    }
+    H5Handle root(H5Gopen2(file, "/", H5P_DEFAULT), H5Gclose);
+    const auto complete = readScalarAttr<int>(root.get(), "complete", H5T_NATIVE_INT);
+    const auto version = readScalarAttr<int>(root.get(), "format_version", H5T_NATIVE_INT);
+    const auto cfg = readStringAttr(root.get(), "config_hash");
+    const auto in = readStringAttr(root.get(), "input_hash");
+    auto fail = [&](CheckpointStatus st, const std::string& why) {
+        out.status = st;
+        out.reason = path + ": " + why;
+        H5Fclose(file);
+        return static_cast<hid_t>(-1);
+    };
+    if (!complete || *complete != 1) {
+        return fail(CheckpointStatus::Invalid, "incomplete checkpoint (no complete=1 attribute)");
+    }
+    if (!version || *version > kCheckpointFormatVersion || *version < 1) {
+        return fail(CheckpointStatus::Invalid, "unsupported checkpoint format_version " +
+                                                   (version ? std::to_string(*version) : std::string("(none)")));
+    }
+    if (!cfg || *cfg != key.configHash) {
+        return fail(CheckpointStatus::ConfigChanged, "made with a different configuration (config hash " +
+                                                         cfg.value_or("?") + ", now " + key.configHash + ")");
+    }
+    if (!in || *in != key.inputHash) {
+        std::vector<std::string> before;
+        readStrings(file, "inputs", before);
+        std::string what = "the input list changed";
+        for (std::size_t i = 0; i < std::max(before.size(), key.inputs.size()); ++i) {
+            const std::string a = i < before.size() ? before[i] : "(none)";
+            const std::string b = i < key.inputs.size() ? key.inputs[i] : "(none)";
+            if (a != b) {
+                what = "input changed: was '" + a + "', now '" + b + "'";
+                break;
+            }
+        }
+        return fail(CheckpointStatus::InputChanged, what);
+    }
+    return file;
+}
+
+}  // namespace
+
+std::string hashStrings(const std::vector<std::string>& lines) {
+    std::uint64_t h = 14695981039346656037ULL;
+    for (const auto& line : lines) {
+        for (const char c : line) {
+            h ^= static_cast<unsigned char>(c);
+            h *= 1099511628211ULL;
+        }
+        h ^= static_cast<unsigned char>('\n');
+        h *= 1099511628211ULL;
+    }
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+    return buf;
+}
+
+std::string fileFingerprint(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        return path + "|missing";
+    }
+    const long long ns = static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+    return path + "|" + std::to_string(static_cast<long long>(st.st_size)) + "|" + std::to_string(ns);
+}
+
+void writePatchCheckpoint(const std::string& path, const CheckpointKey& key, const PatchState& s) {
+    publish(path, key, s.stage, [&](hid_t file, const std::string& /*tmp*/) {
+        std::vector<WarpRecord> warps;
+        std::vector<std::string> status;
+        std::vector<SpanRecord> spans;
+        for (std::size_t i = 0; i < s.warps.size(); ++i) {
+            const WarpState& w = s.warps[i];
+            warps.push_back({w.visit, w.scale, w.weight, static_cast<std::uint8_t>(w.used ? 1 : 0), w.nClippedPixels,
+                             w.nBigFootprints});
+            status.push_back(w.status);
+            for (const kernel::Span& sp : w.clipped) {
+                spans.push_back({static_cast<std::int32_t>(i), sp.y, sp.x0, sp.x1});
+            }
+        }
+        H5Handle wt(warpType(), H5Tclose);
+        writeDataset(file, "warps", wt.get(), warps.size(), warps.data(), path);
+        writeStrings(file, "warp_status", status, path);
+        H5Handle st(spanType(), H5Tclose);
+        writeDataset(file, "clipped_spans", st.get(), spans.size(), spans.data(), path);
+        std::vector<FootprintRecord> fps;
+        for (std::size_t j = 0; j < s.fpId.size(); ++j) {
+            fps.push_back({s.fpId[j], s.fpX0[j], s.fpY0[j], s.fpX1[j], s.fpY1[j], s.fpArea[j]});
+        }
+        H5Handle ft(footprintType(), H5Tclose);
+        writeDataset(file, "footprints", ft.get(), fps.size(), fps.data(), path);
+        writeStrings(file, "fp_rule", s.fpRule, path);
+        writeStrings(file, "fp_reason", s.fpReason, path);
+        writeStrings(file, "fp_clipped", s.fpClipped, path);
+        std::vector<CandidateRecord> cds;
+        for (std::size_t k = 0; k < s.cdFootprint.size(); ++k) {
+            cds.push_back({s.cdFootprint[k], s.cdVisit[k], s.cdDet[k], s.cdIgn[k], s.cdFraction[k], s.cdClipped[k]});
+        }
+        H5Handle ct(candidateType(), H5Tclose);
+        writeDataset(file, "candidates", ct.get(), cds.size(), cds.data(), path);
+        H5Handle root(H5Gopen2(file, "/", H5P_DEFAULT), H5Gclose);
+        writeScalarAttr<std::int64_t>(root.get(), "n_footprints", H5T_NATIVE_INT64, s.nFootprints, path);
+        writeScalarAttr<std::int64_t>(root.get(), "n_clipped_footprints", H5T_NATIVE_INT64, s.nClippedFootprints, path);
+        writeScalarAttr<double>(root.get(), "psf_sigma", H5T_NATIVE_DOUBLE, s.psfSigma, path);
+        writeStringAttr(root.get(), "psf_source", s.psfSource, path);
+    });
+}
+
+CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey& key) {
+    CheckpointRead out;
+    const hid_t fileId = openChecked(path, key, out);
+    if (fileId < 0) {
+        return out;
+    }
+    H5Handle file(fileId, H5Fclose);
+    H5Handle root(H5Gopen2(file.get(), "/", H5P_DEFAULT), H5Gclose);
+    PatchState& s = out.state;
+    s.stage = readStringAttr(root.get(), "stage").value_or("");
+    std::vector<WarpRecord> warps;
+    std::vector<std::string> status;
+    std::vector<SpanRecord> spans;
+    std::vector<FootprintRecord> fps;
+    std::vector<CandidateRecord> cds;
+    H5Handle wt(warpType(), H5Tclose);
+    H5Handle st(spanType(), H5Tclose);
+    H5Handle ft(footprintType(), H5Tclose);
+    H5Handle ct(candidateType(), H5Tclose);
+    const bool ok = readDataset(file.get(), "warps", wt.get(), warps) && readStrings(file.get(), "warp_status", status) &&
+                    readDataset(file.get(), "clipped_spans", st.get(), spans) &&
+                    readDataset(file.get(), "footprints", ft.get(), fps) &&
+                    readStrings(file.get(), "fp_rule", s.fpRule) && readStrings(file.get(), "fp_reason", s.fpReason) &&
+                    readStrings(file.get(), "fp_clipped", s.fpClipped) &&
+                    readDataset(file.get(), "candidates", ct.get(), cds) && status.size() == warps.size() &&
+                    s.fpRule.size() == fps.size();
+    const auto nf = readScalarAttr<std::int64_t>(root.get(), "n_footprints", H5T_NATIVE_INT64);
+    const auto ncf = readScalarAttr<std::int64_t>(root.get(), "n_clipped_footprints", H5T_NATIVE_INT64);
+    const auto psf = readScalarAttr<double>(root.get(), "psf_sigma", H5T_NATIVE_DOUBLE);
+    if (!ok || !nf || !ncf || !psf) {
+        out.status = CheckpointStatus::Invalid;
+        out.reason = path + ": checkpoint is missing datasets or attributes";
+        return out;
+    }
+    s.nFootprints = *nf;
+    s.nClippedFootprints = *ncf;
+    s.psfSigma = *psf;
+    s.psfSource = readStringAttr(root.get(), "psf_source").value_or("");
+    for (std::size_t i = 0; i < warps.size(); ++i) {
+        WarpState w;
+        w.visit = warps[i].visit;
+        w.scale = warps[i].scale;
+        w.weight = warps[i].weight;
+        w.used = warps[i].used != 0;
+        w.status = status[i];
+        w.nClippedPixels = warps[i].nClipped;
+        w.nBigFootprints = warps[i].nBig;
+        s.warps.push_back(std::move(w));
+    }
+    for (const SpanRecord& r : spans) {
+        if (r.warp < 0 || static_cast<std::size_t>(r.warp) >= s.warps.size()) {
+            out.status = CheckpointStatus::Invalid;
+            out.reason = path + ": clipped span of an unknown warp";
+            return out;
+        }
+        s.warps[static_cast<std::size_t>(r.warp)].clipped.push_back({r.y, r.x0, r.x1});
+    }
+    for (const FootprintRecord& r : fps) {
+        s.fpId.push_back(r.id);
+        s.fpX0.push_back(r.x0);
+        s.fpY0.push_back(r.y0);
+        s.fpX1.push_back(r.x1);
+        s.fpY1.push_back(r.y1);
+        s.fpArea.push_back(r.area);
+    }
+    for (const CandidateRecord& r : cds) {
+        s.cdFootprint.push_back(r.footprint);
+        s.cdVisit.push_back(r.visit);
+        s.cdDet.push_back(r.det);
+        s.cdIgn.push_back(r.ign);
+        s.cdFraction.push_back(r.fraction);
+        s.cdClipped.push_back(r.clipped);
+    }
+    out.status = CheckpointStatus::Ok;
+    return out;
+}
+
+namespace {
+
+template <class T>
+void writePlane(hid_t file, const char* name, hid_t type, const kernel::Image<T>& img, const std::string& path) {
+    const kernel::Box& b = img.box();
+    const hsize_t dims[2] = {static_cast<hsize_t>(b.height), static_cast<hsize_t>(b.width)};
+    H5Handle space(H5Screate_simple(2, dims, nullptr), H5Sclose);
+    H5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    const hsize_t chunk[2] = {std::min<hsize_t>(dims[0], 256), std::min<hsize_t>(dims[1], 256)};
+    check(H5Pset_chunk(dcpl.get(), 2, chunk), path, "chunking");
+    check(H5Pset_shuffle(dcpl.get()), path, "shuffle");
+    check(H5Pset_deflate(dcpl.get(), 1), path, "deflate");
+    H5Handle ds(check(H5Dcreate2(file, name, type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), path, name,
+                      true),
+                H5Dclose);
+    check(H5Dwrite(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, img.data().data()), path, name);
+}
+
+template <class T>
+bool readPlane(hid_t file, const char* name, hid_t type, kernel::Image<T>& img) {
+    if (H5Lexists(file, name, H5P_DEFAULT) <= 0) {
+        return false;
+    }
+    H5Handle ds(H5Dopen2(file, name, H5P_DEFAULT), H5Dclose);
+    H5Handle space(H5Dget_space(ds.get()), H5Sclose);
+    hsize_t dims[2] = {0, 0};
+    if (H5Sget_simple_extent_ndims(space.get()) != 2 || H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0 ||
+        dims[0] != static_cast<hsize_t>(img.box().height) || dims[1] != static_cast<hsize_t>(img.box().width)) {
+        return false;
+    }
+    return H5Dread(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, img.data().data()) >= 0;
+}
+
+}  // namespace
+
+void writeTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::MaskedImage& pixels,
+                         const kernel::ImageU16& nImage) {
+    publish(path, key, "tile", [&](hid_t file, const std::string& /*tmp*/) {
+        writePlane(file, "image", H5T_NATIVE_FLOAT, pixels.image, path);
+        writePlane(file, "mask", H5T_NATIVE_INT32, pixels.mask, path);
+        writePlane(file, "variance", H5T_NATIVE_FLOAT, pixels.variance, path);
+        writePlane(file, "nimage", H5T_NATIVE_UINT16, nImage, path);
+        const kernel::Box& b = pixels.box();
+        const std::int64_t box[4] = {b.x0, b.y0, b.width, b.height};
+        const hsize_t dims[1] = {4};
+        H5Handle space(H5Screate_simple(1, dims, nullptr), H5Sclose);
+        H5Handle root(H5Gopen2(file, "/", H5P_DEFAULT), H5Gclose);
+        H5Handle attr(check(H5Acreate2(root.get(), "box", H5T_NATIVE_INT64, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                            path, "box", true),
+                      H5Aclose);
+        check(H5Awrite(attr.get(), H5T_NATIVE_INT64, box), path, "box");
+    });
+}
+
+bool readTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::Box& box,
+                        kernel::MaskedImage& pixels, kernel::ImageU16& nImage) {
+    CheckpointRead status;
+    const hid_t fileId = openChecked(path, key, status);
+    if (fileId < 0) {
+        return false;
+    }
+    H5Handle file(fileId, H5Fclose);
+    H5Handle root(H5Gopen2(file.get(), "/", H5P_DEFAULT), H5Gclose);
+    std::int64_t stored[4] = {0, 0, 0, 0};
+    if (H5Aexists(root.get(), "box") <= 0) {
+        return false;
+    }
+    H5Handle attr(H5Aopen(root.get(), "box", H5P_DEFAULT), H5Aclose);
+    if (H5Aread(attr.get(), H5T_NATIVE_INT64, stored) < 0 || stored[0] != box.x0 || stored[1] != box.y0 ||
+        stored[2] != box.width || stored[3] != box.height) {
+        return false;
+    }
+    pixels = kernel::MaskedImage(box);
+    nImage = kernel::ImageU16(box);
+    return readPlane(file.get(), "image", H5T_NATIVE_FLOAT, pixels.image) &&
+           readPlane(file.get(), "mask", H5T_NATIVE_INT32, pixels.mask) &&
+           readPlane(file.get(), "variance", H5T_NATIVE_FLOAT, pixels.variance) &&
+           readPlane(file.get(), "nimage", H5T_NATIVE_UINT16, nImage);
+}
+
+}  // namespace safeclip::io
