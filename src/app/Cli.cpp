@@ -201,7 +201,7 @@ int runCli(int argc, char** argv) {
     std::vector<std::string> coaddWarps;
     coadd->add_option("-o,--output", coaddOut, "output coadd FITS (written atomically)")->required();
     coadd->add_option("--config", coaddConfig, "TOML config file (see `safeclip config`)");
-    coadd->add_option("--set", coaddSets, "override a config key: key=value (repeatable)");
+    coadd->add_option("--set", coaddSets, "override a config key: key=value (repeatable)")->allow_extra_args(false);
     coadd->add_option("warps", coaddWarps, "input warp FITS files (afw Exposure layout)")->required();
     coadd->footer("Set coadd.mode=mean for a plain weighted mean without clipping.");
 
@@ -212,7 +212,7 @@ int runCli(int argc, char** argv) {
     std::vector<std::string> runSets;
     RunOptions runOpts;
     run->add_option("config", runConfig, "TOML config file with input.manifest and output.dir")->required();
-    run->add_option("--set", runSets, "override a config key: key=value (repeatable)");
+    run->add_option("--set", runSets, "override a config key: key=value (repeatable)")->allow_extra_args(false);
     run->add_flag("--resume", runOpts.resume,
                   "skip patches whose output exists and was made with the same configuration");
 
@@ -261,7 +261,7 @@ int runCli(int argc, char** argv) {
     std::vector<std::string> valSets;
     std::vector<std::string> valArgs;
     val->add_option("--config", valConfig, "TOML config file (validated too)");
-    val->add_option("--set", valSets, "override a config key: key=value (repeatable)");
+    val->add_option("--set", valSets, "override a config key: key=value (repeatable)")->allow_extra_args(false);
     val->add_option("inputs", valArgs,
                     "warp FITS files of one patch, or one CONFIG.toml: every warp of its input.manifest")
         ->required();
@@ -274,7 +274,7 @@ int runCli(int argc, char** argv) {
     int planRanks = 1;
     planCmd->add_option("config", planConfig, "TOML config file with input.manifest")->required();
     planCmd->add_option("-n,--ranks", planRanks, "number of MPI ranks")->check(CLI::Range(1, 1000000));
-    planCmd->add_option("--set", planSets, "override a config key: key=value (repeatable)");
+    planCmd->add_option("--set", planSets, "override a config key: key=value (repeatable)")->allow_extra_args(false);
 
     // config
     auto* cfgCmd =

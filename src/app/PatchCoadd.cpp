@@ -190,6 +190,23 @@ std::string joinVisits(const std::vector<Warp*>& warps) {
     return out;
 }
 
+/// Copy of `box` out of a larger image.
+template <typename T>
+kernel::Image<T> cutout(const kernel::Image<T>& src, const Box& box) {
+    kernel::Image<T> out(box);
+    for (int y = box.y0; y < box.y1(); ++y) {
+        std::copy_n(&src(box.x0, y), box.width, out.row(y));
+    }
+    return out;
+}
+MaskedImage cutout(const MaskedImage& src, const Box& box) {
+    MaskedImage out;
+    out.image = cutout(src.image, box);
+    out.mask = cutout(src.mask, box);
+    out.variance = cutout(src.variance, box);
+    return out;
+}
+
 /// Apply the zero-point scale in place (MaskedImage *= s: image *= s, variance *= s*s in float32).
 void scaleInPlace(MaskedImage& mi, float s) {
     const float s2 = s * s;
@@ -249,14 +266,17 @@ public:
         } else {
             stage("setup", [&] { planTiles(); });
         }
+        // The root stacks its own tiles straight into the patch; the other ranks keep theirs for the gather.
         std::vector<parallel::Tile> mine;
-        stage("final", [&] { mine = finalStack(); });
         MaskedImage coadd;
         kernel::ImageU16 nImage;
-        if (isRoot()) {
-            coadd = MaskedImage(m_box);
-            nImage = kernel::ImageU16(m_box, 0);
-        }
+        stage("final", [&] {
+            if (isRoot()) {
+                coadd = MaskedImage(m_box);
+                nImage = kernel::ImageU16(m_box, 0);
+            }
+            mine = finalStack(isRoot() ? &coadd : nullptr, isRoot() ? &nImage : nullptr);
+        });
         parallel::gatherTiles(m_group, 0, mine, coadd, nImage);
         mine.clear();
         stage("write", [&] {
@@ -529,15 +549,10 @@ private:
     }
 
     /// Rows per chunk of `box` so that all used warps' chunk buffers (12 B/px each) and two
-    /// trial-stack outputs (24 B/px) fit beside the fixed arrays: the tile's difference image with
-    /// its halo (8 B/px), the tile's result (14 B/px) and, on the group root, the whole patch
-    /// (14 B/px) that it gathers and writes.
-    int chunkRows(const Box& box, int nWarps) const {
-        const Box halo = m_tiles.empty() ? m_box : m_tiles.front().grown(m_halo).intersect(m_box);
-        std::int64_t fixed = halo.area() * 8 + (m_tiles.empty() ? 0 : m_tiles.front().area()) * 14;
-        if (isRoot()) {
-            fixed += m_box.area() * 14;
-        }
+    /// trial-stack outputs (24 B/px) fit beside the stage's fixed arrays: in the trial stage the
+    /// difference image of the tile plus halo and its smoothed copy (16 B/px), in the final stage
+    /// the gathered patch (14 B/px, the root) or this rank's finished tiles.
+    int chunkRows(const Box& box, int nWarps, std::int64_t fixed) const {
         const std::int64_t avail = m_budget - fixed;
         if (avail <= 0) {
             throw ConfigError("memory.max_per_rank = " + geom::formatByteSize(m_budget) +
@@ -569,8 +584,16 @@ private:
         std::vector<float> var;
         std::vector<MaskPixel> mask;
         std::vector<float> sample;
-        const int rows = std::max(1, static_cast<int>(std::min<std::int64_t>(
-                                         m_box.height, (m_budget / 4) / std::max(1, m_box.width * 8))));
+        sample.reserve(static_cast<std::size_t>(m_box.area()));  // no doubling beyond the budget
+        // The sample (4 B/px of the patch) plus row chunks of VARIANCE and MASK (8 B/px).
+        const std::int64_t sampleBytes = m_box.area() * 4;
+        if (m_budget - sampleBytes < static_cast<std::int64_t>(m_box.width) * 8) {
+            throw ConfigError("memory.max_per_rank = " + geom::formatByteSize(m_budget) +
+                              " cannot hold one warp's variance sample for the weights (" +
+                              geom::formatByteSize(sampleBytes) + " for " + m_box.str() + ")");
+        }
+        const int rows = static_cast<int>(std::clamp<std::int64_t>(
+            (m_budget - sampleBytes) / (static_cast<std::int64_t>(m_box.width) * 8), 1, m_box.height));
         for (std::size_t i = 0; i < m_warps.size(); ++i) {
             Warp& w = m_warps[i];
             if (!w.used || static_cast<int>(i % static_cast<std::size_t>(n)) != me) {
@@ -647,7 +670,7 @@ private:
         kernel::ImageF dImage(hb);
         kernel::ImageF dVar(hb);
         std::vector<MaskedImage> bufs(n);
-        const int rows = chunkRows(hb, static_cast<int>(n));
+        const int rows = chunkRows(hb, static_cast<int>(n), hb.area() * 16);
         for (const Box& chunk : geom::rowChunks(hb, rows)) {
             std::vector<const MaskedImage*> ptrs;
             const int ty0 = std::max(chunk.y0, tile.y0);
@@ -1088,7 +1111,9 @@ private:
     }
 
     // ---- stage 2: final stack (§7.2) -----------------------------------------------------------
-    std::vector<parallel::Tile> finalStack() {
+    /// Final stack of this rank's tiles: into `direct`/`directN` (the root's patch) when given,
+    /// else into tiles returned for the gather.
+    std::vector<parallel::Tile> finalStack(MaskedImage* direct, kernel::ImageU16* directN) {
         const auto t0 = Clock::now();
         auto warps = usedWarps();
         if (warps.empty()) {
@@ -1106,18 +1131,36 @@ private:
         auto lastLog = Clock::now();
         int rows = 0;
         const io::CheckpointKey key = checkpointing() ? checkpointKey() : io::CheckpointKey{};
+        std::int64_t finalFixed = 0;
+        for (std::size_t t : tiles) {
+            finalFixed += m_tiles[t].area() * 14;
+        }
+        if (direct != nullptr) {
+            finalFixed = m_box.area() * 14;
+        }
         for (std::size_t t : tiles) {
             throwIfStopRequested("during the final stack");
             const Box& tile = m_tiles[t];
-            parallel::Tile result{MaskedImage(tile), kernel::ImageU16(tile, 0)};
+            parallel::Tile reloaded;
             if (checkpointing() && m_ckpt.resume &&
-                io::readTileCheckpoint(tilePath(tile), key, tile, result.pixels, result.nImage)) {
+                io::readTileCheckpoint(tilePath(tile), key, tile, reloaded.pixels, reloaded.nImage)) {
                 log().debug("patch {}: tile {} reloaded from its checkpoint", m_name, tile.str());
-                out.push_back(std::move(result));
+                if (direct != nullptr) {
+                    parallel::gatherTiles(static_cast<const parallel::Comm*>(nullptr), 0, {reloaded}, *direct,
+                                          *directN);
+                } else {
+                    out.push_back(std::move(reloaded));
+                }
                 ++done;
                 continue;
             }
-            rows = chunkRows(tile, static_cast<int>(warps.size()));
+            parallel::Tile result;
+            if (direct == nullptr) {
+                result = parallel::Tile{MaskedImage(tile), kernel::ImageU16(tile, 0)};
+            }
+            MaskedImage& target = direct != nullptr ? *direct : result.pixels;
+            kernel::ImageU16& targetN = direct != nullptr ? *directN : result.nImage;
+            rows = chunkRows(tile, static_cast<int>(warps.size()), finalFixed);
             for (const Box& chunk : geom::rowChunks(tile, rows)) {
                 std::vector<const MaskedImage*> ptrs;
                 for (std::size_t i = 0; i < warps.size(); ++i) {
@@ -1129,7 +1172,7 @@ private:
                     scaleInPlace(b, warps[i]->scale);
                     for (int y = chunk.y0; y < chunk.y1(); ++y) {
                         const MaskPixel* m = b.mask.row(y);
-                        std::uint16_t* n = result.nImage.row(y);
+                        std::uint16_t* n = targetN.row(y) + (chunk.x0 - targetN.box().x0);
                         for (int k = 0; k < chunk.width; ++k) {
                             n[k] = static_cast<std::uint16_t>(n[k] + ((m[k] & andMask) == 0 ? 1 : 0));
                         }
@@ -1141,12 +1184,18 @@ private:
                     }
                     ptrs.push_back(&b);
                 }
-                kernel::stackRegion(ptrs, weights, m_finalCtrl, chunk, result.pixels);
+                kernel::stackRegion(ptrs, weights, m_finalCtrl, chunk, target);
             }
             if (checkpointing()) {
-                io::writeTileCheckpoint(tilePath(tile), key, result.pixels, result.nImage);
+                if (direct != nullptr) {
+                    io::writeTileCheckpoint(tilePath(tile), key, cutout(*direct, tile), cutout(*directN, tile));
+                } else {
+                    io::writeTileCheckpoint(tilePath(tile), key, result.pixels, result.nImage);
+                }
             }
-            out.push_back(std::move(result));
+            if (direct == nullptr) {
+                out.push_back(std::move(result));
+            }
             ++done;
             if (isRoot() && secondsSince(lastLog) > 10.0) {
                 lastLog = Clock::now();

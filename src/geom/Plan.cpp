@@ -146,10 +146,11 @@ TilePlan planTiles(const Box& patch, int groupSize, int tileSize, int halo, int 
     TilePlan plan;
     plan.halo = halo;
     int t = tileSize;
+    // Peak of the trial stage (difference image and its smoothed copy, 16 B/px of the tile plus
+    // halo) or of the final stage (the gathered patch, 14 B/px), plus 8 rows of chunk buffers.
     auto cost = [&](int side) {
         const std::int64_t h = side + 2 * static_cast<std::int64_t>(halo);
-        return h * h * 8 + static_cast<std::int64_t>(side) * side * 14 + patch.area() * 14 +
-               8 * h * (12 * static_cast<std::int64_t>(nWarps) + 24);
+        return std::max(h * h * 16, patch.area() * 14) + 8 * h * (12 * static_cast<std::int64_t>(nWarps) + 24);
     };
     if (t <= 0) {
         if (groupSize <= 1) {
@@ -170,7 +171,7 @@ TilePlan planTiles(const Box& patch, int groupSize, int tileSize, int halo, int 
     }
     plan.owner = assignToRanks(costs, std::max(1, groupSize));
     const Box first = plan.tiles.empty() ? patch : plan.tiles.front();
-    plan.fixedBytes = first.grown(halo).intersect(patch).area() * 8 + first.area() * 14 + patch.area() * 14;
+    plan.fixedBytes = std::max(first.grown(halo).intersect(patch).area() * 16, patch.area() * 14);
     return plan;
 }
 

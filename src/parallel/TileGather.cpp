@@ -1,30 +1,14 @@
 #include "safeclip/parallel/TileGather.h"
 
-#include <boost/mpi/collectives.hpp>
-#include <boost/serialization/vector.hpp>
+#include <mpi.h>
 #include <cstring>
 
 #include "safeclip/kernel/Error.h"
-#include "safeclip/parallel/Serialization.h"
 
 
 namespace safeclip::parallel {
 
 namespace {
-
-/// Wire form of a tile: box plus the raw planes.
-struct TileMessage {
-    kernel::Box box;
-    std::vector<float> image;
-    std::vector<kernel::MaskPixel> mask;
-    std::vector<float> variance;
-    std::vector<std::uint16_t> nImage;
-
-    template <class Archive>
-    void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar& box& image& mask& variance& nImage;
-    }
-};
 
 template <typename T>
 void copyInto(const kernel::Box& box, const std::vector<T>& src, kernel::Image<T>& dst) {
@@ -40,34 +24,78 @@ void copyInto(const kernel::Box& box, const std::vector<T>& src, kernel::Image<T
 
 }  // namespace
 
+namespace {
+
+template <typename T>
+MPI_Datatype mpiType();
+template <>
+MPI_Datatype mpiType<float>() {
+    return MPI_FLOAT;
+}
+template <>
+MPI_Datatype mpiType<kernel::MaskPixel>() {
+    return MPI_INT32_T;
+}
+template <>
+MPI_Datatype mpiType<std::uint16_t>() {
+    return MPI_UINT16_T;
+}
+
+/// Receive one plane of `box` from `src` into `dst` through a tile-sized buffer.
+template <typename T>
+void recvPlane(MPI_Comm comm, int src, const kernel::Box& box, kernel::Image<T>& dst, std::vector<T>& buf) {
+    buf.resize(static_cast<std::size_t>(box.area()));
+    MPI_Recv(buf.data(), static_cast<int>(buf.size()), mpiType<T>(), src, 2, comm, MPI_STATUS_IGNORE);
+    copyInto(box, buf, dst);
+}
+
+template <typename T>
+void sendPlane(MPI_Comm comm, int root, const kernel::Image<T>& img) {
+    MPI_Send(img.data().data(), static_cast<int>(img.data().size()), mpiType<T>(), root, 2, comm);
+}
+
+}  // namespace
+
 void gatherTiles(const Comm& comm, int root, const std::vector<Tile>& local, kernel::MaskedImage& patch,
                  kernel::ImageU16& nImage) {
-    std::vector<TileMessage> mine;
-    mine.reserve(local.size());
-    for (const Tile& t : local) {
-        TileMessage m;
-        m.box = t.pixels.box();
-        m.image = t.pixels.image.data();
-        m.mask = t.pixels.mask.data();
-        m.variance = t.pixels.variance.data();
-        m.nImage = t.nImage.data();
-        mine.push_back(std::move(m));
-    }
-    std::vector<std::vector<TileMessage>> all;
-    boost::mpi::gather(comm.raw(), mine, all, root);
+    // Point to point, one plane at a time: the root never holds more than one received tile plane
+    // beside the patch (no serialized copies of whole tiles).
+    MPI_Comm raw = comm.raw();
     if (comm.rank() != root) {
+        int n = static_cast<int>(local.size());
+        MPI_Send(&n, 1, MPI_INT, root, 1, raw);
+        for (const Tile& t : local) {
+            const kernel::Box& b = t.pixels.box();
+            const int box[4] = {b.x0, b.y0, b.width, b.height};
+            MPI_Send(box, 4, MPI_INT, root, 1, raw);
+            sendPlane(raw, root, t.pixels.image);
+            sendPlane(raw, root, t.pixels.mask);
+            sendPlane(raw, root, t.pixels.variance);
+            sendPlane(raw, root, t.nImage);
+        }
         return;
     }
-    for (const auto& fromRank : all) {
-        for (const TileMessage& m : fromRank) {
-            if (!patch.box().contains(m.box)) {
-                throw InvalidParameter("gatherTiles: tile " + m.box.str() + " outside patch " +
-                                       patch.box().str());
+    gatherTiles(static_cast<const Comm*>(nullptr), root, local, patch, nImage);
+    std::vector<float> fbuf;
+    std::vector<kernel::MaskPixel> mbuf;
+    std::vector<std::uint16_t> nbuf;
+    for (int r = 0; r < comm.size(); ++r) {
+        if (r == root) {
+            continue;
+        }
+        int n = 0;
+        MPI_Recv(&n, 1, MPI_INT, r, 1, raw, MPI_STATUS_IGNORE);
+        for (int k = 0; k < n; ++k) {
+            int box[4] = {0, 0, 0, 0};
+            MPI_Recv(box, 4, MPI_INT, r, 1, raw, MPI_STATUS_IGNORE);
+            const kernel::Box b{box[0], box[1], box[2], box[3]};
+            if (!patch.box().contains(b)) {
+                throw InvalidParameter("gatherTiles: tile " + b.str() + " outside patch " + patch.box().str());
             }
-            copyInto(m.box, m.image, patch.image);
-            copyInto(m.box, m.mask, patch.mask);
-            copyInto(m.box, m.variance, patch.variance);
-            copyInto(m.box, m.nImage, nImage);
+            recvPlane(raw, r, b, patch.image, fbuf);
+            recvPlane(raw, r, b, patch.mask, mbuf);
+            recvPlane(raw, r, b, patch.variance, fbuf);
+            recvPlane(raw, r, b, nImage, nbuf);
         }
     }
 }

@@ -21,21 +21,21 @@ for n in 2 3 4; do
   compare "mpirun -n $n" "np$n"
 done
 "$SAFECLIP" run base.toml --set output.dir=\"rows16\" --set tile.size=16 --log-level warn || fail "tile.size=16 failed"
-compare "tile.size=16 (16-row chunks)" rows16
-# 400 KiB: the gathered patch (280 KiB), then tiles and row chunks derived from what is left.
-"$SAFECLIP" run base.toml --set output.dir=\"budget\" --set memory.max_per_rank=\"400KiB\" --log-level debug \
-  2>budget.log || fail "400KiB budget failed: $(grep error budget.log)"
-grep -q "tiles of [0-9][0-9] px" budget.log && pass "400KiB budget: $(grep -o -m1 'in [0-9]* tiles of [0-9]* px' budget.log), $(grep -o -m1 '([0-9]* rows per chunk)' budget.log)" \
-  || fail "400KiB budget did not give small tiles: $(grep -m1 'tiles of' budget.log)"
-compare "memory.max_per_rank=400KiB" budget
+compare "tile.size=16 (16-px tiles, smaller than the halo)" rows16
+# 340 KiB: the gathered patch (280 KiB), then tiles and row chunks derived from what is left.
+"$SAFECLIP" run base.toml --set output.dir=\"budget\" --set memory.max_per_rank=\"340KiB\" --log-level debug \
+  2>budget.log || fail "340KiB budget failed: $(grep error budget.log)"
+grep -qE "in ([2-9]|[1-9][0-9]+) tiles of" budget.log && pass "340KiB budget: $(grep -o -m1 'in [0-9]* tiles of [0-9]* px' budget.log), $(grep -o -m1 '([0-9]* rows per chunk)' budget.log)" \
+  || fail "340KiB budget did not give small tiles: $(grep -m1 'tiles of' budget.log)"
+compare "memory.max_per_rank=340KiB" budget
 "$SAFECLIP" run base.toml --set output.dir=\"tiles24\" --set tile.size=24 --log-level warn || fail "tile.size=24 failed"
 compare "tile.size=24 (smaller than the trail footprints; 4-tile corners everywhere)" tiles24
 mpirun -n 3 "$SAFECLIP" run base.toml --set output.dir=\"np3tiles\" --set tile.size=40 --log-level warn \
   || fail "np3 tile.size=40 failed"
 compare "mpirun -n 3, tile.size=40" np3tiles
 mpirun -n 2 "$SAFECLIP" run base.toml --set output.dir=\"np2small\" --set tile.size=16 \
-  --set memory.max_per_rank=\"400KiB\" --log-level warn || fail "np2 small chunks failed"
-compare "mpirun -n 2, 16-row chunks, 400KiB" np2small
+  --set memory.max_per_rank=\"340KiB\" --log-level warn || fail "np2 small chunks failed"
+compare "mpirun -n 2, 16-row chunks, 340KiB" np2small
 # A budget too small for even one row is refused before any work, naming the key.
 if out=$("$SAFECLIP" run base.toml --set output.dir=\"tiny\" --set memory.max_per_rank=\"1KiB\" 2>&1); then
   fail "1KiB budget was accepted"
