@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <tuple>
 
 #include "safeclip/Version.h"
 #include "safeclip/app/Config.h"
@@ -15,6 +16,7 @@
 #include "safeclip/app/PatchCoadd.h"
 #include "safeclip/app/Qa.h"
 #include "safeclip/app/Runner.h"
+#include "safeclip/app/Signals.h"
 #include "safeclip/app/Simulator.h"
 #include "safeclip/app/Validate.h"
 #include "safeclip/io/Manifest.h"
@@ -213,8 +215,13 @@ int runCli(int argc, char** argv) {
     RunOptions runOpts;
     run->add_option("config", runConfig, "TOML config file with input.manifest and output.dir")->required();
     run->add_option("--set", runSets, "override a config key: key=value (repeatable)")->allow_extra_args(false);
+    std::string runShard;
+    run->add_option("--shard", runShard, "K/N: only patches whose manifest index i has i % N == K (0-based)");
+    run->add_flag("--restart", runOpts.restart,
+                  "discard outputs and checkpoints made with another configuration or input list");
     run->add_flag("--resume", runOpts.resume,
-                  "skip patches whose output exists and was made with the same configuration");
+                  "skip finished patches (output made with the same configuration) and reload the checkpoints of "
+                  "unfinished ones");
 
     // simulate
     auto* sim =
@@ -296,6 +303,10 @@ int runCli(int argc, char** argv) {
             return cmdCoadd(coaddOut, coaddConfig, coaddSets, logLevel, coaddWarps);
         }
         if (*run) {
+            if (!runShard.empty()) {
+                std::tie(runOpts.shardIndex, runOpts.shardCount) = parseShard(runShard);
+            }
+            installStopSignals();
             return cmdRun(runConfig, runSets, logLevel, runOpts);
         }
         if (*val) {

@@ -16,6 +16,7 @@
 
 #include "safeclip/app/Logging.h"
 #include "safeclip/app/PatchCoadd.h"
+#include "safeclip/app/Signals.h"
 #include "safeclip/geom/Plan.h"
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/Manifest.h"
@@ -106,6 +107,34 @@ void writeReport(const std::string& outDir, const std::vector<PatchOutcome>& out
         fs::remove(tmp, ec);
         throw OutputError(path + ": cannot write the run report: " + ec.message());
     }
+}
+
+/// Temporaries left by a killed writer of this patch (this patch belongs to exactly one group of one
+/// job, so no live writer can own them): "<out>.tmp.*", "<ckdir>/<patch>.reduced.h5.tmp.*" and
+/// "<ckdir>/<patch>.tiles/*.tmp.*".
+void removeStaleTemporaries(const std::string& out, const std::string& ckdir, const std::string& patch) {
+    std::error_code ec;
+    auto sweep = [&](const fs::path& dir, const std::string& prefix) {
+        if (!fs::is_directory(dir, ec)) {
+            return;
+        }
+        for (const auto& e : fs::directory_iterator(dir, ec)) {
+            const std::string name = e.path().filename().string();
+            if (name.rfind(prefix, 0) == 0 && name.find(".tmp.") != std::string::npos) {
+                log().warn("removing a temporary left by an interrupted writer: {}", e.path().string());
+                fs::remove(e.path(), ec);
+            }
+        }
+    };
+    const fs::path o(out);
+    sweep(o.parent_path().empty() ? fs::path(".") : o.parent_path(), o.filename().string());
+    sweep(fs::path(ckdir), patch + ".reduced.h5");
+    sweep(fs::path(ckdir) / (patch + ".tiles"), "tile_");
+}
+
+bool outputExists(const std::string& path) {
+    std::error_code ec;
+    return fs::exists(path, ec);
 }
 
 /// An existing output is reusable when it opens as FITS and carries the same config hash.
@@ -206,6 +235,18 @@ std::string describePlan(const Config& cfg, int nRanks) {
     return os.str();
 }
 
+std::pair<int, int> parseShard(const std::string& text) {
+    int k = -1;
+    int n = 0;
+    char slash = 0;
+    char extra = 0;
+    if (std::sscanf(text.c_str(), "%d%c%d%c", &k, &slash, &n, &extra) != 3 || slash != '/' || n < 1 || k < 0 ||
+        k >= n) {
+        throw ConfigError("--shard: '" + text + "' must be K/N with 0 <= K < N (e.g. 0/4)");
+    }
+    return {k, n};
+}
+
 int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm& comm) {
     const auto t0 = std::chrono::steady_clock::now();
     int code = 0;
@@ -234,6 +275,25 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     if (!comm.agree(code == 0)) {
         return static_cast<int>(comm.max(code));
     }
+
+    if (opts.shardCount > 1) {
+        std::vector<io::ManifestPatch> kept;
+        for (std::size_t i = 0; i < manifest.patches.size(); ++i) {
+            if (static_cast<int>(i % static_cast<std::size_t>(opts.shardCount)) == opts.shardIndex) {
+                kept.push_back(manifest.patches[i]);
+            }
+        }
+        if (comm.rank() == 0) {
+            log().info("run: shard {}/{}: {} of {} patches", opts.shardIndex, opts.shardCount, kept.size(),
+                       manifest.patches.size());
+        }
+        manifest.patches = std::move(kept);
+    }
+    std::string checkpointDir = cfg.path("checkpoint.dir");
+    if (checkpointDir.empty()) {
+        checkpointDir = (fs::path(outDir) / "checkpoints").string();
+    }
+    CheckpointOptions ckpt{checkpointDir, opts.resume, opts.restart};
 
     std::vector<double> costs;
     for (const auto& p : manifest.patches) {
@@ -277,8 +337,26 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         o.output = out;
         o.rank = comm.rank();
         o.nWarps = static_cast<int>(patch.warps.size());
-        int current = group.rank() == 0 && opts.resume && outputIsCurrent(out, cfgHash) ? 1 : 0;
+        // 1: finished with this configuration; 2: finished with another one (refused without --restart).
+        int current = 0;
+        if (group.rank() == 0 && opts.resume) {
+            current = outputIsCurrent(out, cfgHash) ? 1 : (outputExists(out) && !opts.restart ? 2 : 0);
+        }
         parallel::broadcastFromRoot(&group, current);
+        if (current == 2) {
+            const std::string why = out + ": exists but was made with a different configuration (SCCFGHSH differs); "
+                                          "rerun with --restart to redo it";
+            if (group.rank() == 0) {
+                log().error("patch {}: {}", patch.name, why);
+                PatchOutcome f = o;
+                f.status = "failed";
+                f.error = why;
+                outcomes.push_back(f);
+                ++failed;
+            }
+            code = std::max(code, static_cast<int>(ExitCode::Config));
+            continue;
+        }
         if (current == 1) {
             log().debug("patch {}: {} exists with the same config; skipped (--resume)", patch.name, out);
             o.status = "skipped";
@@ -293,7 +371,16 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             warps.push_back(WarpInput{w.visit, w.path});
         }
         try {
-            const PatchResult r = coaddPatch(patch.name, patch.box, warps, cfg, out, &group);
+            int stop = stopRequested() ? 1 : 0;
+            stop = group.agree(stop == 0) ? 0 : 1;
+            if (stop == 1) {
+                throwIfStopRequested("before the next patch");
+                throw Error("stopped by a signal on another rank; rerun with --resume", ExitCode::Resume);
+            }
+            if (group.rank() == 0) {
+                removeStaleTemporaries(out, ckpt.dir, patch.name);
+            }
+            const PatchResult r = coaddPatch(patch.name, patch.box, warps, cfg, out, &group, ckpt);
             done += group.rank() == 0 ? 1 : 0;
             o.status = "done";
             o.nUsed = r.nUsed;

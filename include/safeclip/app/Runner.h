@@ -13,8 +13,14 @@
 namespace safeclip::app {
 
 struct RunOptions {
-    bool resume = false;  ///< skip patches whose output exists, opens, and has the same config hash
+    bool resume = false;   ///< skip finished patches, reload checkpoints of unfinished ones
+    bool restart = false;  ///< discard outputs and checkpoints made with another config or input list
+    int shardIndex = 0;    ///< --shard K/N: only patches with manifest index i % N == K
+    int shardCount = 1;
 };
+
+/// Parse "K/N" (0 <= K < N). @throws ConfigError
+std::pair<int, int> parseShard(const std::string& text);
 
 /// `safeclip plan`: the work plan of a run on nRanks ranks (groups, patches, tiles per rank,
 /// estimated memory per rank, expected reads), computed without MPI exactly as `run` computes it.
