@@ -13,6 +13,7 @@
 #include "safeclip/Version.h"
 #include "safeclip/app/Logging.h"
 #include "safeclip/geom/Plan.h"
+#include "safeclip/app/Qa.h"
 #include "safeclip/app/Signals.h"
 #include "safeclip/io/Checkpoint.h"
 #include "safeclip/io/ExposureWriter.h"
@@ -54,7 +55,7 @@ using kernel::SpanSet;
 /// tiles, logging, paths, bad-warp policy) are left out so that the coadd's bytes do not depend
 /// on them (determinism across budgets, tile sizes and rank counts).
 std::vector<std::string> scienceConfig(const Config& cfg) {
-    static const char* const kExecution[] = {"input.manifest", "output.", "checkpoint.",
+    static const char* const kExecution[] = {"input.manifest", "output.", "checkpoint.", "qa.",
                                              "tile.",          "memory.", "log."};
     std::vector<std::string> lines;
     for (const KeyDef& k : configSchema()) {
@@ -307,6 +308,12 @@ public:
             }
             write(outPath, coadd, nImage, safeclip);
             removeCheckpoints();
+            if (m_cfg.getBool("qa.enabled")) {
+                const std::filesystem::path out(outPath);
+                const std::string png = (out.parent_path() / (out.stem().string() + ".qa.png")).string();
+                writeQaPng(outPath, png);
+                log().info("patch {}: QA picture {}", m_name, png);
+            }
         });
         result.nTiles = static_cast<int>(m_tiles.size());
         result.tileSize = m_tileSize;
@@ -616,8 +623,10 @@ private:
                                                               static_cast<int>(m_cfg.getInt("stack.clip_iter")));
             const double weight = 1.0 / meanVar;
             std::string status = "used";
-            if (!std::isfinite(weight)) {
-                status = "skipped: non-finite weight (clipped mean variance " + std::to_string(meanVar) + ")";
+            if (!std::isfinite(weight) || !(weight > 0)) {
+                // Zero, negative or NaN variance everywhere: no usable weight (a negative weight
+                // would be wrong science, not merely a bad number).
+                status = "skipped: no positive finite weight (clipped mean variance " + std::to_string(meanVar) + ")";
             }
             mine.push_back({static_cast<std::int64_t>(i), {static_cast<float>(weight), status}});
         }
@@ -631,6 +640,10 @@ private:
                 Warp& w = m_warps[static_cast<std::size_t>(i)];
                 w.weight = ws.first;
                 if (ws.second != "used") {
+                    if (!m_skipBad) {  // every rank sees the same gathered statuses and throws alike
+                        throw InputError(w.input.path + ": " + ws.second.substr(std::string("skipped: ").size()) +
+                                         " (input.on_bad_warp = fail)");
+                    }
                     w.used = false;
                     w.status = ws.second;
                     if (isRoot()) {
@@ -774,6 +787,9 @@ private:
             }
             for (std::size_t i = 0; i < warps.size(); ++i) {
                 if (anyFinite[i] == 0) {
+                    if (!m_skipBad) {  // the same on every rank (all-gathered flags)
+                        throw InputError(warps[i]->input.path + ": every image pixel is NaN (input.on_bad_warp = fail)");
+                    }
                     warps[i]->used = false;
                     warps[i]->status = "skipped: every image pixel is NaN";
                     if (isRoot()) {
