@@ -32,7 +32,8 @@ namespace boost::serialization {
 
 template <class Archive>
 void serialize(Archive& ar, safeclip::io::WarpState& w, const unsigned int /*version*/) {
-    ar & w.visit & w.scale & w.weight & w.used & w.status & w.nClippedPixels & w.nBigFootprints & w.clipped;
+    ar & w.visit & w.scale & w.weight & w.used & w.status & w.nClippedPixels & w.nBigFootprints & w.checksum &
+        w.clipped;
 }
 
 template <class Archive>
@@ -143,6 +144,8 @@ struct Warp {
     SpanSet clipped;              ///< CLIPPED_i (footprints + big footprints)
     std::int64_t nClippedPixels = 0;
     std::int64_t nBigFootprints = 0;
+    std::int64_t nUsedPixels = 0;  ///< pixels this warp contributed to the final stack
+    std::string checksum;          ///< "crc32:..." of the file
 };
 
 /// Mask bits of the canonical dictionary used by the pipeline.
@@ -157,6 +160,19 @@ struct Bits {
     MaskPixel edge = 0;
     MaskPixel intrp = 0;
     MaskPixel remove = 0;  ///< stack.remove_mask_planes
+};
+
+/// One warp's weight measurement (by the rank that read it), all-gathered.
+struct WeightMeasure {
+    std::int64_t index = 0;
+    float weight = 0;
+    std::string status;
+    std::string checksum;
+
+    template <class Archive>
+    void serialize(Archive& ar, const unsigned int /*version*/) {
+        ar & index & weight & status & checksum;
+    }
 };
 
 /// A footprint's part inside one tile, with its per-warp counts (additive over the parts).
@@ -280,6 +296,11 @@ public:
         });
         parallel::gatherTiles(m_group, 0, mine, coadd, nImage);
         mine.clear();
+        for (const auto& counts : parallel::gatherToRoot(m_group, m_usedLocal)) {
+            for (std::size_t i = 0; i < counts.size() && i < m_warps.size(); ++i) {
+                m_warps[i].nUsedPixels += counts[i];
+            }
+        }
         stage("write", [&] {
             if (!isRoot()) {
                 return;
@@ -574,7 +595,7 @@ private:
     /// Local part (inside a stage): this rank's share of the warps. Then the collective part.
     void computeWeights() {
         const auto t0 = Clock::now();
-        std::vector<std::pair<std::int64_t, std::pair<float, std::string>>> mine;
+        std::vector<WeightMeasure> mine;
         stage("weights", [&] { mine = measureWeights(); });
         applyWeights(parallel::allGather(m_group, mine));
         if (isRoot()) {
@@ -583,11 +604,11 @@ private:
     }
 
     /// (warp index, weight, status) for the warps this rank measures: warp i on group rank i mod R.
-    std::vector<std::pair<std::int64_t, std::pair<float, std::string>>> measureWeights() {
+    std::vector<WeightMeasure> measureWeights() {
         const int me = parallel::rankOf(m_group);
         const int n = parallel::sizeOf(m_group);
         // (warp index, weight, status) for the warps this rank measures
-        std::vector<std::pair<std::int64_t, std::pair<float, std::string>>> mine;
+        std::vector<WeightMeasure> mine;
         std::vector<float> var;
         std::vector<MaskPixel> mask;
         std::vector<float> sample;
@@ -628,17 +649,20 @@ private:
                 // would be wrong science, not merely a bad number).
                 status = "skipped: no positive finite weight (clipped mean variance " + std::to_string(meanVar) + ")";
             }
-            mine.push_back({static_cast<std::int64_t>(i), {static_cast<float>(weight), status}});
+            mine.push_back({static_cast<std::int64_t>(i), static_cast<float>(weight), status,
+                            io::fileChecksum(w.input.path)});
         }
         return mine;
     }
 
     void applyWeights(
-        const std::vector<std::vector<std::pair<std::int64_t, std::pair<float, std::string>>>>& gathered) {
+        const std::vector<std::vector<WeightMeasure>>& gathered) {
         for (const auto& fromRank : gathered) {
-            for (const auto& [i, ws] : fromRank) {
-                Warp& w = m_warps[static_cast<std::size_t>(i)];
-                w.weight = ws.first;
+            for (const WeightMeasure& m : fromRank) {
+                Warp& w = m_warps[static_cast<std::size_t>(m.index)];
+                w.weight = m.weight;
+                w.checksum = m.checksum;
+                const std::pair<float, std::string> ws{m.weight, m.status};
                 if (ws.second != "used") {
                     if (!m_skipBad) {  // every rank sees the same gathered statuses and throws alike
                         throw InputError(w.input.path + ": " + ws.second.substr(std::string("skipped: ").size()) +
@@ -1053,6 +1077,7 @@ private:
             w.clipped = SpanSet::fromSortedSpans(ws.clipped);
             w.nClippedPixels = ws.nClippedPixels;
             w.nBigFootprints = ws.nBigFootprints;
+            w.checksum = ws.checksum;
         }
         result.nFootprints = state.nFootprints;
         result.nClippedFootprints = state.nClippedFootprints;
@@ -1088,7 +1113,7 @@ private:
         s.stage = "reduced";
         for (const Warp& w : m_warps) {
             s.warps.push_back({w.visit, w.scale, w.weight, w.used, w.status, w.nClippedPixels, w.nBigFootprints,
-                               w.clipped.spans()});
+                               w.checksum, w.clipped.spans()});
         }
         s.nFootprints = result.nFootprints;
         s.nClippedFootprints = result.nClippedFootprints;
@@ -1147,6 +1172,11 @@ private:
         auto lastLog = Clock::now();
         int rows = 0;
         const io::CheckpointKey key = checkpointing() ? checkpointKey() : io::CheckpointKey{};
+        m_usedLocal.assign(m_warps.size(), 0);
+        std::vector<std::size_t> warpIndex;  // position of each used warp in m_warps
+        for (Warp* w : warps) {
+            warpIndex.push_back(static_cast<std::size_t>(w - m_warps.data()));
+        }
         std::int64_t finalFixed = 0;
         for (std::size_t t : tiles) {
             finalFixed += m_tiles[t].area() * 14;
@@ -1158,9 +1188,14 @@ private:
             throwIfStopRequested("during the final stack");
             const Box& tile = m_tiles[t];
             parallel::Tile reloaded;
+            std::vector<std::int64_t> tileUsed;
             if (checkpointing() && m_ckpt.resume &&
-                io::readTileCheckpoint(tilePath(tile), key, tile, reloaded.pixels, reloaded.nImage)) {
+                io::readTileCheckpoint(tilePath(tile), key, tile, reloaded.pixels, reloaded.nImage, tileUsed) &&
+                tileUsed.size() == m_warps.size()) {
                 log().debug("patch {}: tile {} reloaded from its checkpoint", m_name, tile.str());
+                for (std::size_t i = 0; i < m_warps.size(); ++i) {
+                    m_usedLocal[i] += tileUsed[i];
+                }
                 if (direct != nullptr) {
                     parallel::gatherTiles(static_cast<const parallel::Comm*>(nullptr), 0, {reloaded}, *direct,
                                           *directN);
@@ -1186,13 +1221,19 @@ private:
                         restrictRows(warps[i]->clipped, chunk.y0, chunk.y1()).paint(b.mask, m_bits.clipped);
                     }
                     scaleInPlace(b, warps[i]->scale);
+                    std::int64_t used = 0;  // accepted by the final stack: unmasked and finite
                     for (int y = chunk.y0; y < chunk.y1(); ++y) {
                         const MaskPixel* m = b.mask.row(y);
+                        const float* im = b.image.row(y);
                         std::uint16_t* n = targetN.row(y) + (chunk.x0 - targetN.box().x0);
                         for (int k = 0; k < chunk.width; ++k) {
-                            n[k] = static_cast<std::uint16_t>(n[k] + ((m[k] & andMask) == 0 ? 1 : 0));
+                            const bool good = (m[k] & andMask) == 0;
+                            n[k] = static_cast<std::uint16_t>(n[k] + (good ? 1 : 0));
+                            used += good && std::isfinite(im[k]) ? 1 : 0;
                         }
                     }
+                    tileUsed.resize(m_warps.size(), 0);
+                    tileUsed[warpIndex[i]] += used;
                     if (m_bits.remove != 0) {
                         for (MaskPixel& m : b.mask.data()) {
                             m &= ~m_bits.remove;
@@ -1202,11 +1243,16 @@ private:
                 }
                 kernel::stackRegion(ptrs, weights, m_finalCtrl, chunk, target);
             }
+            tileUsed.resize(m_warps.size(), 0);
+            for (std::size_t i = 0; i < m_warps.size(); ++i) {
+                m_usedLocal[i] += tileUsed[i];
+            }
             if (checkpointing()) {
                 if (direct != nullptr) {
-                    io::writeTileCheckpoint(tilePath(tile), key, cutout(*direct, tile), cutout(*directN, tile));
+                    io::writeTileCheckpoint(tilePath(tile), key, cutout(*direct, tile), cutout(*directN, tile),
+                                            tileUsed);
                 } else {
-                    io::writeTileCheckpoint(tilePath(tile), key, result.pixels, result.nImage);
+                    io::writeTileCheckpoint(tilePath(tile), key, result.pixels, result.nImage, tileUsed);
                 }
             }
             if (direct == nullptr) {
@@ -1262,7 +1308,11 @@ private:
         std::vector<double> scale;
         std::vector<double> weight;
         std::vector<std::int64_t> nClipped;
+        std::vector<std::int64_t> usedPixels;
+        std::vector<std::string> checksum;
         for (const Warp& w : m_warps) {
+            usedPixels.push_back(w.nUsedPixels);
+            checksum.push_back(w.checksum);
             visit.push_back(w.visit);
             file.push_back(w.input.path);
             status.push_back(w.status);
@@ -1272,7 +1322,8 @@ private:
         }
         inputs.columns = {{"visit", visit, ""},   {"file", file, ""},
                           {"scale", scale, ""},   {"weight", weight, ""},
-                          {"status", status, ""}, {"n_clipped_pixels", nClipped, "pixel"}};
+                          {"status", status, ""}, {"n_clipped_pixels", nClipped, "pixel"},
+                          {"n_used_pixels", usedPixels, "pixel"}, {"checksum", checksum, ""}};
         data.tables.push_back(std::move(inputs));
 
         if (safeclip) {
@@ -1325,6 +1376,7 @@ private:
     std::vector<Box> m_tiles;
     std::vector<int> m_tileOwner;
     std::vector<Piece> m_pieces;  ///< root: every tile's footprint pieces
+    std::vector<std::int64_t> m_usedLocal;  ///< per warp: pixels used by this rank's final tiles
     const Config& m_cfg;
     kernel::MaskDict m_dict;
     bool m_requireSameBox = false;

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "safeclip/Version.h"
 #include "safeclip/app/Logging.h"
 #include "safeclip/app/PatchCoadd.h"
 #include "safeclip/app/Signals.h"
@@ -63,10 +64,14 @@ std::int64_t peakRssBytes() {
 }
 
 void writeReport(const std::string& outDir, const std::vector<PatchOutcome>& outcomes,
-                 const std::vector<std::pair<double, std::int64_t>>& perRank, double wall) {
+                 const std::vector<std::pair<double, std::int64_t>>& perRank, double wall, const Config& cfg) {
     nlohmann::json j;
     j["format"] = "safeclip-report";
     j["version"] = 1;
+    j["safeclip_version"] = kVersion;
+    j["git_revision"] = kGitRevision;
+    j["rank_count"] = perRank.size();
+    j["config"] = cfg.dump();  // the effective configuration, execution keys included
     j["wall_seconds"] = wall;
     auto& ranks = j["ranks"];
     ranks = nlohmann::json::array();
@@ -467,7 +472,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             "{:.2f} s on {} ranks; report {}/report.json",
             allDone, allSkipped, allFailed, clipped, wall, comm.size(), outDir);
         try {
-            writeReport(outDir, flat, perRank, wall);
+            writeReport(outDir, flat, perRank, wall, cfg);
         } catch (const Error& e) {
             log().error("{}", e.what());
             worst = std::max(worst, static_cast<int>(e.code()));

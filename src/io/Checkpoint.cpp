@@ -2,10 +2,12 @@
 
 #include <fcntl.h>
 #include <hdf5.h>
+#include <zlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 
@@ -352,6 +354,31 @@ std::string hashStrings(const std::vector<std::string>& lines) {
     return buf;
 }
 
+std::string fileChecksum(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) {
+        throw InputError(path + ": cannot open for the checksum: " + std::strerror(errno));
+    }
+    std::vector<unsigned char> buf(4 << 20);
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (;;) {
+        const ssize_t n = ::read(fd, buf.data(), buf.size());
+        if (n < 0) {
+            const int err = errno;
+            ::close(fd);
+            throw InputError(path + ": read error during the checksum: " + std::strerror(err));
+        }
+        if (n == 0) {
+            break;
+        }
+        crc = crc32(crc, buf.data(), static_cast<uInt>(n));
+    }
+    ::close(fd);
+    char out[32];
+    std::snprintf(out, sizeof out, "crc32:%08lx", static_cast<unsigned long>(crc));
+    return out;
+}
+
 std::string fileFingerprint(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) {
@@ -378,6 +405,11 @@ void writePatchCheckpoint(const std::string& path, const CheckpointKey& key, con
         H5Handle wt(warpType(), H5Tclose);
         writeDataset(file, "warps", wt.get(), warps.size(), warps.data(), path);
         writeStrings(file, "warp_status", status, path);
+        std::vector<std::string> sums;
+        for (const WarpState& w : s.warps) {
+            sums.push_back(w.checksum);
+        }
+        writeStrings(file, "warp_checksum", sums, path);
         H5Handle st(spanType(), H5Tclose);
         writeDataset(file, "clipped_spans", st.get(), spans.size(), spans.data(), path);
         std::vector<FootprintRecord> fps;
@@ -415,6 +447,7 @@ CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey&
     s.stage = readStringAttr(root.get(), "stage").value_or("");
     std::vector<WarpRecord> warps;
     std::vector<std::string> status;
+    std::vector<std::string> sums;
     std::vector<SpanRecord> spans;
     std::vector<FootprintRecord> fps;
     std::vector<CandidateRecord> cds;
@@ -423,6 +456,7 @@ CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey&
     H5Handle ft(footprintType(), H5Tclose);
     H5Handle ct(candidateType(), H5Tclose);
     const bool ok = readDataset(file.get(), "warps", wt.get(), warps) && readStrings(file.get(), "warp_status", status) &&
+                    readStrings(file.get(), "warp_checksum", sums) && sums.size() == warps.size() &&
                     readDataset(file.get(), "clipped_spans", st.get(), spans) &&
                     readDataset(file.get(), "footprints", ft.get(), fps) &&
                     readStrings(file.get(), "fp_rule", s.fpRule) && readStrings(file.get(), "fp_reason", s.fpReason) &&
@@ -448,6 +482,7 @@ CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey&
         w.weight = warps[i].weight;
         w.used = warps[i].used != 0;
         w.status = status[i];
+        w.checksum = sums[i];
         w.nClippedPixels = warps[i].nClipped;
         w.nBigFootprints = warps[i].nBig;
         s.warps.push_back(std::move(w));
@@ -516,8 +551,9 @@ bool readPlane(hid_t file, const char* name, hid_t type, kernel::Image<T>& img) 
 }  // namespace
 
 void writeTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::MaskedImage& pixels,
-                         const kernel::ImageU16& nImage) {
+                         const kernel::ImageU16& nImage, const std::vector<std::int64_t>& usedPerWarp) {
     publish(path, key, "tile", [&](hid_t file, const std::string& /*tmp*/) {
+        writeDataset(file, "used_per_warp", H5T_NATIVE_INT64, usedPerWarp.size(), usedPerWarp.data(), path);
         writePlane(file, "image", H5T_NATIVE_FLOAT, pixels.image, path);
         writePlane(file, "mask", H5T_NATIVE_INT32, pixels.mask, path);
         writePlane(file, "variance", H5T_NATIVE_FLOAT, pixels.variance, path);
@@ -535,7 +571,7 @@ void writeTileCheckpoint(const std::string& path, const CheckpointKey& key, cons
 }
 
 bool readTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::Box& box,
-                        kernel::MaskedImage& pixels, kernel::ImageU16& nImage) {
+                        kernel::MaskedImage& pixels, kernel::ImageU16& nImage, std::vector<std::int64_t>& usedPerWarp) {
     CheckpointRead status;
     const hid_t fileId = openChecked(path, key, status);
     if (fileId < 0) {
@@ -554,7 +590,8 @@ bool readTileCheckpoint(const std::string& path, const CheckpointKey& key, const
     }
     pixels = kernel::MaskedImage(box);
     nImage = kernel::ImageU16(box);
-    return readPlane(file.get(), "image", H5T_NATIVE_FLOAT, pixels.image) &&
+    return readDataset(file.get(), "used_per_warp", H5T_NATIVE_INT64, usedPerWarp) &&
+           readPlane(file.get(), "image", H5T_NATIVE_FLOAT, pixels.image) &&
            readPlane(file.get(), "mask", H5T_NATIVE_INT32, pixels.mask) &&
            readPlane(file.get(), "variance", H5T_NATIVE_FLOAT, pixels.variance) &&
            readPlane(file.get(), "nimage", H5T_NATIVE_UINT16, nImage);

@@ -7,12 +7,14 @@
 /// `input_hash` and `stage`; readCheckpoint() refuses files that fail any check and says why.
 /// Layout (HDF5, Debian's parallel build, written by one rank with the default driver):
 ///   /warps          compound {visit i64, scale f32, weight f32, used u8, n_clipped i64, n_big i64}
+///   /warp_checksum  vlen strings, one per warp
 ///   /warp_status    vlen strings, one per warp
 ///   /clipped_spans  compound {warp i32, y i32, x0 i32, x1 i32}, chunked + deflate
 ///   /footprints     compound {id, x0, y0, x1, y1, area: i64}; /fp_rule /fp_reason /fp_clipped vlen strings
 ///   /candidates     compound {footprint_id i64, visit i64, det i64, ign i64, fraction f64, clipped i64}
 ///   /inputs         vlen strings "path|size|mtime_ns" (to name what changed)
-///   tile files: /image /variance (f32), /mask (i32), /nimage (u16), chunked + deflate, attr box.
+///   tile files: /image /variance (f32), /mask (i32), /nimage (u16), chunked + deflate, attr box,
+///               /used_per_warp (i64: pixels each warp contributed to the tile).
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -41,6 +43,7 @@ struct WarpState {
     std::string status;
     std::int64_t nClippedPixels = 0;
     std::int64_t nBigFootprints = 0;
+    std::string checksum;  ///< "crc32:..." of the warp file
     std::vector<kernel::Span> clipped;
 };
 
@@ -76,13 +79,15 @@ CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey&
 
 /// A finished final tile (pixels and nImage on the tile box).
 void writeTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::MaskedImage& pixels,
-                         const kernel::ImageU16& nImage);
+                         const kernel::ImageU16& nImage, const std::vector<std::int64_t>& usedPerWarp);
 /// Returns true and fills the outputs when a valid tile checkpoint for exactly `box` exists.
 bool readTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::Box& box,
-                        kernel::MaskedImage& pixels, kernel::ImageU16& nImage);
+                        kernel::MaskedImage& pixels, kernel::ImageU16& nImage, std::vector<std::int64_t>& usedPerWarp);
 
 /// FNV-1a-64 of the lines, 16 hex digits.
 std::string hashStrings(const std::vector<std::string>& lines);
+/// "crc32:xxxxxxxx" of a file's bytes (zlib), read in 4 MiB blocks. @throws InputError
+std::string fileChecksum(const std::string& path);
 /// "path|size|mtime_ns" of a file ("path|missing" when it cannot be stat'ed).
 std::string fileFingerprint(const std::string& path);
 

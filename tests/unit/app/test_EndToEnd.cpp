@@ -273,6 +273,29 @@ TEST_F(EndToEnd, StaticSourcesAreNotClippedOutsideTransientRegions) {
     EXPECT_LT(static_cast<double>(clipped) / static_cast<double>(n), 0.01) << clipped << " of " << n;
 }
 
+TEST_F(EndToEnd, InputTableHasPerWarpUsedPixelsAndChecksums) {
+    const io::Table inputs = io::readTable(s_coaddPath, "INPUTS");
+    const auto& used = intColumn(inputs, "n_used_pixels");
+    const std::vector<std::string>* sums = nullptr;
+    for (const auto& c : inputs.columns) {
+        if (c.name == "checksum") {
+            sums = &std::get<std::vector<std::string>>(c.data);
+        }
+    }
+    ASSERT_NE(sums, nullptr);
+    for (std::size_t i = 0; i < s_warps.size(); ++i) {
+        std::int64_t n = 0;
+        for (int y = s_box.y0; y < s_box.y1(); ++y) {
+            for (int x = s_box.x0; x < s_box.x1(); ++x) {
+                n += accepted(s_warps[i], x, y) ? 1 : 0;
+            }
+        }
+        EXPECT_EQ(used[i], n) << "visit " << s_warps[i].visit;
+        EXPECT_EQ((*sums)[i].rfind("crc32:", 0), 0U) << (*sums)[i];
+        EXPECT_EQ((*sums)[i].size(), 14U);
+    }
+}
+
 TEST_F(EndToEnd, CoaddMinusTruthIsConsistentWithVariance) {
     const kernel::MaskPixel skip = s_dict.bitMask("NO_DATA") | s_dict.bitMask("INTRP");
     double chi2 = 0;
