@@ -588,7 +588,13 @@ private:
                               geom::formatByteSize(fixed) + " for tiles of " + std::to_string(m_tileSize) +
                               " px and the gathered patch " + m_box.str() + ")");
         }
-        return geom::rowsPerChunk(box, nWarps, 12, 24, avail);
+        // Cap the warp buffers at 64 MiB: larger chunks only add page faults (profiled: 19% of the
+        // time at one 805 MiB chunk); chunking never changes the pixels.
+        constexpr std::int64_t kChunkCap = 64LL << 20;
+        const std::int64_t capRows =
+            std::max<std::int64_t>(1, kChunkCap / (static_cast<std::int64_t>(nWarps) * 12 * std::max(1, box.width)));
+        return static_cast<int>(
+            std::min<std::int64_t>(geom::rowsPerChunk(box, nWarps, 12, 24, avail), capRows));
     }
 
     // ---- stage W: weights (§3) -----------------------------------------------------------------
