@@ -1254,12 +1254,16 @@ private:
                 m_usedLocal[i] += tileUsed[i];
             }
             if (checkpointing()) {
+                const auto tc = Clock::now();
                 if (direct != nullptr) {
                     io::writeTileCheckpoint(tilePath(tile), key, cutout(*direct, tile), cutout(*directN, tile),
                                             tileUsed);
                 } else {
                     io::writeTileCheckpoint(tilePath(tile), key, result.pixels, result.nImage, tileUsed);
                 }
+                m_ckptSeconds += secondsSince(tc);
+                std::error_code ec;
+                m_ckptBytes += static_cast<std::int64_t>(std::filesystem::file_size(tilePath(tile), ec));
             }
             if (direct == nullptr) {
                 out.push_back(std::move(result));
@@ -1272,6 +1276,10 @@ private:
         }
         log().debug("patch {}: final stack of {} warps on {} tiles ({} rows per chunk) in {:.2f} s", m_name,
                     warps.size(), tiles.size(), rows, secondsSince(t0));
+        if (checkpointing()) {
+            log().info("patch {}: {} tile checkpoints, {} in {:.2f} s", m_name, tiles.size(),
+                       geom::formatByteSize(m_ckptBytes), m_ckptSeconds);
+        }
         return out;
     }
 
@@ -1382,7 +1390,9 @@ private:
     std::vector<Box> m_tiles;
     std::vector<int> m_tileOwner;
     std::vector<Piece> m_pieces;  ///< root: every tile's footprint pieces
-    std::vector<std::int64_t> m_usedLocal;  ///< per warp: pixels used by this rank's final tiles
+    std::vector<std::int64_t> m_usedLocal;
+    double m_ckptSeconds = 0;       ///< time spent writing tile checkpoints on this rank
+    std::int64_t m_ckptBytes = 0;   ///< their size  ///< per warp: pixels used by this rank's final tiles
     const Config& m_cfg;
     kernel::MaskDict m_dict;
     bool m_requireSameBox = false;
