@@ -1,6 +1,8 @@
 /// @file test_Config.cpp  Config: schema defaults, TOML files, --set, validation, dump/hash,
 /// describeConfig, the shipped configs/*.toml.
 #include <gtest/gtest.h>
+
+#include "TempDir.h"
 #include <unistd.h>
 
 #include <atomic>
@@ -22,31 +24,7 @@ using safeclip::app::describeConfig;
 
 namespace {
 
-/// A fresh scratch directory, removed at the end of the test.
-class TempDir {
-public:
-    TempDir() {
-        static std::atomic<int> counter{0};
-        const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-        m_path = fs::temp_directory_path() / ("safeclip-test-config-" + std::to_string(::getpid()) + "-" +
-                                              std::to_string(now) + "-" + std::to_string(counter++));
-        fs::create_directories(m_path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    [[nodiscard]] const fs::path& path() const { return m_path; }
-    /// Write `text` to a file in the directory; returns its path.
-    [[nodiscard]] std::string write(const std::string& name, const std::string& text) const {
-        const fs::path p = m_path / name;
-        std::ofstream(p) << text;
-        return p.string();
-    }
-
-private:
-    fs::path m_path;
-};
+using safeclip::test::TempDir;
 
 /// The message of the ConfigError thrown by f (fails the test when none is thrown).
 template <typename F>

@@ -1,6 +1,8 @@
 // Tests of ExposureWriter: bit-for-bit round trips through WarpReader/readTable/readNImage, header
 // cards, atomic replacement and failure handling.
 #include <gtest/gtest.h>
+
+#include "TempDir.h"
 #include <unistd.h>
 
 #include <cmath>
@@ -41,35 +43,7 @@ namespace {
 
 const std::string kHsc = std::string(SAFECLIP_TEST_DATA) + "/hsc-lsst-format/HSC-0908120-056-small.fits";
 
-class TempDir {
-public:
-    TempDir() {
-        static int counter = 0;
-        std::random_device rd;
-        m_path = fs::temp_directory_path() / ("safeclip-test-writer-" + std::to_string(::getpid()) + "-" +
-                                              std::to_string(counter++) + "-" + std::to_string(rd()));
-        fs::create_directories(m_path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    [[nodiscard]] std::string file(const std::string& name) const { return (m_path / name).string(); }
-    [[nodiscard]] const fs::path& path() const { return m_path; }
-    /// File names in the directory.
-    [[nodiscard]] std::set<std::string> list() const {
-        std::set<std::string> names;
-        for (const auto& e : fs::directory_iterator(m_path)) {
-            names.insert(e.path().filename().string());
-        }
-        return names;
-    }
-
-private:
-    fs::path m_path;
-};
+using safeclip::test::TempDir;
 
 template <typename T>
 bool sameBits(const std::vector<T>& a, const std::vector<T>& b) {

@@ -1,5 +1,7 @@
 // Tests of the run manifest: parsing, path resolution, atomic writing and every parse error.
 #include <gtest/gtest.h>
+
+#include "TempDir.h"
 #include <unistd.h>
 
 #include <filesystem>
@@ -23,27 +25,7 @@ using safeclip::kernel::Box;
 
 namespace {
 
-class TempDir {
-public:
-    TempDir() {
-        static int counter = 0;
-        std::random_device rd;
-        m_path = fs::temp_directory_path() / ("safeclip-test-manifest-" + std::to_string(::getpid()) + "-" +
-                                              std::to_string(counter++) + "-" + std::to_string(rd()));
-        fs::create_directories(m_path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    [[nodiscard]] std::string file(const std::string& name) const { return (m_path / name).string(); }
-    [[nodiscard]] const fs::path& path() const { return m_path; }
-
-private:
-    fs::path m_path;
-};
+using safeclip::test::TempDir;
 
 std::string write(const std::string& path, const std::string& text) {
     fs::create_directories(fs::path(path).parent_path());

@@ -2,6 +2,8 @@
 // mask remapping, calibration sources and every kind of bad input.
 #include <fitsio.h>
 #include <gtest/gtest.h>
+
+#include "TempDir.h"
 #include <unistd.h>
 
 #include <cmath>
@@ -33,27 +35,7 @@ namespace {
 
 const std::string kHsc = std::string(SAFECLIP_TEST_DATA) + "/hsc-lsst-format/HSC-0908120-056-small.fits";
 
-/// A fresh scratch directory, removed with its contents at the end of the test.
-class TempDir {
-public:
-    TempDir() {
-        static int counter = 0;
-        std::random_device rd;
-        m_path = fs::temp_directory_path() / ("safeclip-test-warp-" + std::to_string(::getpid()) + "-" +
-                                              std::to_string(counter++) + "-" + std::to_string(rd()));
-        fs::create_directories(m_path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(m_path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    [[nodiscard]] std::string file(const std::string& name) const { return (m_path / name).string(); }
-
-private:
-    fs::path m_path;
-};
+using safeclip::test::TempDir;
 
 /// Runs fn, which must throw InputError whose one-line message names `path` and contains `word`,
 /// and must not print anything to stderr.
