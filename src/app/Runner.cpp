@@ -63,7 +63,7 @@ std::int64_t peakRssBytes() {
     return static_cast<std::int64_t>(ru.ru_maxrss) * 1024;
 }
 
-void writeReport(const std::string& outDir, const std::vector<PatchOutcome>& outcomes,
+void writeReport(const std::string& outDir, const std::string& fileName, const std::vector<PatchOutcome>& outcomes,
                  const std::vector<std::pair<double, std::int64_t>>& perRank, double wall, const Config& cfg) {
     nlohmann::json j;
     j["format"] = "safeclip-report";
@@ -95,7 +95,7 @@ void writeReport(const std::string& outDir, const std::vector<PatchOutcome>& out
                        {"clipped_coadd_pixels", o.nCoaddClippedPixels},
                        {"seconds", o.seconds}});
     }
-    const std::string path = (fs::path(outDir) / "report.json").string();
+    const std::string path = (fs::path(outDir) / fileName).string();
     const std::string tmp = path + ".tmp." + std::to_string(::getpid());
     {
         std::ofstream f(tmp);
@@ -469,10 +469,14 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         }
         log().info(
             "run summary: {} patches coadded, {} skipped (already done), {} failed; {} CLIPPED warp pixels; "
-            "{:.2f} s on {} ranks; report {}/report.json",
+            "{:.2f} s on {} ranks; report in {}",
             allDone, allSkipped, allFailed, clipped, wall, comm.size(), outDir);
         try {
-            writeReport(outDir, flat, perRank, wall, cfg);
+            writeReport(outDir,
+                        opts.shardCount > 1 ? "report.shard-" + std::to_string(opts.shardIndex) + "-of-" +
+                                                  std::to_string(opts.shardCount) + ".json"
+                                            : std::string("report.json"),
+                        flat, perRank, wall, cfg);
         } catch (const Error& e) {
             log().error("{}", e.what());
             worst = std::max(worst, static_cast<int>(e.code()));

@@ -31,6 +31,8 @@ set +e
 up=$?
 set -e
 trap stop_cluster EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
 if [ "$up" -eq 3 ]; then
   echo "SKIP: Slurm is not available here: $(grep 'slurm-up:' slurm-up.log | tail -1)"
   exit 0
@@ -65,6 +67,7 @@ compare_all() {  # $1 label, $2 output dir
     cmp -s "ref/$p.fits" "$2/$p.fits" || { fail "$1: $2/$p.fits differs from the plain run (or is missing)"; bad=1; }
   done
   [ "$bad" -eq 1 ] || pass "$1: all 6 coadds byte-identical to the plain run"
+  [ -z "$(find "$2" -name '*.tmp*')" ] || fail "$1: temporary files left: $(find "$2" -name '*.tmp*')"
 }
 
 # --- data and the plain reference --------------------------------------------------------------
@@ -107,6 +110,8 @@ ok_tasks=0
 for k in 0 1 2; do tail -n 1 "job-a/logs/sc-a-${jid2}_$k.out" 2>/dev/null | grep -q "done (exit 0)" && ok_tasks=$((ok_tasks + 1)); done
 [ "$ok_tasks" -eq 3 ] && pass "A: the 3 tasks of job $jid2 end in 'done (exit 0)' ($(since "$t") s)" \
   || fail "A: not every task of job $jid2 finished: $(tail -n 3 job-a/logs/sc-a-"${jid2}"_*.out)"
+ck=$(grep -ho "patch p[0-9]*: resumed from [^ ]*" job-a/logs/*.out | sed 's/: resumed from .*//' | sort -u | tr '\n' ' ' || true)
+[ -z "$ck" ] || pass "A: the resubmitted job reloaded the checkpoint of the patch cancelled mid-way (${ck% })"
 grep -q "JobId=$jid2 .*JobState=FAILED" "$SLURM_DIR/log/jobcomp.log" && fail "A: a task of $jid2 FAILED"
 
 # --- B: SIGUSR1 to the batch shell -> exit 75 -> scontrol requeue -> resume ------------------------
@@ -126,6 +131,7 @@ exec "$REAL_SAFECLIP" "$@"
 SH
 chmod +x gate.sh
 mkdir -p job-b
+# shellcheck disable=SC2097,SC2098  # REAL_SAFECLIP is meant to get the outer value
 GATE=$PWD/gate REAL_SAFECLIP=$SAFECLIP SAFECLIP=$PWD/gate.sh sbatch --parsable --array=0-2 --ntasks=1 \
   --mem-per-cpu=512M --time=5 --job-name=sc-b --output="$PWD/job-b/%x-%A_%a.out" \
   "$ROOT/slurm/safeclip-array.sbatch" slurm-b.toml --log-level warn >jid-b || fail "sbatch of job B failed"
