@@ -104,6 +104,9 @@ std::vector<KeyDef> buildSchema() {
                     "NO_DATA, NIMAGE, per-warp clipped counts; same as `safeclip qa`)"));
     s.push_back(key("log.level", K::String, std::string("info"),
                     "log level: trace, debug, info, warn, error or off"));
+    s.push_back(key("log.progress", K::String, std::string("auto"),
+                    "progress lines on rank 0 (patches done, rate, ETA) every 10 s: on, off, or auto = on when "
+                    "stderr is a terminal"));
     return s;
 }
 
@@ -630,6 +633,7 @@ void Config::validate() const {
     unit("clip.max_foot_overlap_double");
     intAtLeast("clip.min_big_overlap", 0);
     choice("log.level", {"trace", "debug", "info", "warn", "error", "off"});
+    choice("log.progress", {"auto", "on", "off"});
 }
 
 namespace {

@@ -326,6 +326,8 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     long long failed = 0;
     std::vector<PatchOutcome> outcomes;
     long long handled = 0;
+    const std::string progress = cfg.getString("log.progress");
+    const bool showProgress = progress == "on" || (progress == "auto" && ::isatty(STDERR_FILENO) != 0);
     auto lastProgress = std::chrono::steady_clock::now();
     auto secondsSinceProgress = [&] {
         return std::chrono::duration<double>(std::chrono::steady_clock::now() - lastProgress).count();
@@ -412,7 +414,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             outcomes.push_back(o);
         }
         ++handled;
-        if (comm.rank() == 0 && (secondsSinceProgress() > 10.0 || handled == mine)) {
+        if (comm.rank() == 0 && showProgress && (secondsSinceProgress() > 10.0 || handled == mine)) {
             lastProgress = std::chrono::steady_clock::now();
             const double elapsed = std::chrono::duration<double>(lastProgress - t0).count();
             const double rate = static_cast<double>(handled) / std::max(elapsed, 1e-9);
