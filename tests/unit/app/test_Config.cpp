@@ -78,8 +78,9 @@ TEST(Config, DefaultsMatchTheSpecTable) {
     EXPECT_FALSE(c.getBool("interp.negative_fallback_allowed"));
     EXPECT_FALSE(c.getBool("interp.transpose"));
     EXPECT_EQ(c.getString("log.level"), "info");
+    EXPECT_EQ(c.getString("log.progress"), "auto");
     EXPECT_FALSE(c.getBool("qa.enabled"));
-    EXPECT_EQ(configSchema().size(), 30U);
+    EXPECT_EQ(configSchema().size(), 31U);
     for (const auto& k : configSchema()) {
         EXPECT_FALSE(c.isSet(k.name)) << k.name;
         EXPECT_FALSE(k.doc.empty()) << k.name;
@@ -197,6 +198,7 @@ TEST(Config, OutOfRangeIsNamed) {
         {"input.on_bad_warp=ignore", "input.on_bad_warp"},
         {"coadd.mode=median", "coadd.mode"},
         {"log.level=verbose", "log.level"},
+        {"log.progress=sometimes", "log.progress"},
         {"memory.max_per_rank=lots", "memory.max_per_rank"},
     };
     for (const auto& [assignment, key] : bad) {
