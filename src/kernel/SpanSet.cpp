@@ -169,10 +169,11 @@ bool SpanSet::contains(int x, int y) const {
     return it->y == y && it->x0 <= x && x <= it->x1;
 }
 
-SpanSet SpanSet::intersect(const SpanSet& other) const {
-    const std::vector<Span>& a = m_spans;
-    const std::vector<Span>& b = other.m_spans;
-    std::vector<Span> out;
+namespace {
+
+/// Calls fn(y, lo, hi) for every overlap of two normalised span lists, in (y, x) order.
+template <class Fn>
+void forEachOverlap(const std::vector<Span>& a, const std::vector<Span>& b, Fn&& fn) {
     std::size_t i = 0;
     std::size_t j = 0;
     while (i < a.size() && j < b.size()) {
@@ -184,7 +185,7 @@ SpanSet SpanSet::intersect(const SpanSet& other) const {
             const int lo = std::max(a[i].x0, b[j].x0);
             const int hi = std::min(a[i].x1, b[j].x1);
             if (lo <= hi) {
-                out.push_back(Span{a[i].y, lo, hi});
+                fn(a[i].y, lo, hi);
             }
             if (a[i].x1 < b[j].x1) {
                 ++i;
@@ -193,34 +194,21 @@ SpanSet SpanSet::intersect(const SpanSet& other) const {
             }
         }
     }
+}
+
+}  // namespace
+
+SpanSet SpanSet::intersect(const SpanSet& other) const {
+    std::vector<Span> out;
+    forEachOverlap(m_spans, other.m_spans, [&](int y, int lo, int hi) { out.push_back(Span{y, lo, hi}); });
     // Pieces of one row are separated by a gap of a or of b, so the result is already normalised.
     return fromSortedSpans(std::move(out));
 }
 
 std::int64_t SpanSet::intersectArea(const SpanSet& other) const {
-    const std::vector<Span>& a = m_spans;
-    const std::vector<Span>& b = other.m_spans;
     std::int64_t n = 0;
-    std::size_t i = 0;
-    std::size_t j = 0;
-    while (i < a.size() && j < b.size()) {
-        if (a[i].y < b[j].y) {
-            ++i;
-        } else if (b[j].y < a[i].y) {
-            ++j;
-        } else {
-            const int lo = std::max(a[i].x0, b[j].x0);
-            const int hi = std::min(a[i].x1, b[j].x1);
-            if (lo <= hi) {
-                n += static_cast<std::int64_t>(hi) - lo + 1;
-            }
-            if (a[i].x1 < b[j].x1) {
-                ++i;
-            } else {
-                ++j;
-            }
-        }
-    }
+    forEachOverlap(m_spans, other.m_spans,
+                   [&](int /*y*/, int lo, int hi) { n += static_cast<std::int64_t>(hi) - lo + 1; });
     return n;
 }
 
