@@ -320,7 +320,12 @@ public:
                     ++result.nCoaddClippedPixels;
                 }
             }
-            for (const Warp& w : m_warps) {
+                for (const std::string& rule : m_fpRule) {
+                result.nSingle += rule == "single" ? 1 : 0;
+                result.nSingleOnly += rule == "single-only-candidate" ? 1 : 0;
+                result.nDouble += rule == "double" ? 1 : 0;
+            }
+        for (const Warp& w : m_warps) {
                 if (w.used) {
                     ++result.nUsed;
                     result.nClippedWarpPixels += w.nClippedPixels;

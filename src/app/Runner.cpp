@@ -46,6 +46,9 @@ struct PatchOutcome {
     std::int64_t nBigFootprints = 0;
     std::int64_t nClippedWarpPixels = 0;
     std::int64_t nCoaddClippedPixels = 0;
+    std::int64_t nSingle = 0;
+    std::int64_t nSingleOnly = 0;
+    std::int64_t nDouble = 0;
     double seconds = 0;
 
     template <class Archive>
@@ -64,7 +67,8 @@ std::int64_t peakRssBytes() {
 }
 
 void writeReport(const std::string& outDir, const std::string& fileName, const std::vector<PatchOutcome>& outcomes,
-                 const std::vector<std::pair<double, std::int64_t>>& perRank, double wall, const Config& cfg) {
+                 const std::vector<std::pair<double, std::pair<std::int64_t, std::int64_t>>>& perRank, double wall,
+                 const Config& cfg) {
     nlohmann::json j;
     j["format"] = "safeclip-report";
     j["version"] = 1;
@@ -76,7 +80,10 @@ void writeReport(const std::string& outDir, const std::string& fileName, const s
     auto& ranks = j["ranks"];
     ranks = nlohmann::json::array();
     for (std::size_t r = 0; r < perRank.size(); ++r) {
-        ranks.push_back({{"rank", r}, {"seconds", perRank[r].first}, {"peak_rss_bytes", perRank[r].second}});
+        ranks.push_back({{"rank", r},
+                         {"seconds", perRank[r].first},
+                         {"peak_rss_bytes", perRank[r].second.first},
+                         {"warp_bytes_read", perRank[r].second.second}});
     }
     auto& arr = j["patches"];
     arr = nlohmann::json::array();
@@ -91,6 +98,8 @@ void writeReport(const std::string& outDir, const std::string& fileName, const s
                        {"footprints", o.nFootprints},
                        {"footprints_clipped", o.nClippedFootprints},
                        {"big_footprints", o.nBigFootprints},
+                       {"clipped_by_rule",
+                        {{"single", o.nSingle}, {"single_only_candidate", o.nSingleOnly}, {"double", o.nDouble}}},
                        {"clipped_warp_pixels", o.nClippedWarpPixels},
                        {"clipped_coadd_pixels", o.nCoaddClippedPixels},
                        {"seconds", o.seconds}});
@@ -396,6 +405,9 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             o.nBigFootprints = r.nBigFootprints;
             o.nClippedWarpPixels = r.nClippedWarpPixels;
             o.nCoaddClippedPixels = r.nCoaddClippedPixels;
+            o.nSingle = r.nSingle;
+            o.nSingleOnly = r.nSingleOnly;
+            o.nDouble = r.nDouble;
             o.seconds = r.seconds;
         } catch (const Error& e) {
             failed += group.rank() == 0 ? 1 : 0;
@@ -430,7 +442,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     const long long allSkipped = comm.sum(skipped);
     const long long allFailed = comm.sum(failed);
     const double wall = comm.max(seconds);
-    const auto perRank = parallel::gatherToRoot(&comm, std::make_pair(seconds, peakRssBytes()));
+    const auto perRank = parallel::gatherToRoot(&comm, std::make_pair(seconds, std::make_pair(peakRssBytes(), io::warpBytesRead())));
     if (comm.rank() == 0) {
         double lo = perRank.front().first;
         double hi = lo;
@@ -441,7 +453,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             hi = std::max(hi, perRank[r].first);
             sum += perRank[r].first;
             rss += fmt::format("{}r{} {:.1f} MiB", r == 0 ? "" : ", ", r,
-                               static_cast<double>(perRank[r].second) / (1024.0 * 1024.0));
+                               static_cast<double>(perRank[r].second.first) / (1024.0 * 1024.0));
         }
         log().info("rank timings: min {:.2f} s, mean {:.2f} s, max {:.2f} s; peak RSS: {}", lo,
                    sum / static_cast<double>(perRank.size()), hi, rss);

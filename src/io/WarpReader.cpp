@@ -1,5 +1,7 @@
 #include "safeclip/io/WarpReader.h"
 
+#include <atomic>
+
 #include <algorithm>
 #include <charconv>
 #include <climits>
@@ -520,8 +522,16 @@ kernel::MaskedImage WarpReader::read(const kernel::Box& box) const {
     return out;
 }
 
+namespace {
+std::atomic<std::int64_t> g_bytesRead{0};
+}  // namespace
+
+std::int64_t warpBytesRead() { return g_bytesRead.load(); }
+
 void WarpReader::readPlanes(const kernel::Box& box, float* image, kernel::MaskPixel* mask,
                             float* variance) const {
+    g_bytesRead += box.area() * static_cast<std::int64_t>((image != nullptr ? 4 : 0) + (mask != nullptr ? 4 : 0) +
+                                                          (variance != nullptr ? 4 : 0));
     const kernel::Box& full = m_header.box;
     if (!full.contains(box)) {
         throw InvalidParameter(m_header.path + ": box " + box.str() + " is not inside the warp's box " +

@@ -42,6 +42,9 @@ struct PatchResult {
     std::int64_t nFootprints = 0;         ///< difference-image footprints
     std::int64_t nClippedFootprints = 0;  ///< footprints clipped in at least one warp
     std::int64_t nBigFootprints = 0;
+    std::int64_t nSingle = 0;             ///< footprints clipped by the single rule (§6.3.4a)
+    std::int64_t nSingleOnly = 0;         ///< by the only-candidate rule (§6.3.3)
+    std::int64_t nDouble = 0;             ///< by the double rule (§6.3.4b)
     std::int64_t nClippedWarpPixels = 0;   ///< Σ over warps of CLIPPED pixels
     std::int64_t nCoaddClippedPixels = 0;  ///< coadd pixels with CLIPPED
     int nTiles = 0;

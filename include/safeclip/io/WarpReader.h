@@ -63,6 +63,9 @@ private:
     kernel::MaskRemap m_remap;
 };
 
+/// Pixel bytes this process has read from warps so far (every plane of every read), for the run report.
+std::int64_t warpBytesRead();
+
 /// calibrationMean (nJy/count) for a legacy FLUXMAG0: referenceFlux / FLUXMAG0 with afw's
 /// referenceFlux = 1e23 * 10^(48.6/-2.5) * 1e9 ≈ 3630.78e9 nJy (spec §13.4).
 double calibrationFromFluxMag0(double fluxMag0);
