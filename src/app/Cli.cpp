@@ -215,6 +215,8 @@ int runCli(int argc, char** argv) {
     RunOptions runOpts;
     run->add_option("config", runConfig, "TOML config file with input.manifest and output.dir")->required();
     run->add_option("--set", runSets, "override a config key: key=value (repeatable)")->allow_extra_args(false);
+    run->footer("Exit codes: 0 ok, 2 config/manifest, 3 input warp, 4 output, 5 internal, 75 stopped by SIGTERM/"
+                "SIGUSR1 (rerun with --resume). Checkpoints: checkpoint.dir (default <output.dir>/checkpoints).");
     std::string runShard;
     run->add_option("--shard", runShard, "K/N: only patches whose manifest index i has i % N == K (0-based)");
     run->add_flag("--restart", runOpts.restart,
