@@ -15,6 +15,7 @@
 #include "safeclip/geom/Plan.h"
 #include "safeclip/app/Qa.h"
 #include "safeclip/app/Signals.h"
+#include "safeclip/app/Validate.h"
 #include "safeclip/io/Checkpoint.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/WarpReader.h"
@@ -437,6 +438,31 @@ private:
                 }
             }
         }
+        // Header validation before any work (the checks of `safeclip validate` without the pixel
+        // scan; in particular every warp's celestial WCS must equal the first warp's). Problems go
+        // through input.on_bad_warp like every other bad warp.
+        {
+            std::vector<std::string> paths;
+            for (const Warp& w : m_warps) {
+                paths.push_back(w.input.path);
+            }
+            const Box* patchBox = m_box.empty() ? nullptr : &m_box;
+            for (const WarpProblem& p : validateWarps(paths, patchBox, /*pixels=*/false)) {
+                if (p.problem.rfind("duplicate visit", 0) == 0) {
+                    continue;  // visits are checked below with the manifest's ids, not the headers'
+                }
+                for (Warp& w : m_warps) {
+                    if (w.input.path != p.file || !w.used) {
+                        continue;
+                    }
+                    if (p.fatal) {
+                        fail(w, p.file + ": " + p.problem);
+                    } else if (parallel::rankOf(m_group) == 0) {
+                        log().warn("{}: {}", p.file, p.problem);
+                    }
+                }
+            }
+        }
         // The patch box: the manifest's, or the warps' common box.
         for (Warp& w : m_warps) {
             if (!w.used) {
@@ -465,12 +491,7 @@ private:
                             ": missing zero point (no FLUXMAG0 card and no PhotoCalib calibrationMean)");
                 continue;
             }
-            if (h.maskPlanes.bitOf("DETECTED") < 0) {
-                log().warn(
-                    "{}: no DETECTED mask plane: this warp can never be a clip candidate (spec §11.11)",
-                    w.input.path);
-            }
-            w.reader->conformTo(m_dict);
+            w.reader->conformTo(m_dict);  // (a missing DETECTED plane was warned about by the validation)
             // s_i = c_i / f_zp, f_zp = 10^(-0.4 (zp - 31.4)) nJy; upstream casts s to float32 (§3.2-3).
             const double zp = m_cfg.getDouble("stack.zero_point");
             const double fzp = std::pow(10.0, -0.4 * (zp - 31.4));

@@ -26,7 +26,10 @@ struct WarpProblem {
 /// Validate `paths` as the warps of one patch. `patchBox` (may be null): the patch box every warp
 /// must cover; null = every warp must have the first readable warp's box.
 /// Never throws for a bad warp (every problem is returned); files are checked in order.
-std::vector<WarpProblem> validateWarps(const std::vector<std::string>& paths, const kernel::Box* patchBox);
+/// `pixels` = false skips the pixel scan (all-NaN image, bad variance): headers only, as `coadd`
+/// and `run` do before any work.
+std::vector<WarpProblem> validateWarps(const std::vector<std::string>& paths, const kernel::Box* patchBox,
+                                       bool pixels = true);
 
 /// True when any problem is fatal.
 bool anyFatal(const std::vector<WarpProblem>& problems);

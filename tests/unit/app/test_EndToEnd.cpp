@@ -58,6 +58,17 @@ struct WarpData {
 class EndToEnd : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
+        // An exception here would make gtest (and ctest) report the tests as skipped: keep it and
+        // fail every test in SetUp instead.
+        try {
+            setUpSuite();
+        } catch (const std::exception& e) {
+            s_setupError = e.what();
+        }
+    }
+    void SetUp() override { ASSERT_TRUE(s_setupError.empty()) << "suite setup failed: " << s_setupError; }
+
+    static void setUpSuite() {
         s_dir = fs::temp_directory_path() / ("safeclip-e2e-" + std::to_string(::getpid()));
         fs::remove_all(s_dir);
         app::SimulateOptions so;
@@ -157,6 +168,7 @@ protected:
         return sw > 0 ? swx / sw : std::nan("");
     }
 
+    static inline std::string s_setupError;
     static inline fs::path s_dir;
     static inline std::string s_coaddPath;
     static inline app::PatchResult s_result;

@@ -604,9 +604,16 @@ protected:
     }
 
     static void SetUpTestSuite() {
+        // An exception here would make gtest (and ctest) report the tests as skipped: keep it and
+        // fail every test in SetUp instead.
         s_dir = fs::temp_directory_path() / ("safeclip-ingest-decam-" + std::to_string(::getpid()));
-        s_run = std::make_unique<Run>();
-        ingestAndCoadd(s_dir, 5.0, *s_run);
+        try {
+            s_run = std::make_unique<Run>();
+            ingestAndCoadd(s_dir, 5.0, *s_run);
+        } catch (const std::exception& e) {
+            s_setupError = e.what();
+            s_run.reset();
+        }
     }
     static void TearDownTestSuite() {
         s_run.reset();
@@ -614,6 +621,7 @@ protected:
         fs::remove_all(s_dir, ec);
     }
     void SetUp() override {
+        ASSERT_TRUE(s_setupError.empty()) << "suite setup failed: " << s_setupError;
         ASSERT_TRUE(s_run && s_run->warps.size() == 5 && s_run->clipped.size() == 5) << "suite setup failed";
     }
 
@@ -675,6 +683,7 @@ protected:
 
     static inline fs::path s_dir;
     static inline std::unique_ptr<Run> s_run;
+    static inline std::string s_setupError;
 };
 
 TEST_F(IngestDecam, WarpsHaveHonestVarianceAndDetectionMasks) {
