@@ -652,8 +652,9 @@ private:
                               " cannot hold one warp's variance sample for the weights (" +
                               geom::formatByteSize(sampleBytes) + " for " + m_box.str() + ")");
         }
+        const std::int64_t rowBytes = static_cast<std::int64_t>(m_box.width) * 8;
         const int rows = static_cast<int>(std::clamp<std::int64_t>(
-            (m_budget - sampleBytes) / (static_cast<std::int64_t>(m_box.width) * 8), 1, m_box.height));
+            std::min<std::int64_t>((m_budget - sampleBytes) / rowBytes, (64LL << 20) / rowBytes), 1, m_box.height));
         for (std::size_t i = 0; i < m_warps.size(); ++i) {
             Warp& w = m_warps[i];
             if (!w.used || static_cast<int>(i % static_cast<std::size_t>(n)) != me) {
