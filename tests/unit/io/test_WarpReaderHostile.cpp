@@ -158,3 +158,19 @@ TEST_F(WarpReaderHostile, MaskPlaneCardsWithoutAValueAreRefused) {
     WarpReader r(q);
     EXPECT_EQ(r.header().maskPlanes.bitOf(std::string(63, 'L')), 21);
 }
+
+// cfitsio 4.2.0 aborts the process on this corrupt tile-compressed header (found by the fuzzer);
+// the reader probes compressed files in a child process and refuses the file instead.
+TEST(WarpReaderCrashGuard, CompressedHeaderThatCrashesCfitsioIsRefusedNotFatal) {
+    const std::string path =
+        std::string(SAFECLIP_TEST_DATA) + "/../fuzz/known-crashes/cfitsio-4.2.0-ffc2j-strncat-overflow.fits";
+    try {
+        safeclip::io::WarpReader r(path);
+        FAIL() << "the file was accepted";
+    } catch (const safeclip::InputError& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(path), std::string::npos) << what;
+        EXPECT_NE(what.find("corrupt tile-compressed header"), std::string::npos) << what;
+        EXPECT_EQ(what.find('\n'), std::string::npos);
+    }
+}
