@@ -40,6 +40,9 @@ std::vector<KeyDef> buildSchema() {
                     "path of the run manifest JSON (relative paths resolve against this file's directory)"));
     s.push_back(key("input.on_bad_warp", K::String, std::string("fail"),
                     "unreadable or invalid warp: fail (stop the run) or skip (log it and leave it out)"));
+    s.push_back(key("input.validate_pixels", K::Bool, false,
+                    "before any work, also scan every warp's pixels as `safeclip validate` does (variance "
+                    "finite and > 0 where the image is finite, not all NaN); costs one extra read of each warp"));
     s.push_back(key("output.dir", K::String, std::string("out"), "directory for the coadds and reports"));
     s.push_back(key("checkpoint.dir", K::String, std::string(),
                     "directory for restart checkpoints; empty = <output.dir>/checkpoints"));

@@ -2,7 +2,7 @@
 """Make damaged copies of a good afw-layout warp for the bad-input tests.
 
 usage: make_bad_warps.py GOOD.fits OUTDIR
-Writes OUTDIR/{notfits,truncated,nomask,novariance,nomp,dupbits,smaller,otherwcs,nozeropoint}.fits.
+Writes OUTDIR/{notfits,truncated,nomask,novariance,nomp,dupbits,smaller,otherwcs,badvar,nozeropoint}.fits.
 Uses Debian's python3-astropy (the python3 first on PATH may be a bare pyenv).
 """
 import os
@@ -55,6 +55,11 @@ for x in shifted:
     if "CRVAL1" in x.header and x.header.get("EXTNAME") in ("IMAGE", "MASK", "VARIANCE"):
         x.header["CRVAL1"] = x.header["CRVAL1"] + 0.01  # another sky position: not the same grid
 save("otherwcs.fits", shifted)
+
+badvar = [x.copy() for x in hdus]
+v = badvar[byname["VARIANCE"]].data
+v[10:20, 10:20] = -1.0  # negative variance where the image is finite
+save("badvar.fits", badvar)
 
 nozp = [x.copy() for x in hdus]
 for x in nozp:

@@ -33,6 +33,7 @@ check 3 bad/nomp.fits "MP_" "$SAFECLIP" coadd -o out/a.fits "${W[@]}" bad/nomp.f
 check 3 bad/dupbits.fits "duplicate|share" "$SAFECLIP" coadd -o out/a.fits "${W[@]}" bad/dupbits.fits
 check 3 bad/smaller.fits "mismatched grid" "$SAFECLIP" coadd -o out/a.fits "${W[@]}" bad/smaller.fits
 check 3 bad/otherwcs.fits "WCS differs" "$SAFECLIP" coadd -o out/a.fits "${W[@]}" bad/otherwcs.fits
+check 3 bad/badvar.fits "VARIANCE: 100 of" "$SAFECLIP" coadd --set input.validate_pixels=true -o out/a.fits "${W[@]}" bad/badvar.fits
 check 3 bad/nozeropoint.fits "zero point" "$SAFECLIP" coadd -o out/a.fits "${W[@]}" bad/nozeropoint.fits
 nothing_written
 check 3 bad/truncated.fits "truncat|end of file|EOF|short|size" "$SAFECLIP" coadd -o out/existing.fits "${W[@]}" bad/truncated.fits

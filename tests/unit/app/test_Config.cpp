@@ -80,7 +80,7 @@ TEST(Config, DefaultsMatchTheSpecTable) {
     EXPECT_EQ(c.getString("log.level"), "info");
     EXPECT_EQ(c.getString("log.progress"), "auto");
     EXPECT_FALSE(c.getBool("qa.enabled"));
-    EXPECT_EQ(configSchema().size(), 31U);
+    EXPECT_EQ(configSchema().size(), 32U);
     for (const auto& k : configSchema()) {
         EXPECT_FALSE(c.isSet(k.name)) << k.name;
         EXPECT_FALSE(k.doc.empty()) << k.name;
