@@ -314,3 +314,23 @@ TEST(Config, ShippedConfigsLoad) {
     EXPECT_EQ(ci.getString("memory.max_per_rank"), "256MiB");
     EXPECT_EQ(ci.getDouble("detect.psf_sigma"), 0.0);
 }
+
+// TOML is UTF-8 text; anything else is refused before the TOML parser sees it (toml11 3.7.1 reads
+// past its buffer on some invalid sequences: tests/fuzz/corpus/config/crash-toml11-invalid-utf8).
+TEST(Config, NonUtf8FilesAreRefusedNamingFileAndLine) {
+    TempDir dir;
+    const std::string bad = dir.write("bad.toml", "[stack]\nsigma_clip = 1.5 # \xd1\n");
+    try {
+        (void)Config::fromFile(bad);
+        FAIL() << "accepted";
+    } catch (const safeclip::ConfigError& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(bad), std::string::npos) << what;
+        EXPECT_NE(what.find("line 2"), std::string::npos) << what;
+        EXPECT_NE(what.find("UTF-8"), std::string::npos) << what;
+    }
+    const std::string nul = dir.write("nul.toml", std::string("[stack]\nclip_iter = 3\0\n", 23));
+    EXPECT_THROW((void)Config::fromFile(nul), safeclip::ConfigError);
+    const std::string good = dir.write("good.toml", "# σ-clipping, 1.5σ\n[stack]\nsigma_clip = 1.5\n");
+    EXPECT_EQ(Config::fromFile(good).getDouble("stack.sigma_clip"), 1.5);
+}
