@@ -43,7 +43,12 @@ for t in "${TARGETS[@]}"; do
   # detect_leaks=0: cfitsio keeps process-wide buffers that LeakSanitizer would report at exit;
   # allocator_may_return_null=1: an overflowing calloc returns NULL as in production (cfitsio then
   # reports MEMORY_ALLOCATION, a clean InputError) instead of aborting.
-  if ! ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 "$BUILD/tests/fuzz/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=10 \
+  # FUZZ_RUNS/FUZZ_SEED (used by ctest): a fixed number of inputs from a fixed seed, so that the
+  # CI run explores exactly what a local run of the same commit explored (no flaky findings).
+  extra=()
+  [ -n "${FUZZ_RUNS:-}" ] && extra+=(-runs="$FUZZ_RUNS")
+  [ -n "${FUZZ_SEED:-}" ] && extra+=(-seed="$FUZZ_SEED")
+  if ! ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 "$BUILD/tests/fuzz/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=10 "${extra[@]}" \
       -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$BUILD/crashes/$t-" \
       "$BUILD/corpus/$t" "tests/fuzz/corpus/$t" >"$BUILD/fuzz-$t.log" 2>&1; then
     failed+=("$t")
