@@ -316,26 +316,11 @@ SpanSet SpanSet::dilateDisk(int r, const Box& clip) const {
 }
 
 void SpanSet::paint(MaskImage& mask, MaskPixel bits) const {
-    const Box& box = mask.box();
-    if (box.empty()) {
-        return;
-    }
-    const int bx1 = box.x1() - 1;
-    for (const Span& s : m_spans) {
-        if (s.y < box.y0) {
-            continue;
-        }
-        if (s.y >= box.y1()) {
-            break;
-        }
-        const int lo = std::max(s.x0, box.x0);
-        const int hi = std::min(s.x1, bx1);
-        if (lo > hi) {
-            continue;
-        }
+    const SpanSet inside = clippedTo(mask.box());
+    for (const Span& s : inside.spans()) {
         MaskPixel* row = mask.row(s.y);
-        for (int x = lo; x <= hi; ++x) {
-            row[x - box.x0] |= bits;
+        for (int x = s.x0; x <= s.x1; ++x) {
+            row[x - mask.box().x0] |= bits;
         }
     }
 }
