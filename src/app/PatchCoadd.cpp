@@ -661,8 +661,8 @@ private:
         std::vector<WeightMeasure> mine;
         std::vector<float> var;
         std::vector<MaskPixel> mask;
-        std::vector<float> sample;
-        sample.reserve(static_cast<std::size_t>(m_box.area()));  // no doubling beyond the budget
+        // one patch-sized sample buffer, reused for every warp (4 B/px, counted below)
+        const auto sample = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(m_box.area()));
         // The sample (4 B/px of the patch) plus row chunks of VARIANCE and MASK (8 B/px).
         const std::int64_t sampleBytes = m_box.area() * 4;
         if (m_budget - sampleBytes < static_cast<std::int64_t>(m_box.width) * 8) {
@@ -678,20 +678,23 @@ private:
             if (!w.used || static_cast<int>(i % static_cast<std::size_t>(n)) != me) {
                 continue;
             }
-            sample.clear();
+            // The sample keeps pixel order.
+            std::size_t kept = 0;
             const float s2 = w.scale * w.scale;
+            const MaskPixel bad = m_bits.bad;
             for (const Box& chunk : geom::rowChunks(m_box, rows)) {
                 var.resize(static_cast<std::size_t>(chunk.area()));
                 mask.resize(static_cast<std::size_t>(chunk.area()));
                 w.reader->readPlanes(chunk, nullptr, mask.data(), var.data());
+                float* dst = sample.get();
                 for (std::size_t k = 0; k < var.size(); ++k) {
                     const float v = var[k] * s2;
-                    if ((mask[k] & m_bits.bad) == 0 && std::isfinite(v)) {
-                        sample.push_back(v);
+                    if ((mask[k] & bad) == 0 && std::isfinite(v)) {
+                        dst[kept++] = v;
                     }
                 }
             }
-            const double meanVar = kernel::meanClipUnweighted(sample, m_cfg.getDouble("stack.sigma_clip"),
+            const double meanVar = kernel::meanClipUnweighted({sample.get(), kept}, m_cfg.getDouble("stack.sigma_clip"),
                                                               static_cast<int>(m_cfg.getInt("stack.clip_iter")));
             const double weight = 1.0 / meanVar;
             std::string status = "used";

@@ -15,6 +15,10 @@
 
 #include "safeclip/kernel/Error.h"
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace safeclip::kernel {
 
 namespace {
@@ -297,9 +301,10 @@ namespace {
 // still accumulated in input order (bit-identical to stackCore) while the compiler vectorises
 // across pixels. Selections are 0/1 int32 lanes; "skip this input" becomes "add +0.0", which is
 // exact (a sum that starts at +0.0 is never -0.0, and x + (+0.0) == x for every other x).
-// Quartiles come from ranks (ties ranked by position, as stackCore's small-sample sort), so no
-// sorting or branching per pixel. Pixels that need the SAT-style weight propagation are finished
-// by a scalar loop; everything else is branch-free.
+// Quartiles come from a bitonic sorting network run across the rows (min/max over the pixels of
+// the block), so there is no branching per pixel. MEANCLIP converts and multiplies each input once
+// per block (precompute) and reads the products in each of its clipIter passes. Pixels that need
+// the SAT-style weight propagation are finished by a scalar loop; everything else is branch-free.
 
 constexpr int kBlock = 64;
 
@@ -330,7 +335,11 @@ struct BlockStacker {
     std::int32_t* acc = nullptr;            ///< [n][kBlock] accepted (S0), 0/1
     std::int64_t* accM = nullptr;           ///< [n][kBlock] accepted (S0), lane mask 0/-1
     std::int64_t* sel = nullptr;            ///< [n][kBlock] current clip selection, lane mask 0/-1
-    std::int32_t* rank = nullptr;           ///< [n][kBlock] rank of the value among S0
+    int nSort = 0;                          ///< rows of the sorting network: n rounded up to a power of 2
+    float* srt = nullptr;                   ///< [nSort][kBlock] accepted values, sorted per pixel
+    double* xd = nullptr;                   ///< [n][kBlock] double(x) (MEANCLIP blocks only)
+    double* tx = nullptr;                   ///< [n][kBlock] w * double(x)
+    double* tv = nullptr;                   ///< [n][kBlock] w² * double(v)
     std::int32_t n0[kBlock];
     MaskPixel orMask[kBlock];
     MaskPixel allMask[kBlock];
@@ -360,8 +369,11 @@ struct BlockStacker {
     }
 
     /// Weighted moments of the selection s ([n][kBlock] lane masks), same expressions and order as
-    /// weightedMoments.
-    [[gnu::always_inline]] void moments(const std::int64_t* s, int nb, bool needSampleVar, bool fromInput, BlockMoments& r) const {
+    /// weightedMoments. `Pre`: read double(x), w·x and w²·v from xd/tx/tv (filled by precompute:
+    /// the same products, so the same bits) instead of converting and multiplying again.
+    template <bool Pre>
+    [[gnu::always_inline]] void moments(const std::int64_t* s, int nb, bool needSampleVar, bool fromInput,
+                                        BlockMoments& r) const {
         double sw[kBlock];
         double swx[kBlock];
         double sw2[kBlock];
@@ -377,17 +389,20 @@ struct BlockStacker {
         for (int i = 0; i < n; ++i) {
             const double wi = w[i];
             const double wsq = wi * wi;
+            const std::ptrdiff_t row = static_cast<std::ptrdiff_t>(i) * kBlock;
             const float* x = img[i];
             const float* v = var[i];
-            const std::int64_t* si = s + static_cast<std::ptrdiff_t>(i) * kBlock;
+            const double* txi = tx + row;
+            const double* tvi = tv + row;
+            const std::int64_t* si = s + row;
             for (int p = 0; p < nb; ++p) {
                 const std::int64_t on = si[p];
-                const double tx = wi * static_cast<double>(x[p]);
-                const double tv = wsq * static_cast<double>(v[p]);
+                const double txp = Pre ? txi[p] : wi * static_cast<double>(x[p]);
+                const double tvp = Pre ? tvi[p] : wsq * static_cast<double>(v[p]);
                 sw[p] += andMask64(wi, on);
-                swx[p] += andMask64(tx, on);
+                swx[p] += andMask64(txp, on);
                 sw2[p] += andMask64(wsq, on);
-                sw2v[p] += andMask64(tv, on);
+                sw2v[p] += andMask64(tvp, on);
                 cnt[p] -= on;
             }
         }
@@ -402,10 +417,12 @@ struct BlockStacker {
             }
             for (int i = 0; i < n; ++i) {
                 const double wi = w[i];
+                const std::ptrdiff_t row = static_cast<std::ptrdiff_t>(i) * kBlock;
                 const float* x = img[i];
-                const std::int64_t* si = s + static_cast<std::ptrdiff_t>(i) * kBlock;
+                const double* xdi = xd + row;
+                const std::int64_t* si = s + row;
                 for (int p = 0; p < nb; ++p) {
-                    const double d = static_cast<double>(x[p]) - r.mean[p];
+                    const double d = (Pre ? xdi[p] : static_cast<double>(x[p])) - r.mean[p];
                     const double t = wi * d * d;
                     sdev[p] += andMask64(t, si[p]);
                 }
@@ -425,28 +442,62 @@ struct BlockStacker {
         }
     }
 
-    /// Ranks of the accepted values among S0 (ties by position: x_j <= x_i for j < i, x_j < x_i
-    /// for j > i, exactly the ranks of stackCore's small-sample sort).
-    [[gnu::always_inline]] void ranks(int nb) {
+    /// double(x), w·x and w²·v of every input, once per block (MEANCLIP reads them clipIter times).
+    [[gnu::always_inline]] void precompute(int nb) {
         for (int i = 0; i < n; ++i) {
-            std::int32_t* ri = rank + static_cast<std::ptrdiff_t>(i) * kBlock;
+            const double wi = w[i];
+            const double wsq = wi * wi;
+            const std::ptrdiff_t row = static_cast<std::ptrdiff_t>(i) * kBlock;
+            const float* x = img[i];
+            const float* v = var[i];
             for (int p = 0; p < nb; ++p) {
-                ri[p] = 0;
+                const double xv = static_cast<double>(x[p]);
+                xd[row + p] = xv;
+                tx[row + p] = wi * xv;
+                tv[row + p] = wsq * static_cast<double>(v[p]);
             }
         }
-        for (int i = 1; i < n; ++i) {
-            const float* xi = img[i];
-            const std::int32_t* ai = acc + static_cast<std::ptrdiff_t>(i) * kBlock;
-            std::int32_t* ri = rank + static_cast<std::ptrdiff_t>(i) * kBlock;
-            for (int j = 0; j < i; ++j) {
-                const float* xj = img[j];
-                const std::int32_t* aj = acc + static_cast<std::ptrdiff_t>(j) * kBlock;
-                std::int32_t* rj = rank + static_cast<std::ptrdiff_t>(j) * kBlock;
+    }
+
+    /// Sort the accepted values of every pixel (S0 in srt[0..n0), +inf above) with a bitonic
+    /// network across the rows, vectorised over the pixels of the block. Only the values matter
+    /// for the quartiles, so the order of ties is irrelevant; +inf pads both the rejected inputs
+    /// and the rows up to nSort (accepted values are finite, so no NaN enters).
+    [[gnu::always_inline]] void sortAccepted(int nb) {
+        constexpr float kInf = std::numeric_limits<float>::infinity();
+        for (int i = 0; i < nSort; ++i) {
+            float* d = srt + static_cast<std::ptrdiff_t>(i) * kBlock;
+            if (i < n) {
+                const float* x = img[i];
+                const std::int32_t* a = acc + static_cast<std::ptrdiff_t>(i) * kBlock;
                 for (int p = 0; p < nb; ++p) {
-                    // both finite where either count matters: !(xj <= xi) == (xi < xj)
-                    const std::int32_t le = xj[p] <= xi[p] ? 1 : 0;
-                    ri[p] += aj[p] & le;
-                    rj[p] += ai[p] & (le ^ 1);
+                    d[p] = a[p] != 0 ? x[p] : kInf;
+                }
+                for (int p = nb; p < kBlock; ++p) {
+                    d[p] = kInf;
+                }
+            } else {
+                for (int p = 0; p < kBlock; ++p) {
+                    d[p] = kInf;
+                }
+            }
+        }
+        for (int k = 2; k <= nSort; k <<= 1) {
+            for (int j = k >> 1; j > 0; j >>= 1) {
+                for (int i = 0; i < nSort; ++i) {
+                    const int l = i ^ j;
+                    if (l <= i) {
+                        continue;
+                    }
+                    // ascending where bit k of i is 0: the smaller value goes to row i
+                    float* lo = srt + static_cast<std::ptrdiff_t>((i & k) == 0 ? i : l) * kBlock;
+                    float* hi = srt + static_cast<std::ptrdiff_t>((i & k) == 0 ? l : i) * kBlock;
+                    for (int p = 0; p < kBlock; ++p) {
+                        const float a = lo[p];
+                        const float b = hi[p];
+                        lo[p] = b < a ? b : a;
+                        hi[p] = b < a ? a : b;
+                    }
                 }
             }
         }
@@ -454,39 +505,23 @@ struct BlockStacker {
 
     /// afw percentile at q of S0 (interpolated between ranks), per pixel; lanes with n0 == 0 get NaN.
     [[gnu::always_inline]] void percentile(int nb, double q, double* out) const {
-        std::int32_t r1[kBlock];
-        double lo[kBlock];
-        double hi[kBlock];
-        double w1[kBlock];
-        double w2[kBlock];
         for (int p = 0; p < nb; ++p) {
             const int np = n0[p];
-            const double idx = q * static_cast<double>(np - 1);
-            const int q1 = np > 0 ? static_cast<int>(idx) : 0;
-            r1[p] = q1;
-            w1[p] = static_cast<double>(q1 + 1) - idx;
-            w2[p] = idx - static_cast<double>(q1);
-            lo[p] = 0.0;
-            hi[p] = 0.0;
-        }
-        // Each rank of S0 is held by exactly one accepted input: OR the matching values in.
-        for (int i = 0; i < n; ++i) {
-            const float* x = img[i];
-            const std::int64_t* ai = accM + static_cast<std::ptrdiff_t>(i) * kBlock;
-            const std::int32_t* ri = rank + static_cast<std::ptrdiff_t>(i) * kBlock;
-            for (int p = 0; p < nb; ++p) {
-                const double xv = static_cast<double>(x[p]);
-                const std::int64_t isLo = ai[p] & -static_cast<std::int64_t>(ri[p] == r1[p]);
-                const std::int64_t isHi = ai[p] & -static_cast<std::int64_t>(ri[p] == r1[p] + 1);
-                lo[p] = std::bit_cast<double>(std::bit_cast<std::int64_t>(lo[p]) |
-                                              std::bit_cast<std::int64_t>(andMask64(xv, isLo)));
-                hi[p] = std::bit_cast<double>(std::bit_cast<std::int64_t>(hi[p]) |
-                                              std::bit_cast<std::int64_t>(andMask64(xv, isHi)));
+            if (np == 0) {
+                out[p] = kNaN;
+                continue;
             }
-        }
-        for (int p = 0; p < nb; ++p) {
-            const int np = n0[p];
-            out[p] = np == 0 ? kNaN : (r1[p] + 1 >= np ? lo[p] : w1[p] * lo[p] + w2[p] * hi[p]);
+            const double idx = q * static_cast<double>(np - 1);
+            const int q1 = static_cast<int>(idx);
+            const double lo = srt[static_cast<std::ptrdiff_t>(q1) * kBlock + p];
+            if (q1 + 1 >= np) {
+                out[p] = lo;
+                continue;
+            }
+            const double hi = srt[static_cast<std::ptrdiff_t>(q1 + 1) * kBlock + p];
+            const double w1 = static_cast<double>(q1 + 1) - idx;
+            const double w2 = idx - static_cast<double>(q1);
+            out[p] = w1 * lo + w2 * hi;
         }
     }
 
@@ -495,7 +530,8 @@ struct BlockStacker {
     /// Moments{} (n = 0, NaN mean and variance) in that and every later iteration; a lane that
     /// has converged reproduces itself, so running every iteration equals stackCore's early stop.
     [[gnu::always_inline]] void meanClip(int nb, const StackControl& ctrl, BlockMoments& cur) {
-        ranks(nb);
+        sortAccepted(nb);
+        precompute(nb);
         double median[kBlock];
         double q1[kBlock];
         double q3[kBlock];
@@ -519,15 +555,17 @@ struct BlockStacker {
                 }
             }
             for (int i = 0; i < n; ++i) {
-                const float* x = img[i];
-                const std::int64_t* ai = accM + static_cast<std::ptrdiff_t>(i) * kBlock;
-                std::int64_t* si = sel + static_cast<std::ptrdiff_t>(i) * kBlock;
+                const std::ptrdiff_t row = static_cast<std::ptrdiff_t>(i) * kBlock;
+                const double* x = xd + row;
+                const std::int64_t* ai = accM + row;
+                std::int64_t* si = sel + row;
                 for (int p = 0; p < nb; ++p) {
-                    const double d = std::abs(static_cast<double>(x[p]) - c[p]);
+                    const double d = std::abs(x[p] - c[p]);
                     si[p] = d <= h[p] ? ai[p] : std::int64_t{0};
                 }
             }
-            moments(sel, nb, true, fromInput, cur);
+            // s² of the last iteration only matters for a variance that is not from the inputs
+            moments<true>(sel, nb, k + 1 < ctrl.clipIter, fromInput, cur);
         }
     }
 
@@ -561,7 +599,7 @@ struct BlockStacker {
         if (ctrl.statistic == Statistic::MeanClip) {
             meanClip(nb, ctrl, mom);
         } else {
-            moments(accM, nb, false, ctrl.calcErrorFromInputVariance, mom);
+            moments<false>(accM, nb, false, ctrl.calcErrorFromInputVariance, mom);
         }
         MaskPixel propBits = 0;
         for (const auto& pt : ctrl.propagationThresholds) {
@@ -646,7 +684,11 @@ void checkRegionArgs(const char* fn, const std::vector<const MaskedImage*>& inpu
     std::vector<std::int32_t> acc(n * kBlock + 1);
     std::vector<std::int64_t> accM(n * kBlock + 1);
     std::vector<std::int64_t> sel(n * kBlock + 1);
-    std::vector<std::int32_t> rank(n * kBlock + 1);
+    const int nSort = static_cast<int>(std::bit_ceil(n));
+    std::vector<float> srt(static_cast<std::size_t>(nSort) * kBlock + 1);
+    std::vector<double> xd(n * kBlock + 1);
+    std::vector<double> tx(n * kBlock + 1);
+    std::vector<double> tv(n * kBlock + 1);
     auto bs = std::make_unique<BlockStacker>();
     auto mom = std::make_unique<BlockMoments>();
     bs->n = nInt;
@@ -657,7 +699,11 @@ void checkRegionArgs(const char* fn, const std::vector<const MaskedImage*>& inpu
     bs->acc = acc.data();
     bs->accM = accM.data();
     bs->sel = sel.data();
-    bs->rank = rank.data();
+    bs->nSort = nSort;
+    bs->srt = srt.data();
+    bs->xd = xd.data();
+    bs->tx = tx.data();
+    bs->tv = tv.data();
     std::vector<std::ptrdiff_t> dx(n);
     for (std::size_t i = 0; i < n; ++i) {
         dx[i] = region.x0 - inputs[i]->box().x0;
@@ -761,76 +807,115 @@ std::pair<StackResult, StackResult> stackRegionPair(const std::vector<const Mask
 
 namespace {
 
-/// True when every partial sum of any subset of values[0..n), in any order, is exact in double:
-/// all values are multiples of 2^e (e = the smallest ulp among them) and sum |x| < 2^(53+e). Then
-/// the sequential sum of a selection equals its exact sum, so it can be accumulated in any order
-/// (vectorised) with the same result bit for bit.
-bool sumsAreExact(const float* values, std::size_t n) {
-    std::uint32_t minExp = 255;
-    double sumAbs = 0.0;
-    for (std::size_t j = 0; j < n; ++j) {
-        const std::uint32_t b = std::bit_cast<std::uint32_t>(values[j]);
-        const std::uint32_t e = (b >> 23) & 0xffU;
-        // zero is a multiple of anything: leave it out of the minimum
-        minExp = std::min(minExp, (b & 0x7fffffffU) == 0 ? 255U : std::max(e, 1U));
-        sumAbs += std::abs(static_cast<double>(values[j]));
-    }
-    if (minExp == 255) {
-        return true;  // all zeros
-    }
-    const int ulpExp = static_cast<int>(minExp) - 150;  // every value is a multiple of 2^ulpExp
-    // sumAbs carries a relative error below n * 2^-53 (< 1e-6 for any n < 2^33): keep a margin.
-    return sumAbs * (1.0 + 1e-6) < std::ldexp(1.0, 53 + ulpExp);
+/// Order-preserving unsigned key of a finite float: a < b gives key(a) < key(b) (and -0.0 < +0.0).
+[[gnu::always_inline]] inline std::uint32_t floatKey(float f) {
+    const std::uint32_t b = std::bit_cast<std::uint32_t>(f);
+    return (b & 0x80000000U) != 0 ? ~b : (b | 0x80000000U);
 }
 
-/// Unit-weight moments of the values with |x - c| <= h (weightedMoments with every w = 1, in the
-/// order of `values`, bit for bit as the former two branchy loops): the count is exact, the sum is either exact (sumsAreExact) and then summed in
-/// eight independent lanes, or sequential; the squared deviations are summed sequentially, in
-/// order, with "skip" written as "+0.0" (exact) so that there is no data-dependent branch.
-Moments clipMoments(const float* values, std::size_t n, double c, double h, bool exactSums) {
+/// Interleaved partial sums of the unweighted clip (kClipLanes lanes: lane l takes the values
+/// j ≡ l mod kClipLanes, a tail shorter than kClipLanes goes to lanes 0..). "Skip" is written as
+/// "+0.0", which is exact, so the loops have no data-dependent branch. The AVX2 and the portable
+/// versions do the same IEEE operations per lane (no FMA), so they agree bit for bit.
+constexpr std::size_t kClipLanes = 8;
+
+struct ClipLanes {
+    double sum[kClipLanes] = {};        ///< Σ x (or Σ (x - mean)²) of the kept values, per lane
+    std::int64_t count[kClipLanes] = {};  ///< kept values per lane
+};
+
+/// Lanes of Σ x and the count over |x - c| <= h (dev = false), or of Σ (x - mean)² (dev = true).
+void clipLanesPortable(const float* values, std::size_t n, double c, double h, bool dev, double mean,
+                       ClipLanes& out) {
+    for (std::size_t j = 0; j < n; ++j) {
+        const std::size_t l = j % kClipLanes;
+        const double xv = values[j];
+        const std::int64_t m = -static_cast<std::int64_t>(std::abs(xv - c) <= h);
+        const double d = xv - mean;
+        const double t = dev ? d * d : xv;
+        out.sum[l] += std::bit_cast<double>(std::bit_cast<std::int64_t>(t) & m);
+        out.count[l] -= m;
+    }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) void clipLanesAvx2(const float* values, std::size_t n, double c, double h,
+                                                   bool dev, double mean, ClipLanes& out) {
+    const std::size_t nFull = n - n % kClipLanes;
+    const __m256d vc = _mm256_set1_pd(c);
+    const __m256d vh = _mm256_set1_pd(h);
+    const __m256d vmean = _mm256_set1_pd(mean);
+    const __m256d sign = _mm256_set1_pd(-0.0);
+    __m256d s0 = _mm256_setzero_pd();
+    __m256d s1 = _mm256_setzero_pd();
+    __m256i k0 = _mm256_setzero_si256();
+    __m256i k1 = _mm256_setzero_si256();
+    for (std::size_t j = 0; j < nFull; j += kClipLanes) {
+        const __m256 x8 = _mm256_loadu_ps(values + j);
+        const __m256d x0 = _mm256_cvtps_pd(_mm256_castps256_ps128(x8));
+        const __m256d x1 = _mm256_cvtps_pd(_mm256_extractf128_ps(x8, 1));
+        const __m256d m0 = _mm256_cmp_pd(_mm256_andnot_pd(sign, _mm256_sub_pd(x0, vc)), vh, _CMP_LE_OQ);
+        const __m256d m1 = _mm256_cmp_pd(_mm256_andnot_pd(sign, _mm256_sub_pd(x1, vc)), vh, _CMP_LE_OQ);
+        __m256d t0 = x0;
+        __m256d t1 = x1;
+        if (dev) {
+            const __m256d d0 = _mm256_sub_pd(x0, vmean);
+            const __m256d d1 = _mm256_sub_pd(x1, vmean);
+            t0 = _mm256_mul_pd(d0, d0);
+            t1 = _mm256_mul_pd(d1, d1);
+        }
+        s0 = _mm256_add_pd(s0, _mm256_and_pd(t0, m0));
+        s1 = _mm256_add_pd(s1, _mm256_and_pd(t1, m1));
+        k0 = _mm256_sub_epi64(k0, _mm256_castpd_si256(m0));
+        k1 = _mm256_sub_epi64(k1, _mm256_castpd_si256(m1));
+    }
+    _mm256_storeu_pd(out.sum, s0);
+    _mm256_storeu_pd(out.sum + 4, s1);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.count), k0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.count + 4), k1);
+    ClipLanes tail;
+    clipLanesPortable(values + nFull, n - nFull, c, h, dev, mean, tail);
+    for (std::size_t l = 0; l < kClipLanes; ++l) {
+        out.sum[l] += tail.sum[l];  // the tail's lane l holds at most one term: x + (t or +0.0)
+        out.count[l] += tail.count[l];
+    }
+}
+#endif
+
+ClipLanes clipLanes(const float* values, std::size_t n, double c, double h, bool dev, double mean) {
+    ClipLanes out;
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (useAvx2()) {
+        clipLanesAvx2(values, n, c, h, dev, mean, out);
+        return out;
+    }
+#endif
+    clipLanesPortable(values, n, c, h, dev, mean, out);
+    return out;
+}
+
+/// Unit-weight moments of the values with |x - c| <= h (weightedMoments with every w = 1): sums in
+/// sample order over kClipLanes interleaved lanes, added in lane order. The squared deviations
+/// are only summed when the caller needs s² (not in the last iteration, whose s² is never used).
+Moments clipMoments(const float* values, std::size_t n, double c, double h, bool needSampleVar) {
     Moments r;
-    std::int64_t k = 0;
+    const ClipLanes s = clipLanes(values, n, c, h, false, 0.0);
     double sx = 0.0;
-    if (exactSums) {
-        constexpr int kLanes = 8;
-        double lane[kLanes] = {};
-        std::int64_t cnt[kLanes] = {};
-        std::size_t j = 0;
-        for (; j + kLanes <= n; j += kLanes) {
-            for (int l = 0; l < kLanes; ++l) {
-                const double xv = values[j + static_cast<std::size_t>(l)];
-                const std::int64_t m = -static_cast<std::int64_t>(std::abs(xv - c) <= h);
-                lane[l] += std::bit_cast<double>(std::bit_cast<std::int64_t>(xv) & m);
-                cnt[l] -= m;
-            }
-        }
-        for (; j < n; ++j) {
-            const double xv = values[j];
-            const std::int64_t m = -static_cast<std::int64_t>(std::abs(xv - c) <= h);
-            lane[0] += std::bit_cast<double>(std::bit_cast<std::int64_t>(xv) & m);
-            cnt[0] -= m;
-        }
-        for (int l = 0; l < kLanes; ++l) {
-            sx += lane[l];
-            k += cnt[l];
-        }
-    } else {
-        for (std::size_t j = 0; j < n; ++j) {
-            const double xv = values[j];
-            const std::int64_t m = -static_cast<std::int64_t>(std::abs(xv - c) <= h);
-            sx += std::bit_cast<double>(std::bit_cast<std::int64_t>(xv) & m);
-            k -= m;
-        }
+    std::int64_t k = 0;
+    for (std::size_t l = 0; l < kClipLanes; ++l) {
+        sx += s.sum[l];
+        k += s.count[l];
     }
     const double sw = static_cast<double>(k);  // Σ 1.0 over k terms, exact
     r.n = static_cast<int>(std::min<std::int64_t>(k, std::numeric_limits<int>::max()));
     r.mean = sx / sw;
+    if (!needSampleVar) {
+        return r;
+    }
+    const ClipLanes d = clipLanes(values, n, c, h, true, r.mean);
     double sdev = 0.0;
-    for (std::size_t j = 0; j < n; ++j) {
-        const double xv = values[j];
-        const std::int64_t m = -static_cast<std::int64_t>(std::abs(xv - c) <= h);
-        const double d = xv - r.mean;
-        sdev += std::bit_cast<double>(std::bit_cast<std::int64_t>(d * d) & m);
+    for (std::size_t l = 0; l < kClipLanes; ++l) {
+        sdev += d.sum[l];
     }
     const double sw_sq = sw * sw;
     const double sw2 = sw;  // Σ w² with w = 1
@@ -840,8 +925,107 @@ Moments clipMoments(const float* values, std::size_t n, double c, double h, bool
 
 }  // namespace
 
+std::vector<double> sampleQuantiles(std::span<const float> values, std::span<const double> qs) {
+    const std::size_t n = values.size();
+    std::vector<double> out(qs.size(), kNaN);
+    for (const double q : qs) {
+        if (!(q >= 0.0 && q <= 1.0)) {
+            throw InvalidParameter("sampleQuantiles: q = " + std::to_string(q) + " is outside [0, 1]");
+        }
+    }
+    if (n == 0) {
+        return out;
+    }
+    if (n == 1) {
+        std::fill(out.begin(), out.end(), static_cast<double>(values[0]));
+        return out;
+    }
+    // The ranks each quantile needs (percentileSelect's interpolation at q(n-1)).
+    std::vector<std::size_t> ranks;
+    for (const double q : qs) {
+        const auto q1 = static_cast<std::size_t>(q * static_cast<double>(n - 1));
+        ranks.push_back(std::min(q1, n - 1));
+        if (q1 + 1 < n) {
+            ranks.push_back(q1 + 1);
+        }
+    }
+    std::sort(ranks.begin(), ranks.end());
+    ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
+    // Pass 1: histogram of the top 16 bits of the order-preserving key. Two interleaved counters
+    // keep runs of equal bins (a flat variance plane) from serialising on one memory location.
+    constexpr std::size_t kBins = std::size_t{1} << 16;
+    std::vector<std::uint32_t> hist(2 * kBins, 0);
+    const float* v = values.data();
+    std::size_t j = 0;
+    for (; j + 2 <= n; j += 2) {
+        ++hist[floatKey(v[j]) >> 16];
+        ++hist[kBins + (floatKey(v[j + 1]) >> 16)];
+    }
+    if (j < n) {
+        ++hist[floatKey(v[j]) >> 16];
+    }
+    // Locate every needed rank's bin and the rank of that bin's first value.
+    std::vector<std::uint32_t> rankBin(ranks.size());
+    std::vector<std::size_t> binStart(ranks.size());  // rank of the bin's first value
+    {
+        std::size_t below = 0;
+        std::size_t r = 0;
+        for (std::size_t b = 0; b < kBins && r < ranks.size(); ++b) {
+            const std::size_t c = std::size_t{hist[b]} + hist[kBins + b];
+            while (r < ranks.size() && ranks[r] < below + c) {
+                rankBin[r] = static_cast<std::uint32_t>(b);
+                binStart[r] = below;
+                ++r;
+            }
+            below += c;
+        }
+    }
+    // Pass 2: histogram of the low 16 bits inside the bins that hold a needed rank (one table per
+    // such bin, plus a dummy table that takes every other value so the loop has no branch). Memory
+    // stays fixed (at most 7 × 256 KiB), whatever the distribution.
+    std::vector<std::uint32_t> bins(rankBin);
+    bins.erase(std::unique(bins.begin(), bins.end()), bins.end());
+    std::vector<std::uint8_t> slot(kBins, static_cast<std::uint8_t>(bins.size()));
+    for (std::size_t b = 0; b < bins.size(); ++b) {
+        slot[bins[b]] = static_cast<std::uint8_t>(b);
+    }
+    std::vector<std::uint32_t> low((bins.size() + 1) * kBins, 0);
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint32_t key = floatKey(v[i]);
+        ++low[slot[key >> 16] * kBins + (key & 0xffffU)];
+    }
+    // The exact value at each needed rank, from the cumulative counts inside its bin.
+    auto valueAtRank = [&](std::size_t rank) {
+        const std::size_t r =
+            static_cast<std::size_t>(std::lower_bound(ranks.begin(), ranks.end(), rank) - ranks.begin());
+        const std::uint32_t* h = low.data() + std::size_t{slot[rankBin[r]]} * kBins;
+        std::size_t below = binStart[r];
+        std::uint32_t lo = 0;
+        while (below + h[lo] <= rank) {
+            below += h[lo];
+            ++lo;
+        }
+        const std::uint32_t key = (rankBin[r] << 16) | lo;
+        const std::uint32_t bits = (key & 0x80000000U) != 0 ? (key & 0x7fffffffU) : ~key;
+        return static_cast<double>(std::bit_cast<float>(bits));
+    };
+    for (std::size_t t = 0; t < qs.size(); ++t) {
+        const double idx = qs[t] * static_cast<double>(n - 1);
+        const auto q1 = static_cast<std::size_t>(idx);
+        if (q1 + 1 >= n) {
+            out[t] = valueAtRank(n - 1);
+            continue;
+        }
+        const std::size_t q2 = q1 + 1;
+        const double w1 = static_cast<double>(q2) - idx;
+        const double w2 = idx - static_cast<double>(q1);
+        out[t] = w1 * valueAtRank(q1) + w2 * valueAtRank(q2);
+    }
+    return out;
+}
+
 /// Precondition: values are NaN-free (the caller keeps only finite, unmasked pixels, spec §3.4).
-double meanClipUnweighted(std::vector<float>& values, double sigmaClip, int clipIter) {
+double meanClipUnweighted(std::span<const float> values, double sigmaClip, int clipIter) {
     const std::size_t n0 = values.size();
     if (n0 == 0) {
         return kNaN;
@@ -849,14 +1033,10 @@ double meanClipUnweighted(std::vector<float>& values, double sigmaClip, int clip
     if (!(std::isfinite(sigmaClip) && sigmaClip > 0.0) || clipIter < 1) {
         throw InvalidParameter("meanClipUnweighted: need sigmaClip > 0 and clipIter >= 1");
     }
-    float* data = values.data();
-    // The three selections leave `values` in the order that the sums below then run over (kept so
-    // that the result does not change by a bit).
-    const double median = percentileSelect(data, n0, 0.5);
-    const double q1 = percentileSelect(data, n0, 0.25);
-    const double q3 = percentileSelect(data, n0, 0.75);
-    const double iqrHalfWidth = sigmaClip * kIqToStdev * (q3 - q1);
-    const bool exact = sumsAreExact(data, n0);
+    const double qs[3] = {0.5, 0.25, 0.75};
+    const std::vector<double> quart = sampleQuantiles(values, qs);
+    const double median = quart[0];
+    const double iqrHalfWidth = sigmaClip * kIqToStdev * (quart[2] - quart[1]);
     Moments cur;
     for (int k = 0; k < clipIter; ++k) {
         const double c = k == 0 ? median : cur.mean;
@@ -864,7 +1044,7 @@ double meanClipUnweighted(std::vector<float>& values, double sigmaClip, int clip
         if (std::isnan(c) || std::isnan(h)) {
             return kNaN;
         }
-        cur = clipMoments(data, n0, c, h, exact);
+        cur = clipMoments(values.data(), n0, c, h, k + 1 < clipIter);
     }
     return cur.mean;
 }

@@ -69,9 +69,16 @@ std::pair<StackResult, StackResult> stackRegionPair(const std::vector<const Mask
                                                     const StackControl& ctrlB, const Box& region,
                                                     MaskedImage& outA, MaskedImage& outB);
 
-/// Unweighted MEANCLIP of a sample (spec §4.2 with all weights 1); used for the warp weights (§3.4).
-/// `values` is reordered (selection, not a full sort). Returns NaN for an empty sample.
-double meanClipUnweighted(std::vector<float>& values, double sigmaClip, int clipIter);
+/// Unweighted MEANCLIP of a NaN-free sample (spec §4.2 with all weights 1); used for the warp weights
+/// (§3.4). Returns NaN for an empty sample. Quartiles by exact selection (sampleQuantiles); the sums
+/// run in sample order over 8 interleaved partial sums (deviation from afw's single sequential
+/// sum: the last bits of s², and so of the clip bound, can differ; the result is deterministic).
+double meanClipUnweighted(std::span<const float> values, double sigmaClip, int clipIter);
+
+/// afw percentiles (linear interpolation at fractional rank q(n-1)) of a NaN-free sample, one per q,
+/// without reordering it: a 16-bit key histogram, then exact selection inside the bins that hold
+/// the needed ranks. NaN for an empty sample. @throws InvalidParameter for q outside [0, 1]
+std::vector<double> sampleQuantiles(std::span<const float> values, std::span<const double> qs);
 
 /// Interpolated quantile at fractional rank q*(n-1) of `values` (reorders values; n > 0).
 double quantile(std::vector<double>& values, double q);

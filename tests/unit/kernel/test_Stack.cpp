@@ -741,6 +741,44 @@ TEST(Stack, MeanClipUnweightedBasics) {
     EXPECT_THROW(meanClipUnweighted(five, 0.0, 3), InvalidParameter);
 }
 
+TEST(Stack, SampleQuantilesEqualSelectionOnAnySample) {
+    // The histogram selection must return exactly the values that nth_element-based quantile()
+    // returns: flat samples (one histogram bin), negative values, signed zeros, ties, outliers.
+    std::mt19937 rng(3);
+    std::normal_distribution<float> g(0.0F, 1.0F);
+    const double qs[] = {0.5, 0.25, 0.75, 0.0, 1.0, 0.1};
+    auto check = [&](const std::vector<float>& v, const char* what) {
+        const std::vector<double> got = sampleQuantiles(v, qs);
+        for (std::size_t t = 0; t < std::size(qs); ++t) {
+            std::vector<double> d(v.begin(), v.end());
+            const double want = quantile(d, qs[t]);
+            ASSERT_EQ(got[t] == 0.0 ? 0.0 : got[t], want == 0.0 ? 0.0 : want) << what << " q=" << qs[t];
+        }
+    };
+    for (const std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{7}, std::size_t{1000},
+                                std::size_t{100001}}) {
+        std::vector<float> wide(n);
+        std::vector<float> flat(n);
+        std::vector<float> ties(n);
+        std::vector<float> mixed(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            wide[i] = g(rng) * 1e4F;
+            flat[i] = 100.0F + 1e-3F * g(rng);  // within one 16-bit key bin
+            ties[i] = static_cast<float>(static_cast<int>(i % 5) - 2);
+            mixed[i] = i % 11 == 0 ? -0.0F : (i % 13 == 0 ? 0.0F : (i % 101 == 0 ? 3e30F : g(rng)));
+        }
+        check(wide, "wide");
+        check(flat, "flat");
+        check(ties, "ties");
+        check(mixed, "mixed");
+    }
+    const std::vector<float> empty;
+    EXPECT_TRUE(std::isnan(sampleQuantiles(empty, qs)[0]));
+    const double bad[] = {1.5};
+    const std::vector<float> one{1.0F};
+    EXPECT_THROW(sampleQuantiles(one, bad), InvalidParameter);
+}
+
 TEST(Stack, MeanClipUnweightedMatchesStackPixelAndClipsOutliers) {
     std::mt19937 rng(99);
     std::normal_distribution<float> g(10.0F, 1.0F);
