@@ -5,7 +5,7 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       openmpi-bin libopenmpi-dev libboost-mpi-dev libboost-serialization-dev
       libhdf5-openmpi-dev libcfitsio-dev libspdlog-dev libfmt-dev
       libgtest-dev googletest libcli11-dev nlohmann-json3-dev libtoml11-dev
-      libcairo2-dev zlib1g-dev python3-numpy python3-astropy
+      libcairo2-dev zlib1g-dev libisal-dev python3-numpy python3-astropy
       clang libclang-rt-14-dev)  # clang + libFuzzer: scripts/fuzz.sh (~53 MB, ~20 s)
 missing=()
 for p in "${PKGS[@]}"; do

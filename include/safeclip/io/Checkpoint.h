@@ -86,7 +86,7 @@ bool readTileCheckpoint(const std::string& path, const CheckpointKey& key, const
 
 /// FNV-1a-64 of the lines, 16 hex digits.
 std::string hashStrings(const std::vector<std::string>& lines);
-/// "crc32:xxxxxxxx" of a file's bytes (zlib), read in 4 MiB blocks. @throws InputError
+/// "crc32:xxxxxxxx" of a file's bytes (zlib's CRC-32, computed with ISA-L), read in 256 KiB blocks. @throws InputError
 std::string fileChecksum(const std::string& path);
 /// "path|size|mtime_ns" of a file ("path|missing" when it cannot be stat'ed).
 std::string fileFingerprint(const std::string& path);
