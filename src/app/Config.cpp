@@ -46,6 +46,9 @@ std::vector<KeyDef> buildSchema() {
     s.push_back(key("output.dir", K::String, std::string("out"), "directory for the coadds and reports"));
     s.push_back(key("checkpoint.dir", K::String, std::string(),
                     "directory for restart checkpoints; empty = <output.dir>/checkpoints"));
+    s.push_back(key("checkpoint.tile_interval", K::Double, 30.0,
+                    "seconds of final-stack work between tile checkpoints, >= 0 (0 = after every tile); "
+                    "a killed rank redoes at most this much of its final stack"));
     // resources
     s.push_back(key("tile.size", K::Int, std::int64_t{0},
                     "tile edge in pixels; 0 = derived from memory.max_per_rank, else >= 16 "
@@ -656,6 +659,7 @@ void Config::validate() const {
         throw fail("tile.size", "must be 0 (automatic) or >= 16", m_values.at("tile.size"));
     }
     (void)geom::parseByteSize(getString("memory.max_per_rank"), "memory.max_per_rank");
+    nonNegative("checkpoint.tile_interval");
     choice("coadd.mode", {"safeclip", "mean"});
     planeNames("stack.bad_mask_planes");
     positive("stack.sigma_clip");

@@ -1224,6 +1224,7 @@ private:
         const auto tiles = myTiles();
         std::size_t done = 0;
         auto lastLog = Clock::now();
+        auto lastCheckpoint = Clock::now();  // tile checkpoints every checkpoint.tile_interval s of work
         int rows = 0;
         const io::CheckpointKey key = checkpointing() ? checkpointKey() : io::CheckpointKey{};
         m_usedLocal.assign(m_warps.size(), 0);
@@ -1301,7 +1302,7 @@ private:
             for (std::size_t i = 0; i < m_warps.size(); ++i) {
                 m_usedLocal[i] += tileUsed[i];
             }
-            if (checkpointing()) {
+            if (checkpointing() && secondsSince(lastCheckpoint) >= m_ckpt.tileInterval) {
                 const auto tc = Clock::now();
                 if (direct != nullptr) {
                     io::writeTileCheckpoint(tilePath(tile), key, cutout(*direct, tile), cutout(*directN, tile),
@@ -1312,6 +1313,9 @@ private:
                 m_ckptSeconds += secondsSince(tc);
                 std::error_code ec;
                 m_ckptBytes += static_cast<std::int64_t>(std::filesystem::file_size(tilePath(tile), ec));
+                ++m_ckptTiles;
+                lastCheckpoint = Clock::now();
+                maybeInjectFailure("tile-checkpoint");
             }
             if (direct == nullptr) {
                 out.push_back(std::move(result));
@@ -1325,7 +1329,8 @@ private:
         log().debug("patch {}: final stack of {} warps on {} tiles ({} rows per chunk) in {:.2f} s", m_name,
                     warps.size(), tiles.size(), rows, secondsSince(t0));
         if (checkpointing()) {
-            log().info("patch {}: {} tile checkpoints, {} in {:.2f} s", m_name, tiles.size(),
+            log().info("patch {}: {} of {} tile checkpoints (checkpoint.tile_interval = {} s), {} in {:.2f} s",
+                       m_name, m_ckptTiles, tiles.size(), m_ckpt.tileInterval,
                        geom::formatByteSize(m_ckptBytes), m_ckptSeconds);
         }
         return out;
@@ -1438,9 +1443,10 @@ private:
     std::vector<Box> m_tiles;
     std::vector<int> m_tileOwner;
     std::vector<Piece> m_pieces;  ///< root: every tile's footprint pieces
-    std::vector<std::int64_t> m_usedLocal;
+    std::vector<std::int64_t> m_usedLocal;  ///< per warp: pixels used by this rank's final tiles
     double m_ckptSeconds = 0;       ///< time spent writing tile checkpoints on this rank
-    std::int64_t m_ckptBytes = 0;   ///< their size  ///< per warp: pixels used by this rank's final tiles
+    std::int64_t m_ckptBytes = 0;   ///< their size
+    int m_ckptTiles = 0;            ///< how many were written
     const Config& m_cfg;
     kernel::MaskDict m_dict;
     bool m_requireSameBox = false;

@@ -307,7 +307,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     if (checkpointDir.empty()) {
         checkpointDir = (fs::path(outDir) / "checkpoints").string();
     }
-    CheckpointOptions ckpt{checkpointDir, opts.resume, opts.restart};
+    CheckpointOptions ckpt{checkpointDir, opts.resume, opts.restart, cfg.getDouble("checkpoint.tile_interval")};
 
     std::vector<double> costs;
     for (const auto& p : manifest.patches) {

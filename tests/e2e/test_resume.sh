@@ -9,6 +9,8 @@ cat > run.toml <<TOML
 manifest = "data/manifest.json"
 [output]
 dir = "ref"
+[checkpoint]
+tile_interval = 0.0
 TOML
 "$SAFECLIP" run run.toml --log-level warn || fail "reference run failed"
 same_as_ref() {  # $1 dir, $2 label
@@ -65,6 +67,22 @@ timeout 300 mpirun -n 2 "$SAFECLIP" run run.toml --set output.dir=\"k3\" --resum
   || fail "resume from decision checkpoints failed"
 grep -q "resumed from" k3r.log && pass "resume reloads the decision checkpoints" || fail "checkpoints not reloaded"
 same_as_ref k3 "failure after the decision checkpoint, resume -n 2"
+
+# 3b. A failure right after the first tile checkpoint (tile.size 128: several tiles per patch):
+# the finished tiles are reloaded, not recomputed.
+set +e
+SAFECLIP_FAIL_AT=0:tile-checkpoint "$SAFECLIP" run run.toml --set output.dir=\"k3b\" --set tile.size=128 \
+  --log-level warn 2>k3b.log
+rc=$?
+set -e
+[ "$rc" -ne 0 ] || fail "injected failure after a tile checkpoint did not fail"
+n=$(find k3b/checkpoints -path '*.tiles/*.h5' | wc -l)
+[ "$n" -ge 1 ] && pass "tile checkpoints kept after the failure: $n" || fail "no tile checkpoint kept: $(ls -R k3b)"
+timeout 300 mpirun -n 2 "$SAFECLIP" run run.toml --set output.dir=\"k3b\" --set tile.size=128 --resume \
+  --log-level debug >k3br.log 2>&1 || fail "resume from tile checkpoints failed"
+grep -q "reloaded from its checkpoint" k3br.log && pass "resume reloads the finished tiles" \
+  || fail "tile checkpoints not reloaded: $(grep -i tile k3br.log | head -5)"
+same_as_ref k3b "failure after a tile checkpoint, resume -n 2"
 [ -z "$(ls k3/checkpoints 2>/dev/null | grep h5)" ] && pass "checkpoints removed once the patches are written" \
   || fail "checkpoints left: $(ls k3/checkpoints)"
 

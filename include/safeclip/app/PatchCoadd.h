@@ -58,6 +58,7 @@ struct CheckpointOptions {
     std::string dir;      ///< "" = no checkpoints
     bool resume = false;  ///< reuse valid checkpoints (refuse ones from another config or input list)
     bool restart = false; ///< ignore and replace checkpoints of another config or input list
+    double tileInterval = 0.0;  ///< seconds of final-stack work between tile checkpoints (0 = every tile)
 };
 
 /// Halo around a tile for detection to give exactly the whole-patch footprints inside the tile:

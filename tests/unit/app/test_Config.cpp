@@ -80,7 +80,8 @@ TEST(Config, DefaultsMatchTheSpecTable) {
     EXPECT_EQ(c.getString("log.level"), "info");
     EXPECT_EQ(c.getString("log.progress"), "auto");
     EXPECT_FALSE(c.getBool("qa.enabled"));
-    EXPECT_EQ(configSchema().size(), 32U);
+    EXPECT_EQ(c.getDouble("checkpoint.tile_interval"), 30.0);
+    EXPECT_EQ(configSchema().size(), 33U);
     for (const auto& k : configSchema()) {
         EXPECT_FALSE(c.isSet(k.name)) << k.name;
         EXPECT_FALSE(k.doc.empty()) << k.name;
@@ -195,6 +196,7 @@ TEST(Config, OutOfRangeIsNamed) {
         {"clip.max_foot_overlap_double=nan", "clip.max_foot_overlap_double"},
         {"clip.min_big_overlap=-1", "clip.min_big_overlap"},
         {"tile.size=8", "tile.size"},
+        {"checkpoint.tile_interval=-1", "checkpoint.tile_interval"},
         {"input.on_bad_warp=ignore", "input.on_bad_warp"},
         {"coadd.mode=median", "coadd.mode"},
         {"log.level=verbose", "log.level"},
