@@ -5,13 +5,16 @@
 #include <cerrno>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <fstream>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <string_view>
@@ -419,7 +422,243 @@ std::unique_ptr<FitsFile> openGuarded(const std::string& path) {
     return std::make_unique<FitsFile>(path, FitsFile::Mode::Read);
 }
 
+/// How the pixels of an uncompressed plane are stored, for the pread(2) fast path.
+enum class RawEncoding {
+    None,     ///< not eligible: read with cfitsio
+    Float32,  ///< BITPIX -32, no scaling: big-endian IEEE floats, returned as they are
+    Int32,    ///< BITPIX 32, no scaling
+    UInt32,   ///< BITPIX 32, BZERO 2^31: cfitsio's TUINT read flips the sign bit (fffi4uint)
+    UInt16,   ///< BITPIX 16, BZERO 2^15: cfitsio's TINT read gives the unsigned value
+};
+
+/// Where the big-endian pixels of one plane lie in the file.
+struct RawPlane {
+    RawEncoding encoding = RawEncoding::None;
+    std::int64_t headStart = 0;  ///< byte offset of the HDU's first header card
+    std::int64_t dataStart = 0;  ///< byte offset of pixel (1, 1)
+    std::int64_t width = 0;      ///< NAXIS1
+};
+
+/// Bytes of one stored pixel.
+std::int64_t bytesPerPixel(RawEncoding e) {
+    return e == RawEncoding::UInt16 ? 2 : 4;
+}
+
+/// A numeric keyword of the current HDU: `absent` when it is missing, nullopt when unreadable.
+std::optional<double> numberOr(fitsfile* fp, const char* key, double absent) {
+    int status = 0;
+    double value = 0.0;
+    fits_read_key(fp, TDOUBLE, key, &value, nullptr, &status);
+    if (status == 0) {
+        return value;
+    }
+    fits_clear_errmsg();
+    return status == KEY_NO_EXIST ? std::optional<double>(absent) : std::nullopt;
+}
+
+/// True when the current HDU has the keyword, readable or not.
+bool hasKey(fitsfile* fp, const char* key) {
+    int status = 0;
+    char card[FLEN_CARD] = {};
+    fits_read_card(fp, key, card, &status);
+    if (status != 0) {
+        fits_clear_errmsg();
+    }
+    return status != KEY_NO_EXIST;
+}
+
+/// The raw layout of the current HDU (plane `info`: a float plane, or the mask) when pread(2) plus
+/// a byte swap gives exactly what readPlanes' cfitsio call returns: uncompressed; no scaling but
+/// the unsigned BZERO offset of a mask; no BLANK on a mask; a data unit of exactly the pixels plus
+/// FITS block padding. Otherwise encoding None.
+RawPlane probeRawPlane(const FitsFile& f, const PlaneInfo& info, bool mask) {
+    fitsfile* fp = f.get();
+    int status = 0;
+    const bool compressed = fits_is_compressed_image(fp, &status) != 0;
+    int bitpix = 0;
+    fits_get_img_type(fp, &bitpix, &status);
+    LONGLONG headStart = 0;
+    LONGLONG dataStart = 0;
+    LONGLONG dataEnd = 0;
+    fits_get_hduaddrll(fp, &headStart, &dataStart, &dataEnd, &status);
+    f.check(status, "read HDU " + std::to_string(info.hdu) + " layout");
+    const auto bscale = numberOr(fp, "BSCALE", 1.0);
+    const auto bzero = numberOr(fp, "BZERO", 0.0);
+    if (compressed || bscale != 1.0 || !bzero) {
+        return {};
+    }
+    RawPlane plane;
+    if (!mask) {
+        if (bitpix == FLOAT_IMG && *bzero == 0.0) {
+            plane.encoding = RawEncoding::Float32;
+        }
+    } else if (!hasKey(fp, "BLANK")) {
+        if (bitpix == LONG_IMG && *bzero == 0.0 && info.equivType == LONG_IMG) {
+            plane.encoding = RawEncoding::Int32;
+        } else if (bitpix == LONG_IMG && *bzero == 2147483648.0 && info.equivType == ULONG_IMG) {
+            plane.encoding = RawEncoding::UInt32;
+        } else if (bitpix == SHORT_IMG && *bzero == 32768.0 && info.equivType == USHORT_IMG) {
+            plane.encoding = RawEncoding::UInt16;
+        }
+    }
+    const std::int64_t bytes = info.width * info.height * bytesPerPixel(plane.encoding);
+    if (plane.encoding == RawEncoding::None || dataEnd - dataStart != (bytes + 2879) / 2880 * 2880) {
+        return {};
+    }
+    plane.headStart = headStart;
+    plane.dataStart = dataStart;
+    plane.width = info.width;
+    return plane;
+}
+
+/// Big-endian 32-bit words to host order in place, then XOR `flip` (0x80000000 turns a BZERO = 2^31
+/// word into cfitsio's TUINT value). An AVX2 clone is chosen at load time where the CPU has it.
+__attribute__((target_clones("avx2", "default"))) void swap32(unsigned char* bytes, std::size_t n,
+                                                              std::uint32_t flip) {
+    // Byte access + memcpy: valid for any 4-byte pixel type (no aliasing through uint32_t*);
+    // GCC turns it into the same vector byte shuffle.
+    for (std::size_t i = 0; i < n; ++i) {
+        std::uint32_t w;
+        std::memcpy(&w, bytes + 4 * i, 4);
+        w = __builtin_bswap32(w) ^ flip;
+        std::memcpy(bytes + 4 * i, &w, 4);
+    }
+}
+
+/// Big-endian 16-bit words stored with BZERO = 32768 to their unsigned values as int32.
+__attribute__((target_clones("avx2", "default"))) void widenUInt16(const std::uint16_t* __restrict src,
+                                                                   unsigned char* __restrict dst,
+                                                                   std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::int32_t v = static_cast<std::uint16_t>(__builtin_bswap16(src[i]) ^ 0x8000U);
+        std::memcpy(dst + 4 * i, &v, 4);
+    }
+}
+
+/// Pixels per pread(2): 256 KiB of 4-byte pixels, so each block is converted while it is in cache.
+constexpr std::int64_t kBlockPixels = 65536;
+
+/// True when SAFECLIP_NO_FAST_READ is set to anything but "" or "0".
+bool fastReadDisabled() {
+    const char* v = std::getenv("SAFECLIP_NO_FAST_READ");
+    return v != nullptr && *v != '\0' && std::string_view(v) != "0";
+}
+
 }  // namespace
+
+/// The pread(2) fast path of readPlanes: a descriptor of its own on the warp and, per plane (IMAGE,
+/// MASK, VARIANCE), where its pixels lie. Reads are positioned, so they never disturb cfitsio.
+class WarpReader::RawReader {
+public:
+    /// Takes ownership of `fd`.
+    RawReader(std::string path, int fd, const std::array<RawPlane, 3>& planes)
+        : m_path(std::move(path)), m_fd(fd), m_planes(planes) {}
+    ~RawReader() { ::close(m_fd); }
+    RawReader(const RawReader&) = delete;
+    RawReader& operator=(const RawReader&) = delete;
+
+    /// A reader for the planes that qualify, or null when none does or the file cannot be opened
+    /// again as the same file cfitsio parsed (then cfitsio reads everything).
+    static std::unique_ptr<RawReader> open(const std::string& path, std::int64_t fileSize,
+                                           std::array<RawPlane, 3> planes);
+
+    [[nodiscard]] bool covers(int plane) const { return m_planes[plane].encoding != RawEncoding::None; }
+
+    /// Reads `local` (0-based plane pixel coordinates) of `plane` into `out` (4-byte pixels, row
+    /// major). `action` ("read IMAGE box ...") goes into error messages.
+    void read(int plane, const kernel::Box& local, void* out, const std::string& action) const;
+
+private:
+    /// `count` bytes at `offset` into `dst`, across short reads and EINTR.
+    void readBytes(void* dst, std::int64_t count, std::int64_t offset, const std::string& action) const;
+
+    std::string m_path;
+    int m_fd;
+    std::array<RawPlane, 3> m_planes;
+};
+
+std::unique_ptr<WarpReader::RawReader> WarpReader::RawReader::open(const std::string& path,
+                                                                   std::int64_t fileSize,
+                                                                   std::array<RawPlane, 3> planes) {
+    if (std::none_of(planes.begin(), planes.end(),
+                     [](const RawPlane& p) { return p.encoding != RawEncoding::None; })) {
+        return nullptr;
+    }
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return nullptr;
+    }
+    // The same bytes cfitsio parsed: same size and a header card where each plane's HDU starts
+    // (a gzip file cfitsio decompressed in memory, or a file replaced since, fails this).
+    struct stat st = {};
+    bool same = ::fstat(fd, &st) == 0 && st.st_size == fileSize;
+    for (const RawPlane& p : planes) {
+        if (same && p.encoding != RawEncoding::None) {
+            char card[8] = {};
+            same = ::pread(fd, card, sizeof card, p.headStart) == sizeof card &&
+                   (std::memcmp(card, "XTENSION", 8) == 0 || std::memcmp(card, "SIMPLE  ", 8) == 0);
+        }
+    }
+    if (!same) {
+        ::close(fd);
+        return nullptr;
+    }
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    return std::make_unique<RawReader>(path, fd, planes);
+}
+
+void WarpReader::RawReader::readBytes(void* dst, std::int64_t count, std::int64_t offset,
+                                      const std::string& action) const {
+    auto* p = static_cast<char*>(dst);
+    while (count > 0) {
+        const ssize_t got = ::pread(m_fd, p, static_cast<std::size_t>(count), offset);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got < 0) {
+            fail(m_path, action + ": " + std::strerror(errno));
+        }
+        if (got == 0) {
+            fail(m_path, action + ": truncated file: end of file at byte " + std::to_string(offset) + ", " +
+                             std::to_string(count) + " more bytes expected");
+        }
+        p += got;
+        count -= got;
+        offset += got;
+    }
+}
+
+void WarpReader::RawReader::read(int plane, const kernel::Box& local, void* out,
+                                 const std::string& action) const {
+    const RawPlane& raw = m_planes[plane];
+    const std::int64_t bpp = bytesPerPixel(raw.encoding);
+    const std::uint32_t flip = raw.encoding == RawEncoding::UInt32 ? 0x80000000U : 0U;
+    // Full-width boxes are one contiguous run of the file; otherwise one run per row.
+    const bool fullRows = local.width == raw.width;
+    const std::int64_t runPixels = fullRows ? local.area() : local.width;
+    const int nRuns = fullRows ? 1 : local.height;
+    auto* dst = static_cast<unsigned char*>(out);  // 4-byte pixels, written bytewise
+    std::vector<std::uint16_t> narrow;  // 16-bit pixels before widening
+    if (raw.encoding == RawEncoding::UInt16) {
+        narrow.resize(static_cast<std::size_t>(std::min(runPixels, kBlockPixels)));
+    }
+    for (int r = 0; r < nRuns; ++r) {
+        std::int64_t offset = raw.dataStart + ((local.y0 + r) * raw.width + local.x0) * bpp;
+        for (std::int64_t done = 0; done < runPixels;) {
+            const std::int64_t n = std::min(runPixels - done, kBlockPixels);
+            if (raw.encoding == RawEncoding::UInt16) {
+                readBytes(narrow.data(), n * bpp, offset, action);
+                widenUInt16(narrow.data(), dst, static_cast<std::size_t>(n));
+            } else {
+                readBytes(dst, n * bpp, offset, action);
+                swap32(dst, static_cast<std::size_t>(n), flip);
+            }
+            dst += 4 * n;
+            done += n;
+            offset += n * bpp;
+        }
+    }
+}
 
 WarpReader::WarpReader(const std::string& path) : m_file(openGuarded(path)) {
     m_header.path = path;
@@ -552,6 +791,15 @@ WarpReader::WarpReader(const std::string& path) : m_file(openGuarded(path)) {
     m_imageHdu = info[0].hdu;
     m_maskHdu = info[1].hdu;
     m_varianceHdu = info[2].hdu;
+    // Planes pread(2) can read exactly as cfitsio would (readPlanes' fast path).
+    if (!fastReadDisabled()) {
+        std::array<RawPlane, 3> raw;
+        for (int i = 0; i < 3; ++i) {
+            f.moveToHdu(info[i].hdu);
+            raw[i] = probeRawPlane(f, info[i], i == 1);
+        }
+        m_raw = RawReader::open(path, fileSize, raw);
+    }
 
     // 3. IMAGE header: xy0, WCS, and fall-back metadata.
     f.moveToHdu(m_imageHdu);
@@ -621,6 +869,10 @@ WarpReader::~WarpReader() = default;
 WarpReader::WarpReader(WarpReader&&) noexcept = default;
 WarpReader& WarpReader::operator=(WarpReader&&) noexcept = default;
 
+int WarpReader::directPlanes() const {
+    return m_raw ? static_cast<int>(m_raw->covers(0)) + m_raw->covers(1) + m_raw->covers(2) : 0;
+}
+
 void WarpReader::conformTo(kernel::MaskDict& canonical) {
     m_remap = kernel::MaskRemap(m_header.maskPlanes, canonical);
 }
@@ -662,8 +914,13 @@ void WarpReader::readPlanes(const kernel::Box& box, float* image, kernel::MaskPi
     long fpixel[2] = {box.x0 - full.x0 + 1, box.y0 - full.y0 + 1};
     long lpixel[2] = {box.x1() - full.x0, box.y1() - full.y0};
     long inc[2] = {1, 1};
+    const kernel::Box local{box.x0 - full.x0, box.y0 - full.y0, box.width, box.height};
     const std::string where = " box " + box.str();
-    auto readFloat = [&](int hdu, const char* name, float* out) {
+    auto readFloat = [&](int plane, int hdu, const char* name, float* out) {
+        if (m_raw && m_raw->covers(plane)) {
+            m_raw->read(plane, local, out, std::string("read ") + name + where);
+            return;
+        }
         f.moveToHdu(hdu);
         int status = 0;
         // nulval == nullptr: no null substitution, NaN and inf come back bit for bit.
@@ -671,22 +928,26 @@ void WarpReader::readPlanes(const kernel::Box& box, float* image, kernel::MaskPi
         f.check(status, std::string("read ") + name + where);
     };
     if (image != nullptr) {
-        readFloat(m_imageHdu, "IMAGE", image);
+        readFloat(0, m_imageHdu, "IMAGE", image);
     }
     if (mask != nullptr) {
-        f.moveToHdu(m_maskHdu);
-        int status = 0;
-        int equivType = 0;
-        fits_get_img_equivtype(fp, &equivType, &status);
-        f.check(status, "read MASK pixel type");
-        // 16-bit masks carry BZERO = 32768; cfitsio applies it when converting to int.
-        const int datatype = equivType == ULONG_IMG ? TUINT : TINT;
-        fits_read_subset(fp, datatype, fpixel, lpixel, inc, nullptr, mask, nullptr, &status);
-        f.check(status, "read MASK" + where);
+        if (m_raw && m_raw->covers(1)) {
+            m_raw->read(1, local, mask, "read MASK" + where);
+        } else {
+            f.moveToHdu(m_maskHdu);
+            int status = 0;
+            int equivType = 0;
+            fits_get_img_equivtype(fp, &equivType, &status);
+            f.check(status, "read MASK pixel type");
+            // 16-bit masks carry BZERO = 32768; cfitsio applies it when converting to int.
+            const int datatype = equivType == ULONG_IMG ? TUINT : TINT;
+            fits_read_subset(fp, datatype, fpixel, lpixel, inc, nullptr, mask, nullptr, &status);
+            f.check(status, "read MASK" + where);
+        }
         m_remap.applyInPlace(mask, static_cast<std::size_t>(box.area()));
     }
     if (variance != nullptr) {
-        readFloat(m_varianceHdu, "VARIANCE", variance);
+        readFloat(2, m_varianceHdu, "VARIANCE", variance);
     }
 }
 

@@ -4,7 +4,10 @@
 /// IMAGE/MASK/VARIANCE HDUs are found by EXTNAME; xy0 from CRVAL1A/2A (else -LTV1/2); MP_* mask
 /// planes are remapped into a canonical MaskDict; 16-bit (BZERO) and 32-bit masks; tile-compressed
 /// images (cfitsio's image API); the calibration from FLUXMAG0 (legacy) or the PhotoCalib archive
-/// record's calibrationMean. Sub-boxes are read with cfitsio subset reads.
+/// record's calibrationMean. Sub-boxes of uncompressed planes that need no scaling beyond an
+/// unsigned BZERO offset (float32 IMAGE/VARIANCE; int32, uint16 or uint32 MASK) are read with
+/// pread(2) and byte-swapped here, bit for bit as cfitsio returns them; other planes with cfitsio
+/// subset reads. SAFECLIP_NO_FAST_READ=1 in the environment at construction forces cfitsio.
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -56,8 +59,14 @@ public:
     /// Whole-file read.
     [[nodiscard]] kernel::MaskedImage readAll() const { return read(m_header.box); }
 
+    /// How many of the IMAGE, MASK and VARIANCE planes are read with pread(2) rather than cfitsio.
+    [[nodiscard]] int directPlanes() const;
+
 private:
+    class RawReader;  ///< the pread(2) fast path: its own file descriptor and the planes' layout
+
     std::unique_ptr<FitsFile> m_file;
+    std::unique_ptr<RawReader> m_raw;  ///< null when no plane qualifies (or SAFECLIP_NO_FAST_READ=1)
     WarpHeader m_header;
     int m_imageHdu = 0, m_maskHdu = 0, m_varianceHdu = 0;
     kernel::MaskRemap m_remap;
