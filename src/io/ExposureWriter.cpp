@@ -242,25 +242,41 @@ void writeTable(const FitsFile& f, const Table& table) {
     if (nRows == 0) {
         return;
     }
+    // Row-major on disk: write cfitsio's optimal number of rows at a time, every column for those
+    // rows, so its I/O buffers are filled once instead of thrashing column by column over a table
+    // larger than them (a 100k-row CLIPPED_SPANS table took ~16k small writes and ~27k seeks).
+    long chunk = 0;
+    fits_get_rowsize(fp, &chunk, &status);
+    f.check(status, "table " + name + " row size");
+    chunk = std::max(chunk, 1L);
+    std::vector<std::vector<LONGLONG>> ints(table.columns.size());
+    std::vector<std::vector<char*>> strs(table.columns.size());
     for (std::size_t c = 0; c < table.columns.size(); ++c) {
         const Column& col = table.columns[c];
-        const int colnum = static_cast<int>(c) + 1;
-        const auto n = static_cast<LONGLONG>(nRows);
         if (const auto* iv = std::get_if<std::vector<std::int64_t>>(&col.data)) {
-            std::vector<LONGLONG> v(iv->begin(), iv->end());
-            fits_write_col(fp, TLONGLONG, colnum, 1, 1, n, v.data(), &status);
-        } else if (const auto* dv = std::get_if<std::vector<double>>(&col.data)) {
-            fits_write_col(fp, TDOUBLE, colnum, 1, 1, n, const_cast<double*>(dv->data()), &status);
-        } else {
-            const auto& sv = std::get<std::vector<std::string>>(col.data);
-            std::vector<char*> p;
-            p.reserve(sv.size());
-            for (const std::string& s : sv) {
-                p.push_back(const_cast<char*>(s.c_str()));
+            ints[c].assign(iv->begin(), iv->end());
+        } else if (const auto* sv = std::get_if<std::vector<std::string>>(&col.data)) {
+            strs[c].reserve(sv->size());
+            for (const std::string& str : *sv) {
+                strs[c].push_back(const_cast<char*>(str.c_str()));
             }
-            fits_write_col(fp, TSTRING, colnum, 1, 1, n, p.data(), &status);
         }
-        f.check(status, "write table " + name + " column " + col.name);
+    }
+    for (std::size_t first = 0; first < nRows; first += static_cast<std::size_t>(chunk)) {
+        const auto n = static_cast<LONGLONG>(std::min<std::size_t>(static_cast<std::size_t>(chunk), nRows - first));
+        const auto row = static_cast<LONGLONG>(first) + 1;
+        for (std::size_t c = 0; c < table.columns.size(); ++c) {
+            const Column& col = table.columns[c];
+            const int colnum = static_cast<int>(c) + 1;
+            if (!ints[c].empty()) {
+                fits_write_col(fp, TLONGLONG, colnum, row, 1, n, ints[c].data() + first, &status);
+            } else if (const auto* dv = std::get_if<std::vector<double>>(&col.data)) {
+                fits_write_col(fp, TDOUBLE, colnum, row, 1, n, const_cast<double*>(dv->data()) + first, &status);
+            } else {
+                fits_write_col(fp, TSTRING, colnum, row, 1, n, strs[c].data() + first, &status);
+            }
+            f.check(status, "write table " + name + " column " + col.name);
+        }
     }
 }
 
