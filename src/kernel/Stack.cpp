@@ -306,7 +306,7 @@ namespace {
 // per block (precompute) and reads the products in each of its clipIter passes. Pixels that need
 // the SAT-style weight propagation are finished by a scalar loop; everything else is branch-free.
 
-constexpr int kBlock = 64;
+constexpr int kBlock = 128;
 
 [[gnu::always_inline]] inline bool finiteBits(float x) {
     return (std::bit_cast<std::uint32_t>(x) & 0x7fffffffU) < 0x7f800000U;
