@@ -761,6 +761,8 @@ private:
         kernel::ImageF dImage(hb);
         kernel::ImageF dVar(hb);
         std::vector<MaskedImage> bufs(n);
+        MaskedImage mean;  // trial outputs of one chunk, reused across chunks
+        MaskedImage clip;
         const int rows = chunkRows(hb, static_cast<int>(n), hb.area() * 16);
         for (const Box& chunk : geom::rowChunks(hb, rows)) {
             std::vector<const MaskedImage*> ptrs;
@@ -789,8 +791,8 @@ private:
                 }
                 ptrs.push_back(&b);
             }
-            MaskedImage mean(chunk);
-            MaskedImage clip(chunk);
+            mean.reshape(chunk);  // every pixel is written by the stacker
+            clip.reshape(chunk);
             kernel::stackRegionPair(ptrs, weights, m_meanCtrl, m_clipCtrl, chunk, mean, clip);
             for (int y = chunk.y0; y < chunk.y1(); ++y) {
                 const float* mi = mean.image.row(y);

@@ -879,7 +879,7 @@ void WarpReader::conformTo(kernel::MaskDict& canonical) {
 
 void WarpReader::read(const kernel::Box& box, kernel::MaskedImage& out) const {
     if (out.image.box() != box || out.mask.box() != box || out.variance.box() != box) {
-        out = kernel::MaskedImage(box);
+        out.reshape(box);  // every pixel is read below
     }
     readPlanes(box, out.image.data().data(), out.mask.data().data(), out.variance.data().data());
 }

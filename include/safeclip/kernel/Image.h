@@ -28,6 +28,12 @@ public:
     [[nodiscard]] std::vector<T>& data() { return m_data; }
     [[nodiscard]] const std::vector<T>& data() const { return m_data; }
     void fill(T v) { std::fill(m_data.begin(), m_data.end(), v); }
+    /// Move to `box`, keeping the allocation when it is large enough; pixel values are then
+    /// unspecified (for buffers that are overwritten, e.g. read targets reused across chunks).
+    void reshape(const Box& box) {
+        m_box = box;
+        m_data.resize(static_cast<std::size_t>(box.area()));
+    }
 
 private:
     [[nodiscard]] std::size_t offset(int x, int y) const {
@@ -47,6 +53,12 @@ struct MaskedImage {
     MaskedImage() = default;
     explicit MaskedImage(const Box& box) : image(box), mask(box), variance(box) {}
     [[nodiscard]] const Box& box() const { return image.box(); }
+    /// Image::reshape of all three planes.
+    void reshape(const Box& box) {
+        image.reshape(box);
+        mask.reshape(box);
+        variance.reshape(box);
+    }
     ImageF image;
     MaskImage mask;
     ImageF variance;
