@@ -370,10 +370,13 @@ struct BlockStacker {
 
     /// Weighted moments of the selection s ([n][kBlock] lane masks), same expressions and order as
     /// weightedMoments. `Pre`: read double(x), w·x and w²·v from xd/tx/tv (filled by precompute:
-    /// the same products, so the same bits) instead of converting and multiplying again.
-    template <bool Pre>
-    [[gnu::always_inline]] void moments(const std::int64_t* s, int nb, bool needSampleVar, bool fromInput,
-                                        BlockMoments& r) const {
+    /// the same products, so the same bits) instead of converting and multiplying again. Only
+    /// the sums a caller uses are accumulated (each one alone is exactly what it was with all):
+    /// `SampleVar` Σw² and the s² pass, `InputVar` Σw²v for V from the inputs, `Count` the
+    /// selection size (otherwise n is set to n0, right for s = accM). V is NaN when neither
+    /// InputVar nor (SampleVar and !fromInput) provides it.
+    template <bool Pre, bool SampleVar, bool InputVar, bool Count>
+    [[gnu::always_inline]] void moments(const std::int64_t* s, int nb, bool fromInput, BlockMoments& r) const {
         double sw[kBlock];
         double swx[kBlock];
         double sw2[kBlock];
@@ -398,19 +401,25 @@ struct BlockStacker {
             for (int p = 0; p < nb; ++p) {
                 const std::int64_t on = si[p];
                 const double txp = Pre ? txi[p] : wi * static_cast<double>(x[p]);
-                const double tvp = Pre ? tvi[p] : wsq * static_cast<double>(v[p]);
                 sw[p] += andMask64(wi, on);
                 swx[p] += andMask64(txp, on);
-                sw2[p] += andMask64(wsq, on);
-                sw2v[p] += andMask64(tvp, on);
-                cnt[p] -= on;
+                if constexpr (SampleVar) {
+                    sw2[p] += andMask64(wsq, on);
+                }
+                if constexpr (InputVar) {
+                    const double tvp = Pre ? tvi[p] : wsq * static_cast<double>(v[p]);
+                    sw2v[p] += andMask64(tvp, on);
+                }
+                if constexpr (Count) {
+                    cnt[p] -= on;
+                }
             }
         }
         for (int p = 0; p < nb; ++p) {
             r.mean[p] = swx[p] / sw[p];
-            r.n[p] = static_cast<std::int32_t>(cnt[p]);
+            r.n[p] = Count ? static_cast<std::int32_t>(cnt[p]) : n0[p];
         }
-        if (needSampleVar || !fromInput) {
+        if constexpr (SampleVar) {
             double sdev[kBlock];
             for (int p = 0; p < nb; ++p) {
                 sdev[p] = 0.0;
@@ -438,7 +447,11 @@ struct BlockStacker {
         }
         for (int p = 0; p < nb; ++p) {
             const double swSq = sw[p] * sw[p];
-            r.meanVar[p] = fromInput ? sw2v[p] / swSq : r.sampleVar[p] * sw2[p] / swSq;
+            if (fromInput) {
+                r.meanVar[p] = InputVar ? sw2v[p] / swSq : kNaN;
+            } else {
+                r.meanVar[p] = SampleVar ? r.sampleVar[p] * sw2[p] / swSq : kNaN;
+            }
         }
     }
 
@@ -564,8 +577,15 @@ struct BlockStacker {
                     si[p] = d <= h[p] ? ai[p] : std::int64_t{0};
                 }
             }
-            // s² of the last iteration only matters for a variance that is not from the inputs
-            moments<true>(sel, nb, k + 1 < ctrl.clipIter, fromInput, cur);
+            // Intermediate iterations need μ and s² (the next centre and half-width); the last one
+            // μ, V and the count (s² only for a variance that is not from the inputs).
+            if (k + 1 < ctrl.clipIter) {
+                moments<true, true, false, false>(sel, nb, fromInput, cur);
+            } else if (fromInput) {
+                moments<true, false, true, true>(sel, nb, fromInput, cur);
+            } else {
+                moments<true, true, false, true>(sel, nb, fromInput, cur);
+            }
         }
     }
 
@@ -599,7 +619,11 @@ struct BlockStacker {
         if (ctrl.statistic == Statistic::MeanClip) {
             meanClip(nb, ctrl, mom);
         } else {
-            moments<false>(accM, nb, false, ctrl.calcErrorFromInputVariance, mom);
+            if (ctrl.calcErrorFromInputVariance) {  // n = n0: the selection is S0
+                moments<false, false, true, false>(accM, nb, true, mom);
+            } else {
+                moments<false, true, false, false>(accM, nb, false, mom);
+            }
         }
         MaskPixel propBits = 0;
         for (const auto& pt : ctrl.propagationThresholds) {

@@ -601,7 +601,14 @@ TEST_P(StackRegionTest, EqualsStackPixelLoop) {
     for (const auto& mi : f.images) {
         ptrs.push_back(&mi);
     }
-    const StackControl c = regionCtrl(GetParam());
+    // Every specialisation of the block moments: variance from the inputs or from the sample,
+    // one clip iteration (the first is the last) or three.
+    for (const auto& [fromInput, clipIter] : {std::pair{true, 3}, std::pair{false, 3}, std::pair{true, 1},
+                                              std::pair{false, 1}}) {
+    SCOPED_TRACE(testing::Message() << "fromInput " << fromInput << " clipIter " << clipIter);
+    StackControl c = regionCtrl(GetParam());
+    c.calcErrorFromInputVariance = fromInput;
+    c.clipIter = clipIter;
     const Box region{-3, 5, 23, 17};
     MaskedImage out(Box{-10, 0, 40, 30});
     out.image.fill(-1.0F);
@@ -644,6 +651,7 @@ TEST_P(StackRegionTest, EqualsStackPixelLoop) {
     EXPECT_EQ(out.image(-10, 0), -1.0F);
     EXPECT_EQ(out.mask(region.x1(), region.y0), 0x7fff);
     EXPECT_EQ(out.image(region.x0, region.y1()), -1.0F);
+    }
 }
 
 TEST_P(StackRegionTest, IndependentOfRowChunking) {
