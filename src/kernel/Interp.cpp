@@ -8,6 +8,8 @@
 #include <limits>
 #include <vector>
 
+#include "safeclip/kernel/Stack.h"
+
 namespace safeclip::kernel {
 
 namespace {
@@ -27,15 +29,10 @@ double fallbackValue(const ImageF& image, bool negativeAllowed) {
     if (finite.empty()) {
         return 0.0;
     }
-    const std::size_t n = finite.size();
-    const std::size_t lo = (n - 1) / 2;
-    std::nth_element(finite.begin(), finite.begin() + static_cast<std::ptrdiff_t>(lo), finite.end());
-    double fb = finite[lo];
-    if (n % 2 == 0) {
-        const auto upper = finite.begin() + static_cast<std::ptrdiff_t>(lo) + 1;
-        const float hi = *std::min_element(upper, finite.end());
-        fb = 0.5 * fb + 0.5 * static_cast<double>(hi);
-    }
+    // The median (mean of the two middle values for an even count: 0.5·lo + 0.5·hi, exactly the
+    // interpolation of sampleQuantiles at q = 0.5), by histogram selection.
+    const double half[1] = {0.5};
+    double fb = sampleQuantiles(finite, half)[0];
     if (!negativeAllowed) {
         fb = std::max(fb, 0.0);
     }
