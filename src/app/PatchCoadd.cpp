@@ -773,9 +773,8 @@ private:
                 MaskedImage& b = bufs[i];
                 for (int y = ty0; y < ty1; ++y) {
                     const MaskPixel* m = b.mask.row(y) + (tile.x0 - chunk.x0);
-                    kernel::appendMaskRuns(out.bad[i], y, tile.x0, m, tile.width, m_bits.bad);
-                    kernel::appendMaskRuns(out.detGood[i], y, tile.x0, m, tile.width, m_bits.det, m_bits.bad);
-                    kernel::appendMaskRuns(out.detAll[i], y, tile.x0, m, tile.width, m_bits.det);
+                    kernel::appendMaskRuns3(out.bad[i], out.detGood[i], out.detAll[i], y, tile.x0, m, tile.width,
+                                            m_bits.bad, m_bits.det);
                     if (out.anyFinite[i] == 0) {
                         const float* im = b.image.row(y) + (tile.x0 - chunk.x0);
                         out.anyFinite[i] = std::any_of(im, im + tile.width, [](float v) { return std::isfinite(v); })

@@ -431,6 +431,54 @@ void appendMaskRuns(std::vector<Span>& out, int y, int x0, const MaskPixel* row,
     }
 }
 
+void appendMaskRuns3(std::vector<Span>& bad, std::vector<Span>& detGood, std::vector<Span>& detAll, int y, int x0,
+                     const MaskPixel* row, int n, MaskPixel badBits, MaskPixel detBits) {
+    const MaskPixel anyBits = badBits | detBits;
+    int startBad = -1;  // start of the open run of each list, -1 = none open
+    int startGood = -1;
+    int startAll = -1;
+    auto update = [&](bool in, int& start, std::vector<Span>& out, int k) {
+        if (in && start < 0) {
+            start = k;
+        } else if (!in && start >= 0) {
+            out.push_back(Span{y, x0 + start, x0 + k - 1});
+            start = -1;
+        }
+    };
+    int k = 0;
+    while (k < n) {
+        if (startBad < 0 && startGood < 0 && startAll < 0) {
+            // nothing open: skip clean pixels, eight at a time while the OR of eight is clean
+            while (k + 8 <= n) {
+                MaskPixel o = 0;
+                for (int j = 0; j < 8; ++j) {
+                    o |= row[k + j];
+                }
+                if ((o & anyBits) != 0) {
+                    break;
+                }
+                k += 8;
+            }
+            while (k < n && (row[k] & anyBits) == 0) {
+                ++k;
+            }
+            if (k >= n) {
+                break;
+            }
+        }
+        const MaskPixel m = row[k];
+        const bool isBad = (m & badBits) != 0;
+        const bool isDet = (m & detBits) != 0;
+        update(isBad, startBad, bad, k);
+        update(isDet && !isBad, startGood, detGood, k);
+        update(isDet, startAll, detAll, k);
+        ++k;
+    }
+    update(false, startBad, bad, n);
+    update(false, startGood, detGood, n);
+    update(false, startAll, detAll, n);
+}
+
 SpanSet spansFromMask(const MaskImage& mask, MaskPixel bits) {
     const Box& box = mask.box();
     std::vector<Span> out;

@@ -287,5 +287,35 @@ TEST(SpanSet, PaintAndMaskRuns) {
     EXPECT_EQ(runs, (std::vector<Span>{Span{7, 100, 101}, Span{7, 105, 105}, Span{7, 108, 108}}));
 }
 
+TEST(SpanSet, AppendMaskRuns3EqualsThreeSeparatePasses) {
+    // Random rows from sparse to dense, lengths around the 8-pixel skip, runs at both ends.
+    std::mt19937 rng(11);
+    const MaskPixel bad = 0x1 | 0x10;
+    const MaskPixel det = 0x20;
+    for (int trial = 0; trial < 400; ++trial) {
+        const int n = 1 + trial % 70;
+        const double density = (trial % 7) / 6.0;
+        std::uniform_real_distribution<double> u(0.0, 1.0);
+        std::vector<MaskPixel> row(static_cast<std::size_t>(n));
+        for (MaskPixel& m : row) {
+            m = 0x4;  // an unrelated bit everywhere
+            if (u(rng) < density) {
+                m |= u(rng) < 0.5 ? 0x1 : 0x10;
+            }
+            if (u(rng) < density) {
+                m |= det;
+            }
+        }
+        std::vector<Span> b1, g1, a1, b3, g3, a3;
+        appendMaskRuns(b1, 3, -5, row.data(), n, bad);
+        appendMaskRuns(g1, 3, -5, row.data(), n, det, bad);
+        appendMaskRuns(a1, 3, -5, row.data(), n, det);
+        appendMaskRuns3(b3, g3, a3, 3, -5, row.data(), n, bad, det);
+        ASSERT_EQ(b1, b3) << trial;
+        ASSERT_EQ(g1, g3) << trial;
+        ASSERT_EQ(a1, a3) << trial;
+    }
+}
+
 }  // namespace
 }  // namespace safeclip::kernel
