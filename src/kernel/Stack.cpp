@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "safeclip/kernel/Error.h"
@@ -949,6 +950,288 @@ Moments clipMoments(const float* values, std::size_t n, double c, double h, bool
 
 }  // namespace
 
+namespace {
+
+/// The values at the given ranks (sorted, unique, < n) of a NaN-free sample, without reordering
+/// it: a histogram of the top 16 bits of the order-preserving key, then of the low 16 bits inside
+/// the bins that hold a needed rank. Memory is fixed (at most 7 × 256 KiB) whatever the values.
+std::vector<float> selectRanksHistogram(std::span<const float> values, const std::vector<std::size_t>& ranks) {
+    const std::size_t n = values.size();
+    // Pass 1. Two interleaved counters keep runs of equal bins (a flat variance plane) from
+    // serialising on one memory location.
+    constexpr std::size_t kBins = std::size_t{1} << 16;
+    std::vector<std::uint32_t> hist(2 * kBins, 0);
+    const float* v = values.data();
+    std::size_t j = 0;
+    for (; j + 2 <= n; j += 2) {
+        ++hist[floatKey(v[j]) >> 16];
+        ++hist[kBins + (floatKey(v[j + 1]) >> 16)];
+    }
+    if (j < n) {
+        ++hist[floatKey(v[j]) >> 16];
+    }
+    // Every needed rank's bin and the rank of that bin's first value.
+    std::vector<std::uint32_t> rankBin(ranks.size());
+    std::vector<std::size_t> binStart(ranks.size());
+    {
+        std::size_t below = 0;
+        std::size_t r = 0;
+        for (std::size_t b = 0; b < kBins && r < ranks.size(); ++b) {
+            const std::size_t c = std::size_t{hist[b]} + hist[kBins + b];
+            while (r < ranks.size() && ranks[r] < below + c) {
+                rankBin[r] = static_cast<std::uint32_t>(b);
+                binStart[r] = below;
+                ++r;
+            }
+            below += c;
+        }
+    }
+    // Pass 2: one table per bin that holds a needed rank, plus a dummy table that takes every
+    // other value so the loop has no branch.
+    std::vector<std::uint32_t> bins(rankBin);
+    bins.erase(std::unique(bins.begin(), bins.end()), bins.end());
+    std::vector<std::uint8_t> slot(kBins, static_cast<std::uint8_t>(bins.size()));
+    for (std::size_t b = 0; b < bins.size(); ++b) {
+        slot[bins[b]] = static_cast<std::uint8_t>(b);
+    }
+    std::vector<std::uint32_t> low((bins.size() + 1) * kBins, 0);
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint32_t key = floatKey(v[i]);
+        ++low[slot[key >> 16] * kBins + (key & 0xffffU)];
+    }
+    // The exact value at each rank, from the cumulative counts inside its bin.
+    std::vector<float> out(ranks.size());
+    for (std::size_t r = 0; r < ranks.size(); ++r) {
+        const std::uint32_t* h = low.data() + std::size_t{slot[rankBin[r]]} * kBins;
+        std::size_t below = binStart[r];
+        std::uint32_t lo = 0;
+        while (below + h[lo] <= ranks[r]) {
+            below += h[lo];
+            ++lo;
+        }
+        const std::uint32_t key = (rankBin[r] << 16) | lo;
+        out[r] = std::bit_cast<float>((key & 0x80000000U) != 0 ? (key & 0x7fffffffU) : ~key);
+    }
+    return out;
+}
+
+/// A value interval [lo, hi] expected to hold some needed ranks. One pass over the sample counts
+/// the values below lo, equal to lo and equal to hi, and collects those strictly inside: ties at
+/// the bounds (a flat variance plane) cost no memory.
+struct Bracket {
+    float lo = 0.0F;
+    float hi = 0.0F;
+    std::size_t below = 0;
+    std::size_t atLo = 0;
+    std::size_t atHi = 0;  ///< stays 0 when lo == hi (those values are in atLo)
+    std::vector<float> inner;
+
+    /// The value at rank r of the whole sample if this bracket holds it (reorders `inner`).
+    std::optional<float> valueAt(std::size_t r) {
+        if (r < below) {
+            return std::nullopt;
+        }
+        std::size_t k = r - below;
+        if (k < atLo) {
+            return lo;
+        }
+        k -= atLo;
+        if (k < inner.size()) {
+            const auto it = inner.begin() + static_cast<std::ptrdiff_t>(k);
+            std::nth_element(inner.begin(), it, inner.end());
+            return *it;
+        }
+        k -= inner.size();
+        if (k < atHi) {
+            return hi;
+        }
+        return std::nullopt;
+    }
+};
+
+/// Portable pass over v[0..n). False (and stop) as soon as a bracket holds more than `cap` values
+/// strictly inside: memory stays bounded.
+bool bracketPassPortable(const float* v, std::size_t n, std::vector<Bracket>& br, std::size_t cap) {
+    for (std::size_t i = 0; i < n; ++i) {
+        const float x = v[i];
+        for (Bracket& b : br) {
+            b.below += x < b.lo ? 1 : 0;
+            b.atLo += x == b.lo ? 1 : 0;
+            b.atHi += (x == b.hi && b.hi != b.lo) ? 1 : 0;
+            if (x > b.lo && x < b.hi) {
+                if (b.inner.size() >= cap) {
+                    return false;
+                }
+                b.inner.push_back(x);
+            }
+        }
+    }
+    return true;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/// Add the 32-bit lane counts of bracketPassAvx2 into the brackets and reset them.
+__attribute__((target("avx2"))) void foldBracketCounts(std::vector<Bracket>& br, __m256i* below, __m256i* atLo,
+                                                       __m256i* atHi) {
+    for (std::size_t b = 0; b < br.size(); ++b) {
+        alignas(32) std::int32_t c[3][8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(c[0]), below[b]);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(c[1]), atLo[b]);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(c[2]), atHi[b]);
+        for (int l = 0; l < 8; ++l) {
+            br[b].below += static_cast<std::size_t>(c[0][l]);
+            br[b].atLo += static_cast<std::size_t>(c[1][l]);
+            br[b].atHi += static_cast<std::size_t>(c[2][l]);
+        }
+        below[b] = _mm256_setzero_si256();
+        atLo[b] = _mm256_setzero_si256();
+        atHi[b] = _mm256_setzero_si256();
+    }
+}
+
+/// The same pass, eight values at a time (counts in 32-bit lanes, folded before they could
+/// overflow); a block with a value strictly inside some bracket is collected by the scalar code,
+/// so the counts and the inner values (and their order) are exactly the portable pass's.
+__attribute__((target("avx2"))) bool bracketPassAvx2(const float* v, std::size_t n, std::vector<Bracket>& br,
+                                                     std::size_t cap) {
+    constexpr std::size_t kMaxBrackets = 8;
+    const std::size_t nb = br.size();
+    if (nb > kMaxBrackets) {
+        return bracketPassPortable(v, n, br, cap);
+    }
+    __m256 lo[kMaxBrackets];
+    __m256 hi[kMaxBrackets];
+    __m256 hiEq[kMaxBrackets];  // hi, or NaN (never equal) when hi == lo
+    __m256i below[kMaxBrackets];
+    __m256i atLo[kMaxBrackets];
+    __m256i atHi[kMaxBrackets];
+    for (std::size_t b = 0; b < nb; ++b) {
+        lo[b] = _mm256_set1_ps(br[b].lo);
+        hi[b] = _mm256_set1_ps(br[b].hi);
+        hiEq[b] = _mm256_set1_ps(br[b].hi != br[b].lo ? br[b].hi : std::numeric_limits<float>::quiet_NaN());
+        below[b] = _mm256_setzero_si256();
+        atLo[b] = _mm256_setzero_si256();
+        atHi[b] = _mm256_setzero_si256();
+    }
+    constexpr std::size_t kFoldBlocks = std::size_t{1} << 28;
+    std::size_t i = 0;
+    std::size_t blocks = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(v + i);
+        __m256 inside = _mm256_setzero_ps();
+        for (std::size_t b = 0; b < nb; ++b) {
+            below[b] = _mm256_sub_epi32(below[b], _mm256_castps_si256(_mm256_cmp_ps(x, lo[b], _CMP_LT_OQ)));
+            atLo[b] = _mm256_sub_epi32(atLo[b], _mm256_castps_si256(_mm256_cmp_ps(x, lo[b], _CMP_EQ_OQ)));
+            atHi[b] = _mm256_sub_epi32(atHi[b], _mm256_castps_si256(_mm256_cmp_ps(x, hiEq[b], _CMP_EQ_OQ)));
+            inside = _mm256_or_ps(inside, _mm256_and_ps(_mm256_cmp_ps(x, lo[b], _CMP_GT_OQ),
+                                                        _mm256_cmp_ps(x, hi[b], _CMP_LT_OQ)));
+        }
+        if (_mm256_movemask_ps(inside) != 0) {
+            for (std::size_t k = i; k < i + 8; ++k) {
+                for (Bracket& b : br) {
+                    if (v[k] > b.lo && v[k] < b.hi) {
+                        if (b.inner.size() >= cap) {
+                            return false;
+                        }
+                        b.inner.push_back(v[k]);
+                    }
+                }
+            }
+        }
+        if (++blocks == kFoldBlocks) {
+            foldBracketCounts(br, below, atLo, atHi);
+            blocks = 0;
+        }
+    }
+    foldBracketCounts(br, below, atLo, atHi);
+    return bracketPassPortable(v + i, n - i, br, cap);
+}
+#endif
+
+/// The values at the given ranks (sorted, unique, < n) of a NaN-free sample. Large samples: a
+/// regular subsample (every stride-th value) brackets each rank with a margin of ~5 standard
+/// deviations of its subsample rank; one pass counts the values below each bracket and collects
+/// those inside; a selection inside the candidates gives the exact value. A rank that falls
+/// outside its bracket (improbable) sends the whole sample to the histogram method, so the result
+/// is exact either way and, for given values, always the same. So does a bracket with more than
+/// n/16 values strictly inside, which bounds the extra memory.
+std::vector<float> selectRanks(std::span<const float> values, const std::vector<std::size_t>& ranks) {
+    const std::size_t n = values.size();
+    constexpr std::size_t kMinBracketed = std::size_t{1} << 17;
+    constexpr std::size_t kSub = std::size_t{1} << 16;
+    if (n < kMinBracketed) {
+        return selectRanksHistogram(values, ranks);
+    }
+    const std::size_t stride = n / kSub;
+    std::vector<float> sub(kSub);
+    for (std::size_t k = 0; k < kSub; ++k) {
+        sub[k] = values[k * stride + stride / 2];
+    }
+    // Subsample ranks bracketing each needed rank, merged where they overlap.
+    std::vector<std::pair<std::size_t, std::size_t>> spans;  // subsample rank intervals
+    for (const std::size_t r : ranks) {
+        const double f = static_cast<double>(r) / static_cast<double>(n - 1);
+        const double t = f * static_cast<double>(kSub - 1);
+        const double margin = 4.0 * std::sqrt(static_cast<double>(kSub) * f * (1.0 - f)) + 8.0;
+        const auto a = static_cast<std::size_t>(std::max(0.0, std::floor(t - margin)));
+        const auto b = static_cast<std::size_t>(std::min(static_cast<double>(kSub - 1), std::ceil(t + margin)));
+        if (!spans.empty() && a <= spans.back().second) {
+            spans.back().second = std::max(spans.back().second, b);
+        } else {
+            spans.emplace_back(a, b);
+        }
+    }
+    std::vector<std::size_t> subRanks;
+    for (const auto& [a, b] : spans) {
+        subRanks.push_back(a);
+        if (b != a) {
+            subRanks.push_back(b);
+        }
+    }
+    std::sort(subRanks.begin(), subRanks.end());
+    subRanks.erase(std::unique(subRanks.begin(), subRanks.end()), subRanks.end());
+    const std::vector<float> subValues = selectRanksHistogram(sub, subRanks);
+    auto subValue = [&](std::size_t rank) {
+        return subValues[static_cast<std::size_t>(std::lower_bound(subRanks.begin(), subRanks.end(), rank) -
+                                                  subRanks.begin())];
+    };
+    std::vector<Bracket> br(spans.size());
+    for (std::size_t k = 0; k < spans.size(); ++k) {
+        // The subsample's extreme ranks open the bracket to the sample's ends.
+        br[k].lo = spans[k].first == 0 ? -std::numeric_limits<float>::infinity() : subValue(spans[k].first);
+        br[k].hi = spans[k].second == kSub - 1 ? std::numeric_limits<float>::infinity() : subValue(spans[k].second);
+    }
+    // A bracket is expected to hold ~2 % of the sample strictly inside; past n/16 the histogram
+    // method is used instead, so the candidates never cost more than 3 × 4 B / 16 per value.
+    const std::size_t cap = n / 16;
+#if defined(__GNUC__) && defined(__x86_64__)
+    const bool ok = useAvx2() ? bracketPassAvx2(values.data(), n, br, cap)
+                              : bracketPassPortable(values.data(), n, br, cap);
+#else
+    const bool ok = bracketPassPortable(values.data(), n, br, cap);
+#endif
+    if (!ok) {
+        return selectRanksHistogram(values, ranks);
+    }
+    std::vector<float> out(ranks.size());
+    for (std::size_t r = 0; r < ranks.size(); ++r) {
+        std::optional<float> value;
+        for (Bracket& b : br) {
+            value = b.valueAt(ranks[r]);
+            if (value) {
+                break;
+            }
+        }
+        if (!value) {
+            return selectRanksHistogram(values, ranks);  // outside every bracket: the exact fallback
+        }
+        out[r] = *value;
+    }
+    return out;
+}
+
+}  // namespace
+
 std::vector<double> sampleQuantiles(std::span<const float> values, std::span<const double> qs) {
     const std::size_t n = values.size();
     std::vector<double> out(qs.size(), kNaN);
@@ -975,63 +1258,10 @@ std::vector<double> sampleQuantiles(std::span<const float> values, std::span<con
     }
     std::sort(ranks.begin(), ranks.end());
     ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-    // Pass 1: histogram of the top 16 bits of the order-preserving key. Two interleaved counters
-    // keep runs of equal bins (a flat variance plane) from serialising on one memory location.
-    constexpr std::size_t kBins = std::size_t{1} << 16;
-    std::vector<std::uint32_t> hist(2 * kBins, 0);
-    const float* v = values.data();
-    std::size_t j = 0;
-    for (; j + 2 <= n; j += 2) {
-        ++hist[floatKey(v[j]) >> 16];
-        ++hist[kBins + (floatKey(v[j + 1]) >> 16)];
-    }
-    if (j < n) {
-        ++hist[floatKey(v[j]) >> 16];
-    }
-    // Locate every needed rank's bin and the rank of that bin's first value.
-    std::vector<std::uint32_t> rankBin(ranks.size());
-    std::vector<std::size_t> binStart(ranks.size());  // rank of the bin's first value
-    {
-        std::size_t below = 0;
-        std::size_t r = 0;
-        for (std::size_t b = 0; b < kBins && r < ranks.size(); ++b) {
-            const std::size_t c = std::size_t{hist[b]} + hist[kBins + b];
-            while (r < ranks.size() && ranks[r] < below + c) {
-                rankBin[r] = static_cast<std::uint32_t>(b);
-                binStart[r] = below;
-                ++r;
-            }
-            below += c;
-        }
-    }
-    // Pass 2: histogram of the low 16 bits inside the bins that hold a needed rank (one table per
-    // such bin, plus a dummy table that takes every other value so the loop has no branch). Memory
-    // stays fixed (at most 7 × 256 KiB), whatever the distribution.
-    std::vector<std::uint32_t> bins(rankBin);
-    bins.erase(std::unique(bins.begin(), bins.end()), bins.end());
-    std::vector<std::uint8_t> slot(kBins, static_cast<std::uint8_t>(bins.size()));
-    for (std::size_t b = 0; b < bins.size(); ++b) {
-        slot[bins[b]] = static_cast<std::uint8_t>(b);
-    }
-    std::vector<std::uint32_t> low((bins.size() + 1) * kBins, 0);
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::uint32_t key = floatKey(v[i]);
-        ++low[slot[key >> 16] * kBins + (key & 0xffffU)];
-    }
-    // The exact value at each needed rank, from the cumulative counts inside its bin.
+    const std::vector<float> at = selectRanks(values, ranks);
     auto valueAtRank = [&](std::size_t rank) {
-        const std::size_t r =
-            static_cast<std::size_t>(std::lower_bound(ranks.begin(), ranks.end(), rank) - ranks.begin());
-        const std::uint32_t* h = low.data() + std::size_t{slot[rankBin[r]]} * kBins;
-        std::size_t below = binStart[r];
-        std::uint32_t lo = 0;
-        while (below + h[lo] <= rank) {
-            below += h[lo];
-            ++lo;
-        }
-        const std::uint32_t key = (rankBin[r] << 16) | lo;
-        const std::uint32_t bits = (key & 0x80000000U) != 0 ? (key & 0x7fffffffU) : ~key;
-        return static_cast<double>(std::bit_cast<float>(bits));
+        return static_cast<double>(
+            at[static_cast<std::size_t>(std::lower_bound(ranks.begin(), ranks.end(), rank) - ranks.begin())]);
     };
     for (std::size_t t = 0; t < qs.size(); ++t) {
         const double idx = qs[t] * static_cast<double>(n - 1);

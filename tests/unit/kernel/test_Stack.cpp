@@ -763,8 +763,10 @@ TEST(Stack, SampleQuantilesEqualSelectionOnAnySample) {
             ASSERT_EQ(got[t] == 0.0 ? 0.0 : got[t], want == 0.0 ? 0.0 : want) << what << " q=" << qs[t];
         }
     };
+    // 300007 values take the bracketed path (subsample, one counting pass, selection among the
+    // candidates); the smaller ones the histogram path.
     for (const std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{7}, std::size_t{1000},
-                                std::size_t{100001}}) {
+                                std::size_t{100001}, std::size_t{300007}}) {
         std::vector<float> wide(n);
         std::vector<float> flat(n);
         std::vector<float> ties(n);
@@ -777,8 +779,27 @@ TEST(Stack, SampleQuantilesEqualSelectionOnAnySample) {
         }
         check(wide, "wide");
         check(flat, "flat");
-        check(ties, "ties");
+        check(ties, "ties");  // brackets overflow their cap: the histogram fallback
         check(mixed, "mixed");
+    }
+    // Samples whose regular subsample misrepresents them (the values it picks are small and the
+    // rest large): the brackets miss the ranks, or (all picked values equal) overflow their cap,
+    // and the exact fallback answers.
+    for (const bool equal : {false, true}) {
+        const std::size_t n = 1 << 18;
+        const std::size_t stride = n / (1 << 16);
+        std::vector<float> trap(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            trap[i] = i % stride == stride / 2 ? (equal ? 0.0F : static_cast<float>(i / stride))
+                                               : 1e6F + static_cast<float>(i % 977);
+        }
+        // the quartiles only (q = 0 or 1 would open a bracket to the end, which overflows its cap)
+        const double quartiles[] = {0.5, 0.25, 0.75};
+        const std::vector<double> got = sampleQuantiles(trap, quartiles);
+        for (std::size_t t = 0; t < std::size(quartiles); ++t) {
+            std::vector<double> d(trap.begin(), trap.end());
+            EXPECT_EQ(got[t], quantile(d, quartiles[t])) << (equal ? "equal " : "") << "trap q=" << quartiles[t];
+        }
     }
     const std::vector<float> empty;
     EXPECT_TRUE(std::isnan(sampleQuantiles(empty, qs)[0]));
