@@ -663,10 +663,9 @@ private:
         std::vector<MaskPixel> mask;
         // one patch-sized sample buffer, reused for every warp (4 B/px, counted below)
         const auto sample = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(m_box.area()));
-        // The sample (4 B/px of the patch), the quantile selection's scratch (candidates up to
-        // 3/16 of the sample, histogram tables up to 2 MiB), plus row chunks of VARIANCE and MASK
-        // (8 B/px).
-        const std::int64_t sampleBytes = m_box.area() * 4 + m_box.area() * 3 / 4 + (2LL << 20);
+        // The sample (4 B/px of the patch) and the quantile selection's scratch, plus row chunks
+        // of VARIANCE and MASK (8 B/px).
+        const std::int64_t sampleBytes = m_box.area() * 4 + kernel::sampleQuantilesScratchBytes(m_box.area());
         if (m_budget - sampleBytes < static_cast<std::int64_t>(m_box.width) * 8) {
             throw ConfigError("memory.max_per_rank = " + geom::formatByteSize(m_budget) +
                               " cannot hold one warp's variance sample for the weights (" +

@@ -1015,6 +1015,22 @@ std::vector<float> selectRanksHistogram(std::span<const float> values, const std
     return out;
 }
 
+/// Samples from this size on are bracketed by a subsample of kSub values; smaller ones are
+/// selected in a copy.
+constexpr std::size_t kMinBracketed = std::size_t{1} << 17;
+constexpr std::size_t kSub = std::size_t{1} << 16;
+
+/// The values at the given ranks (sorted, unique, < size) of `v`, by nth_element (reorders v).
+std::vector<float> selectRanksInPlace(std::vector<float>& v, const std::vector<std::size_t>& ranks) {
+    std::vector<float> out(ranks.size());
+    for (std::size_t r = 0; r < ranks.size(); ++r) {
+        const auto it = v.begin() + static_cast<std::ptrdiff_t>(ranks[r]);
+        std::nth_element(v.begin(), it, v.end());
+        out[r] = *it;
+    }
+    return out;
+}
+
 /// A value interval [lo, hi] expected to hold some needed ranks. One pass over the sample counts
 /// the values below lo, equal to lo and equal to hi, and collects those strictly inside: ties at
 /// the bounds (a flat variance plane) cost no memory.
@@ -1157,10 +1173,9 @@ __attribute__((target("avx2"))) bool bracketPassAvx2(const float* v, std::size_t
 /// n/16 values strictly inside, which bounds the extra memory.
 std::vector<float> selectRanks(std::span<const float> values, const std::vector<std::size_t>& ranks) {
     const std::size_t n = values.size();
-    constexpr std::size_t kMinBracketed = std::size_t{1} << 17;
-    constexpr std::size_t kSub = std::size_t{1} << 16;
-    if (n < kMinBracketed) {
-        return selectRanksHistogram(values, ranks);
+    if (n < kMinBracketed) {  // small: select in a copy
+        std::vector<float> copy(values.begin(), values.end());
+        return selectRanksInPlace(copy, ranks);
     }
     const std::size_t stride = n / kSub;
     std::vector<float> sub(kSub);
@@ -1190,7 +1205,7 @@ std::vector<float> selectRanks(std::span<const float> values, const std::vector<
     }
     std::sort(subRanks.begin(), subRanks.end());
     subRanks.erase(std::unique(subRanks.begin(), subRanks.end()), subRanks.end());
-    const std::vector<float> subValues = selectRanksHistogram(sub, subRanks);
+    const std::vector<float> subValues = selectRanksInPlace(sub, subRanks);
     auto subValue = [&](std::size_t rank) {
         return subValues[static_cast<std::size_t>(std::lower_bound(subRanks.begin(), subRanks.end(), rank) -
                                                   subRanks.begin())];
@@ -1231,6 +1246,15 @@ std::vector<float> selectRanks(std::span<const float> values, const std::vector<
 }
 
 }  // namespace
+
+std::int64_t sampleQuantilesScratchBytes(std::int64_t n) {
+    if (n < static_cast<std::int64_t>(kMinBracketed)) {
+        return 4 * n;  // the copy
+    }
+    // subsample (256 KiB) and its copy's selection; inner values of three brackets (n/16 each);
+    // the histogram fallback's tables (< 2.5 MiB)
+    return n * 3 / 4 + (3LL << 20);
+}
 
 std::vector<double> sampleQuantiles(std::span<const float> values, std::span<const double> qs) {
     const std::size_t n = values.size();

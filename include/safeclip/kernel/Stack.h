@@ -76,9 +76,15 @@ std::pair<StackResult, StackResult> stackRegionPair(const std::vector<const Mask
 double meanClipUnweighted(std::span<const float> values, double sigmaClip, int clipIter);
 
 /// afw percentiles (linear interpolation at fractional rank q(n-1)) of a NaN-free sample, one per q,
-/// without reordering it: a 16-bit key histogram, then exact selection inside the bins that hold
-/// the needed ranks. NaN for an empty sample. @throws InvalidParameter for q outside [0, 1]
+/// without reordering it. Exact: small samples are selected in a copy; large ones are bracketed
+/// by a regular subsample, counted in one vectorised pass and selected among the few values
+/// inside the brackets (a two-pass key histogram when a bracket misses). NaN for an empty sample.
+/// @throws InvalidParameter for q outside [0, 1]
 std::vector<double> sampleQuantiles(std::span<const float> values, std::span<const double> qs);
+
+/// Upper bound of the temporary memory sampleQuantiles takes for a sample of n values (three
+/// quantiles or fewer), for memory budgets.
+std::int64_t sampleQuantilesScratchBytes(std::int64_t n);
 
 /// Interpolated quantile at fractional rank q*(n-1) of `values` (reorders values; n > 0).
 double quantile(std::vector<double>& values, double q);
