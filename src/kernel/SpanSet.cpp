@@ -171,12 +171,27 @@ bool SpanSet::contains(int x, int y) const {
 
 namespace {
 
-/// Calls fn(y, lo, hi) for every overlap of two normalised span lists, in (y, x) order.
+/// Calls fn(y, lo, hi) for every overlap of two normalised span lists, in (y, x) order. Only the
+/// rows both lists cover are walked (binary search to them), so a small set against a large one
+/// (a footprint against a warp's whole CLIPPED union) costs its own size, not the large one's.
 template <class Fn>
 void forEachOverlap(const std::vector<Span>& a, const std::vector<Span>& b, Fn&& fn) {
-    std::size_t i = 0;
-    std::size_t j = 0;
-    while (i < a.size() && j < b.size()) {
+    if (a.empty() || b.empty()) {
+        return;
+    }
+    const int y0 = std::max(a.front().y, b.front().y);
+    const int y1 = std::min(a.back().y, b.back().y);
+    if (y0 > y1) {
+        return;
+    }
+    auto rows = [y0, y1](const std::vector<Span>& v) {
+        const auto first = std::lower_bound(v.begin(), v.end(), y0, [](const Span& sp, int y) { return sp.y < y; });
+        const auto last = std::upper_bound(first, v.end(), y1, [](int y, const Span& sp) { return y < sp.y; });
+        return std::pair{static_cast<std::size_t>(first - v.begin()), static_cast<std::size_t>(last - v.begin())};
+    };
+    auto [i, iEnd] = rows(a);
+    auto [j, jEnd] = rows(b);
+    while (i < iEnd && j < jEnd) {
         if (a[i].y < b[j].y) {
             ++i;
         } else if (b[j].y < a[i].y) {
