@@ -55,8 +55,9 @@ void tuneMpiTransport() {
     }
     const char* worldSize = std::getenv("OMPI_COMM_WORLD_SIZE");
     const char* localSize = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-    const bool launchedByOtherPmi = std::getenv("PMIX_RANK") != nullptr || std::getenv("PMI_RANK") != nullptr ||
-                                    std::getenv("SLURM_PROCID") != nullptr;
+    // Not started by Open MPI's mpirun: a singleton unless another launcher (srun's PMI/PMIx)
+    // started it. (SLURM_PROCID alone is also set in a batch script's own shell.)
+    const bool launchedByOtherPmi = std::getenv("PMIX_RANK") != nullptr || std::getenv("PMI_RANK") != nullptr;
     const bool singleton = worldSize == nullptr && !launchedByOtherPmi;
     const bool oneNode = worldSize != nullptr && localSize != nullptr && std::string(worldSize) == localSize;
     if (!singleton && !oneNode) {
