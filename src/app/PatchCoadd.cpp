@@ -1,6 +1,7 @@
 #include "safeclip/app/PatchCoadd.h"
 
 #include <algorithm>
+#include <bit>
 #include <boost/mpi/environment.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -1283,11 +1284,15 @@ private:
                         const MaskPixel* m = b.mask.row(y);
                         const float* im = b.image.row(y);
                         std::uint16_t* n = targetN.row(y) + (chunk.x0 - targetN.box().x0);
+                        std::int32_t rowUsed = 0;  // branch-free, so that the loop vectorises
                         for (int k = 0; k < chunk.width; ++k) {
-                            const bool good = (m[k] & andMask) == 0;
-                            n[k] = static_cast<std::uint16_t>(n[k] + (good ? 1 : 0));
-                            used += good && std::isfinite(im[k]) ? 1 : 0;
+                            const std::int32_t good = (m[k] & andMask) == 0 ? 1 : 0;
+                            const std::int32_t finite =
+                                (std::bit_cast<std::uint32_t>(im[k]) & 0x7fffffffU) < 0x7f800000U ? 1 : 0;
+                            n[k] = static_cast<std::uint16_t>(n[k] + good);
+                            rowUsed += good & finite;
                         }
+                        used += rowUsed;
                     }
                     tileUsed.resize(m_warps.size(), 0);
                     tileUsed[warpIndex[i]] += used;
