@@ -115,7 +115,7 @@ done
 for s in $SETS; do
   read -r n size <<<"$(shape "$s")"
   echo
-  echo "### $s: $n warps of $size, $(du -sm "$BD/$s/p000" | cut -f1) MiB of warps (safeclip, afw layout); peers read $(du -smL "$BD/$s/plain" | cut -f1) MiB"
+  echo "### $s: $n warps of $size, $(du -cm "$BD/$s"/p000/warp-*.fits | tail -1 | cut -f1) MiB of warp files (safeclip, afw layout); peers read $(du -smL "$BD/$s/plain" | cut -f1) MiB"
   echo
   awk -v set="$s" -v tools="$TOOLS" -v lbl="$(for t in $TOOLS; do printf '%s=%s;' "$t" "$(label "$t")"; done)" '
     function median(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
