@@ -1015,18 +1015,24 @@ std::vector<float> selectRanksHistogram(std::span<const float> values, const std
     return out;
 }
 
-/// Samples from this size on are bracketed by a subsample of kSub values; smaller ones are
-/// selected in a copy.
+/// Samples from this size on are bracketed by a regular subsample; smaller ones are selected in
+/// a copy. The subsample has n/64 values, at least 2^12 and at most 2^16: selecting in it and
+/// among the bracketed values then cost about the same.
 constexpr std::size_t kMinBracketed = std::size_t{1} << 17;
-constexpr std::size_t kSub = std::size_t{1} << 16;
+constexpr std::size_t kMaxSub = std::size_t{1} << 16;
 
-/// The values at the given ranks (sorted, unique, < size) of `v`, by nth_element (reorders v).
+std::size_t subsampleSize(std::size_t n) { return std::min(kMaxSub, std::bit_floor(n / 64)); }
+
+/// The values at the given ranks (sorted, unique, < size) of `v`, by nth_element (reorders v);
+/// each selection runs only above the previous rank, where the next one must be.
 std::vector<float> selectRanksInPlace(std::vector<float>& v, const std::vector<std::size_t>& ranks) {
     std::vector<float> out(ranks.size());
+    auto first = v.begin();
     for (std::size_t r = 0; r < ranks.size(); ++r) {
         const auto it = v.begin() + static_cast<std::ptrdiff_t>(ranks[r]);
-        std::nth_element(v.begin(), it, v.end());
+        std::nth_element(first, it, v.end());
         out[r] = *it;
+        first = it + 1;
     }
     return out;
 }
@@ -1106,8 +1112,8 @@ __attribute__((target("avx2"))) void foldBracketCounts(std::vector<Bracket>& br,
 }
 
 /// The same pass, eight values at a time (counts in 32-bit lanes, folded before they could
-/// overflow); a block with a value strictly inside some bracket is collected by the scalar code,
-/// so the counts and the inner values (and their order) are exactly the portable pass's.
+/// overflow; inner values picked by their lane bits), so the counts and the inner values (and
+/// their order) are exactly the portable pass's.
 __attribute__((target("avx2"))) bool bracketPassAvx2(const float* v, std::size_t n, std::vector<Bracket>& br,
                                                      std::size_t cap) {
     constexpr std::size_t kMaxBrackets = 8;
@@ -1134,24 +1140,20 @@ __attribute__((target("avx2"))) bool bracketPassAvx2(const float* v, std::size_t
     std::size_t blocks = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 x = _mm256_loadu_ps(v + i);
-        __m256 inside = _mm256_setzero_ps();
         for (std::size_t b = 0; b < nb; ++b) {
             below[b] = _mm256_sub_epi32(below[b], _mm256_castps_si256(_mm256_cmp_ps(x, lo[b], _CMP_LT_OQ)));
             atLo[b] = _mm256_sub_epi32(atLo[b], _mm256_castps_si256(_mm256_cmp_ps(x, lo[b], _CMP_EQ_OQ)));
             atHi[b] = _mm256_sub_epi32(atHi[b], _mm256_castps_si256(_mm256_cmp_ps(x, hiEq[b], _CMP_EQ_OQ)));
-            inside = _mm256_or_ps(inside, _mm256_and_ps(_mm256_cmp_ps(x, lo[b], _CMP_GT_OQ),
-                                                        _mm256_cmp_ps(x, hi[b], _CMP_LT_OQ)));
-        }
-        if (_mm256_movemask_ps(inside) != 0) {
-            for (std::size_t k = i; k < i + 8; ++k) {
-                for (Bracket& b : br) {
-                    if (v[k] > b.lo && v[k] < b.hi) {
-                        if (b.inner.size() >= cap) {
-                            return false;
-                        }
-                        b.inner.push_back(v[k]);
-                    }
+            // values strictly inside, appended in index order (each bracket's order is the
+            // portable pass's; a bracket past its cap fails the pass there as well)
+            unsigned in = static_cast<unsigned>(_mm256_movemask_ps(
+                _mm256_and_ps(_mm256_cmp_ps(x, lo[b], _CMP_GT_OQ), _mm256_cmp_ps(x, hi[b], _CMP_LT_OQ))));
+            while (in != 0) {
+                if (br[b].inner.size() >= cap) {
+                    return false;
                 }
+                br[b].inner.push_back(v[i + static_cast<std::size_t>(std::countr_zero(in))]);
+                in &= in - 1;
             }
         }
         if (++blocks == kFoldBlocks) {
@@ -1177,19 +1179,20 @@ std::vector<float> selectRanks(std::span<const float> values, const std::vector<
         std::vector<float> copy(values.begin(), values.end());
         return selectRanksInPlace(copy, ranks);
     }
-    const std::size_t stride = n / kSub;
-    std::vector<float> sub(kSub);
-    for (std::size_t k = 0; k < kSub; ++k) {
+    const std::size_t nSub = subsampleSize(n);
+    const std::size_t stride = n / nSub;
+    std::vector<float> sub(nSub);
+    for (std::size_t k = 0; k < nSub; ++k) {
         sub[k] = values[k * stride + stride / 2];
     }
     // Subsample ranks bracketing each needed rank, merged where they overlap.
     std::vector<std::pair<std::size_t, std::size_t>> spans;  // subsample rank intervals
     for (const std::size_t r : ranks) {
         const double f = static_cast<double>(r) / static_cast<double>(n - 1);
-        const double t = f * static_cast<double>(kSub - 1);
-        const double margin = 4.0 * std::sqrt(static_cast<double>(kSub) * f * (1.0 - f)) + 8.0;
+        const double t = f * static_cast<double>(nSub - 1);
+        const double margin = 4.0 * std::sqrt(static_cast<double>(nSub) * f * (1.0 - f)) + 8.0;
         const auto a = static_cast<std::size_t>(std::max(0.0, std::floor(t - margin)));
-        const auto b = static_cast<std::size_t>(std::min(static_cast<double>(kSub - 1), std::ceil(t + margin)));
+        const auto b = static_cast<std::size_t>(std::min(static_cast<double>(nSub - 1), std::ceil(t + margin)));
         if (!spans.empty() && a <= spans.back().second) {
             spans.back().second = std::max(spans.back().second, b);
         } else {
@@ -1214,7 +1217,7 @@ std::vector<float> selectRanks(std::span<const float> values, const std::vector<
     for (std::size_t k = 0; k < spans.size(); ++k) {
         // The subsample's extreme ranks open the bracket to the sample's ends.
         br[k].lo = spans[k].first == 0 ? -std::numeric_limits<float>::infinity() : subValue(spans[k].first);
-        br[k].hi = spans[k].second == kSub - 1 ? std::numeric_limits<float>::infinity() : subValue(spans[k].second);
+        br[k].hi = spans[k].second == nSub - 1 ? std::numeric_limits<float>::infinity() : subValue(spans[k].second);
     }
     // A bracket is expected to hold ~2 % of the sample strictly inside; past n/16 the histogram
     // method is used instead, so the candidates never cost more than 3 × 4 B / 16 per value.
@@ -1251,7 +1254,7 @@ std::int64_t sampleQuantilesScratchBytes(std::int64_t n) {
     if (n < static_cast<std::int64_t>(kMinBracketed)) {
         return 4 * n;  // the copy
     }
-    // subsample (256 KiB) and its copy's selection; inner values of three brackets (n/16 each);
+    // subsample (<= 256 KiB); inner values of three brackets (n/16 each);
     // the histogram fallback's tables (< 2.5 MiB)
     return n * 3 / 4 + (3LL << 20);
 }
