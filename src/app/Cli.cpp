@@ -10,6 +10,8 @@
 #include <iostream>
 #include <tuple>
 
+#include <sys/resource.h>
+
 #include "safeclip/Version.h"
 #include "safeclip/app/Config.h"
 #include "safeclip/app/Ingest.h"
@@ -48,9 +50,13 @@ Config loadConfig(const std::string& file, const std::vector<std::string>& sets,
 /// isolated singleton). Settings the user made (OMPI_MCA_* in the environment, which is also how
 /// `mpirun --mca` reaches the ranks) are kept; SAFECLIP_MPI_TUNING=0 turns this off. Multi-node
 /// jobs and srun launches are left alone.
+/// What tuneMpiTransport did, for a debug line once logging is set up.
+std::string g_mpiTransport = "not chosen";
+
 void tuneMpiTransport() {
     const char* off = std::getenv("SAFECLIP_MPI_TUNING");
     if (off != nullptr && std::string(off) == "0") {
+        g_mpiTransport = "left to Open MPI (SAFECLIP_MPI_TUNING=0)";
         return;
     }
     const char* worldSize = std::getenv("OMPI_COMM_WORLD_SIZE");
@@ -61,6 +67,7 @@ void tuneMpiTransport() {
     const bool singleton = worldSize == nullptr && !launchedByOtherPmi;
     const bool oneNode = worldSize != nullptr && localSize != nullptr && std::string(worldSize) == localSize;
     if (!singleton && !oneNode) {
+        g_mpiTransport = "left to Open MPI (ranks on several nodes, or another launcher)";
         return;
     }
     ::setenv("OMPI_MCA_pml", "ob1", 0);
@@ -68,6 +75,27 @@ void tuneMpiTransport() {
     if (singleton) {
         ::setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
     }
+    g_mpiTransport = std::string(singleton ? "singleton" : "one node") + ": pml " + std::getenv("OMPI_MCA_pml") +
+                     ", btl " + std::getenv("OMPI_MCA_btl");
+}
+
+/// Each warp holds up to two open files (cfitsio's and the direct reader's), so a patch of many
+/// warps can need more descriptors than the usual soft limit of 1024: raise the soft limit to the
+/// hard one. Returns a line for the debug log.
+std::string raiseOpenFileLimit() {
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+        return "open-file limit unknown";
+    }
+    if (lim.rlim_cur < lim.rlim_max) {
+        const rlim_t before = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &lim) == 0) {
+            return "open-file limit raised from " + std::to_string(before) + " to " + std::to_string(lim.rlim_max);
+        }
+        return "open-file limit " + std::to_string(before) + " (could not raise it)";
+    }
+    return "open-file limit " + std::to_string(lim.rlim_cur);
 }
 
 int cmdCoadd(const std::string& out, const std::string& configFile, const std::vector<std::string>& sets,
@@ -81,6 +109,7 @@ int cmdCoadd(const std::string& out, const std::string& configFile, const std::v
     try {
         cfg = loadConfig(configFile, sets, logLevel);
         initLogging(world.rank(), cfg.getString("log.level"));
+        log().debug("MPI transport: {}; {}", g_mpiTransport, raiseOpenFileLimit());
         if (std::filesystem::is_directory(out)) {
             throw OutputError(out + ": output path is a directory");
         }
@@ -125,6 +154,7 @@ int cmdRun(const std::string& configFile, const std::vector<std::string>& sets, 
     try {
         cfg = loadConfig(configFile, sets, logLevel);
         initLogging(comm.rank(), cfg.getString("log.level"));
+        log().debug("MPI transport: {}; {}", g_mpiTransport, raiseOpenFileLimit());
     } catch (const Error& e) {
         initLogging(comm.rank(), "info");
         if (comm.rank() == 0) {

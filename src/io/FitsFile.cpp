@@ -7,6 +7,9 @@
 #include <system_error>
 #include <utility>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "safeclip/kernel/Error.h"
 
 namespace safeclip::io {
@@ -82,6 +85,15 @@ FitsFile::FitsFile(const std::string& path, Mode mode) : m_path(path), m_mode(mo
             if (status == UNKNOWN_REC || status == NO_SIMPLE || status == BAD_SIMPLE) {
                 throwError(path + ": not a FITS file (" + statusText(status) + ")", false);
             }
+            // A file that cannot be opened at all (no permission, out of file descriptors) says so
+            // in the system's words rather than looking like a non-FITS file.
+            const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                const int err = errno;
+                statusText(status);  // clears the cfitsio message stack
+                throwError(path + ": cannot open: " + std::strerror(err), false);
+            }
+            ::close(fd);
             if (!startsLikeFits(path)) {
                 statusText(status);  // clears the cfitsio message stack
                 throwError(path + ": not a FITS file (does not start with SIMPLE  =)", false);
