@@ -25,6 +25,7 @@
 #include "safeclip/kernel/Error.h"
 #include "safeclip/kernel/Interp.h"
 #include "safeclip/kernel/MaskDict.h"
+#include "safeclip/kernel/SampleStats.h"
 #include "safeclip/kernel/SpanSet.h"
 #include "safeclip/kernel/Stack.h"
 #include "safeclip/parallel/Collectives.h"

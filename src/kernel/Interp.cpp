@@ -8,7 +8,7 @@
 #include <limits>
 #include <vector>
 
-#include "safeclip/kernel/Stack.h"
+#include "safeclip/kernel/SampleStats.h"
 
 namespace safeclip::kernel {
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "safeclip/kernel/Error.h"
+#include "safeclip/kernel/SampleStats.h"
 #include "safeclip/kernel/Stack.h"
 
 namespace safeclip::kernel {
