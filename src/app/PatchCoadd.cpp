@@ -281,7 +281,6 @@ public:
                     }
                 });
                 broadcastClipped();
-                stage("checkpoint", [&] { saveReducedCheckpoint(result); });
             }
         } else {
             stage("setup", [&] { planTiles(); });
@@ -290,13 +289,24 @@ public:
         std::vector<parallel::Tile> mine;
         MaskedImage coadd;
         kernel::ImageU16 nImage;
-        stage("final", [&] {
-            if (isRoot()) {
-                coadd = MaskedImage(m_box);
-                nImage = kernel::ImageU16(m_box, 0);
-            }
-            mine = finalStack(isRoot() ? &coadd : nullptr, isRoot() ? &nImage : nullptr);
-        });
+        const bool saveDecisions = safeclip && !resumed;
+        stage(
+            "final",
+            [&] {
+                if (saveDecisions) {
+                    // The root writes the decision checkpoint here, while the other ranks already
+                    // stack their tiles (the decisions reached them with broadcastClipped).
+                    maybeInjectFailure("checkpoint");
+                    saveReducedCheckpoint(result);
+                }
+                maybeInjectFailure("final");  // after the decision checkpoint, as before
+                if (isRoot()) {
+                    coadd = MaskedImage(m_box);
+                    nImage = kernel::ImageU16(m_box, 0);
+                }
+                mine = finalStack(isRoot() ? &coadd : nullptr, isRoot() ? &nImage : nullptr);
+            },
+            /*injectAtStart=*/false);
         parallel::gatherTiles(m_group, 0, mine, coadd, nImage);
         mine.clear();
         for (const auto& counts : parallel::gatherToRoot(m_group, m_usedLocal)) {
@@ -357,11 +367,13 @@ private:
     /// (the failing rank its own error, the others a PatchAborted naming the stage), so no rank is
     /// left waiting in a collective.
     template <class Fn>
-    void stage(const char* name, Fn&& fn) {
+    void stage(const char* name, Fn&& fn, bool injectAtStart = true) {
         std::string error;
         ExitCode code = ExitCode::Ok;
         try {
-            maybeInjectFailure(name);
+            if (injectAtStart) {
+                maybeInjectFailure(name);
+            }
             throwIfStopRequested((std::string("before stage '") + name + "'").c_str());
             fn();
         } catch (const Error& e) {
