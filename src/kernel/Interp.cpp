@@ -16,8 +16,9 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-/// Median of all finite image pixels (0 when there are none), clamped to >= 0 unless allowed.
-/// Interpolated at rank 0.5(n-1) as in Stack.cpp's quantile(); selection on float32 copies.
+/// Median of all finite image pixels (0 when there are none), clamped to >= 0 unless allowed:
+/// sampleQuantiles at q = 0.5, i.e. interpolated at rank 0.5(n-1), the mean of the two middle
+/// values (0.5·lo + 0.5·hi) for an even count.
 double fallbackValue(const ImageF& image, bool negativeAllowed) {
     std::vector<float> finite;
     finite.reserve(image.data().size());
@@ -29,8 +30,6 @@ double fallbackValue(const ImageF& image, bool negativeAllowed) {
     if (finite.empty()) {
         return 0.0;
     }
-    // The median (mean of the two middle values for an even count: 0.5·lo + 0.5·hi, exactly the
-    // interpolation of sampleQuantiles at q = 0.5), by histogram selection.
     const double half[1] = {0.5};
     double fb = sampleQuantiles(finite, half)[0];
     if (!negativeAllowed) {
