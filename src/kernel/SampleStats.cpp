@@ -367,8 +367,8 @@ __attribute__((target("avx2"))) bool bracketPassAvx2(const float* v, std::size_t
 #endif
 
 /// The values at the given ranks (sorted, unique, < n) of a NaN-free sample. Large samples: a
-/// regular subsample (every stride-th value) brackets each rank with a margin of ~5 standard
-/// deviations of its subsample rank; one pass counts the values below each bracket and collects
+/// regular subsample (every stride-th value) brackets each rank with a margin of 4 standard
+/// deviations (+ 8) of its subsample rank; one pass counts the values below each bracket and collects
 /// those inside; a selection inside the candidates gives the exact value. A rank that falls
 /// outside its bracket (improbable) sends the whole sample to the histogram method, so the result
 /// is exact either way and, for given values, always the same. So does a bracket with more than
