@@ -238,6 +238,12 @@ void scaleInPlace(MaskedImage& mi, float s) {
     }
 }
 
+/// Cap of the warp buffers of one row chunk (all warps together; weights, trial and final stacks):
+/// each warp's rows are then still in cache when they are used (measured on 16 x 2048² and
+/// 64 x 1024²: 7-10 % less CPU than a 64 MiB cap; larger chunks also add page faults: 19 % of the
+/// time at one 805 MiB chunk). Chunking never changes the pixels.
+constexpr std::int64_t kChunkCap = 8LL << 20;
+
 class PatchRun {
 public:
     PatchRun(std::string name, const Box& box, const std::vector<WarpInput>& inputs, const Config& cfg,
@@ -646,11 +652,6 @@ private:
                               geom::formatByteSize(fixed) + " for tiles of " + std::to_string(m_tileSize) +
                               " px and the gathered patch " + m_box.str() + ")");
         }
-        // Cap the warp buffers of one chunk at 8 MiB (all warps together): each warp's rows are
-        // then still in cache when the stacker reads them (measured on 16 x 2048² and 64 x 1024²:
-        // 7-10 % less CPU than a 64 MiB cap; larger chunks also add page faults: 19 % of the time
-        // at one 805 MiB chunk). Chunking never changes the pixels.
-        constexpr std::int64_t kChunkCap = 8LL << 20;
         const std::int64_t capRows =
             std::max<std::int64_t>(1, kChunkCap / (static_cast<std::int64_t>(nWarps) * 12 * std::max(1, box.width)));
         return static_cast<int>(
@@ -689,7 +690,7 @@ private:
         }
         const std::int64_t rowBytes = static_cast<std::int64_t>(m_box.width) * 8;
         const int rows = static_cast<int>(std::clamp<std::int64_t>(
-            std::min<std::int64_t>((m_budget - sampleBytes) / rowBytes, (8LL << 20) / rowBytes), 1, m_box.height));  // 8 MiB: cache-sized
+            std::min<std::int64_t>((m_budget - sampleBytes) / rowBytes, kChunkCap / rowBytes), 1, m_box.height));
         for (std::size_t i = 0; i < m_warps.size(); ++i) {
             Warp& w = m_warps[i];
             if (!w.used || static_cast<int>(i % static_cast<std::size_t>(n)) != me) {
