@@ -21,6 +21,7 @@
 #include "safeclip/geom/Plan.h"
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/Manifest.h"
+#include "safeclip/io/RowFormats.h"
 #include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/parallel/Collectives.h"
@@ -31,32 +32,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// One patch's outcome, gathered to rank 0 for the log and report.json.
-struct PatchOutcome {
-    std::int64_t index = 0;
-    std::string name;
-    std::string status;  ///< "done", "skipped", "failed"
-    std::string error;
-    std::string output;
-    int rank = 0;
-    int nWarps = 0;
-    int nUsed = 0;
-    std::int64_t nFootprints = 0;
-    std::int64_t nClippedFootprints = 0;
-    std::int64_t nBigFootprints = 0;
-    std::int64_t nClippedWarpPixels = 0;
-    std::int64_t nCoaddClippedPixels = 0;
-    std::int64_t nSingle = 0;
-    std::int64_t nSingleOnly = 0;
-    std::int64_t nDouble = 0;
-    double seconds = 0;
-
-    template <class Archive>
-    void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar& index& name& status& error& output& rank& nWarps& nUsed& nFootprints& nClippedFootprints&
-            nBigFootprints& nClippedWarpPixels& nCoaddClippedPixels& seconds;
-    }
-};
+/// One patch's outcome, gathered to rank 0 for the log and report.json (serialized and written
+/// from its one field description, PatchResult::fields).
+using PatchOutcome = pipeline::PatchResult;
 
 /// Write <outDir>/report.json atomically (tmp + rename).
 /// Peak resident set size of this process in bytes (getrusage).
@@ -88,21 +66,9 @@ void writeReport(const std::string& outDir, const std::string& fileName, const s
     auto& arr = j["patches"];
     arr = nlohmann::json::array();
     for (const auto& o : outcomes) {
-        arr.push_back({{"name", o.name},
-                       {"status", o.status},
-                       {"error", o.error},
-                       {"output", o.output},
-                       {"rank", o.rank},
-                       {"warps", o.nWarps},
-                       {"warps_used", o.nUsed},
-                       {"footprints", o.nFootprints},
-                       {"footprints_clipped", o.nClippedFootprints},
-                       {"big_footprints", o.nBigFootprints},
-                       {"clipped_by_rule",
-                        {{"single", o.nSingle}, {"single_only_candidate", o.nSingleOnly}, {"double", o.nDouble}}},
-                       {"clipped_warp_pixels", o.nClippedWarpPixels},
-                       {"clipped_coadd_pixels", o.nCoaddClippedPixels},
-                       {"seconds", o.seconds}});
+        nlohmann::json entry = io::rowToJson(o);
+        entry.erase("index");  // the manifest order is the order of the list
+        arr.push_back(std::move(entry));
     }
     const std::string path = (fs::path(outDir) / fileName).string();
     const std::string tmp = path + ".tmp." + std::to_string(::getpid());
@@ -350,7 +316,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         PatchOutcome o;
         o.index = static_cast<std::int64_t>(p);
         o.name = patch.name;
-        o.output = out;
+        o.outputPath = out;
         o.rank = comm.rank();
         o.nWarps = static_cast<int>(patch.warps.size());
         // 1: finished with this configuration; 2: finished with another one (refused without --restart).
@@ -398,17 +364,10 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             }
             const PatchResult r = coaddPatch(patch.name, patch.box, warps, cfg, out, &group, ckpt);
             done += group.rank() == 0 ? 1 : 0;
+            o = r;
+            o.index = static_cast<std::int64_t>(p);
+            o.rank = comm.rank();
             o.status = "done";
-            o.nUsed = r.nUsed;
-            o.nFootprints = r.nFootprints;
-            o.nClippedFootprints = r.nClippedFootprints;
-            o.nBigFootprints = r.nBigFootprints;
-            o.nClippedWarpPixels = r.nClippedWarpPixels;
-            o.nCoaddClippedPixels = r.nCoaddClippedPixels;
-            o.nSingle = r.nSingle;
-            o.nSingleOnly = r.nSingleOnly;
-            o.nDouble = r.nDouble;
-            o.seconds = r.seconds;
         } catch (const Error& e) {
             failed += group.rank() == 0 ? 1 : 0;
             code = std::max(code, static_cast<int>(e.code()));
@@ -475,7 +434,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
                     "patch {} [r{}]: {}/{} warps used, {} footprints, {} clipped ({} big), {} CLIPPED warp "
                     "pixels, {:.2f} s -> {}",
                     o.name, o.rank, o.nUsed, o.nWarps, o.nFootprints, o.nClippedFootprints, o.nBigFootprints,
-                    o.nClippedWarpPixels, o.seconds, o.output);
+                    o.nClippedWarpPixels, o.seconds, o.outputPath);
             } else if (o.status == "skipped") {
                 log().info("patch {} [r{}]: output exists with the same configuration; skipped (--resume)",
                            o.name, o.rank);

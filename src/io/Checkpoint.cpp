@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <type_traits>
 
 #include "safeclip/Version.h"
 #include "safeclip/kernel/Error.h"
@@ -189,14 +190,109 @@ struct WarpRecord {
 struct SpanRecord {
     std::int32_t warp, y, x0, x1;
 };
-struct FootprintRecord {
-    std::int64_t id, x0, y0, x1, y1, area;
+/// A row type (kernel/DecisionTable.h) in the checkpoint: its numeric fields as one compound
+/// dataset `name` (members named FieldName::checkpoint, 8 bytes each, packed in field order) and
+/// each string field as a vlen-string dataset named FieldName::checkpoint.
+template <class Row>
+class RowLayout {
+public:
+    RowLayout() {
+        Row probe;
+        Row::fields(probe, [this](const kernel::FieldName& n, auto& member) {
+            using T = std::decay_t<decltype(member)>;
+            if constexpr (std::is_same_v<T, std::string>) {
+                m_strings.push_back(n.checkpoint);
+            } else {
+                static_assert(std::is_same_v<T, std::int64_t> || std::is_same_v<T, double>, "8-byte fields only");
+                m_numeric.emplace_back(n.checkpoint, std::is_same_v<T, double> ? H5T_NATIVE_DOUBLE : H5T_NATIVE_INT64);
+            }
+        });
+    }
+    [[nodiscard]] std::size_t recordBytes() const { return m_numeric.size() * 8; }
+    /// The compound type (caller closes it).
+    [[nodiscard]] hid_t compound() const {
+        const hid_t t = H5Tcreate(H5T_COMPOUND, recordBytes());
+        for (std::size_t k = 0; k < m_numeric.size(); ++k) {
+            H5Tinsert(t, m_numeric[k].first, k * 8, m_numeric[k].second);
+        }
+        return t;
+    }
+    [[nodiscard]] const std::vector<const char*>& strings() const { return m_strings; }
+
+private:
+    std::vector<std::pair<const char*, hid_t>> m_numeric;
+    std::vector<const char*> m_strings;
 };
-struct CandidateRecord {
-    std::int64_t footprint, visit, det, ign;
-    double fraction;
-    std::int64_t clipped;
-};
+
+template <class Row>
+void writeRows(hid_t file, const char* name, const std::vector<Row>& rows, const std::string& path) {
+    const RowLayout<Row> layout;
+    std::vector<unsigned char> records(rows.size() * layout.recordBytes());
+    std::vector<std::vector<std::string>> strings(layout.strings().size());
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+        unsigned char* rec = records.data() + r * layout.recordBytes();
+        std::size_t numeric = 0;
+        std::size_t string = 0;
+        Row::fields(rows[r], [&](const kernel::FieldName&, const auto& member) {
+            using T = std::decay_t<decltype(member)>;
+            if constexpr (std::is_same_v<T, std::string>) {
+                strings[string++].push_back(member);
+            } else {
+                std::memcpy(rec + 8 * numeric++, &member, 8);
+            }
+        });
+    }
+    H5Handle type(layout.compound(), H5Tclose);
+    writeDataset(file, name, type.get(), rows.size(), records.data(), path);
+    for (std::size_t k = 0; k < strings.size(); ++k) {
+        writeStrings(file, layout.strings()[k], strings[k], path);
+    }
+}
+
+/// False when a dataset is missing or the columns disagree in length.
+template <class Row>
+bool readRows(hid_t file, const char* name, std::vector<Row>& rows) {
+    const RowLayout<Row> layout;
+    if (H5Lexists(file, name, H5P_DEFAULT) <= 0) {
+        return false;
+    }
+    H5Handle ds(H5Dopen2(file, name, H5P_DEFAULT), H5Dclose);
+    if (!ds.ok()) {
+        return false;
+    }
+    H5Handle space(H5Dget_space(ds.get()), H5Sclose);
+    hsize_t dims[1] = {0};
+    if (H5Sget_simple_extent_ndims(space.get()) != 1 || H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0) {
+        return false;
+    }
+    const auto n = static_cast<std::size_t>(dims[0]);
+    std::vector<unsigned char> records(n * layout.recordBytes());
+    H5Handle type(layout.compound(), H5Tclose);
+    if (n > 0 && H5Dread(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, records.data()) < 0) {
+        return false;
+    }
+    std::vector<std::vector<std::string>> strings(layout.strings().size());
+    for (std::size_t k = 0; k < strings.size(); ++k) {
+        if (!readStrings(file, layout.strings()[k], strings[k]) || strings[k].size() != n) {
+            return false;
+        }
+    }
+    rows.assign(n, Row{});
+    for (std::size_t r = 0; r < n; ++r) {
+        const unsigned char* rec = records.data() + r * layout.recordBytes();
+        std::size_t numeric = 0;
+        std::size_t string = 0;
+        Row::fields(rows[r], [&](const kernel::FieldName&, auto& member) {
+            using T = std::decay_t<decltype(member)>;
+            if constexpr (std::is_same_v<T, std::string>) {
+                member = std::move(strings[string++][r]);
+            } else {
+                std::memcpy(&member, rec + 8 * numeric++, 8);
+            }
+        });
+    }
+    return true;
+}
 
 hid_t warpType() {
     hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(WarpRecord));
@@ -214,26 +310,6 @@ hid_t spanType() {
     H5Tinsert(t, "y", HOFFSET(SpanRecord, y), H5T_NATIVE_INT32);
     H5Tinsert(t, "x0", HOFFSET(SpanRecord, x0), H5T_NATIVE_INT32);
     H5Tinsert(t, "x1", HOFFSET(SpanRecord, x1), H5T_NATIVE_INT32);
-    return t;
-}
-hid_t footprintType() {
-    hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(FootprintRecord));
-    H5Tinsert(t, "id", HOFFSET(FootprintRecord, id), H5T_NATIVE_INT64);
-    H5Tinsert(t, "x0", HOFFSET(FootprintRecord, x0), H5T_NATIVE_INT64);
-    H5Tinsert(t, "y0", HOFFSET(FootprintRecord, y0), H5T_NATIVE_INT64);
-    H5Tinsert(t, "x1", HOFFSET(FootprintRecord, x1), H5T_NATIVE_INT64);
-    H5Tinsert(t, "y1", HOFFSET(FootprintRecord, y1), H5T_NATIVE_INT64);
-    H5Tinsert(t, "area", HOFFSET(FootprintRecord, area), H5T_NATIVE_INT64);
-    return t;
-}
-hid_t candidateType() {
-    hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(CandidateRecord));
-    H5Tinsert(t, "footprint_id", HOFFSET(CandidateRecord, footprint), H5T_NATIVE_INT64);
-    H5Tinsert(t, "visit", HOFFSET(CandidateRecord, visit), H5T_NATIVE_INT64);
-    H5Tinsert(t, "det", HOFFSET(CandidateRecord, det), H5T_NATIVE_INT64);
-    H5Tinsert(t, "ign", HOFFSET(CandidateRecord, ign), H5T_NATIVE_INT64);
-    H5Tinsert(t, "fraction", HOFFSET(CandidateRecord, fraction), H5T_NATIVE_DOUBLE);
-    H5Tinsert(t, "clipped", HOFFSET(CandidateRecord, clipped), H5T_NATIVE_INT64);
     return t;
 }
 
@@ -419,21 +495,8 @@ void writePatchCheckpoint(const std::string& path, const CheckpointKey& key, con
         writeStrings(file, "warp_checksum", sums, path);
         H5Handle st(spanType(), H5Tclose);
         writeDataset(file, "clipped_spans", st.get(), spans.size(), spans.data(), path);
-        std::vector<FootprintRecord> fps;
-        for (std::size_t j = 0; j < s.fpId.size(); ++j) {
-            fps.push_back({s.fpId[j], s.fpX0[j], s.fpY0[j], s.fpX1[j], s.fpY1[j], s.fpArea[j]});
-        }
-        H5Handle ft(footprintType(), H5Tclose);
-        writeDataset(file, "footprints", ft.get(), fps.size(), fps.data(), path);
-        writeStrings(file, "fp_rule", s.fpRule, path);
-        writeStrings(file, "fp_reason", s.fpReason, path);
-        writeStrings(file, "fp_clipped", s.fpClipped, path);
-        std::vector<CandidateRecord> cds;
-        for (std::size_t k = 0; k < s.cdFootprint.size(); ++k) {
-            cds.push_back({s.cdFootprint[k], s.cdVisit[k], s.cdDet[k], s.cdIgn[k], s.cdFraction[k], s.cdClipped[k]});
-        }
-        H5Handle ct(candidateType(), H5Tclose);
-        writeDataset(file, "candidates", ct.get(), cds.size(), cds.data(), path);
+        writeRows(file, "footprints", s.decisions.footprints, path);
+        writeRows(file, "candidates", s.decisions.candidates, path);
         H5Handle root(H5Gopen2(file, "/", H5P_DEFAULT), H5Gclose);
         writeScalarAttr<std::int64_t>(root.get(), "n_footprints", H5T_NATIVE_INT64, s.nFootprints, path);
         writeScalarAttr<std::int64_t>(root.get(), "n_clipped_footprints", H5T_NATIVE_INT64, s.nClippedFootprints, path);
@@ -456,20 +519,13 @@ CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey&
     std::vector<std::string> status;
     std::vector<std::string> sums;
     std::vector<SpanRecord> spans;
-    std::vector<FootprintRecord> fps;
-    std::vector<CandidateRecord> cds;
     H5Handle wt(warpType(), H5Tclose);
     H5Handle st(spanType(), H5Tclose);
-    H5Handle ft(footprintType(), H5Tclose);
-    H5Handle ct(candidateType(), H5Tclose);
     const bool ok = readDataset(file.get(), "warps", wt.get(), warps) && readStrings(file.get(), "warp_status", status) &&
                     readStrings(file.get(), "warp_checksum", sums) && sums.size() == warps.size() &&
                     readDataset(file.get(), "clipped_spans", st.get(), spans) &&
-                    readDataset(file.get(), "footprints", ft.get(), fps) &&
-                    readStrings(file.get(), "fp_rule", s.fpRule) && readStrings(file.get(), "fp_reason", s.fpReason) &&
-                    readStrings(file.get(), "fp_clipped", s.fpClipped) &&
-                    readDataset(file.get(), "candidates", ct.get(), cds) && status.size() == warps.size() &&
-                    s.fpRule.size() == fps.size();
+                    readRows(file.get(), "footprints", s.decisions.footprints) &&
+                    readRows(file.get(), "candidates", s.decisions.candidates) && status.size() == warps.size();
     const auto nf = readScalarAttr<std::int64_t>(root.get(), "n_footprints", H5T_NATIVE_INT64);
     const auto ncf = readScalarAttr<std::int64_t>(root.get(), "n_clipped_footprints", H5T_NATIVE_INT64);
     const auto psf = readScalarAttr<double>(root.get(), "psf_sigma", H5T_NATIVE_DOUBLE);
@@ -501,22 +557,6 @@ CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey&
             return out;
         }
         s.warps[static_cast<std::size_t>(r.warp)].clipped.push_back({r.y, r.x0, r.x1});
-    }
-    for (const FootprintRecord& r : fps) {
-        s.fpId.push_back(r.id);
-        s.fpX0.push_back(r.x0);
-        s.fpY0.push_back(r.y0);
-        s.fpX1.push_back(r.x1);
-        s.fpY1.push_back(r.y1);
-        s.fpArea.push_back(r.area);
-    }
-    for (const CandidateRecord& r : cds) {
-        s.cdFootprint.push_back(r.footprint);
-        s.cdVisit.push_back(r.visit);
-        s.cdDet.push_back(r.det);
-        s.cdIgn.push_back(r.ign);
-        s.cdFraction.push_back(r.fraction);
-        s.cdClipped.push_back(r.clipped);
     }
     out.status = CheckpointStatus::Ok;
     return out;

@@ -506,4 +506,10 @@ SpanSet spansFromMask(const MaskImage& mask, MaskPixel bits) {
     return SpanSet::fromSortedSpans(std::move(out));
 }
 
+SpanSet SpanSet::rowsIn(int y0, int y1) const {
+    auto lo = std::lower_bound(m_spans.begin(), m_spans.end(), y0, [](const Span& a, int y) { return a.y < y; });
+    auto hi = std::lower_bound(lo, m_spans.end(), y1, [](const Span& a, int y) { return a.y < y; });
+    return SpanSet::fromSortedSpans(std::vector<Span>(lo, hi));
+}
+
 }  // namespace safeclip::kernel

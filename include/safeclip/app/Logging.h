@@ -1,17 +1,8 @@
 #pragma once
-/// @file Logging.h  spdlog setup: one line per event, tagged with the rank.
-#include <spdlog/spdlog.h>
-
-#include <memory>
-#include <string>
+/// @file Logging.h  The app layer's names for the rank-tagged logger of parallel/Logging.h.
+#include "safeclip/parallel/Logging.h"
 
 namespace safeclip::app {
-
-/// Configure the "safeclip" logger: stderr, pattern "[time] [rN] [level] message".
-/// level: trace|debug|info|warn|error|off. Only rank 0 logs at info; other ranks log warn and above
-/// unless level is debug or trace. @throws ConfigError on an unknown level.
-void initLogging(int rank, const std::string& level);
-/// The logger (initLogging must have been called; otherwise a default one is created).
-spdlog::logger& log();
-
+using parallel::initLogging;
+using parallel::log;
 }  // namespace safeclip::app

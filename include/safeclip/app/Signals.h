@@ -1,14 +1,9 @@
 #pragma once
-/// @file Signals.h  SIGTERM / SIGUSR1 (Slurm's --signal, scancel, a time limit) ask every rank to
-/// stop at the next unit boundary, keep what is complete, and exit 75 ("resume me").
+/// @file Signals.h  The app layer's names for the stop flag of parallel/Signals.h.
+#include "safeclip/parallel/Signals.h"
 
 namespace safeclip::app {
-
-/// Install the handlers (idempotent). The handler only sets a flag.
-void installStopSignals();
-/// True once SIGTERM or SIGUSR1 arrived.
-bool stopRequested();
-/// Throws Error(ExitCode::Resume) when a stop was requested (call between units of work).
-void throwIfStopRequested(const char* where);
-
+using parallel::installStopSignals;
+using parallel::stopRequested;
+using parallel::throwIfStopRequested;
 }  // namespace safeclip::app

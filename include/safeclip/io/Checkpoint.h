@@ -12,6 +12,7 @@
 ///   /clipped_spans  compound {warp i32, y i32, x0 i32, x1 i32}, chunked + deflate
 ///   /footprints     compound {id, x0, y0, x1, y1, area: i64}; /fp_rule /fp_reason /fp_clipped vlen strings
 ///   /candidates     compound {footprint_id i64, visit i64, det i64, ign i64, fraction f64, clipped i64}
+///                   (both made from the row descriptions kernel::FootprintRow/CandidateRow::fields)
 ///   /inputs         vlen strings "path|size|mtime_ns" (to name what changed)
 ///   tile files: /image /variance (f32), /mask (i32), /nimage (u16), chunked + deflate, attr box,
 ///               /used_per_warp (i64: pixels each warp contributed to the tile).
@@ -20,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "safeclip/kernel/DecisionTable.h"
 #include "safeclip/kernel/Image.h"
 #include "safeclip/kernel/SpanSet.h"
 
@@ -45,6 +47,11 @@ struct WarpState {
     std::int64_t nBigFootprints = 0;
     std::string checksum;  ///< "crc32:..." of the warp file
     std::vector<kernel::Span> clipped;
+
+    template <class Archive>
+    void serialize(Archive& ar, const unsigned int /*version*/) {
+        ar & visit & scale & weight & used & status & nClippedPixels & nBigFootprints & checksum & clipped;
+    }
 };
 
 /// A patch after stage R (decisions made): enough to run the final stack.
@@ -55,11 +62,12 @@ struct PatchState {
     std::int64_t nClippedFootprints = 0;
     double psfSigma = 0;
     std::string psfSource;
-    // decision tables
-    std::vector<std::int64_t> fpId, fpX0, fpY0, fpX1, fpY1, fpArea;
-    std::vector<std::string> fpRule, fpReason, fpClipped;
-    std::vector<std::int64_t> cdFootprint, cdVisit, cdDet, cdIgn, cdClipped;
-    std::vector<double> cdFraction;
+    kernel::DecisionTable decisions;
+
+    template <class Archive>
+    void serialize(Archive& ar, const unsigned int /*version*/) {
+        ar & stage & warps & nFootprints & nClippedFootprints & psfSigma & psfSource & decisions;
+    }
 };
 
 /// Write atomically. @throws OutputError naming the path

@@ -40,6 +40,8 @@ public:
     [[nodiscard]] SpanSet unite(const SpanSet& other) const;
     [[nodiscard]] SpanSet subtract(const SpanSet& other) const;
     [[nodiscard]] SpanSet clippedTo(const Box& box) const;
+    /// The spans of rows [y0, y1) (binary search on the sorted spans; no full scan).
+    [[nodiscard]] SpanSet rowsIn(int y0, int y1) const;
     /// Dilation by the disk stencil {(dx,dy): |dy| <= r, |dx| <= floor(sqrt(r*r - dy*dy))},
     /// clipped to `clip` (spec §6.1.7). r <= 0 returns a copy clipped to `clip`.
     [[nodiscard]] SpanSet dilateDisk(int r, const Box& clip) const;

@@ -35,21 +35,9 @@ io::PatchState state() {
     s.nClippedFootprints = 1;
     s.psfSigma = 1.7;
     s.psfSource = "config";
-    s.fpId = {0, 1};
-    s.fpX0 = {1, 5};
-    s.fpY0 = {2, 6};
-    s.fpX1 = {3, 7};
-    s.fpY1 = {4, 8};
-    s.fpArea = {9, 10};
-    s.fpRule = {"single", "kept"};
-    s.fpReason = {"1 of 2 candidates above 0.6", "no candidates"};
-    s.fpClipped = {"100", ""};
-    s.cdFootprint = {0};
-    s.cdVisit = {100};
-    s.cdDet = {8};
-    s.cdIgn = {1};
-    s.cdFraction = {8.0 / 8.0};
-    s.cdClipped = {1};
+    s.decisions.footprints = {{0, 1, 2, 3, 4, 9, "single", "1 of 2 candidates above 0.6", "100"},
+                              {1, 5, 6, 7, 8, 10, "kept", "no candidates", ""}};
+    s.decisions.candidates = {{0, 100, 8, 1, 8.0 / 8.0, 1}};
     return s;
 }
 
@@ -78,12 +66,8 @@ TEST(Checkpoint, PatchStateRoundTrips) {
     EXPECT_EQ(s.nClippedFootprints, 1);
     EXPECT_EQ(s.psfSigma, 1.7);
     EXPECT_EQ(s.psfSource, "config");
-    EXPECT_EQ(s.fpArea, e.fpArea);
-    EXPECT_EQ(s.fpRule, e.fpRule);
-    EXPECT_EQ(s.fpReason, e.fpReason);
-    EXPECT_EQ(s.fpClipped, e.fpClipped);
-    EXPECT_EQ(s.cdFraction, e.cdFraction);
-    EXPECT_EQ(s.cdClipped, e.cdClipped);
+    EXPECT_EQ(s.decisions.footprints, e.decisions.footprints);  // every field of every row
+    EXPECT_EQ(s.decisions.candidates, e.decisions.candidates);
 }
 
 TEST(Checkpoint, TileRoundTripsBitForBit) {

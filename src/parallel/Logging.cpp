@@ -1,6 +1,6 @@
 /// @file Logging.cpp  The "safeclip" spdlog logger: stderr, no colours, one line per event tagged
 /// with the MPI rank.
-#include "safeclip/app/Logging.h"
+#include "safeclip/parallel/Logging.h"
 
 #include <spdlog/sinks/stdout_sinks.h>
 
@@ -9,7 +9,7 @@
 
 #include "safeclip/kernel/Error.h"
 
-namespace safeclip::app {
+namespace safeclip::parallel {
 
 namespace {
 
@@ -78,4 +78,4 @@ spdlog::logger& log() {
     return *g_logger;
 }
 
-}  // namespace safeclip::app
+}  // namespace safeclip::parallel

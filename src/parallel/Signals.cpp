@@ -1,11 +1,11 @@
-#include "safeclip/app/Signals.h"
+#include "safeclip/parallel/Signals.h"
 
 #include <csignal>
 #include <string>
 
 #include "safeclip/kernel/Error.h"
 
-namespace safeclip::app {
+namespace safeclip::parallel {
 
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
@@ -31,4 +31,4 @@ void throwIfStopRequested(const char* where) {
     }
 }
 
-}  // namespace safeclip::app
+}  // namespace safeclip::parallel

@@ -1,0 +1,39 @@
+#pragma once
+/// @file Driver.h  Coadd one patch: run its mode's stages (Stages.h) over a rank group.
+///
+/// Data flow of one patch on R ranks (docs/ARCHITECTURE.md has the picture):
+///  open     every rank opens every warp's header (the group root also scans pixels when asked);
+///  weights  warp i is measured by group rank i mod R (reads VARIANCE and MASK), all-gathered;
+///  trial    per tile (tiles dealt to ranks by geom::planTiles): both trial stacks over tile+halo,
+///           detection on the difference, pieces with additive per-warp counts; gathered to the root;
+///  reduce   the root merges pieces into whole footprints (kernel::mergePieces), decides each once,
+///           applies the big-footprint rule, and broadcasts every warp's CLIPPED spans;
+///  final    per tile: the final stack; tiles are gathered to the root;
+///  post, write  the root post-processes and writes the FITS atomically.
+/// Each pixel is computed from the same inputs in the same order whatever the tiling, so the
+/// output bytes do not depend on rank count, tile size or memory budget.
+#include <string>
+#include <vector>
+
+#include "safeclip/kernel/Box.h"
+#include "safeclip/parallel/Comm.h"
+#include "safeclip/pipeline/PatchResult.h"
+#include "safeclip/pipeline/Settings.h"
+
+namespace safeclip::pipeline {
+
+/// Coadd one patch and write `outPath` atomically (on the group's rank 0).
+/// @param box the patch box; an empty box means "the warps' common box" (all warps must agree).
+/// @param group ranks that share this patch (collective over it); nullptr = serial, no MPI.
+/// @returns the result (complete on group rank 0).
+/// @throws InputError, ConfigError, OutputError (on every rank of the group alike)
+PatchResult runPatch(const std::string& name, const kernel::Box& box, const std::vector<WarpInput>& warps,
+                     const PatchSettings& settings, const std::string& outPath, const parallel::Comm* group,
+                     const CheckpointOptions& checkpoints);
+
+/// Halo around a tile for detection to give exactly the whole-patch footprints inside the tile:
+/// the smoothing radius r, the growth radius, and minPixels-1 so that the minPixels cut sees
+/// enough of every component that reaches the tile.
+int detectionHalo(const kernel::DetectControl& ctrl);
+
+}  // namespace safeclip::pipeline

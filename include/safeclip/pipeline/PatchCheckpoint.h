@@ -1,0 +1,26 @@
+#pragma once
+/// @file PatchCheckpoint.h  The on-disk checkpoints of one patch (their format: io/Checkpoint.h):
+/// names, the key that ties them to a run, and the final stage's tile checkpoints. The stages
+/// "resume" and "checkpoint" (Stages.h) read and write the decision checkpoint.
+///   <checkpoint.dir>/<patch>.reduced.h5          weights, decisions, CLIPPED spans (after "reduce")
+///   <checkpoint.dir>/<patch>.tiles/tile_X_Y_WxH.h5  one finished final tile
+/// Temporaries are "<name>.tmp.<pid>" (swept by `safeclip run` before a patch starts).
+#include <string>
+#include <vector>
+
+#include "safeclip/io/Checkpoint.h"
+#include "safeclip/pipeline/PatchContext.h"
+
+namespace safeclip::pipeline {
+
+[[nodiscard]] std::string decisionCheckpointPath(const std::string& dir, const std::string& patch);
+[[nodiscard]] std::string tileCheckpointDir(const std::string& dir, const std::string& patch);
+[[nodiscard]] std::string tileCheckpointPath(const std::string& dir, const std::string& patch, const kernel::Box& tile);
+
+/// What ties a checkpoint to this run: the pixel-affecting config and the input fingerprints.
+[[nodiscard]] io::CheckpointKey checkpointKey(const PatchContext& ctx);
+
+/// Root, after the FITS is published: the checkpoints of this patch are no longer needed.
+void removeCheckpoints(const PatchContext& ctx);
+
+}  // namespace safeclip::pipeline

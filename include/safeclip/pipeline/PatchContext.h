@@ -1,0 +1,100 @@
+#pragma once
+/// @file PatchContext.h  The state of one patch as it moves through the stages of its mode
+/// (pipeline/Stages.h). Grouped by the stage that produces each part; a stage reads only what the
+/// stages before it produced (Stages.h says what each one reads and writes).
+///
+/// Coordinates are PARENT pixels of the patch's sky grid throughout.
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "safeclip/geom/Plan.h"
+#include "safeclip/io/WarpReader.h"
+#include "safeclip/kernel/ClipDecision.h"
+#include "safeclip/kernel/DecisionTable.h"
+#include "safeclip/kernel/Detect.h"
+#include "safeclip/kernel/FootprintMerge.h"
+#include "safeclip/kernel/Image.h"
+#include "safeclip/kernel/MaskDict.h"
+#include "safeclip/kernel/SpanSet.h"
+#include "safeclip/parallel/Comm.h"
+#include "safeclip/parallel/TileGather.h"
+#include "safeclip/pipeline/PatchResult.h"
+#include "safeclip/pipeline/Settings.h"
+
+namespace safeclip::pipeline {
+
+/// One input warp and everything learnt about it.
+struct Warp {
+    WarpInput input;
+    std::int64_t visit = -1;
+    std::unique_ptr<io::WarpReader> reader;
+    float scale = 1.0F;   ///< s_i (float32, as upstream)
+    float weight = 0.0F;  ///< w_i
+    bool used = false;
+    std::string status;              ///< "used" or "skipped: reason"
+    kernel::SpanSet detAll;          ///< root, after the trial stacks: DETECTED pixels (raw mask)
+    kernel::SpanSet clipped;         ///< CLIPPED_i (footprints + big footprints)
+    std::int64_t nClippedPixels = 0;
+    std::int64_t nBigFootprints = 0;
+    std::int64_t nUsedPixels = 0;  ///< pixels this warp contributed to the final stack
+    std::string checksum;          ///< "crc32:..." of the file
+};
+
+struct PatchContext {
+    PatchContext(std::string patchName, const kernel::Box& patchBox, const PatchSettings& patchSettings,
+                 const parallel::Comm* patchGroup, CheckpointOptions checkpoints, std::string output);
+
+    // ---- given ---------------------------------------------------------------------------------
+    const PatchSettings& settings;
+    const parallel::Comm* group = nullptr;  ///< ranks sharing this patch; nullptr = serial
+    std::string name;
+    kernel::Box box;              ///< the patch box (set from the warps by "open" when not given)
+    bool requireSameBox = false;  ///< no patch box given: every warp must have the first one's box
+    CheckpointOptions ckpt;
+    std::string outPath;
+    kernel::MaskDict dict = kernel::MaskDict::canonical();
+
+    // ---- open (OpenWarps.cpp), then weights (Weights.cpp) ---------------------------------------
+    std::vector<Warp> warps;
+    std::vector<std::string> wcsCards;  ///< of the first used warp
+    std::string filter;
+
+    // ---- resume (PatchCheckpoint.cpp) -----------------------------------------------------------
+    bool resumed = false;  ///< weights and decisions came from the decision checkpoint
+
+    // ---- detection setup and tile plan (TilePlan.cpp) -------------------------------------------
+    kernel::DetectControl detect;  ///< with the patch's psfSigma
+    std::string psfSource;         ///< where detect.psfSigma came from
+    int halo = 0;                  ///< detection halo around each tile (0 in mean mode)
+    bool clipStages = false;       ///< the mode detects and clips: the coadd records PSFSIGMA and decisions
+    geom::TilePlan tiles;
+
+    // ---- trial stacks (TrialStacks.cpp) -> decisions (Decide.cpp) -------------------------------
+    std::vector<kernel::FootprintPiece> pieces;  ///< root: every tile's footprint pieces
+    kernel::DecisionTable decisions;             ///< root (and every rank after a resume)
+
+    // ---- final stack (FinalStack.cpp) -> post-processing and output ----------------------------
+    kernel::MaskedImage coadd;  ///< root: the whole patch
+    kernel::ImageU16 nImage;    ///< root
+    std::vector<std::int64_t> usedLocal;  ///< per warp: pixels used by this rank's final tiles
+
+    PatchResult result;  ///< complete on the group root at the end
+
+    /// A failure of a stage that does not agree by itself (the root's decision checkpoint,
+    /// written while the other ranks already stack): rethrown by the next guarded stage.
+    std::exception_ptr deferred;
+
+    [[nodiscard]] bool isRoot() const;
+    [[nodiscard]] int rank() const;  ///< within the group
+    [[nodiscard]] std::vector<Warp*> usedWarps();
+    [[nodiscard]] std::vector<float> usedWeights();
+    /// Indexes of the tiles this rank owns.
+    [[nodiscard]] std::vector<std::size_t> myTiles() const;
+    /// Apply input.on_bad_warp: throw InputError(why), or mark the warp skipped and warn.
+    void failWarp(Warp& w, const std::string& why) const;
+};
+
+}  // namespace safeclip::pipeline

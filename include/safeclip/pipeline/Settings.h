@@ -1,0 +1,71 @@
+#pragma once
+/// @file Settings.h  What the patch pipeline needs to know from the configuration, as validated
+/// kernel controls and plain values. app::makePatchSettings (src/app/PatchSettings.cpp) is the only
+/// place that turns configuration keys into these; the pipeline never sees a key.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "safeclip/kernel/ClipDecision.h"
+#include "safeclip/kernel/Detect.h"
+#include "safeclip/kernel/Image.h"
+#include "safeclip/kernel/Interp.h"
+#include "safeclip/kernel/Stack.h"
+
+namespace safeclip::pipeline {
+
+/// Mask bits of the canonical dictionary (kernel::MaskDict::canonical()) used by the pipeline.
+struct MaskBits {
+    kernel::MaskPixel bad = 0;  ///< B (stack.bad_mask_planes)
+    kernel::MaskPixel det = 0;  ///< DETECTED | DETECTED_NEGATIVE
+    kernel::MaskPixel clipped = 0;
+    kernel::MaskPixel rejected = 0;
+    kernel::MaskPixel sensorEdge = 0;
+    kernel::MaskPixel inexactPsf = 0;
+    kernel::MaskPixel noData = 0;
+    kernel::MaskPixel edge = 0;
+    kernel::MaskPixel intrp = 0;
+    kernel::MaskPixel remove = 0;  ///< stack.remove_mask_planes
+};
+
+/// One patch's settings (the same on every rank).
+struct PatchSettings {
+    std::string mode = "safeclip";  ///< coadd.mode: a key of pipeline::modeStages
+    bool skipBadWarps = false;      ///< input.on_bad_warp = skip
+    bool validatePixels = false;    ///< input.validate_pixels
+    std::int64_t memoryBudget = 0;  ///< memory.max_per_rank, bytes
+    int tileSize = 0;               ///< tile.size (0 = automatic)
+    double zeroPoint = 27.0;        ///< stack.zero_point (AB mag of the coadd's unit)
+    double sigmaClip = 3.0;         ///< stack.sigma_clip (also the weights' unweighted MEANCLIP)
+    int clipIter = 2;               ///< stack.clip_iter
+    MaskBits bits;
+    kernel::StackControl meanCtrl;   ///< trial MEAN (bad planes B)
+    kernel::StackControl clipCtrl;   ///< trial MEANCLIP (bad planes B)
+    kernel::StackControl finalCtrl;  ///< final MEAN (bad planes B | CLIPPED)
+    kernel::ClipControl clipRules;
+    kernel::DetectControl detect;    ///< psfSigma = detect.psf_sigma (0 = from the warps' headers)
+    kernel::InterpControl interp;
+    std::vector<std::string> scienceConfig;  ///< the pixel-affecting "key = value" lines (CONFIG table)
+    std::string scienceConfigHash;           ///< their hash (SCCFGHSH; ties checkpoints to the run)
+    /// Called on the group root after the coadd is published (inside the agreed "write" stage),
+    /// e.g. the QA picture of the app layer. May be empty.
+    std::function<void(const std::string& patch, const std::string& fitsPath)> afterWrite;
+};
+
+/// One input warp of a patch.
+struct WarpInput {
+    std::int64_t visit = -1;  ///< -1: take VISIT/EXPID from the header, else the warp's position
+    std::string path;
+};
+
+/// Checkpointing of a patch (`safeclip run`): the stage-R state (weights, decisions, CLIPPED
+/// spans) and finished final tiles go to HDF5 files under `dir`, published atomically.
+struct CheckpointOptions {
+    std::string dir;            ///< "" = no checkpoints
+    bool resume = false;        ///< reuse valid checkpoints (refuse ones from another config or input list)
+    bool restart = false;       ///< ignore and replace checkpoints of another config or input list
+    double tileInterval = 0.0;  ///< seconds of final-stack work between tile checkpoints (0 = every tile)
+};
+
+}  // namespace safeclip::pipeline

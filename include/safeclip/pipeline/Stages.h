@@ -1,0 +1,52 @@
+#pragma once
+/// @file Stages.h  The stages of the patch pipeline and the modes that list them.
+///
+/// A stage is a function of the patch context, collective over the patch's group: every rank of
+/// the group calls it. Its rank-local work runs inside pipeline::guarded (Guard.h), which ends
+/// with an agreement, so a failure on one rank never leaves the others in a collective. A mode is
+/// a list of stages (Modes.cpp); pipeline::runPatch (Driver.h) runs the list. Adding a stage is a
+/// new file with one function plus one line in a mode list.
+///
+/// Stage (file)                    reads                          writes
+/// open (OpenWarps.cpp)            inputs, settings               warps, box, wcsCards, filter
+/// resume (PatchCheckpoint.cpp)    warps, checkpoint file         warps' weights/CLIPPED, decisions, resumed
+/// weights (Weights.cpp)           warps (VARIANCE, MASK)         warps' weight, checksum, used
+/// detection (TilePlan.cpp)        warps' PSF cards, weights      detect, psfSource, halo
+/// setup (TilePlan.cpp)            box, halo, budget              tiles
+/// trial (TrialStacks.cpp)         warps (all planes), tiles      pieces, warps' detAll (root)
+/// reduce (Decide.cpp)             pieces, detAll (root)          decisions, warps' CLIPPED (all ranks)
+/// checkpoint (PatchCheckpoint.cpp) decisions, warps (root)       <patch>.reduced.h5
+/// final (FinalStack.cpp)          warps, CLIPPED, tiles          coadd, nImage (root), warps' nUsedPixels
+/// post (PostProcess.cpp)          coadd (root)                   coadd masks/variance, result counts
+/// write (CoaddOutput.cpp)         everything (root)              <patch>.fits; checkpoints removed
+#include <string>
+#include <vector>
+
+#include "safeclip/pipeline/PatchContext.h"
+
+namespace safeclip::pipeline {
+
+using StageFn = void (*)(PatchContext&);
+
+struct StageDef {
+    const char* name;
+    StageFn run;
+    bool skipWhenResumed = false;  ///< its results come from the decision checkpoint on --resume
+};
+
+/// The stage list of a mode ("mean", "safeclip"). @throws ConfigError for an unknown mode
+const std::vector<StageDef>& modeStages(const std::string& mode);
+
+void openWarps(PatchContext& ctx);
+void resumeDecisions(PatchContext& ctx);
+void measureWeights(PatchContext& ctx);
+void setupDetection(PatchContext& ctx);
+void planTiles(PatchContext& ctx);
+void trialStacks(PatchContext& ctx);
+void decideClipping(PatchContext& ctx);
+void saveDecisions(PatchContext& ctx);
+void finalStack(PatchContext& ctx);
+void postProcess(PatchContext& ctx);
+void writeCoadd(PatchContext& ctx);
+
+}  // namespace safeclip::pipeline

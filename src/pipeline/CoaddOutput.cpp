@@ -1,0 +1,112 @@
+/// @file CoaddOutput.cpp  Stage "write": the coadd's FITS product (spec §9) on the root — primary
+/// cards, IMAGE/MASK/VARIANCE with the first warp's WCS, NIMAGE, and the tables INPUTS,
+/// FOOTPRINTS, CANDIDATES, CLIPPED_SPANS (safeclip mode) and CONFIG — written atomically; then
+/// the patch's checkpoints are removed and the settings' afterWrite hook runs.
+#include <cmath>
+
+#include "safeclip/Version.h"
+#include "safeclip/io/ExposureWriter.h"
+#include "safeclip/io/RowFormats.h"
+#include "safeclip/pipeline/Guard.h"
+#include "safeclip/pipeline/PatchCheckpoint.h"
+#include "safeclip/pipeline/Stages.h"
+
+namespace safeclip::pipeline {
+
+namespace {
+
+io::Table inputsTable(const PatchContext& ctx) {
+    io::Table inputs{"INPUTS", {}};
+    std::vector<std::int64_t> visit;
+    std::vector<std::string> file;
+    std::vector<std::string> status;
+    std::vector<double> scale;
+    std::vector<double> weight;
+    std::vector<std::int64_t> nClipped;
+    std::vector<std::int64_t> usedPixels;
+    std::vector<std::string> checksum;
+    for (const Warp& w : ctx.warps) {
+        usedPixels.push_back(w.nUsedPixels);
+        checksum.push_back(w.checksum);
+        visit.push_back(w.visit);
+        file.push_back(w.input.path);
+        status.push_back(w.status);
+        scale.push_back(w.used ? static_cast<double>(w.scale) : std::nan(""));
+        weight.push_back(w.used ? static_cast<double>(w.weight) : std::nan(""));
+        nClipped.push_back(w.nClippedPixels);
+    }
+    inputs.columns = {{"visit", visit, ""},   {"file", file, ""},
+                      {"scale", scale, ""},   {"weight", weight, ""},
+                      {"status", status, ""}, {"n_clipped_pixels", nClipped, "pixel"},
+                      {"n_used_pixels", usedPixels, "pixel"}, {"checksum", checksum, ""}};
+    return inputs;
+}
+
+std::vector<kernel::ClippedSpanRow> clippedSpans(const PatchContext& ctx) {
+    std::vector<kernel::ClippedSpanRow> rows;
+    for (const Warp& w : ctx.warps) {
+        for (const kernel::Span& s : w.clipped.spans()) {
+            rows.push_back({w.visit, s.y, s.x0, s.x1});
+        }
+    }
+    return rows;
+}
+
+void write(const PatchContext& ctx) {
+    const bool safeclip = ctx.clipStages;
+    io::ExposureData data;
+    data.image = &ctx.coadd;
+    data.maskPlanes = &ctx.dict;
+    data.nImage = &ctx.nImage;
+    data.wcsCards = ctx.wcsCards;
+    const double zp = ctx.settings.zeroPoint;
+    auto& pc = data.primaryCards;
+    pc.push_back({"FLUXMAG0", std::pow(10.0, 0.4 * zp), "coadd zero point: counts of a mag-0 source"});
+    pc.push_back({"ZEROPNT", zp, "coadd AB zero point"});
+    pc.push_back({"PATCH", ctx.name, "patch name"});
+    pc.push_back({"SCMODE", ctx.settings.mode, "safeclip coadd mode"});
+    pc.push_back({"SCVERS", std::string(kVersion), "safeclip version"});
+    pc.push_back({"SCGITREV", std::string(kGitRevision), "safeclip git revision"});
+    pc.push_back({"SCCFGHSH", ctx.settings.scienceConfigHash, "hash of the pixel-affecting configuration"});
+    if (safeclip) {
+        pc.push_back({"PSFSIGMA", ctx.detect.psfSigma, "detection smoothing sigma (px)"});
+        pc.push_back({"PSFSRC", ctx.psfSource, "where PSFSIGMA came from"});
+    }
+    if (!ctx.filter.empty()) {
+        pc.push_back({"FILTER", ctx.filter, "filter of the first warp"});
+    }
+    std::int64_t nUsed = 0;
+    for (const Warp& w : ctx.warps) {
+        nUsed += w.used ? 1 : 0;
+    }
+    pc.push_back({"NWARPS", static_cast<std::int64_t>(ctx.warps.size()), "warps given"});
+    pc.push_back({"NUSED", nUsed, "warps used"});
+
+    data.tables.push_back(inputsTable(ctx));
+    if (safeclip) {
+        data.tables.push_back(io::rowsToTable("FOOTPRINTS", ctx.decisions.footprints));
+        data.tables.push_back(io::rowsToTable("CANDIDATES", ctx.decisions.candidates));
+        data.tables.push_back(io::rowsToTable("CLIPPED_SPANS", clippedSpans(ctx)));
+    }
+    io::Table config{"CONFIG", {}};
+    config.columns = {{"line", ctx.settings.scienceConfig, ""}};
+    data.tables.push_back(std::move(config));
+    io::writeExposure(ctx.outPath, data);
+}
+
+}  // namespace
+
+void writeCoadd(PatchContext& ctx) {
+    guarded(ctx, "write", [&] {
+        if (!ctx.isRoot()) {
+            return;
+        }
+        write(ctx);
+        removeCheckpoints(ctx);
+        if (ctx.settings.afterWrite) {
+            ctx.settings.afterWrite(ctx.name, ctx.outPath);
+        }
+    });
+}
+
+}  // namespace safeclip::pipeline

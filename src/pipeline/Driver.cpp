@@ -1,0 +1,113 @@
+/// @file Driver.cpp  runPatch: the context of a patch and the loop over its mode's stages.
+#include "safeclip/pipeline/Driver.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "safeclip/kernel/Error.h"
+#include "safeclip/parallel/Collectives.h"
+#include "safeclip/pipeline/Stages.h"
+
+namespace safeclip::pipeline {
+
+PatchContext::PatchContext(std::string patchName, const kernel::Box& patchBox, const PatchSettings& patchSettings,
+                           const parallel::Comm* patchGroup, CheckpointOptions checkpoints, std::string output)
+    : settings(patchSettings),
+      group(patchGroup),
+      name(std::move(patchName)),
+      box(patchBox),
+      requireSameBox(patchBox.empty()),
+      ckpt(std::move(checkpoints)),
+      outPath(std::move(output)) {}
+
+bool PatchContext::isRoot() const { return parallel::rankOf(group) == 0; }
+
+int PatchContext::rank() const { return parallel::rankOf(group); }
+
+std::vector<Warp*> PatchContext::usedWarps() {
+    std::vector<Warp*> out;
+    for (Warp& w : warps) {
+        if (w.used) {
+            out.push_back(&w);
+        }
+    }
+    return out;
+}
+
+std::vector<float> PatchContext::usedWeights() {
+    std::vector<float> out;
+    for (const Warp* w : usedWarps()) {
+        out.push_back(w->weight);
+    }
+    return out;
+}
+
+std::vector<std::size_t> PatchContext::myTiles() const {
+    std::vector<std::size_t> out;
+    for (std::size_t i = 0; i < tiles.tiles.size(); ++i) {
+        if (tiles.owner[i] == rank()) {
+            out.push_back(i);
+        }
+    }
+    return out;
+}
+
+int detectionHalo(const kernel::DetectControl& ctrl) {
+    return ctrl.kernelHalfWidth() + ctrl.growRadius() + std::max(0, ctrl.minPixels - 1);
+}
+
+const std::vector<StageDef>& modeStages(const std::string& mode) {
+    // Plain weighted mean of the warps (no clipping, no detection).
+    static const std::vector<StageDef> kMean = {
+        {"open", openWarps},       {"weights", measureWeights}, {"setup", planTiles},
+        {"final", finalStack},     {"post", postProcess},       {"write", writeCoadd},
+    };
+    // SafeClip (spec §3-§8).
+    static const std::vector<StageDef> kSafeClip = {
+        {"open", openWarps},
+        {"resume", resumeDecisions},
+        {"weights", measureWeights, /*skipWhenResumed=*/true},
+        {"detection", setupDetection},
+        {"setup", planTiles},
+        {"trial", trialStacks, true},
+        {"reduce", decideClipping, true},
+        {"checkpoint", saveDecisions, true},
+        {"final", finalStack},
+        {"post", postProcess},
+        {"write", writeCoadd},
+    };
+    if (mode == "mean") {
+        return kMean;
+    }
+    if (mode == "safeclip") {
+        return kSafeClip;
+    }
+    throw ConfigError("coadd.mode: unknown mode '" + mode + "' (expected mean|safeclip)");
+}
+
+PatchResult runPatch(const std::string& name, const kernel::Box& box, const std::vector<WarpInput>& warps,
+                     const PatchSettings& settings, const std::string& outPath, const parallel::Comm* group,
+                     const CheckpointOptions& checkpoints) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::vector<StageDef>& stages = modeStages(settings.mode);
+    PatchContext ctx(name, box, settings, group, checkpoints, outPath);
+    ctx.warps.resize(warps.size());
+    for (std::size_t i = 0; i < warps.size(); ++i) {
+        ctx.warps[i].input = warps[i];
+    }
+    ctx.result.name = name;
+    ctx.result.outputPath = outPath;
+    ctx.result.nWarps = static_cast<int>(warps.size());
+    for (const StageDef& stage : stages) {
+        if (stage.skipWhenResumed && ctx.resumed) {
+            continue;
+        }
+        stage.run(ctx);
+    }
+    ctx.result.nTiles = static_cast<int>(ctx.tiles.tiles.size());
+    ctx.result.tileSize = ctx.tiles.tileSize;
+    ctx.result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return ctx.result;
+}
+
+}  // namespace safeclip::pipeline

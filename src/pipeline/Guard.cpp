@@ -1,0 +1,71 @@
+/// @file Guard.cpp  Stage agreement and the failure-injection test hook.
+#include "safeclip/pipeline/Guard.h"
+
+#include <boost/mpi/communicator.hpp>
+#include <boost/mpi/environment.hpp>
+#include <cstdlib>
+
+#include "safeclip/kernel/Error.h"
+#include "safeclip/parallel/Collectives.h"
+#include "safeclip/parallel/Signals.h"
+
+namespace safeclip::pipeline {
+
+void maybeInjectFailure(const char* stage) {
+    const char* spec = std::getenv("SAFECLIP_FAIL_AT");
+    if (spec == nullptr) {
+        return;
+    }
+    int worldRank = 0;
+    if (boost::mpi::environment::initialized() && !boost::mpi::environment::finalized()) {
+        worldRank = boost::mpi::communicator().rank();
+    }
+    if (std::string(spec) == std::to_string(worldRank) + ":" + stage) {
+        throw InputError("injected failure (SAFECLIP_FAIL_AT=" + std::string(spec) + ")");
+    }
+}
+
+void guarded(PatchContext& ctx, const char* stage, const std::function<void()>& fn, bool injectAtStart) {
+    std::string error;
+    ExitCode code = ExitCode::Ok;
+    try {
+        if (ctx.deferred) {
+            std::exception_ptr e = ctx.deferred;
+            ctx.deferred = nullptr;
+            std::rethrow_exception(e);
+        }
+        if (injectAtStart) {
+            maybeInjectFailure(stage);
+        }
+        parallel::throwIfStopRequested((std::string("before stage '") + stage + "'").c_str());
+        fn();
+    } catch (const Error& e) {
+        error = e.what();
+        code = e.code();
+    } catch (const std::exception& e) {
+        error = std::string("internal error: ") + e.what();
+        code = ExitCode::Internal;
+    }
+    if (!parallel::agreeAll(ctx.group, error.empty())) {
+        // Every rank exits with the failing rank's code (the worst if several failed).
+        const auto worst = static_cast<ExitCode>(ctx.group == nullptr
+                                                     ? static_cast<int>(code)
+                                                     : static_cast<int>(ctx.group->max(static_cast<int>(code))));
+        if (!error.empty()) {
+            throw Error(error, code);
+        }
+        throw Error("patch " + ctx.name + ": stage '" + std::string(stage) +
+                        "' failed on another rank of this patch's group",
+                    worst);
+    }
+}
+
+void deferred(PatchContext& ctx, const std::function<void()>& fn) {
+    try {
+        fn();
+    } catch (...) {
+        ctx.deferred = std::current_exception();
+    }
+}
+
+}  // namespace safeclip::pipeline

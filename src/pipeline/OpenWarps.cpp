@@ -1,0 +1,153 @@
+/// @file OpenWarps.cpp  Stage "open": open every warp, validate its header (and with
+/// input.validate_pixels its pixels), apply input.on_bad_warp, fix the patch box and each warp's
+/// zero-point scale (spec §3.2-3).
+#include <cmath>
+
+#include "safeclip/app/Validate.h"  // TODO(h3): io/WarpValidation.h
+#include "safeclip/kernel/Error.h"
+#include "safeclip/parallel/Collectives.h"
+#include "safeclip/parallel/Logging.h"
+#include "safeclip/pipeline/Guard.h"
+#include "safeclip/pipeline/Stages.h"
+
+namespace safeclip::pipeline {
+
+using parallel::log;
+
+void PatchContext::failWarp(Warp& w, const std::string& why) const {
+    if (!settings.skipBadWarps) {
+        throw InputError(why);
+    }
+    log().warn("skipping warp: {}", why);
+    w.used = false;
+    w.status = "skipped: " + why;
+    w.reader.reset();
+}
+
+namespace {
+
+/// Header validation before any work (the checks of `safeclip validate` without the pixel scan;
+/// in particular every warp's celestial WCS must equal the first warp's). Problems go through
+/// input.on_bad_warp like every other bad warp. Collective when input.validate_pixels is set.
+void validateInputs(PatchContext& ctx) {
+    std::vector<std::string> paths;
+    for (const Warp& w : ctx.warps) {
+        paths.push_back(w.input.path);
+    }
+    const kernel::Box* patchBox = ctx.box.empty() ? nullptr : &ctx.box;
+    // With input.validate_pixels the group root also scans every warp's pixels (variance finite
+    // and > 0 where the image is finite; not all NaN) and shares the verdicts, so every rank
+    // applies the same policy.
+    std::vector<app::WarpProblem> problems;
+    if (!ctx.settings.validatePixels) {
+        problems = app::validateWarps(paths, patchBox, /*pixels=*/false);
+    } else {
+        std::vector<std::pair<std::pair<std::string, std::string>, int>> wire;
+        if (ctx.isRoot()) {
+            for (const app::WarpProblem& p : app::validateWarps(paths, patchBox, /*pixels=*/true)) {
+                wire.push_back({{p.file, p.problem}, p.fatal ? 1 : 0});
+            }
+        }
+        parallel::broadcastFromRoot(ctx.group, wire);
+        for (const auto& [fp, fatal] : wire) {
+            problems.push_back(app::WarpProblem{fp.first, fp.second, fatal != 0});
+        }
+    }
+    for (const app::WarpProblem& p : problems) {
+        if (p.problem.rfind("duplicate visit", 0) == 0) {
+            continue;  // visits are checked with the manifest's ids, not the headers'
+        }
+        for (Warp& w : ctx.warps) {
+            if (w.input.path != p.file || !w.used) {
+                continue;
+            }
+            if (p.fatal) {
+                ctx.failWarp(w, p.file + ": " + p.problem);
+            } else if (ctx.isRoot()) {
+                log().warn("{}: {}", p.file, p.problem);
+            }
+        }
+    }
+}
+
+void open(PatchContext& ctx) {
+    if (ctx.warps.empty()) {
+        throw InputError("patch " + ctx.name + ": no warps given");
+    }
+    for (std::size_t i = 0; i < ctx.warps.size(); ++i) {
+        Warp& w = ctx.warps[i];
+        w.visit = w.input.visit >= 0 ? w.input.visit : static_cast<std::int64_t>(i);
+        try {
+            w.reader = std::make_unique<io::WarpReader>(w.input.path);
+            const auto& h = w.reader->header();
+            if (w.input.visit < 0 && h.visit) {
+                w.visit = *h.visit;
+            }
+            w.used = true;
+            w.status = "used";
+        } catch (const InputError& e) {
+            ctx.failWarp(w, e.what());
+        }
+    }
+    for (std::size_t i = 0; i < ctx.warps.size(); ++i) {
+        for (std::size_t j = 0; j < i; ++j) {
+            if (ctx.warps[i].visit == ctx.warps[j].visit) {
+                throw InputError(ctx.warps[i].input.path + ": duplicate visit " +
+                                 std::to_string(ctx.warps[i].visit) + " (also " + ctx.warps[j].input.path +
+                                 "); give each warp its own visit id (VISIT card or manifest)");
+            }
+        }
+    }
+    validateInputs(ctx);
+    // The patch box: the manifest's, or the warps' common box.
+    for (Warp& w : ctx.warps) {
+        if (!w.used) {
+            continue;
+        }
+        const kernel::Box wb = w.reader->header().box;
+        if (ctx.box.empty()) {
+            ctx.box = wb;
+        }
+        if (!wb.contains(ctx.box)) {
+            ctx.failWarp(w, w.input.path + ": mismatched grid: warp box " + wb.str() + " does not cover patch box " +
+                                ctx.box.str());
+        } else if (ctx.requireSameBox && wb != ctx.box) {
+            // No patch box given (`safeclip coadd`): every warp must be on the same box.
+            ctx.failWarp(w, w.input.path + ": mismatched grid: warp box " + wb.str() + " differs from " +
+                                ctx.box.str() + " of the first warp");
+        }
+    }
+    for (Warp& w : ctx.warps) {
+        if (!w.used) {
+            continue;
+        }
+        const auto& h = w.reader->header();
+        if (!h.calibrationMean || !(*h.calibrationMean > 0) || !std::isfinite(*h.calibrationMean)) {
+            ctx.failWarp(w, w.input.path + ": missing zero point (no FLUXMAG0 card and no PhotoCalib calibrationMean)");
+            continue;
+        }
+        w.reader->conformTo(ctx.dict);  // (a missing DETECTED plane was warned about by the validation)
+        // s_i = c_i / f_zp, f_zp = 10^(-0.4 (zp - 31.4)) nJy; upstream casts s to float32 (§3.2-3).
+        const double fzp = std::pow(10.0, -0.4 * (ctx.settings.zeroPoint - 31.4));
+        w.scale = static_cast<float>(*h.calibrationMean / fzp);
+    }
+    if (ctx.box.empty() || ctx.usedWarps().empty()) {
+        throw InputError("patch " + ctx.name + ": no readable warps (all " + std::to_string(ctx.warps.size()) +
+                         " skipped)");
+    }
+    for (const Warp& w : ctx.warps) {
+        if (w.used) {
+            ctx.wcsCards = w.reader->header().wcsCards;
+            ctx.filter = w.reader->header().filter;
+            break;
+        }
+    }
+}
+
+}  // namespace
+
+void openWarps(PatchContext& ctx) {
+    guarded(ctx, "open", [&] { open(ctx); });
+}
+
+}  // namespace safeclip::pipeline

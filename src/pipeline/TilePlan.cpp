@@ -1,0 +1,55 @@
+/// @file TilePlan.cpp  Stages "detection" (the patch's detection controls and halo, spec §0.3,
+/// §6.1) and "setup" (the tile plan of geom::planTiles, the same on every rank of the group).
+#include "safeclip/geom/Plan.h"
+#include "safeclip/kernel/Error.h"
+#include "safeclip/parallel/Collectives.h"
+#include "safeclip/pipeline/Driver.h"
+#include "safeclip/pipeline/Guard.h"
+#include "safeclip/pipeline/Stages.h"
+
+namespace safeclip::pipeline {
+
+namespace {
+
+/// detect.psf_sigma, or the weight-averaged PSFSIGMA/FWHM of the used warps.
+double psfSigma(PatchContext& ctx) {
+    if (ctx.settings.detect.psfSigma > 0) {
+        ctx.psfSource = "config detect.psf_sigma";
+        return ctx.settings.detect.psfSigma;
+    }
+    double sw = 0;
+    double swSigma = 0;
+    for (Warp* w : ctx.usedWarps()) {
+        const auto& s = w->reader->header().psfSigma;
+        if (!s) {
+            throw ConfigError(w->input.path +
+                              ": no PSFSIGMA or FWHM card and detect.psf_sigma = 0; set "
+                              "detect.psf_sigma to the coadd PSF sigma in pixels");
+        }
+        sw += w->weight;
+        swSigma += w->weight * *s;
+    }
+    ctx.psfSource = "weight-averaged PSFSIGMA/FWHM of the warps";
+    return swSigma / sw;
+}
+
+}  // namespace
+
+void setupDetection(PatchContext& ctx) {
+    guarded(ctx, "detection", [&] {
+        ctx.detect = ctx.settings.detect;
+        ctx.detect.psfSigma = psfSigma(ctx);
+        ctx.detect.validate();
+        ctx.halo = detectionHalo(ctx.detect);
+        ctx.clipStages = true;
+    });
+}
+
+void planTiles(PatchContext& ctx) {
+    guarded(ctx, "setup", [&] {
+        ctx.tiles = geom::planTiles(ctx.box, parallel::sizeOf(ctx.group), ctx.settings.tileSize, ctx.halo,
+                                    static_cast<int>(ctx.usedWarps().size()), ctx.settings.memoryBudget);
+    });
+}
+
+}  // namespace safeclip::pipeline

@@ -1,0 +1,191 @@
+/// @file TrialStacks.cpp  Stage "trial" (spec §5, §6.1, §6.2): per tile of this rank, both trial
+/// stacks (MEAN and MEANCLIP) over the tile plus its halo, detection on their difference, and the
+/// detected pixels inside the tile cut into pieces with additive per-warp counts; each warp's bad
+/// and DETECTED pixels are kept as spans. Pieces and DETECTED spans are gathered to the root.
+/// Warps found to be entirely NaN are skipped and the stage repeats (upstream's prepareInputs).
+#include <algorithm>
+#include <chrono>
+#include <iterator>
+
+#include "safeclip/geom/Plan.h"
+#include "safeclip/kernel/ClipDecision.h"
+#include "safeclip/kernel/Detect.h"
+#include "safeclip/kernel/Error.h"
+#include "safeclip/kernel/PixelOps.h"
+#include "safeclip/kernel/Stack.h"
+#include "safeclip/parallel/Collectives.h"
+#include "safeclip/parallel/Logging.h"
+#include "safeclip/parallel/Signals.h"
+#include "safeclip/pipeline/Guard.h"
+#include "safeclip/pipeline/MemoryPlan.h"
+#include "safeclip/pipeline/Stages.h"
+
+namespace safeclip::pipeline {
+
+using kernel::Box;
+using kernel::MaskedImage;
+using kernel::SpanSet;
+using parallel::log;
+
+namespace {
+
+/// One tile's contribution to the reduction.
+struct TileResult {
+    std::vector<kernel::FootprintPiece> pieces;
+    std::vector<std::vector<kernel::Span>> bad, detGood, detAll;  ///< per used warp, inside the tile
+    std::vector<char> anyFinite;                                   ///< per used warp, inside the tile
+};
+
+TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector<Warp*>& warps,
+                     const std::vector<float>& weights) {
+    const MaskBits& bits = ctx.settings.bits;
+    TileResult out;
+    const std::size_t n = warps.size();
+    out.bad.resize(n);
+    out.detGood.resize(n);
+    out.detAll.resize(n);
+    out.anyFinite.assign(n, 0);
+    const Box hb = tile.grown(ctx.halo).intersect(ctx.box);
+    kernel::ImageF dImage(hb);
+    kernel::ImageF dVar(hb);
+    std::vector<MaskedImage> bufs(n);
+    MaskedImage mean;  // trial outputs of one chunk, reused across chunks
+    MaskedImage clip;
+    const int rows = stackChunkRows(hb, static_cast<int>(n), hb.area() * 16, ctx.settings.memoryBudget, ctx.name,
+                                    ctx.tiles.tileSize, ctx.box);
+    for (const Box& chunk : geom::rowChunks(hb, rows)) {
+        std::vector<const MaskedImage*> ptrs;
+        const int ty0 = std::max(chunk.y0, tile.y0);
+        const int ty1 = std::min(chunk.y1(), tile.y1());
+        for (std::size_t i = 0; i < n; ++i) {
+            warps[i]->reader->read(chunk, bufs[i]);
+            MaskedImage& b = bufs[i];
+            for (int y = ty0; y < ty1; ++y) {
+                const kernel::MaskPixel* m = b.mask.row(y) + (tile.x0 - chunk.x0);
+                kernel::appendMaskRuns3(out.bad[i], out.detGood[i], out.detAll[i], y, tile.x0, m, tile.width,
+                                        bits.bad, bits.det);
+                if (out.anyFinite[i] == 0) {
+                    const float* im = b.image.row(y) + (tile.x0 - chunk.x0);
+                    out.anyFinite[i] =
+                        std::any_of(im, im + tile.width, [](float v) { return std::isfinite(v); }) ? 1 : 0;
+                }
+            }
+            kernel::scaleInPlace(b, warps[i]->scale);
+            kernel::clearMaskBits(b.mask, bits.remove);
+            ptrs.push_back(&b);
+        }
+        mean.reshape(chunk);  // every pixel is written by the stacker
+        clip.reshape(chunk);
+        kernel::stackRegionPair(ptrs, weights, ctx.settings.meanCtrl, ctx.settings.clipCtrl, chunk, mean, clip);
+        kernel::differenceRows(mean, clip, chunk, dImage, dVar);
+    }
+    bufs.clear();
+    // Detected pixels inside the tile: with the halo they equal the whole-patch detection there.
+    const SpanSet detected = kernel::uniteAll(kernel::detectFootprints(dImage, dVar, ctx.detect)).clippedTo(tile);
+    std::vector<kernel::WarpMaskSpans> local(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        local[i].bad = SpanSet::fromSortedSpans(out.bad[i]);
+        local[i].detGood = SpanSet::fromSortedSpans(out.detGood[i]);
+    }
+    for (const SpanSet& piece : kernel::connectedComponents8(detected)) {
+        kernel::FootprintPiece p;
+        p.spans = piece.spans();
+        const Box bb = piece.bbox();
+        for (std::size_t i = 0; i < n; ++i) {
+            const kernel::WarpMaskSpans near{local[i].bad.rowsIn(bb.y0, bb.y1()),
+                                             local[i].detGood.rowsIn(bb.y0, bb.y1()), SpanSet()};
+            const kernel::WarpCounts c = kernel::overlapCounts(piece, near);
+            p.ign.push_back(c.ign);
+            p.det.push_back(c.det);
+        }
+        out.pieces.push_back(std::move(p));
+    }
+    return out;
+}
+
+/// All-gathered: mark warps without a finite pixel in any tile as skipped. Returns true if any was.
+bool skipAllNanWarps(PatchContext& ctx, const std::vector<Warp*>& warps, const std::vector<TileResult>& mine) {
+    std::vector<char> anyFinite(warps.size(), 0);
+    for (const TileResult& r : mine) {
+        for (std::size_t i = 0; i < warps.size(); ++i) {
+            anyFinite[i] = static_cast<char>(anyFinite[i] | r.anyFinite[i]);
+        }
+    }
+    for (const auto& fromRank : parallel::allGather(ctx.group, anyFinite)) {
+        for (std::size_t i = 0; i < warps.size(); ++i) {
+            anyFinite[i] = static_cast<char>(anyFinite[i] | fromRank[i]);
+        }
+    }
+    bool any = false;
+    for (std::size_t i = 0; i < warps.size(); ++i) {
+        if (anyFinite[i] == 0) {
+            if (!ctx.settings.skipBadWarps) {  // the same on every rank (all-gathered flags)
+                throw InputError(warps[i]->input.path + ": every image pixel is NaN (input.on_bad_warp = fail)");
+            }
+            warps[i]->used = false;
+            warps[i]->status = "skipped: every image pixel is NaN";
+            if (ctx.isRoot()) {
+                log().warn("patch {}: {}: {}", ctx.name, warps[i]->input.path, warps[i]->status);
+            }
+            any = true;
+        }
+    }
+    return any;
+}
+
+}  // namespace
+
+void trialStacks(PatchContext& ctx) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (;;) {
+        std::vector<Warp*> warps;
+        std::vector<TileResult> mine;
+        guarded(ctx, "trial", [&] {
+            warps = ctx.usedWarps();
+            if (warps.empty()) {
+                throw InputError("patch " + ctx.name + ": no usable warps");
+            }
+            const std::vector<float> weights = ctx.usedWeights();
+            for (std::size_t t : ctx.myTiles()) {
+                parallel::throwIfStopRequested("during the trial stacks");
+                mine.push_back(trialTile(ctx, ctx.tiles.tiles[t], warps, weights));
+            }
+        });
+        if (skipAllNanWarps(ctx, warps, mine)) {
+            if (ctx.isRoot()) {
+                log().info("patch {}: repeating the trial stacks without the all-NaN warps", ctx.name);
+            }
+            continue;
+        }
+        // Gather the pieces and each warp's DETECTED spans (for the big-footprint rule) to the root.
+        std::vector<kernel::FootprintPiece> pieces;
+        std::vector<std::vector<kernel::Span>> detAll(warps.size());
+        for (TileResult& r : mine) {
+            std::move(r.pieces.begin(), r.pieces.end(), std::back_inserter(pieces));
+            for (std::size_t i = 0; i < warps.size(); ++i) {
+                detAll[i].insert(detAll[i].end(), r.detAll[i].begin(), r.detAll[i].end());
+            }
+        }
+        mine.clear();
+        const auto gathered = parallel::gatherToRoot(ctx.group, std::make_pair(pieces, detAll));
+        if (ctx.isRoot()) {
+            ctx.pieces.clear();
+            std::vector<std::vector<kernel::Span>> all(warps.size());
+            for (const auto& [p, d] : gathered) {
+                ctx.pieces.insert(ctx.pieces.end(), p.begin(), p.end());
+                for (std::size_t i = 0; i < warps.size(); ++i) {
+                    all[i].insert(all[i].end(), d[i].begin(), d[i].end());
+                }
+            }
+            for (std::size_t i = 0; i < warps.size(); ++i) {
+                warps[i]->detAll = SpanSet::fromSpans(std::move(all[i]));
+            }
+            log().info("patch {}: trial stacks and detection of {} warps in {} tiles of {} px (halo {}) in {:.2f} s",
+                       ctx.name, warps.size(), ctx.tiles.tiles.size(), ctx.tiles.tileSize, ctx.halo,
+                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        return;
+    }
+}
+
+}  // namespace safeclip::pipeline
