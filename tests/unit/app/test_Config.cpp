@@ -2,6 +2,7 @@
 /// describeConfig, the shipped configs/*.toml.
 #include <gtest/gtest.h>
 
+#include "ExpectError.h"
 #include "TempDir.h"
 #include <unistd.h>
 
@@ -27,16 +28,7 @@ namespace {
 using safeclip::test::TempDir;
 
 /// The message of the ConfigError thrown by f (fails the test when none is thrown).
-template <typename F>
-std::string configErrorOf(F&& f) {
-    try {
-        f();
-    } catch (const ConfigError& e) {
-        return e.what();
-    }
-    ADD_FAILURE() << "no ConfigError thrown";
-    return {};
-}
+const auto configErrorOf = safeclip::test::errorMessageOf<ConfigError>;
 
 fs::path configsDir() {
     return fs::path(SAFECLIP_TEST_DATA) / ".." / ".." / "configs";
