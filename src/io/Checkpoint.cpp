@@ -324,21 +324,6 @@ hid_t openChecked(const std::string& path, const CheckpointKey& key, CheckpointR
 
 }  // namespace
 
-std::string hashStrings(const std::vector<std::string>& lines) {
-    std::uint64_t h = 14695981039346656037ULL;
-    for (const auto& line : lines) {
-        for (const char c : line) {
-            h ^= static_cast<unsigned char>(c);
-            h *= 1099511628211ULL;
-        }
-        h ^= static_cast<unsigned char>('\n');
-        h *= 1099511628211ULL;
-    }
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-    return buf;
-}
-
 std::string fileChecksum(const std::string& path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {

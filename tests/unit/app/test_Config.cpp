@@ -15,6 +15,7 @@
 #include <toml.hpp>
 
 #include "safeclip/app/Config.h"
+#include "safeclip/io/Hash.h"
 #include "safeclip/kernel/Error.h"
 
 namespace fs = std::filesystem;
@@ -253,6 +254,7 @@ TEST(Config, DumpAndHashAreStable) {
     EXPECT_EQ(a.hash(), b.hash());
     EXPECT_EQ(a.hash().size(), 16U);
     EXPECT_EQ(a.hash().find_first_not_of("0123456789abcdef"), std::string::npos);
+    EXPECT_EQ(a.hash(), safeclip::io::fnv1a64Hex(a.dump()));  // the SCCFGHSH card: FNV-1a 64 of the dump
     // sorted sections and keys, shortest round-trip doubles
     const std::string d = a.dump();
     EXPECT_NE(d.find("[stack]\nbad_mask_planes = [\"NO_DATA\", \"BAD\", \"SAT\", \"EDGE\"]\n"),
