@@ -17,6 +17,7 @@
 #include <tuple>
 
 #include "safeclip/geom/Plan.h"
+#include "safeclip/io/Hash.h"
 #include "safeclip/kernel/Error.h"
 
 namespace safeclip::app {
@@ -753,14 +754,7 @@ std::string Config::dump() const {
 }
 
 std::string Config::hash() const {
-    std::uint64_t h = 14695981039346656037ULL;
-    for (const char c : dump()) {
-        h ^= static_cast<unsigned char>(c);
-        h *= 1099511628211ULL;
-    }
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-    return buf;
+    return io::fnv1a64Hex(dump());
 }
 
 std::string Config::path(const std::string& key) const {

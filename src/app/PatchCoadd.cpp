@@ -7,6 +7,7 @@
 #include "safeclip/app/Logging.h"
 #include "safeclip/app/Qa.h"
 #include "safeclip/geom/Plan.h"
+#include "safeclip/io/Hash.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/kernel/MaskDict.h"
 
@@ -64,24 +65,8 @@ std::vector<std::string> scienceConfig(const Config& cfg) {
     return lines;
 }
 
-namespace {
-/// FNV-1a 64 of the lines, as 16 hex digits.
-std::string hashLines(const std::vector<std::string>& lines) {
-    std::uint64_t h = 14695981039346656037ULL;
-    for (const auto& line : lines) {
-        for (const char c : line + "\n") {
-            h ^= static_cast<unsigned char>(c);
-            h *= 1099511628211ULL;
-        }
-    }
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-    return buf;
-}
 
-}  // namespace
-
-std::string scienceConfigHash(const Config& cfg) { return hashLines(scienceConfig(cfg)); }
+std::string scienceConfigHash(const Config& cfg) { return io::hashStrings(scienceConfig(cfg)); }
 
 namespace {
 
@@ -165,7 +150,7 @@ pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     s.interp.negativeFallbackAllowed = cfg.getBool("interp.negative_fallback_allowed");
     s.interp.transpose = cfg.getBool("interp.transpose");
     s.scienceConfig = scienceConfig(cfg);
-    s.scienceConfigHash = hashLines(s.scienceConfig);
+    s.scienceConfigHash = io::hashStrings(s.scienceConfig);
     if (cfg.getBool("qa.enabled")) {
         s.afterWrite = [](const std::string& patch, const std::string& fits) {
             const std::filesystem::path out(fits);

@@ -11,15 +11,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <limits>
 #include <memory>
 #include <optional>
 #include <string>
-#include <system_error>
 #include <variant>
 #include <vector>
 
+#include "safeclip/io/AtomicFile.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/WarpReader.h"
@@ -29,8 +28,6 @@
 namespace safeclip::app {
 
 namespace {
-
-namespace fs = std::filesystem;
 
 // ---- geometry constants ---------------------------------------------------------------------
 constexpr int kTargetImage = 720;  ///< long side of the image panel, PNG pixels (approximately)
@@ -520,45 +517,25 @@ cairo_status_t pngWrite(void* closure, const unsigned char* data, unsigned int l
 }
 
 void writePngAtomically(cairo_surface_t* surface, const std::string& pngPath) {
-    std::error_code ec;
-    if (fs::is_directory(pngPath, ec)) {
-        throw OutputError(pngPath + ": output path is a directory");
-    }
-    const fs::path parent = fs::path(pngPath).parent_path();
-    if (!parent.empty() && !fs::is_directory(parent, ec)) {
-        throw OutputError(pngPath + ": cannot create: " + parent.string() +
-                          (fs::exists(parent, ec) ? " is not a directory" : " does not exist"));
-    }
-    const std::string tmp = pngPath + ".tmp." + std::to_string(::getpid());
-    fs::remove(tmp, ec);
-    PngSink sink;
-    sink.fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (sink.fd < 0) {
-        throw OutputError(pngPath + ": cannot create " + tmp + ": " + std::strerror(errno));
-    }
-    auto failOut = [&](const std::string& what) {
-        if (sink.fd >= 0) {
-            ::close(sink.fd);
-        }
-        fs::remove(tmp, ec);
-        throw OutputError(pngPath + ": " + what);
-    };
-    const cairo_status_t st = cairo_surface_write_to_png_stream(surface, pngWrite, &sink);
-    if (st != CAIRO_STATUS_SUCCESS) {
-        failOut(std::string("write failed: ") +
-                (sink.err != 0 ? std::strerror(sink.err) : cairo_status_to_string(st)));
-    }
-    if (::fsync(sink.fd) != 0) {
-        failOut(std::string("fsync failed: ") + std::strerror(errno));
-    }
-    const int fd = sink.fd;
-    sink.fd = -1;
-    if (::close(fd) != 0) {
-        failOut(std::string("close failed: ") + std::strerror(errno));
-    }
-    if (std::rename(tmp.c_str(), pngPath.c_str()) != 0) {
-        failOut(std::string("cannot rename temporary file into place: ") + std::strerror(errno));
-    }
+    io::writeAtomically(
+        pngPath,
+        [&](const std::string& tmp) {
+            PngSink sink;
+            sink.fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+            if (sink.fd < 0) {
+                throw OutputError(pngPath + ": cannot create the temporary file: " + std::strerror(errno));
+            }
+            const cairo_status_t st = cairo_surface_write_to_png_stream(surface, pngWrite, &sink);
+            if (st != CAIRO_STATUS_SUCCESS) {
+                ::close(sink.fd);
+                throw OutputError(pngPath + ": write failed: " +
+                                  (sink.err != 0 ? std::strerror(sink.err) : cairo_status_to_string(st)));
+            }
+            if (::close(sink.fd) != 0) {
+                throw OutputError(pngPath + ": close failed: " + std::strerror(errno));
+            }
+        },
+        "the QA picture");
 }
 
 }  // namespace

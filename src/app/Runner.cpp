@@ -19,6 +19,7 @@
 #include "safeclip/app/PatchCoadd.h"
 #include "safeclip/app/Signals.h"
 #include "safeclip/geom/Plan.h"
+#include "safeclip/io/AtomicFile.h"
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/Manifest.h"
 #include "safeclip/io/RowFormats.h"
@@ -36,7 +37,6 @@ namespace {
 /// from its one field description, PatchResult::fields).
 using PatchOutcome = pipeline::PatchResult;
 
-/// Write <outDir>/report.json atomically (tmp + rename).
 /// Peak resident set size of this process in bytes (getrusage).
 std::int64_t peakRssBytes() {
     rusage ru{};
@@ -44,6 +44,7 @@ std::int64_t peakRssBytes() {
     return static_cast<std::int64_t>(ru.ru_maxrss) * 1024;
 }
 
+/// Write <outDir>/<fileName> atomically (io::writeTextAtomically).
 void writeReport(const std::string& outDir, const std::string& fileName, const std::vector<PatchOutcome>& outcomes,
                  const std::vector<std::pair<double, std::pair<std::int64_t, std::int64_t>>>& perRank, double wall,
                  const Config& cfg) {
@@ -71,22 +72,7 @@ void writeReport(const std::string& outDir, const std::string& fileName, const s
         arr.push_back(std::move(entry));
     }
     const std::string path = (fs::path(outDir) / fileName).string();
-    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-    {
-        std::ofstream f(tmp);
-        f << j.dump(2) << "\n";
-        if (!f) {
-            std::error_code ec;
-            fs::remove(tmp, ec);
-            throw OutputError(path + ": cannot write the run report");
-        }
-    }
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    if (ec) {
-        fs::remove(tmp, ec);
-        throw OutputError(path + ": cannot write the run report: " + ec.message());
-    }
+    io::writeTextAtomically(path, j.dump(2) + "\n", "the run report");
 }
 
 /// Temporaries left by a killed writer of this patch (this patch belongs to exactly one group of one

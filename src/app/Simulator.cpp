@@ -6,15 +6,12 @@
 /// holds counts = flux / s_i with s_i = 10^(0.4*27) / FLUXMAG0_i.
 #include "safeclip/app/Simulator.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -22,6 +19,7 @@
 #include <tuple>
 #include <vector>
 
+#include "safeclip/io/AtomicFile.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/Manifest.h"
 #include "safeclip/kernel/Detect.h"
@@ -653,29 +651,6 @@ WarpProducts simulateWarp(std::uint64_t seed, int patch, int i, int nWarps, cons
     return out;
 }
 
-void writeTextAtomic(const fs::path& path, const std::string& text) {
-    const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
-    {
-        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-        if (!f) {
-            throw OutputError(tmp.string() + ": cannot open for writing");
-        }
-        f << text;
-        f.flush();
-        if (!f) {
-            std::error_code ec;
-            fs::remove(tmp, ec);
-            throw OutputError(tmp.string() + ": write failed");
-        }
-    }
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    if (ec) {
-        fs::remove(tmp, ec);
-        throw OutputError(path.string() + ": cannot rename into place: " + ec.message());
-    }
-}
-
 io::HeaderCard seedCard(std::uint64_t seed) {
     if (seed <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
         return {"SIMSEED", static_cast<std::int64_t>(seed), "simulator seed"};
@@ -805,7 +780,7 @@ void simulate(const SimulateOptions& opts) {
         manifest.patches.push_back(std::move(mp));
     }
 
-    writeTextAtomic(outDir / "truth.json", truth.dump(1) + "\n");
+    io::writeTextAtomically((outDir / "truth.json").string(), truth.dump(1) + "\n", "the truth file");
     io::writeManifest((outDir / "manifest.json").string(), manifest);
 }
 

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "safeclip/Version.h"
+#include "safeclip/io/AtomicFile.h"
 #include "safeclip/kernel/Error.h"
 
 namespace safeclip::io {
@@ -313,15 +314,8 @@ hid_t spanType() {
     return t;
 }
 
-void fsyncPath(const std::string& path, bool directory) {
-    const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd >= 0) {
-        ::fsync(fd);
-        ::close(fd);
-    }
-}
-
-/// Create the temporary, let `body` fill it, stamp the key and `complete`, close, fsync, rename.
+/// Create the temporary, let `body` fill it, stamp the key and `complete`, close and publish it
+/// (io::writeAtomically).
 template <class Body>
 void publish(const std::string& path, const CheckpointKey& key, const std::string& stage, Body&& body) {
     silenceHdf5();
@@ -330,9 +324,9 @@ void publish(const std::string& path, const CheckpointKey& key, const std::strin
     if (target.has_parent_path()) {
         fs::create_directories(target.parent_path(), ec);
     }
-    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-    try {
-        {
+    writeAtomically(
+        path,
+        [&](const std::string& tmp) {
             H5Handle file(check(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path, "create",
                                 true),
                           H5Fclose);
@@ -346,17 +340,8 @@ void publish(const std::string& path, const CheckpointKey& key, const std::strin
             writeStrings(file.get(), "inputs", key.inputs, path);
             writeScalarAttr<int>(root.get(), "complete", H5T_NATIVE_INT, 1, path);  // last
             check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), path, "flush");
-        }
-        fsyncPath(tmp, false);
-        fs::rename(tmp, path, ec);
-        if (ec) {
-            throw OutputError(path + ": cannot publish the checkpoint: " + ec.message());
-        }
-        fsyncPath(target.has_parent_path() ? target.parent_path().string() : ".", true);
-    } catch (...) {
-        fs::remove(tmp, ec);
-        throw;
-    }
+        },
+        "the checkpoint");
 }
 
 /// Open and check the common attributes. Fills `out` on failure.
@@ -414,21 +399,6 @@ hid_t openChecked(const std::string& path, const CheckpointKey& key, CheckpointR
 }
 
 }  // namespace
-
-std::string hashStrings(const std::vector<std::string>& lines) {
-    std::uint64_t h = 14695981039346656037ULL;
-    for (const auto& line : lines) {
-        for (const char c : line) {
-            h ^= static_cast<unsigned char>(c);
-            h *= 1099511628211ULL;
-        }
-        h ^= static_cast<unsigned char>('\n');
-        h *= 1099511628211ULL;
-    }
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-    return buf;
-}
 
 std::string fileChecksum(const std::string& path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -1,18 +1,12 @@
 #include "safeclip/io/ExposureWriter.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <filesystem>
 #include <functional>
-#include <system_error>
 
+#include "safeclip/io/AtomicFile.h"
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/kernel/Error.h"
 
@@ -28,60 +22,18 @@ namespace {
     throw OutputError(path + ": " + what);
 }
 
-/// fsync a file (by path) so that its data is on disk before the rename.
-void fsyncPath(const std::string& path, bool directory) {
-    const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
-    if (fd < 0) {
-        if (directory) {
-            return;  // best effort for the directory entry
-        }
-        failWrite(path, std::string("cannot open for fsync: ") + std::strerror(errno));
-    }
-    const int rc = ::fsync(fd);
-    const int err = errno;
-    ::close(fd);
-    if (rc != 0 && !directory) {
-        failWrite(path, std::string("fsync failed: ") + std::strerror(err));
-    }
-}
-
-/// Writes a FITS file atomically: `body` fills "<path>.tmp.<pid>", which is then closed, fsynced
-/// and renamed over `path`. On any failure the temporary is removed and an OutputError naming
+/// Writes a FITS file atomically (io::writeAtomically): `body` fills the temporary, which is then
+/// closed and published as `path`. On any failure the temporary is removed and an OutputError naming
 /// `path` is thrown.
-void writeAtomically(const std::string& path, const std::function<void(FitsFile&)>& body) {
-    namespace fs = std::filesystem;
-    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-    auto removeTmp = [&tmp]() {
-        std::error_code ec;
-        fs::remove(tmp, ec);
-    };
-    // Errors about the temporary are reported under the final name.
-    auto retarget = [&](const std::string& message) {
-        if (message.compare(0, tmp.size() + 1, tmp + ":") == 0) {
-            return path + message.substr(tmp.size());
-        }
-        return message;
-    };
-    removeTmp();  // a stale temporary of a crashed process with the same pid
-    try {
-        {
+void writeFitsAtomically(const std::string& path, const std::function<void(FitsFile&)>& body) {
+    writeAtomically(
+        path,
+        [&](const std::string& tmp) {
             FitsFile file(tmp, FitsFile::Mode::Create);
             body(file);
             file.close();
-        }
-        fsyncPath(tmp, false);
-        if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-            failWrite(path, std::string("cannot rename temporary file into place: ") + std::strerror(errno));
-        }
-    } catch (const Error& e) {
-        removeTmp();
-        throw OutputError(retarget(e.what()));
-    } catch (const std::exception& e) {
-        removeTmp();
-        throw OutputError(path + ": " + e.what());
-    }
-    const fs::path parent = fs::path(path).parent_path();
-    fsyncPath(parent.empty() ? std::string(".") : parent.string(), true);
+        },
+        "the FITS file");
 }
 
 /// Shortest "%.*G" precision that reads back as the same double (15..17 digits).
@@ -337,7 +289,7 @@ void writeExposure(const std::string& path, const ExposureData& data) {
     const kernel::Box box = mi.box();
     checkBox(path, "mask", box, mi.mask.box());
     checkBox(path, "variance", box, mi.variance.box());
-    writeAtomically(path, [&](FitsFile& f) {
+    writeFitsAtomically(path, [&](FitsFile& f) {
         writePrimary(f, data.primaryCards);
         writeImageHdu(f, "IMAGE", FLOAT_IMG, TFLOAT, mi.image.data().data(), box, data.wcsCards);
 
@@ -504,7 +456,7 @@ void writeImageHdus(const std::string& path,
             throw InvalidParameter(path + ": writeImageHdus needs a name and an image for every HDU");
         }
     }
-    writeAtomically(path, [&](FitsFile& f) {
+    writeFitsAtomically(path, [&](FitsFile& f) {
         writePrimary(f, primaryCards);
         for (const auto& [name, image] : hdus) {
             writeImageHdu(f, name, FLOAT_IMG, TFLOAT, image->data().data(), image->box(), {});

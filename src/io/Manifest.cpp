@@ -1,8 +1,5 @@
 #include "safeclip/io/Manifest.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -13,6 +10,7 @@
 #include <set>
 #include <system_error>
 
+#include "safeclip/io/AtomicFile.h"
 #include "safeclip/kernel/Error.h"
 
 namespace safeclip::io {
@@ -239,41 +237,7 @@ void writeManifest(const std::string& path, const Manifest& manifest) {
     }
     const std::string text = root.dump(2) + "\n";
 
-    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-    auto failOut = [&](const std::string& what) {
-        std::error_code ec;
-        fs::remove(tmp, ec);
-        throw OutputError(path + ": " + what);
-    };
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        const int err = errno;
-        throw OutputError(path + ": cannot create " + tmp + ": " + std::strerror(err));
-    }
-    std::size_t done = 0;
-    while (done < text.size()) {
-        const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            const int err = errno;
-            ::close(fd);
-            failOut(std::string("write failed: ") + std::strerror(err));
-        }
-        done += static_cast<std::size_t>(n);
-    }
-    if (::fsync(fd) != 0) {
-        const int err = errno;
-        ::close(fd);
-        failOut(std::string("fsync failed: ") + std::strerror(err));
-    }
-    if (::close(fd) != 0) {
-        failOut(std::string("close failed: ") + std::strerror(errno));
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        failOut(std::string("cannot rename temporary file into place: ") + std::strerror(errno));
-    }
+    writeTextAtomically(path, text, "the manifest");
 }
 
 }  // namespace safeclip::io

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "safeclip/io/Hash.h"  // hashStrings, for the config and input hashes
 #include "safeclip/kernel/DecisionTable.h"
 #include "safeclip/kernel/Image.h"
 #include "safeclip/kernel/SpanSet.h"
@@ -92,8 +93,6 @@ void writeTileCheckpoint(const std::string& path, const CheckpointKey& key, cons
 bool readTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::Box& box,
                         kernel::MaskedImage& pixels, kernel::ImageU16& nImage, std::vector<std::int64_t>& usedPerWarp);
 
-/// FNV-1a-64 of the lines, 16 hex digits.
-std::string hashStrings(const std::vector<std::string>& lines);
 /// "crc32:xxxxxxxx" of a file's bytes (zlib's CRC-32, computed with ISA-L), read in 256 KiB blocks. @throws InputError
 std::string fileChecksum(const std::string& path);
 /// "path|size|mtime_ns" of a file ("path|missing" when it cannot be stat'ed).

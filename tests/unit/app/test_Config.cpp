@@ -2,6 +2,7 @@
 /// describeConfig, the shipped configs/*.toml.
 #include <gtest/gtest.h>
 
+#include "ExpectError.h"
 #include "TempDir.h"
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <toml.hpp>
 
 #include "safeclip/app/Config.h"
+#include "safeclip/io/Hash.h"
 #include "safeclip/kernel/Error.h"
 
 namespace fs = std::filesystem;
@@ -27,16 +29,7 @@ namespace {
 using safeclip::test::TempDir;
 
 /// The message of the ConfigError thrown by f (fails the test when none is thrown).
-template <typename F>
-std::string configErrorOf(F&& f) {
-    try {
-        f();
-    } catch (const ConfigError& e) {
-        return e.what();
-    }
-    ADD_FAILURE() << "no ConfigError thrown";
-    return {};
-}
+const auto configErrorOf = safeclip::test::errorMessageOf<ConfigError>;
 
 fs::path configsDir() {
     return fs::path(SAFECLIP_TEST_DATA) / ".." / ".." / "configs";
@@ -261,6 +254,7 @@ TEST(Config, DumpAndHashAreStable) {
     EXPECT_EQ(a.hash(), b.hash());
     EXPECT_EQ(a.hash().size(), 16U);
     EXPECT_EQ(a.hash().find_first_not_of("0123456789abcdef"), std::string::npos);
+    EXPECT_EQ(a.hash(), safeclip::io::fnv1a64Hex(a.dump()));  // the SCCFGHSH card: FNV-1a 64 of the dump
     // sorted sections and keys, shortest round-trip doubles
     const std::string d = a.dump();
     EXPECT_NE(d.find("[stack]\nbad_mask_planes = [\"NO_DATA\", \"BAD\", \"SAT\", \"EDGE\"]\n"),

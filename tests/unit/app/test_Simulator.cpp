@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include "Files.h"
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -26,16 +28,13 @@ using namespace safeclip;
 
 namespace {
 
+using safeclip::test::readFile;
+
 fs::path uniqueTempDir(const std::string& tag) {
     static std::atomic<int> counter{0};
     const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
     return fs::temp_directory_path() / ("safeclip-test-sim-" + tag + "-" + std::to_string(::getpid()) + "-" +
                                         std::to_string(now) + "-" + std::to_string(counter++));
-}
-
-std::string slurp(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
 constexpr int kWarps = 4;
@@ -59,7 +58,7 @@ protected:
         app::simulate(opts);
         opts.outDir = s_dirB.string();
         app::simulate(opts);
-        s_truth = nlohmann::json::parse(slurp(s_dirA / "truth.json"));
+        s_truth = nlohmann::json::parse(readFile(s_dirA / "truth.json"));
     }
     static void TearDownTestSuite() {
         std::error_code ec;
@@ -121,7 +120,7 @@ TEST_F(SimulatorTest, IsDeterministicByteForByte) {
         }
         const fs::path rel = fs::relative(e.path(), s_dirA);
         ASSERT_TRUE(fs::exists(s_dirB / rel)) << rel;
-        EXPECT_TRUE(slurp(e.path()) == slurp(s_dirB / rel)) << rel << " differs between two runs";
+        EXPECT_TRUE(readFile(e.path()) == readFile(s_dirB / rel)) << rel << " differs between two runs";
         ++n;
     }
     EXPECT_EQ(n, static_cast<std::size_t>(2 + kPatches * (kWarps + 1)));
@@ -142,7 +141,7 @@ TEST_F(SimulatorTest, ManifestAndTruthListTheWarps) {
         }
     }
     // manifest paths are written relative to OUT
-    const auto raw = nlohmann::json::parse(slurp(s_dirA / "manifest.json"));
+    const auto raw = nlohmann::json::parse(readFile(s_dirA / "manifest.json"));
     EXPECT_EQ(raw["patches"][0]["warps"][0]["path"], "p000/warp-100.fits");
 
     EXPECT_EQ(s_truth["seed"], 7);

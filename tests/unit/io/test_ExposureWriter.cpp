@@ -2,6 +2,8 @@
 // cards, atomic replacement and failure handling.
 #include <gtest/gtest.h>
 
+#include "ExpectError.h"
+#include "Files.h"
 #include "TempDir.h"
 #include <unistd.h>
 
@@ -43,12 +45,9 @@ namespace {
 
 const std::string kHsc = std::string(SAFECLIP_TEST_DATA) + "/hsc-lsst-format/HSC-0908120-056-small.fits";
 
+using safeclip::test::readFile;
+using safeclip::test::sameBits;
 using safeclip::test::TempDir;
-
-template <typename T>
-bool sameBits(const std::vector<T>& a, const std::vector<T>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
 
 float floatFromBits(std::uint32_t bits) {
     float f = 0.0F;
@@ -89,24 +88,10 @@ MaskDict testPlanes() {
 
 void expectOutputError(const std::function<void()>& fn, const std::string& path, const std::string& word) {
     testing::internal::CaptureStderr();
-    bool thrown = false;
-    try {
-        fn();
-    } catch (const OutputError& e) {
-        thrown = true;
-        const std::string what = e.what();
-        EXPECT_EQ(what.compare(0, path.size() + 1, path + ":"), 0) << what;
-        EXPECT_NE(what.find(word), std::string::npos) << "expected '" << word << "' in: " << what;
-        EXPECT_EQ(what.find('\n'), std::string::npos) << what;
-        EXPECT_EQ(what.find(".tmp."), std::string::npos) << what;
-    }
-    EXPECT_TRUE(thrown);
+    const std::string what = safeclip::test::expectErrorNaming<OutputError>(fn, path, word);
+    EXPECT_EQ(what.compare(0, path.size() + 1, path + ":"), 0) << what;
+    EXPECT_EQ(what.find(".tmp."), std::string::npos) << what;
     EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
-}
-
-std::string fileBytes(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 void expectSameColumn(const Column& a, const Column& b) {
@@ -321,7 +306,7 @@ TEST(ExposureWriter, ExistingFileReplacedOnlyByCompleteFile) {
     data.image = &first;
     data.maskPlanes = &planes;
     safeclip::io::writeExposure(path, data);
-    const std::string before = fileBytes(path);
+    const std::string before = readFile(path);
 
     // A failure after the image HDUs were written (inconsistent table) leaves the old file.
     const MaskedImage second = randomBits(Box{0, 0, 30, 20}, 2);
@@ -330,7 +315,7 @@ TEST(ExposureWriter, ExistingFileReplacedOnlyByCompleteFile) {
     bad.tables = {Table{
         "T", {Column{"a", std::vector<std::int64_t>{1, 2}, ""}, Column{"b", std::vector<double>{1.0}, ""}}}};
     expectOutputError([&] { safeclip::io::writeExposure(path, bad); }, path, "column b");
-    EXPECT_EQ(fileBytes(path), before);
+    EXPECT_EQ(readFile(path), before);
     EXPECT_EQ(dir.list(), (std::set<std::string>{"coadd.fits"}));
 
     // A stale temporary of this pid is replaced, and a good write replaces the file.

@@ -1,6 +1,8 @@
 // Tests of the run manifest: parsing, path resolution, atomic writing and every parse error.
 #include <gtest/gtest.h>
 
+#include "ExpectError.h"
+#include "Files.h"
 #include "TempDir.h"
 #include <unistd.h>
 
@@ -25,6 +27,7 @@ using safeclip::kernel::Box;
 
 namespace {
 
+using safeclip::test::readFile;
 using safeclip::test::TempDir;
 
 std::string write(const std::string& path, const std::string& text) {
@@ -33,22 +36,12 @@ std::string write(const std::string& path, const std::string& text) {
     return path;
 }
 
-std::string readText(const std::string& path) {
-    std::ifstream in(path);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 /// readManifest(path) must throw a one-line ConfigError naming the path and containing `word`.
 void expectConfigError(const std::string& path, const std::string& word) {
-    try {
-        (void)readManifest(path);
-        ADD_FAILURE() << "no ConfigError for " << readText(path);
-    } catch (const ConfigError& e) {
-        const std::string what = e.what();
-        EXPECT_EQ(what.compare(0, path.size() + 2, path + ": "), 0) << what;
-        EXPECT_NE(what.find(word), std::string::npos) << "expected '" << word << "' in: " << what;
-        EXPECT_EQ(what.find('\n'), std::string::npos) << what;
-    }
+    const std::string what =
+        safeclip::test::expectErrorNaming<ConfigError>([&] { (void)readManifest(path); }, path, word);
+    EXPECT_EQ(what.compare(0, path.size() + 2, path + ": "), 0) << what << "\nfor the manifest:\n"
+                                                                << readFile(path);
 }
 
 std::string patchJson(const std::string& body) {
@@ -111,7 +104,7 @@ TEST(Manifest, WriteIsAtomicAndRoundTrips) {
     const std::string path = dir.file("manifest.json");
     writeManifest(path, m);
     // Paths are written as given.
-    const std::string text = readText(path);
+    const std::string text = readFile(path);
     EXPECT_NE(text.find("\"p000/warp-100.fits\""), std::string::npos);
     EXPECT_NE(text.find("safeclip-manifest"), std::string::npos);
     std::size_t nFiles = 0;

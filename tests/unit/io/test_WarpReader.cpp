@@ -3,6 +3,8 @@
 #include <fitsio.h>
 #include <gtest/gtest.h>
 
+#include "ExpectError.h"
+#include "Files.h"
 #include "TempDir.h"
 #include <unistd.h>
 
@@ -35,25 +37,15 @@ namespace {
 
 const std::string kHsc = std::string(SAFECLIP_TEST_DATA) + "/hsc-lsst-format/HSC-0908120-056-small.fits";
 
+using safeclip::test::sameBits;
 using safeclip::test::TempDir;
 
 /// Runs fn, which must throw InputError whose one-line message names `path` and contains `word`,
 /// and must not print anything to stderr.
 void expectInputError(const std::function<void()>& fn, const std::string& path, const std::string& word) {
     testing::internal::CaptureStderr();
-    bool thrown = false;
-    try {
-        fn();
-    } catch (const InputError& e) {
-        thrown = true;
-        const std::string what = e.what();
-        EXPECT_NE(what.find(path), std::string::npos) << what;
-        EXPECT_NE(what.find(word), std::string::npos) << "expected '" << word << "' in: " << what;
-        EXPECT_EQ(what.find('\n'), std::string::npos) << what;
-    }
-    const std::string err = testing::internal::GetCapturedStderr();
-    EXPECT_TRUE(thrown) << "no InputError for " << path << " (" << word << ")";
-    EXPECT_EQ(err, "");
+    safeclip::test::expectErrorNaming<InputError>(fn, path, word);
+    EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
 }
 
 void check(int status, const char* what) {
@@ -192,11 +184,6 @@ MaskedImage writeRawWarp(const std::string& path, const RawWarp& spec, unsigned 
     fits_close_file(f, &status);
     check(status, ("write " + path).c_str());
     return mi;
-}
-
-template <typename T>
-bool sameBits(const std::vector<T>& a, const std::vector<T>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
 /// The pixels of `box` cut out of a whole-warp image.

@@ -5,6 +5,8 @@
 #include <fitsio.h>
 #include <gtest/gtest.h>
 
+#include "ExpectError.h"
+#include "Files.h"
 #include "TempDir.h"
 
 #include <bit>
@@ -29,6 +31,7 @@ using safeclip::kernel::Box;
 using safeclip::kernel::MaskDict;
 using safeclip::kernel::MaskedImage;
 using safeclip::kernel::MaskPixel;
+using safeclip::test::sameBits;
 using safeclip::test::TempDir;
 
 namespace {
@@ -63,11 +66,6 @@ private:
 WarpReader cfitsioReader(const std::string& path) {
     const ScopedNoFastRead noFast;
     return WarpReader(path);
-}
-
-template <typename T>
-bool sameBits(const std::vector<T>& a, const std::vector<T>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
 /// Full box, corners, single rows and columns, boxes off column 0, full-width row bands.
@@ -258,17 +256,7 @@ std::pair<long long, long long> dataRange(const std::string& path, int hdu) {
 }
 
 /// fn must throw an InputError whose one-line message names `path` and contains `word`.
-void expectInputError(const std::function<void()>& fn, const std::string& path, const std::string& word) {
-    try {
-        fn();
-        ADD_FAILURE() << "no InputError for " << path;
-    } catch (const InputError& e) {
-        const std::string what = e.what();
-        EXPECT_NE(what.find(path), std::string::npos) << what;
-        EXPECT_NE(what.find(word), std::string::npos) << "expected '" << word << "' in: " << what;
-        EXPECT_EQ(what.find('\n'), std::string::npos) << what;
-    }
-}
+const auto expectInputError = safeclip::test::expectErrorNaming<InputError>;
 
 int openDescriptors() {
     int n = 0;

@@ -1,0 +1,140 @@
+#include "safeclip/io/AtomicFile.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <system_error>
+
+#include "safeclip/kernel/Error.h"
+
+namespace safeclip::io {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+/// The failure of one step of the publication; turned into "<path>: cannot write <what>: <reason>".
+struct StepFailure {
+    std::string reason;
+};
+
+/// fsync a file by path. Throws StepFailure.
+void fsyncFile(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        throw StepFailure{std::string("cannot open for fsync: ") + std::strerror(errno)};
+    }
+    const int rc = ::fsync(fd);
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0) {
+        throw StepFailure{std::string("fsync failed: ") + std::strerror(err)};
+    }
+}
+
+/// fsync a directory, best effort: some file systems cannot open or fsync a directory.
+void fsyncDirectory(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        ::fsync(fd);
+        ::close(fd);
+    }
+}
+
+/// `message` with every occurrence of `from` replaced by `to`.
+std::string replaceAll(std::string message, const std::string& from, const std::string& to) {
+    for (std::size_t at = message.find(from); at != std::string::npos;
+         at = message.find(from, at + to.size())) {
+        message.replace(at, from.size(), to);
+    }
+    return message;
+}
+
+}  // namespace
+
+std::string temporaryPathFor(const std::string& path) {
+    return path + ".tmp." + std::to_string(::getpid());
+}
+
+void writeAtomically(const std::string& path, const std::function<void(const std::string& tmpPath)>& writeTo,
+                     const std::string& what) {
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) {
+        throw OutputError(path + ": output path is a directory");
+    }
+    const fs::path parent = fs::path(path).parent_path();
+    if (!parent.empty() && !fs::is_directory(parent, ec)) {
+        throw OutputError(path + ": cannot create: " + parent.string() +
+                          (fs::exists(parent, ec) ? " is not a directory" : " does not exist"));
+    }
+    const std::string tmp = temporaryPathFor(path);
+    auto removeTmp = [&tmp]() {
+        std::error_code ignored;
+        fs::remove(tmp, ignored);
+    };
+    // Messages name the final file, never the temporary.
+    auto outputError = [&](const std::string& message) {
+        std::string text = replaceAll(message, tmp, path);
+        if (text.compare(0, path.size() + 1, path + ":") != 0) {
+            text = path + ": cannot write " + what + ": " + text;
+        }
+        return OutputError(text);
+    };
+    removeTmp();  // a stale temporary of a killed process with the same pid
+    try {
+        writeTo(tmp);
+        fsyncFile(tmp);
+        if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+            throw StepFailure{std::string("cannot rename temporary file into place: ") +
+                              std::strerror(errno)};
+        }
+    } catch (const StepFailure& f) {
+        removeTmp();
+        throw outputError(f.reason);
+    } catch (const Error& e) {
+        removeTmp();
+        throw outputError(e.what());
+    } catch (const std::exception& e) {
+        removeTmp();
+        throw outputError(e.what());
+    } catch (...) {
+        removeTmp();
+        throw;
+    }
+    fsyncDirectory(parent.empty() ? std::string(".") : parent.string());
+}
+
+void writeTextAtomically(const std::string& path, std::string_view text, const std::string& what) {
+    writeAtomically(
+        path,
+        [&](const std::string& tmp) {
+            const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+            if (fd < 0) {
+                throw StepFailure{std::string("cannot create the temporary file: ") + std::strerror(errno)};
+            }
+            std::size_t done = 0;
+            while (done < text.size()) {
+                const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+                if (n < 0) {
+                    if (errno == EINTR) {
+                        continue;
+                    }
+                    const int err = errno;
+                    ::close(fd);
+                    throw StepFailure{std::string("write failed: ") + std::strerror(err)};
+                }
+                done += static_cast<std::size_t>(n);
+            }
+            if (::close(fd) != 0) {
+                throw StepFailure{std::string("close failed: ") + std::strerror(errno)};
+            }
+        },
+        what);
+}
+
+}  // namespace safeclip::io
