@@ -16,10 +16,10 @@
 #include "safeclip/geom/Plan.h"
 #include "safeclip/app/Qa.h"
 #include "safeclip/app/Signals.h"
-#include "safeclip/app/Validate.h"
 #include "safeclip/io/Checkpoint.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/WarpReader.h"
+#include "safeclip/io/WarpValidation.h"
 #include "safeclip/kernel/ClipDecision.h"
 #include "safeclip/kernel/Detect.h"
 #include "safeclip/kernel/Error.h"
@@ -470,22 +470,22 @@ private:
             // With input.validate_pixels the group root also scans every warp's pixels (variance
             // finite and > 0 where the image is finite; not all NaN) and shares the verdicts, so
             // every rank applies the same policy.
-            std::vector<WarpProblem> problems;
+            std::vector<io::WarpProblem> problems;
             if (!m_cfg.getBool("input.validate_pixels")) {
-                problems = validateWarps(paths, patchBox, /*pixels=*/false);
+                problems = io::validateWarps(paths, patchBox, /*pixels=*/false);
             } else {
                 std::vector<std::pair<std::pair<std::string, std::string>, int>> wire;
                 if (parallel::rankOf(m_group) == 0) {
-                    for (const WarpProblem& p : validateWarps(paths, patchBox, /*pixels=*/true)) {
+                    for (const io::WarpProblem& p : io::validateWarps(paths, patchBox, /*pixels=*/true)) {
                         wire.push_back({{p.file, p.problem}, p.fatal ? 1 : 0});
                     }
                 }
                 parallel::broadcastFromRoot(m_group, wire);
                 for (const auto& [fp, fatal] : wire) {
-                    problems.push_back(WarpProblem{fp.first, fp.second, fatal != 0});
+                    problems.push_back(io::WarpProblem{fp.first, fp.second, fatal != 0});
                 }
             }
-            for (const WarpProblem& p : problems) {
+            for (const io::WarpProblem& p : problems) {
                 if (p.problem.rfind("duplicate visit", 0) == 0) {
                     continue;  // visits are checked below with the manifest's ids, not the headers'
                 }
