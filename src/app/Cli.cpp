@@ -124,6 +124,7 @@ int cmdCoadd(const std::string& out, const std::string& configFile, const std::v
         return static_cast<int>(world.max(code));
     }
     std::vector<WarpInput> warps;
+    warps.reserve(warpPaths.size());
     for (const auto& p : warpPaths) {
         warps.push_back(WarpInput{-1, p});
     }

@@ -579,10 +579,10 @@ void Config::set(const std::string& assignment) {
     } catch (const std::exception&) {
         parsed.reset();
     }
-    if (!parsed) {
-        parsed = toml::value(text);  // a bare word: a string
-    } else if (def->type == KeyType::String && !parsed->is_string()) {
-        parsed = toml::value(text);  // e.g. output.dir=2024: the text as written
+    // A bare word is a string; so is a value of a string key that TOML reads as something else
+    // (e.g. output.dir=2024): the text as written.
+    if (!parsed || (def->type == KeyType::String && !parsed->is_string())) {
+        parsed = toml::value(text);
     }
     assign(name, convert(*def, *parsed, origin), origin);
 }

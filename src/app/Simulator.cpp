@@ -687,6 +687,7 @@ void simulate(const SimulateOptions& opts) {
 
     const kernel::MaskDict dict = kernel::MaskDict::defaults();
     std::vector<Visit> visits;
+    visits.reserve(static_cast<std::size_t>(opts.warps));
     for (int i = 0; i < opts.warps; ++i) {
         visits.push_back(makeVisit(opts.seed, i));
     }

@@ -155,6 +155,7 @@ void writeStrings(hid_t file, const char* name, const std::vector<std::string>& 
     H5Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
     check(H5Tset_size(type.get(), H5T_VARIABLE), path, "vlen string");
     std::vector<const char*> ptrs;
+    ptrs.reserve(v.size());
     for (const auto& s : v) {
         ptrs.push_back(s.c_str());
     }

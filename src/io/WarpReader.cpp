@@ -336,7 +336,7 @@ bool hasCompressedHdu(const std::string& path) {
                 return hdu > 0 ? compressed : false;  // end of file (or truncated: the open reports it)
             }
             for (int c = 0; c < 36 && !end; ++c) {
-                const std::string card(block + 80 * c, 80);
+                const std::string card(block + 80 * static_cast<std::ptrdiff_t>(c), 80);
                 const std::string key = card.substr(0, 8);
                 const std::string value = card.size() > 10 && card[8] == '=' ? card.substr(10, 70) : "";
                 auto number = [&]() { return std::strtoll(value.c_str(), nullptr, 10); };

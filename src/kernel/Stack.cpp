@@ -203,7 +203,7 @@ PixelResult stackCore(const float* x, const MaskPixel* m, const float* v, const 
         // Selections live in two alternating buffers; once S_k equals S_{k-1} (k >= 2) every later
         // iteration reproduces it bit for bit (c and h depend only on μ_{k-1}, s²_{k-1}), so stop.
         int* sel = accepted + n;
-        int* prev = accepted + 2 * n;
+        int* prev = accepted + 2 * static_cast<std::ptrdiff_t>(n);
         int nPrev = -1;
         Moments cur;
         for (int k = 0; k < ctrl.clipIter; ++k) {

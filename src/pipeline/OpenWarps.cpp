@@ -3,7 +3,7 @@
 /// zero-point scale (spec §3.2-3).
 #include <cmath>
 
-#include "safeclip/app/Validate.h"  // TODO(h3): io/WarpValidation.h
+#include "safeclip/io/WarpValidation.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/parallel/Collectives.h"
 #include "safeclip/parallel/Logging.h"
@@ -38,22 +38,22 @@ void validateInputs(PatchContext& ctx) {
     // With input.validate_pixels the group root also scans every warp's pixels (variance finite
     // and > 0 where the image is finite; not all NaN) and shares the verdicts, so every rank
     // applies the same policy.
-    std::vector<app::WarpProblem> problems;
+    std::vector<io::WarpProblem> problems;
     if (!ctx.settings.validatePixels) {
-        problems = app::validateWarps(paths, patchBox, /*pixels=*/false);
+        problems = io::validateWarps(paths, patchBox, /*pixels=*/false);
     } else {
         std::vector<std::pair<std::pair<std::string, std::string>, int>> wire;
         if (ctx.isRoot()) {
-            for (const app::WarpProblem& p : app::validateWarps(paths, patchBox, /*pixels=*/true)) {
+            for (const io::WarpProblem& p : io::validateWarps(paths, patchBox, /*pixels=*/true)) {
                 wire.push_back({{p.file, p.problem}, p.fatal ? 1 : 0});
             }
         }
         parallel::broadcastFromRoot(ctx.group, wire);
         for (const auto& [fp, fatal] : wire) {
-            problems.push_back(app::WarpProblem{fp.first, fp.second, fatal != 0});
+            problems.push_back(io::WarpProblem{fp.first, fp.second, fatal != 0});
         }
     }
-    for (const app::WarpProblem& p : problems) {
+    for (const io::WarpProblem& p : problems) {
         if (p.problem.rfind("duplicate visit", 0) == 0) {
             continue;  // visits are checked with the manifest's ids, not the headers'
         }

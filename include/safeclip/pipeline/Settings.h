@@ -1,6 +1,6 @@
 #pragma once
 /// @file Settings.h  What the patch pipeline needs to know from the configuration, as validated
-/// kernel controls and plain values. app::makePatchSettings (src/app/PatchSettings.cpp) is the only
+/// kernel controls and plain values. app::makePatchSettings (src/app/PatchCoadd.cpp) is the only
 /// place that turns configuration keys into these; the pipeline never sees a key.
 #include <cstdint>
 #include <functional>

@@ -1,12 +1,12 @@
 /// @file test_Logging.cpp  initLogging: levels per rank, unknown levels.
 #include <gtest/gtest.h>
 
-#include "safeclip/app/Logging.h"
+#include "safeclip/parallel/Logging.h"
 #include "safeclip/kernel/Error.h"
 
 using safeclip::ConfigError;
-using safeclip::app::initLogging;
-using safeclip::app::log;
+using safeclip::parallel::initLogging;
+using safeclip::parallel::log;
 
 TEST(Logging, LevelsPerRank) {
     EXPECT_EQ(log().name(), "safeclip");  // usable before initLogging

@@ -1,0 +1,80 @@
+#pragma once
+// Tiny afw-layout warps for pipeline tests: unit-variance Gaussian noise on a flat sky, one static
+// star in every warp (DETECTED in every warp) and, optionally, a bright transient in one warp
+// (DETECTED only there). Written with io::writeExposure, read back by io::WarpReader.
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "safeclip/io/ExposureWriter.h"
+#include "safeclip/kernel/MaskDict.h"
+
+namespace safeclip::test {
+
+struct TinyWarp {
+    kernel::Box box{0, 0, 64, 64};
+    std::int64_t visit = 0;
+    unsigned seed = 1;
+    float variance = 1.0F;   ///< per-pixel variance (the noise's)
+    double psfSigma = 1.5;   ///< PSFSIGMA card
+    double transientFlux = 0;  ///< 0 = none
+    int detRadius = 9;  ///< the transient's DETECTED disk (as grown single-frame detection marks it)
+    int tx = 40;
+    int ty = 40;
+    int sx = 20;  ///< static star
+    int sy = 20;
+};
+
+inline void gaussianBlob(kernel::ImageF& img, kernel::MaskImage& mask, kernel::MaskPixel det, int cx, int cy,
+                         double flux, double sigma, double detLevel) {
+    const kernel::Box& b = img.box();
+    for (int y = b.y0; y < b.y1(); ++y) {
+        for (int x = b.x0; x < b.x1(); ++x) {
+            const double r2 = (x - cx) * (x - cx) + (y - cy) * (y - cy);
+            const double v = flux / (2 * M_PI * sigma * sigma) * std::exp(-r2 / (2 * sigma * sigma));
+            img(x, y) += static_cast<float>(v);
+            if (v > detLevel) {
+                mask(x, y) |= det;
+            }
+        }
+    }
+}
+
+/// Write one warp to `path`.
+inline void writeTinyWarp(const std::string& path, const TinyWarp& w) {
+    const kernel::MaskDict dict = kernel::MaskDict::canonical();
+    const kernel::MaskPixel det = dict.bitMask("DETECTED");
+    kernel::MaskedImage mi(w.box);
+    std::mt19937 rng(w.seed);
+    std::normal_distribution<float> noise(0.0F, std::sqrt(w.variance));
+    for (auto& v : mi.image.data()) {
+        v = noise(rng);
+    }
+    mi.mask.fill(0);
+    mi.variance.fill(w.variance);
+    gaussianBlob(mi.image, mi.mask, det, w.sx, w.sy, 2000.0, w.psfSigma, 3.0);
+    if (w.transientFlux > 0) {
+        gaussianBlob(mi.image, mi.mask, det, w.tx, w.ty, w.transientFlux, w.psfSigma, 1e30);
+        for (int y = w.ty - w.detRadius; y <= w.ty + w.detRadius; ++y) {
+            for (int x = w.tx - w.detRadius; x <= w.tx + w.detRadius; ++x) {
+                if ((x - w.tx) * (x - w.tx) + (y - w.ty) * (y - w.ty) <= w.detRadius * w.detRadius &&
+                    w.box.contains(x, y)) {
+                    mi.mask(x, y) |= det;
+                }
+            }
+        }
+    }
+    io::ExposureData data;
+    data.image = &mi;
+    data.maskPlanes = &dict;
+    data.wcsCards = {"CTYPE1  = 'RA---TAN'", "CTYPE2  = 'DEC--TAN'", "CRVAL1  = 150.0", "CRVAL2  = 2.0",
+                     "CRPIX1  = 32.0",       "CRPIX2  = 32.0",       "CD1_1   = -5.0E-05", "CD1_2   = 0.0",
+                     "CD2_1   = 0.0",        "CD2_2   = 5.0E-05"};
+    data.primaryCards = {io::HeaderCard{"FLUXMAG0", std::pow(10.0, 0.4 * 27.0), "zero point"},
+                         io::HeaderCard{"VISIT", w.visit, ""}, io::HeaderCard{"PSFSIGMA", w.psfSigma, "px"}};
+    io::writeExposure(path, data);
+}
+
+}  // namespace safeclip::test

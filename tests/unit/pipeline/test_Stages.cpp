@@ -1,0 +1,267 @@
+// The patch pipeline's stages on tiny warps with a serial communicator (group = nullptr): each
+// stage alone, the mode lists, and whole runs whose bytes do not depend on the tiling.
+#include <gtest/gtest.h>
+
+#include <boost/archive/binary_iarchive.hpp>
+#include <boost/archive/binary_oarchive.hpp>
+#include <fstream>
+#include <sstream>
+
+#include "Files.h"
+#include "TempDir.h"
+#include "TinyWarps.h"
+#include "safeclip/io/ExposureWriter.h"
+#include "safeclip/io/RowFormats.h"
+#include "safeclip/kernel/Error.h"
+#include "safeclip/kernel/MaskDict.h"
+#include "safeclip/pipeline/Driver.h"
+#include "safeclip/pipeline/Stages.h"
+
+using namespace safeclip;
+using safeclip::test::TempDir;
+
+namespace {
+
+/// The defaults of configs/default.toml as pipeline settings (app::makePatchSettings builds the
+/// same from a Config; the pipeline layer cannot see app).
+pipeline::PatchSettings defaultSettings(const std::string& mode = "safeclip") {
+    const kernel::MaskDict dict = kernel::MaskDict::canonical();
+    pipeline::PatchSettings s;
+    s.mode = mode;
+    s.memoryBudget = 64LL << 20;
+    s.zeroPoint = 27.0;
+    s.sigmaClip = 1.5;
+    s.clipIter = 3;
+    auto& b = s.bits;
+    b.bad = dict.bitMask("NO_DATA") | dict.bitMask("BAD") | dict.bitMask("SAT") | dict.bitMask("EDGE");
+    b.det = dict.bitMask("DETECTED") | dict.bitMask("DETECTED_NEGATIVE");
+    b.clipped = dict.bitMask("CLIPPED");
+    b.rejected = dict.bitMask("REJECTED");
+    b.sensorEdge = dict.bitMask("SENSOR_EDGE");
+    b.inexactPsf = dict.bitMask("INEXACT_PSF");
+    b.noData = dict.bitMask("NO_DATA");
+    b.edge = dict.bitMask("EDGE");
+    b.intrp = dict.bitMask("INTRP");
+    auto control = [&](kernel::Statistic stat, kernel::MaskPixel andMask) {
+        kernel::StackControl c;
+        c.statistic = stat;
+        c.sigmaClip = 1.5;
+        c.clipIter = 3;
+        c.andMask = andMask;
+        c.clippedBit = b.clipped;
+        c.noGoodPixelsMask = b.noData;
+        c.maskMap = {{andMask & ~b.noData & ~b.edge & ~b.clipped, b.rejected},
+                     {b.edge, b.sensorEdge},
+                     {b.clipped, b.clipped}};
+        return c;
+    };
+    s.meanCtrl = control(kernel::Statistic::Mean, b.bad);
+    s.clipCtrl = control(kernel::Statistic::MeanClip, b.bad);
+    s.finalCtrl = control(kernel::Statistic::Mean, b.bad | b.clipped);
+    s.detect.psfSigma = 0;  // from the warps' PSFSIGMA cards
+    s.scienceConfig = {"test = 1"};
+    s.scienceConfigHash = "0123456789abcdef";
+    return s;
+}
+
+/// Four warps; warp 2 (visit 12) has a bright transient at (40, 40).
+std::vector<pipeline::WarpInput> writeWarps(const TempDir& dir, float varianceOfWarp3 = 1.0F) {
+    std::vector<pipeline::WarpInput> inputs;
+    for (int i = 0; i < 4; ++i) {
+        test::TinyWarp w;
+        w.visit = 10 + i;
+        w.seed = 100U + static_cast<unsigned>(i);
+        w.transientFlux = i == 2 ? 3000.0 : 0.0;
+        w.variance = i == 3 ? varianceOfWarp3 : 1.0F;
+        const std::string path = dir.file("warp" + std::to_string(i) + ".fits");
+        test::writeTinyWarp(path, w);
+        inputs.push_back({-1, path});
+    }
+    return inputs;
+}
+
+pipeline::PatchContext context(const std::vector<pipeline::WarpInput>& inputs, const pipeline::PatchSettings& s,
+                               const std::string& out) {
+    pipeline::PatchContext ctx("p", kernel::Box{}, s, nullptr, {}, out);
+    ctx.warps.resize(inputs.size());
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+        ctx.warps[i].input = inputs[i];
+    }
+    return ctx;
+}
+
+}  // namespace
+
+TEST(Modes, SafeClipDetectsAndClipsMeanDoesNot) {
+    auto names = [](const std::string& mode) {
+        std::vector<std::string> out;
+        for (const auto& st : pipeline::modeStages(mode)) {
+            out.emplace_back(st.name);
+        }
+        return out;
+    };
+    const std::vector<std::string> mean{"open", "weights", "setup", "final", "post", "write"};
+    const std::vector<std::string> safeclip{"open",   "resume",     "weights", "detection", "setup", "trial",
+                                            "reduce", "checkpoint", "final",   "post",      "write"};
+    EXPECT_EQ(names("mean"), mean);
+    EXPECT_EQ(names("safeclip"), safeclip);
+    EXPECT_THROW((void)pipeline::modeStages("clip-everything"), ConfigError);
+}
+
+TEST(Stages, OpenFindsTheBoxVisitsAndScales) {
+    TempDir dir;
+    const auto s = defaultSettings();
+    auto ctx = context(writeWarps(dir), s, dir.file("out.fits"));
+    pipeline::openWarps(ctx);
+    EXPECT_EQ(ctx.box, (kernel::Box{0, 0, 64, 64}));
+    ASSERT_EQ(ctx.usedWarps().size(), 4U);
+    EXPECT_EQ(ctx.warps[2].visit, 12);  // from the VISIT card
+    // FLUXMAG0 = 10^(0.4*27) at zero point 27: s_i = 1.
+    EXPECT_FLOAT_EQ(ctx.warps[0].scale, 1.0F);
+    EXPECT_FALSE(ctx.wcsCards.empty());
+}
+
+TEST(Stages, OpenAppliesTheBadWarpPolicy) {
+    TempDir dir;
+    auto inputs = writeWarps(dir);
+    inputs.push_back({-1, dir.write("broken.fits", "not a FITS file")});
+    auto s = defaultSettings();
+    {
+        auto ctx = context(inputs, s, dir.file("out.fits"));
+        try {
+            pipeline::openWarps(ctx);
+            ADD_FAILURE() << "no error for a broken warp with input.on_bad_warp = fail";
+        } catch (const Error& e) {
+            EXPECT_EQ(e.code(), ExitCode::Input);
+            EXPECT_NE(std::string(e.what()).find("broken.fits"), std::string::npos) << e.what();
+        }
+    }
+    s.skipBadWarps = true;
+    auto ctx = context(inputs, s, dir.file("out.fits"));
+    pipeline::openWarps(ctx);
+    EXPECT_EQ(ctx.usedWarps().size(), 4U);
+    EXPECT_EQ(ctx.warps[4].status.rfind("skipped: ", 0), 0U) << ctx.warps[4].status;
+}
+
+TEST(Stages, WeightsAreTheInverseClippedMeanVariance) {
+    TempDir dir;
+    const auto s = defaultSettings();
+    auto ctx = context(writeWarps(dir, /*varianceOfWarp3=*/4.0F), s, dir.file("out.fits"));
+    pipeline::openWarps(ctx);
+    pipeline::measureWeights(ctx);
+    // Constant variance v: MEANCLIP of a constant sample is v exactly; w = 1/v in float32.
+    EXPECT_EQ(ctx.warps[0].weight, 1.0F);
+    EXPECT_EQ(ctx.warps[3].weight, 0.25F);
+    EXPECT_EQ(ctx.warps[0].checksum.rfind("crc32:", 0), 0U);
+}
+
+TEST(Stages, TheTransientIsClippedInItsWarpOnly) {
+    TempDir dir;
+    const auto s = defaultSettings();
+    auto ctx = context(writeWarps(dir), s, dir.file("out.fits"));
+    for (auto stage : {pipeline::openWarps, pipeline::measureWeights, pipeline::setupDetection, pipeline::planTiles,
+                       pipeline::trialStacks, pipeline::decideClipping}) {
+        stage(ctx);
+    }
+    EXPECT_EQ(ctx.detect.psfSigma, 1.5);  // every warp says PSFSIGMA = 1.5
+    EXPECT_EQ(ctx.halo, pipeline::detectionHalo(ctx.detect));
+    EXPECT_TRUE(ctx.warps[2].clipped.contains(40, 40));
+    EXPECT_FALSE(ctx.warps[2].clipped.contains(20, 20));  // the static star stays
+    for (int i : {0, 1, 3}) {
+        EXPECT_TRUE(ctx.warps[static_cast<std::size_t>(i)].clipped.empty()) << "warp " << i;
+    }
+    // The decision record names the visit it clipped.
+    bool found = false;
+    for (const kernel::FootprintRow& f : ctx.decisions.footprints) {
+        if (f.x0 <= 40 && 40 <= f.x1 && f.y0 <= 40 && 40 <= f.y1) {
+            found = true;
+            EXPECT_EQ(f.clippedVisits, "12");
+            EXPECT_NE(f.rule, "kept") << f.reason;
+        }
+    }
+    EXPECT_TRUE(found);
+    EXPECT_EQ(static_cast<std::int64_t>(ctx.decisions.footprints.size()), ctx.result.nFootprints);
+}
+
+TEST(Driver, SameBytesForAnyTileSizeAndBudget) {
+    TempDir dir;
+    const auto inputs = writeWarps(dir);
+    std::string reference;
+    for (const auto& [tile, budget] : std::vector<std::pair<int, std::int64_t>>{
+             {0, 64LL << 20}, {16, 64LL << 20}, {24, 1LL << 20}, {64, 300LL << 10}}) {
+        auto s = defaultSettings();
+        s.tileSize = tile;
+        s.memoryBudget = budget;
+        const std::string out = dir.file("coadd-" + std::to_string(tile) + ".fits");
+        const pipeline::PatchResult r =
+            pipeline::runPatch("p", kernel::Box{}, inputs, s, out, nullptr, pipeline::CheckpointOptions{});
+        EXPECT_EQ(r.nUsed, 4);
+        EXPECT_GE(r.nClippedFootprints, 1);
+        EXPECT_EQ(r.nSingle + r.nSingleOnly + r.nDouble, r.nClippedFootprints);
+        const std::string bytes = test::readFile(out);
+        if (reference.empty()) {
+            reference = bytes;
+            EXPECT_EQ(r.nTiles, 1);
+        } else {
+            EXPECT_TRUE(bytes == reference) << "tile " << tile << " budget " << budget;
+        }
+    }
+}
+
+TEST(Driver, MeanModeWritesNoDecisionTables) {
+    TempDir dir;
+    const auto s = defaultSettings("mean");
+    const std::string out = dir.file("mean.fits");
+    const auto r = pipeline::runPatch("p", kernel::Box{}, writeWarps(dir), s, out, nullptr, {});
+    EXPECT_EQ(r.nFootprints, 0);
+    EXPECT_NO_THROW((void)io::readTable(out, "INPUTS"));
+    EXPECT_THROW((void)io::readTable(out, "FOOTPRINTS"), InputError);
+}
+
+TEST(Driver, TheAfterWriteHookSeesThePublishedFile) {
+    TempDir dir;
+    auto s = defaultSettings();
+    std::string seen;
+    s.afterWrite = [&](const std::string& patch, const std::string& fits) { seen = patch + " " + fits; };
+    const std::string out = dir.file("c.fits");
+    (void)pipeline::runPatch("p", kernel::Box{}, writeWarps(dir), s, out, nullptr, {});
+    EXPECT_EQ(seen, "p " + out);
+}
+
+TEST(Rows, OneDescriptionMakesTheFitsTableTheJsonAndTheMessage) {
+    const kernel::FootprintRow f{7, 1, 2, 3, 4, 9, "single", "", "12"};
+    const io::Table t = io::rowsToTable("FOOTPRINTS", std::vector<kernel::FootprintRow>{f});
+    std::vector<std::string> names;
+    for (const auto& c : t.columns) {
+        names.push_back(c.name);
+        EXPECT_EQ(c.size(), 1U);
+    }
+    EXPECT_EQ(names, (std::vector<std::string>{"id", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "area", "rule",
+                                               "reason", "clipped_visits"}));
+    EXPECT_EQ(t.columns[5].unit, "pixel");
+    EXPECT_EQ(std::get<std::vector<std::string>>(t.columns[8].data).front(), "12");
+
+    pipeline::PatchResult r;
+    r.name = "p001";
+    r.nSingle = 3;
+    r.nSingleOnly = 5;
+    r.nDouble = 1;
+    const auto j = io::rowToJson(r);
+    EXPECT_EQ(j["name"], "p001");
+    EXPECT_EQ(j["clipped_by_rule"]["single"], 3);
+    EXPECT_EQ(j["clipped_by_rule"]["single_only_candidate"], 5);
+    EXPECT_EQ(j["clipped_by_rule"]["double"], 1);
+
+    // Boost.Serialization (the MPI messages) carries every field, the per-rule counts included.
+    std::stringstream ss;
+    {
+        boost::archive::binary_oarchive oa(ss);
+        oa << r;
+    }
+    pipeline::PatchResult back;
+    {
+        boost::archive::binary_iarchive ia(ss);
+        ia >> back;
+    }
+    EXPECT_EQ(io::rowToJson(back), j);
+}
