@@ -13,6 +13,7 @@
 
 #include "safeclip/Version.h"
 #include "safeclip/app/Logging.h"
+#include "safeclip/geom/MemoryBudget.h"
 #include "safeclip/geom/Plan.h"
 #include "safeclip/app/Qa.h"
 #include "safeclip/app/Signals.h"
@@ -238,12 +239,6 @@ void scaleInPlace(MaskedImage& mi, float s) {
     }
 }
 
-/// Cap of the warp buffers of one row chunk (all warps together; weights, trial and final stacks):
-/// each warp's rows are then still in cache when they are used (measured on 16 x 2048² and
-/// 64 x 1024²: 7-10 % less CPU than a 64 MiB cap; larger chunks also add page faults: 19 % of the
-/// time at one 805 MiB chunk). Chunking never changes the pixels.
-constexpr std::int64_t kChunkCap = 8LL << 20;
-
 class PatchRun {
 public:
     PatchRun(std::string name, const Box& box, const std::vector<WarpInput>& inputs, const Config& cfg,
@@ -362,6 +357,7 @@ public:
         });
         result.nTiles = static_cast<int>(m_tiles.size());
         result.tileSize = m_tileSize;
+        result.halo = m_halo;
         result.seconds = secondsSince(t0);
         return result;
     }
@@ -440,6 +436,7 @@ private:
             try {
                 w.reader = std::make_unique<io::WarpReader>(inputs[i].path);
                 const auto& h = w.reader->header();
+                m_headerPsfSigmas.push_back(h.psfSigma);  // for haloSigma(), as `safeclip plan` sees them
                 if (inputs[i].visit < 0 && h.visit) {
                     w.visit = *h.visit;
                 }
@@ -640,22 +637,9 @@ private:
         return out;
     }
 
-    /// Rows per chunk of `box` so that all used warps' chunk buffers (12 B/px each) and two
-    /// trial-stack outputs (24 B/px) fit beside the stage's fixed arrays: in the trial stage the
-    /// difference image of the tile plus halo and its smoothed copy (16 B/px), in the final stage
-    /// the gathered patch (14 B/px, the root) or this rank's finished tiles.
+    /// Rows per chunk of `box` beside the stage's fixed arrays (geom::stackChunkRows).
     int chunkRows(const Box& box, int nWarps, std::int64_t fixed) const {
-        const std::int64_t avail = m_budget - fixed;
-        if (avail <= 0) {
-            throw ConfigError("memory.max_per_rank = " + geom::formatByteSize(m_budget) +
-                              " is smaller than the fixed arrays of patch " + m_name + " (" +
-                              geom::formatByteSize(fixed) + " for tiles of " + std::to_string(m_tileSize) +
-                              " px and the gathered patch " + m_box.str() + ")");
-        }
-        const std::int64_t capRows =
-            std::max<std::int64_t>(1, kChunkCap / (static_cast<std::int64_t>(nWarps) * 12 * std::max(1, box.width)));
-        return static_cast<int>(
-            std::min<std::int64_t>(geom::rowsPerChunk(box, nWarps, 12, 24, avail), capRows));
+        return geom::stackChunkRows(box, nWarps, fixed, m_budget, m_name, m_tileSize, m_box);
     }
 
     // ---- stage W: weights (§3) -----------------------------------------------------------------
@@ -680,17 +664,8 @@ private:
         std::vector<MaskPixel> mask;
         // one patch-sized sample buffer, reused for every warp (4 B/px, counted below)
         const auto sample = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(m_box.area()));
-        // The sample (4 B/px of the patch) and the quantile selection's scratch, plus row chunks
-        // of VARIANCE and MASK (8 B/px).
-        const std::int64_t sampleBytes = m_box.area() * 4 + kernel::sampleQuantilesScratchBytes(m_box.area());
-        if (m_budget - sampleBytes < static_cast<std::int64_t>(m_box.width) * 8) {
-            throw ConfigError("memory.max_per_rank = " + geom::formatByteSize(m_budget) +
-                              " cannot hold one warp's variance sample for the weights (" +
-                              geom::formatByteSize(sampleBytes) + " for " + m_box.str() + ")");
-        }
-        const std::int64_t rowBytes = static_cast<std::int64_t>(m_box.width) * 8;
-        const int rows = static_cast<int>(std::clamp<std::int64_t>(
-            std::min<std::int64_t>((m_budget - sampleBytes) / rowBytes, kChunkCap / rowBytes), 1, m_box.height));
+        // The sample and the quantile selection's scratch, plus row chunks of VARIANCE and MASK.
+        const int rows = geom::weightsChunkRows(m_box, m_budget);
         for (std::size_t i = 0; i < m_warps.size(); ++i) {
             Warp& w = m_warps[i];
             if (!w.used || static_cast<int>(i % static_cast<std::size_t>(n)) != me) {
@@ -758,7 +733,8 @@ private:
         m_detect.minPixels = static_cast<int>(m_cfg.getInt("detect.min_pixels"));
         m_detect.nSigmaForKernel = m_cfg.getDouble("detect.n_sigma_for_kernel");
         m_detect.validate();
-        m_halo = detectionHalo(m_detect);
+        // The halo from a sigma `safeclip plan` knows too (>= the weighted mean, so >= detection's need).
+        m_halo = std::max(tileHalo(m_cfg, haloSigma(m_cfg, m_headerPsfSigmas)), detectionHalo(m_detect));
     }
 
     /// One tile's contribution to the reduction.
@@ -781,7 +757,7 @@ private:
         std::vector<MaskedImage> bufs(n);
         MaskedImage mean;  // trial outputs of one chunk, reused across chunks
         MaskedImage clip;
-        const int rows = chunkRows(hb, static_cast<int>(n), hb.area() * 16);
+        const int rows = chunkRows(hb, static_cast<int>(n), geom::trialFixedBytes(hb));
         for (const Box& chunk : geom::rowChunks(hb, rows)) {
             std::vector<const MaskedImage*> ptrs;
             const int ty0 = std::max(chunk.y0, tile.y0);
@@ -1251,13 +1227,11 @@ private:
         for (Warp* w : warps) {
             warpIndex.push_back(static_cast<std::size_t>(w - m_warps.data()));
         }
-        std::int64_t finalFixed = 0;
+        std::int64_t ownTilesArea = 0;
         for (std::size_t t : tiles) {
-            finalFixed += m_tiles[t].area() * 14;
+            ownTilesArea += m_tiles[t].area();
         }
-        if (direct != nullptr) {
-            finalFixed = m_box.area() * 14;
-        }
+        const std::int64_t finalFixed = geom::finalFixedBytes(m_box, ownTilesArea, direct != nullptr);
         for (std::size_t t : tiles) {
             throwIfStopRequested("during the final stack");
             const Box& tile = m_tiles[t];
@@ -1463,6 +1437,7 @@ private:
     kernel::DetectControl m_detect;
     int m_halo = 0;
     int m_tileSize = 0;
+    std::vector<std::optional<double>> m_headerPsfSigmas;  ///< PSF sigma of every warp whose header opened
     std::vector<Box> m_tiles;
     std::vector<int> m_tileOwner;
     std::vector<Piece> m_pieces;  ///< root: every tile's footprint pieces
@@ -1493,6 +1468,29 @@ private:
 
 int detectionHalo(const kernel::DetectControl& ctrl) {
     return ctrl.kernelHalfWidth() + ctrl.growRadius() + std::max(0, ctrl.minPixels - 1);
+}
+
+double haloSigma(const Config& cfg, const std::vector<std::optional<double>>& headerSigmas) {
+    const double fromConfig = cfg.getDouble("detect.psf_sigma");
+    if (fromConfig > 0) {
+        return fromConfig;
+    }
+    double sigma = 0;
+    for (const auto& s : headerSigmas) {
+        if (s && *s > sigma) {
+            sigma = *s;
+        }
+    }
+    return sigma;
+}
+
+int tileHalo(const Config& cfg, double sigma) {
+    kernel::DetectControl dc;
+    dc.psfSigma = sigma;
+    dc.nSigmaToGrow = cfg.getDouble("detect.n_sigma_to_grow");
+    dc.minPixels = static_cast<int>(cfg.getInt("detect.min_pixels"));
+    dc.nSigmaForKernel = cfg.getDouble("detect.n_sigma_for_kernel");
+    return detectionHalo(dc);
 }
 
 PatchResult coaddPatch(const std::string& name, const kernel::Box& box, const std::vector<WarpInput>& warps,

@@ -18,6 +18,7 @@
 /// Each pixel is computed from the same inputs in the same order whatever the tiling, so the
 /// output bytes do not depend on rank count, tile size or memory budget.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,7 @@ struct PatchResult {
     std::int64_t nCoaddClippedPixels = 0;  ///< coadd pixels with CLIPPED
     int nTiles = 0;
     int tileSize = 0;
+    int halo = 0;  ///< tile halo in px (0 in coadd.mode = mean)
     double seconds = 0;
 };
 
@@ -65,6 +67,16 @@ struct CheckpointOptions {
 /// the smoothing radius r, the growth radius, and minPixels-1 so that the minPixels cut sees
 /// enough of every component that reaches the tile.
 int detectionHalo(const kernel::DetectControl& ctrl);
+
+/// The PSF sigma (px) the tile halo is computed from, the same in `safeclip plan` and `run`:
+/// detect.psf_sigma when > 0, else the largest header PSF sigma (PSFSIGMA, else FWHM) over the
+/// warps whose header opens (`headerSigmas`, nullopt: no card); 0 when none is known. Detection
+/// itself smooths with the weight-averaged sigma, which is <= this maximum, and the halo is
+/// monotone in sigma, so the halo covers detection's need and the pixels do not depend on it.
+double haloSigma(const Config& cfg, const std::vector<std::optional<double>>& headerSigmas);
+
+/// The tile halo for `sigma`: detectionHalo of the detect.* keys of cfg with psfSigma = sigma.
+int tileHalo(const Config& cfg, double sigma);
 
 /// The configuration keys that change pixels, as "key = value" lines (written to the coadd's CONFIG
 /// table). Execution keys (memory, tiles, logging, paths, policies) are excluded so that outputs are
