@@ -10,8 +10,8 @@
 #   --mem-per-cpu     from `safeclip plan CONFIG -n R`: the largest per-rank budget X
 #                     (memory.max_per_rank) becomes ceil((X + 64 MiB) / 0.9) per rank, the inverse
 #                     of the margin the batch script keeps back, so the job runs with budget ~X
-#   --time            the slowest shard: its patches (W x H x warps pixel-warps each, from the plan)
-#                     dealt to R ranks largest first, divided by --throughput (pixel-warps per
+#   --time            the slowest shard: its busiest rank's pixel-warps (tile area x warps, from
+#                     `safeclip plan --json --shard K/S`), divided by --throughput (pixel-warps per
 #                     second per rank), times --safety, plus 60 s start-up and 180 s for the
 #                     SIGUSR1 warning; at least --min-time minutes. A shard that still runs out of
 #                     time requeues itself and resumes, so an estimate that is short costs a
@@ -110,42 +110,30 @@ case "$input" in
 esac
 
 # --- the plan ----------------------------------------------------------------------------------
-plan=$("$bin" plan "$config" -n "$ranks" "${sets[@]}" --log-level warn) \
-  || die "safeclip plan $config failed (exit $?)"
-# patch lines in manifest order: "patch NAME: WxH, N warps, ..."; rank lines: "... memory <= X UNIT"
-read -r npatch shards makespan largest_px budget_mib < <(
-  awk -v ranks="$ranks" -v maxa="$max_array" '
-    function mib(v, u) {
-      if (u == "KiB") return v / 1024; if (u == "MiB") return v; if (u == "GiB") return v * 1024
-      if (u == "TiB") return v * 1048576; return v / 1048576
-    }
-    /^patch .*: [0-9]+x[0-9]+, [0-9]+ warps/ {
-      match($0, /: [0-9]+x[0-9]+, [0-9]+ warps/); s = substr($0, RSTART + 2, RLENGTH - 2)
-      split(s, a, /[x, ]+/); n++; work[n - 1] = a[1] * a[2] * a[3]; area = a[1] * a[2]
-      if (area > largest) largest = area
-    }
-    /^rank [0-9]+: .* memory <= / {
-      match($0, /memory <= [0-9.]+ [KMGT]?i?B/); split(substr($0, RSTART, RLENGTH), u, " ")
-      if (mib(u[3], u[4]) > budget) budget = mib(u[3], u[4])
-    }
-    END {
-      if (n == 0) { print 0, 0, 0, 0, 0; exit }
-      S = (n < maxa) ? n : maxa; worst = 0
-      for (k = 0; k < S; k++) {        # shard k: patches i % S == k, largest first onto R ranks
-        m = 0; for (i = k; i < n; i += S) w[m++] = work[i]
-        for (i = 0; i < m; i++) for (j = i + 1; j < m; j++) if (w[j] > w[i]) { t = w[i]; w[i] = w[j]; w[j] = t }
-        if (m < ranks) { g = int(ranks / m); span = w[0] / g }   # patches split over rank groups
-        else {
-          for (r = 0; r < ranks; r++) load[r] = 0
-          for (i = 0; i < m; i++) { b = 0; for (r = 1; r < ranks; r++) if (load[r] < load[b]) b = r; load[b] += w[i] }
-          span = 0; for (r = 0; r < ranks; r++) if (load[r] > span) span = load[r]
-        }
-        if (span > worst) worst = span
-      }
-      printf "%d %d %.0f %.0f %.0f\n", n, S, worst, largest, budget
-    }' <<<"$plan")
+# Everything comes from `safeclip plan --json` (the run's own groups, tiles and memory model).
+plan_json() { "$bin" plan "$config" -n "$ranks" "${sets[@]}" --log-level warn --json "$@"; }
+# json_get FIELD...: fields of the plan on stdin (Debian's python3, stdlib json only)
+json_get() {
+  /usr/bin/python3 -c 'import json, sys
+p = json.load(sys.stdin)
+print(" ".join(str(p[k]) for k in sys.argv[1:]))' "$@"
+}
+plan=$(plan_json) || die "safeclip plan $config failed (exit $?)"
+npatch=$(/usr/bin/python3 -c 'import json, sys; print(len(json.load(sys.stdin)["patches"]))' <<<"$plan")
 [ "$npatch" -gt 0 ] || die "the plan of $config lists no patches:
 $plan"
+budget_bytes=$(json_get memory_max_per_rank <<<"$plan")
+budget_mib=$(( (budget_bytes + 1048575) / 1048576 ))
+shards=$(( npatch < max_array ? npatch : max_array ))
+# The slowest shard: the plan of each `run --shard K/S` deals its patches' tiles to the R ranks;
+# its busiest rank's pixel-warps (tile area x warps) is the shard's span.
+makespan=0
+for ((k = 0; k < shards; k++)); do
+  if [ "$shards" -eq 1 ]; then shard_plan=$plan
+  else shard_plan=$(plan_json --shard "$k/$shards") || die "safeclip plan $config --shard $k/$shards failed"; fi
+  span=$(json_get max_pixel_warps_per_rank <<<"$shard_plan")
+  makespan=$(awk -v a="$makespan" -v b="$span" 'BEGIN { printf "%.0f", (b > a ? b : a) }')
+done
 
 # --- time and memory ---------------------------------------------------------------------------
 secs=$(awk -v w="$makespan" -v t="$throughput" -v f="$safety" 'BEGIN { printf "%.0f", w / t * f + 60 + 180 }')
@@ -157,10 +145,19 @@ if [ -z "$mem_per_rank" ]; then
   mem_per_rank=$(awk -v x="$budget_mib" 'BEGIN { m = (x + 64) / 0.9; m = int((m + 63) / 64) * 64; print m }')
 fi
 mem_per_cpu=$(( (mem_per_rank + cpr - 1) / cpr ))
-need_mib=$(awk -v a="$largest_px" 'BEGIN { printf "%.0f", a * 22 / 1048576 }')
-if [ "$need_mib" -gt $((mem_per_rank * 9 / 10 - 64)) ]; then
-  echo "submit: warning: the largest patch alone needs ~${need_mib} MiB (22 B/px) but a rank gets" \
-       "a budget of ~$((mem_per_rank * 9 / 10 - 64)) MiB; raise --mem-per-rank" >&2
+# The budget the job will run with: does every patch fit (the plan reports the run's ConfigError)?
+job_budget=$((mem_per_rank * 9 / 10 - 64))
+if [ "$job_budget" -ge 1 ]; then
+  fit=$("$bin" plan "$config" -n "$ranks" "${sets[@]}" --set "memory.max_per_rank=${job_budget}MiB" \
+        --log-level warn --json | /usr/bin/python3 -c 'import json, sys
+p = json.load(sys.stdin)
+bad = [q for q in p["patches"] if q["error"]]
+if bad:
+    print("%d patch(es), e.g. %s: %s" % (len(bad), bad[0]["name"], bad[0]["error"]))') || fit=""
+  [ -z "$fit" ] || echo "submit: warning: a rank gets a budget of ~${job_budget} MiB, too small for" \
+    "$fit; raise --mem-per-rank" >&2
+else
+  echo "submit: warning: --mem-per-rank ${mem_per_rank} MiB leaves no budget (0.9 x it - 64 MiB)" >&2
 fi
 array="0-$((shards - 1))${max_running:+%$max_running}"
 

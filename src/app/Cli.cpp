@@ -347,6 +347,12 @@ int runCli(int argc, char** argv) {
     planCmd->add_option("config", planConfig, "TOML config file with input.manifest")->required();
     planCmd->add_option("-n,--ranks", planRanks, "number of MPI ranks")->check(CLI::Range(1, 1000000));
     planCmd->add_option("--set", planSets, "override a config key: key=value (repeatable)")->allow_extra_args(false);
+    bool planJsonOut = false;
+    std::string planShard;
+    planCmd->add_flag("--json", planJsonOut,
+                      "print the plan as JSON (per patch: box, group, tiles, halo, chunk rows, expected warp "
+                      "bytes read, memory per rank; per rank: tiles, memory, expected reads)");
+    planCmd->add_option("--shard", planShard, "K/N: the plan of `run --shard K/N` (patches i with i % N == K)");
 
     // config
     auto* cfgCmd =
@@ -401,7 +407,13 @@ int runCli(int argc, char** argv) {
             return cmdQa(qaCoadds, qaOut);
         }
         if (*planCmd) {
-            std::cout << describePlan(loadConfig(planConfig, planSets, logLevel), planRanks);
+            int shardIndex = 0;
+            int shardCount = 1;
+            if (!planShard.empty()) {
+                std::tie(shardIndex, shardCount) = parseShard(planShard);
+            }
+            const RunPlan plan = makePlan(loadConfig(planConfig, planSets, logLevel), planRanks, shardIndex, shardCount);
+            std::cout << (planJsonOut ? planJson(plan) : planText(plan));
             return 0;
         }
         if (*cfgCmd) {

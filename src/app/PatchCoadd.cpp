@@ -117,7 +117,23 @@ kernel::StackControl stackControl(const Config& cfg, const kernel::MaskDict& dic
     return c;
 }
 
+kernel::DetectControl detectControl(const Config& cfg) {
+    kernel::DetectControl d;
+    d.psfSigma = cfg.getDouble("detect.psf_sigma");
+    d.thresholdValue = cfg.getDouble("detect.threshold");
+    d.nSigmaToGrow = cfg.getDouble("detect.n_sigma_to_grow");
+    d.minPixels = static_cast<int>(cfg.getInt("detect.min_pixels"));
+    d.nSigmaForKernel = cfg.getDouble("detect.n_sigma_for_kernel");
+    return d;
+}
+
 }  // namespace
+
+double haloSigma(const Config& cfg, const std::vector<std::optional<double>>& headerSigmas) {
+    return pipeline::haloSigma(detectControl(cfg), headerSigmas);
+}
+
+int tileHalo(const Config& cfg, double sigma) { return pipeline::tileHalo(detectControl(cfg), sigma); }
 
 pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     const kernel::MaskDict dict = kernel::MaskDict::canonical();
@@ -140,11 +156,7 @@ pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     s.clipRules.maxClipFootOverlapDouble = cfg.getDouble("clip.max_foot_overlap_double");
     s.clipRules.minBigOverlap = cfg.getInt("clip.min_big_overlap");
     s.clipRules.validate();
-    s.detect.psfSigma = cfg.getDouble("detect.psf_sigma");
-    s.detect.thresholdValue = cfg.getDouble("detect.threshold");
-    s.detect.nSigmaToGrow = cfg.getDouble("detect.n_sigma_to_grow");
-    s.detect.minPixels = static_cast<int>(cfg.getInt("detect.min_pixels"));
-    s.detect.nSigmaForKernel = cfg.getDouble("detect.n_sigma_for_kernel");
+    s.detect = detectControl(cfg);
     s.interp.enabled = cfg.getBool("interp.enabled");
     s.interp.useFallbackValueAtEdge = cfg.getBool("interp.use_fallback_value_at_edge");
     s.interp.negativeFallbackAllowed = cfg.getBool("interp.negative_fallback_allowed");

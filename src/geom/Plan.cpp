@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <numeric>
 
+#include "safeclip/geom/MemoryBudget.h"
 #include "safeclip/kernel/Error.h"
 
 namespace safeclip::geom {
@@ -146,12 +147,8 @@ TilePlan planTiles(const Box& patch, int groupSize, int tileSize, int halo, int 
     TilePlan plan;
     plan.halo = halo;
     int t = tileSize;
-    // Peak of the trial stage (difference image and its smoothed copy, 16 B/px of the tile plus
-    // halo) or of the final stage (the gathered patch, 14 B/px), plus 8 rows of chunk buffers.
-    auto cost = [&](int side) {
-        const std::int64_t h = side + 2 * static_cast<std::int64_t>(halo);
-        return std::max(h * h * 16, patch.area() * 14) + 8 * h * (12 * static_cast<std::int64_t>(nWarps) + 24);
-    };
+    // Peak of the trial or the final stage plus a few rows of chunk buffers (geom/MemoryBudget.h).
+    auto cost = [&](int side) { return tilePlanBytes(patch, side, halo, nWarps); };
     if (t <= 0) {
         if (groupSize <= 1) {
             t = std::max(patch.width, patch.height);
@@ -171,7 +168,7 @@ TilePlan planTiles(const Box& patch, int groupSize, int tileSize, int halo, int 
     }
     plan.owner = assignToRanks(costs, std::max(1, groupSize));
     const Box first = plan.tiles.empty() ? patch : plan.tiles.front();
-    plan.fixedBytes = std::max(first.grown(halo).intersect(patch).area() * 16, patch.area() * 14);
+    plan.fixedBytes = tilePlanFixedBytes(patch, first, halo);
     return plan;
 }
 

@@ -56,6 +56,25 @@ int detectionHalo(const kernel::DetectControl& ctrl) {
     return ctrl.kernelHalfWidth() + ctrl.growRadius() + std::max(0, ctrl.minPixels - 1);
 }
 
+double haloSigma(const kernel::DetectControl& configured, const std::vector<std::optional<double>>& headerSigmas) {
+    if (configured.psfSigma > 0) {
+        return configured.psfSigma;
+    }
+    double sigma = 0;
+    for (const auto& s : headerSigmas) {
+        if (s && *s > sigma) {
+            sigma = *s;
+        }
+    }
+    return sigma;
+}
+
+int tileHalo(const kernel::DetectControl& configured, double sigma) {
+    kernel::DetectControl dc = configured;
+    dc.psfSigma = sigma;
+    return detectionHalo(dc);
+}
+
 const std::vector<StageDef>& modeStages(const std::string& mode) {
     // Plain weighted mean of the warps (no clipping, no detection).
     static const std::vector<StageDef> kMean = {
@@ -106,6 +125,7 @@ PatchResult runPatch(const std::string& name, const kernel::Box& box, const std:
     }
     ctx.result.nTiles = static_cast<int>(ctx.tiles.tiles.size());
     ctx.result.tileSize = ctx.tiles.tileSize;
+    ctx.result.halo = ctx.halo;
     ctx.result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return ctx.result;
 }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 
+#include "safeclip/geom/MemoryBudget.h"
 #include "safeclip/geom/Plan.h"
 #include "safeclip/io/Checkpoint.h"
 #include "safeclip/kernel/Error.h"
@@ -16,7 +17,6 @@
 #include "safeclip/parallel/Signals.h"
 #include "safeclip/parallel/TileGather.h"
 #include "safeclip/pipeline/Guard.h"
-#include "safeclip/pipeline/MemoryPlan.h"
 #include "safeclip/pipeline/PatchCheckpoint.h"
 #include "safeclip/pipeline/Stages.h"
 
@@ -60,13 +60,11 @@ std::vector<parallel::Tile> stackTiles(PatchContext& ctx, MaskedImage* direct, k
     for (Warp* w : warps) {
         warpIndex.push_back(static_cast<std::size_t>(w - ctx.warps.data()));
     }
-    std::int64_t finalFixed = 0;
+    std::int64_t ownTilesArea = 0;
     for (std::size_t t : tiles) {
-        finalFixed += ctx.tiles.tiles[t].area() * 14;
+        ownTilesArea += ctx.tiles.tiles[t].area();
     }
-    if (direct != nullptr) {
-        finalFixed = ctx.box.area() * 14;
-    }
+    const std::int64_t finalFixed = geom::finalFixedBytes(ctx.box, ownTilesArea, direct != nullptr);
     for (std::size_t t : tiles) {
         parallel::throwIfStopRequested("during the final stack");
         const Box& tile = ctx.tiles.tiles[t];
@@ -94,7 +92,7 @@ std::vector<parallel::Tile> stackTiles(PatchContext& ctx, MaskedImage* direct, k
         }
         MaskedImage& target = direct != nullptr ? *direct : result.pixels;
         kernel::ImageU16& targetN = direct != nullptr ? *directN : result.nImage;
-        rows = stackChunkRows(tile, static_cast<int>(warps.size()), finalFixed, ctx.settings.memoryBudget, ctx.name,
+        rows = geom::stackChunkRows(tile, static_cast<int>(warps.size()), finalFixed, ctx.settings.memoryBudget, ctx.name,
                               ctx.tiles.tileSize, ctx.box);
         tileUsed.assign(ctx.warps.size(), 0);
         for (const Box& chunk : geom::rowChunks(tile, rows)) {

@@ -80,6 +80,7 @@ void open(PatchContext& ctx) {
         try {
             w.reader = std::make_unique<io::WarpReader>(w.input.path);
             const auto& h = w.reader->header();
+            ctx.headerPsfSigmas.push_back(h.psfSigma);  // for haloSigma(), as `safeclip plan` sees them
             if (w.input.visit < 0 && h.visit) {
                 w.visit = *h.visit;
             }

@@ -1,5 +1,7 @@
 /// @file TilePlan.cpp  Stages "detection" (the patch's detection controls and halo, spec §0.3,
 /// §6.1) and "setup" (the tile plan of geom::planTiles, the same on every rank of the group).
+#include <algorithm>
+
 #include "safeclip/geom/Plan.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/parallel/Collectives.h"
@@ -40,7 +42,10 @@ void setupDetection(PatchContext& ctx) {
         ctx.detect = ctx.settings.detect;
         ctx.detect.psfSigma = psfSigma(ctx);
         ctx.detect.validate();
-        ctx.halo = detectionHalo(ctx.detect);
+        // The halo from the largest header sigma (what `safeclip plan` computes); the max with the
+        // detection's own need is a guard that never changes anything (weighted mean <= max).
+        ctx.halo = std::max(tileHalo(ctx.settings.detect, haloSigma(ctx.settings.detect, ctx.headerPsfSigmas)),
+                            detectionHalo(ctx.detect));
         ctx.clipStages = true;
     });
 }

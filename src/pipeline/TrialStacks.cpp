@@ -7,6 +7,7 @@
 #include <chrono>
 #include <iterator>
 
+#include "safeclip/geom/MemoryBudget.h"
 #include "safeclip/geom/Plan.h"
 #include "safeclip/kernel/ClipDecision.h"
 #include "safeclip/kernel/Detect.h"
@@ -17,7 +18,6 @@
 #include "safeclip/parallel/Logging.h"
 #include "safeclip/parallel/Signals.h"
 #include "safeclip/pipeline/Guard.h"
-#include "safeclip/pipeline/MemoryPlan.h"
 #include "safeclip/pipeline/Stages.h"
 
 namespace safeclip::pipeline {
@@ -51,7 +51,7 @@ TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector
     std::vector<MaskedImage> bufs(n);
     MaskedImage mean;  // trial outputs of one chunk, reused across chunks
     MaskedImage clip;
-    const int rows = stackChunkRows(hb, static_cast<int>(n), hb.area() * 16, ctx.settings.memoryBudget, ctx.name,
+    const int rows = geom::stackChunkRows(hb, static_cast<int>(n), geom::trialFixedBytes(hb), ctx.settings.memoryBudget, ctx.name,
                                     ctx.tiles.tileSize, ctx.box);
     for (const Box& chunk : geom::rowChunks(hb, rows)) {
         std::vector<const MaskedImage*> ptrs;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <memory>
 
+#include "safeclip/geom/MemoryBudget.h"
 #include "safeclip/geom/Plan.h"
 #include "safeclip/io/Checkpoint.h"
 #include "safeclip/kernel/Error.h"
@@ -14,7 +15,6 @@
 #include "safeclip/parallel/Collectives.h"
 #include "safeclip/parallel/Logging.h"
 #include "safeclip/pipeline/Guard.h"
-#include "safeclip/pipeline/MemoryPlan.h"
 #include "safeclip/pipeline/Stages.h"
 
 namespace safeclip::pipeline {
@@ -45,7 +45,7 @@ std::vector<WeightMeasure> measureMine(PatchContext& ctx) {
     std::vector<kernel::MaskPixel> mask;
     // one patch-sized sample buffer, reused for every warp
     const auto sample = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(ctx.box.area()));
-    const int rows = weightsChunkRows(ctx.box, ctx.settings.memoryBudget);
+    const int rows = geom::weightsChunkRows(ctx.box, ctx.settings.memoryBudget);
     for (std::size_t i = 0; i < ctx.warps.size(); ++i) {
         Warp& w = ctx.warps[i];
         if (!w.used || static_cast<int>(i % static_cast<std::size_t>(n)) != me) {

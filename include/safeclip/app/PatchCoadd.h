@@ -2,6 +2,7 @@
 /// @file PatchCoadd.h  SafeClip on one patch, from the app layer: the configuration becomes the
 /// pipeline's settings (makePatchSettings, the one place where keys reach the pipeline), and
 /// pipeline::runPatch (pipeline/Driver.h) runs the mode's stages over the patch's rank group.
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,11 @@ std::string scienceConfigHash(const Config& cfg);
 /// the QA picture (qa.enabled) as the afterWrite hook.
 /// @throws ConfigError (an unknown mask plane, an invalid control)
 pipeline::PatchSettings makePatchSettings(const Config& cfg);
+
+/// The tile halo's sigma and halo from the configuration (pipeline::haloSigma, pipeline::tileHalo),
+/// for `safeclip plan`, which computes the run's tile plan from the warp headers alone.
+double haloSigma(const Config& cfg, const std::vector<std::optional<double>>& headerSigmas);
+int tileHalo(const Config& cfg, double sigma);
 
 /// Coadd one patch and write `outPath` atomically (on the group's rank 0): pipeline::runPatch with
 /// makePatchSettings(cfg).

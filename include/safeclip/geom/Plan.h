@@ -38,7 +38,7 @@ struct TilePlan {
     int halo = 0;
     std::vector<Box> tiles;      ///< valid boxes, row-major
     std::vector<int> owner;      ///< group rank per tile (balanced by tile-plus-halo area)
-    std::int64_t fixedBytes = 0; ///< per rank: max(16 B/px of tile+halo (trial), 14 B/px of the patch (final))
+    std::int64_t fixedBytes = 0; ///< per rank: geom::tilePlanFixedBytes (trial tile+halo or gathered patch)
 };
 
 /// Tile a patch for a group of `groupSize` ranks. tileSize > 0 is used as given; 0 means the whole

@@ -12,10 +12,12 @@
 ///  post, write  the root post-processes and writes the FITS atomically.
 /// Each pixel is computed from the same inputs in the same order whatever the tiling, so the
 /// output bytes do not depend on rank count, tile size or memory budget.
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "safeclip/kernel/Box.h"
+#include "safeclip/kernel/Detect.h"
 #include "safeclip/parallel/Comm.h"
 #include "safeclip/pipeline/PatchResult.h"
 #include "safeclip/pipeline/Settings.h"
@@ -35,5 +37,13 @@ PatchResult runPatch(const std::string& name, const kernel::Box& box, const std:
 /// the smoothing radius r, the growth radius, and minPixels-1 so that the minPixels cut sees
 /// enough of every component that reaches the tile.
 int detectionHalo(const kernel::DetectControl& ctrl);
+
+/// The sigma of the tile halo: `configured.psfSigma` (detect.psf_sigma) when > 0, else the largest
+/// PSFSIGMA/FWHM of the warp headers that open (0 when none is known). It is >= the weight-averaged
+/// sigma the detection uses, so the halo always suffices, and `safeclip plan` can compute it from
+/// the headers alone: plan and run agree on the halo and so on the tile plan.
+double haloSigma(const kernel::DetectControl& configured, const std::vector<std::optional<double>>& headerSigmas);
+/// detectionHalo of `configured` with psfSigma = sigma.
+int tileHalo(const kernel::DetectControl& configured, double sigma);
 
 }  // namespace safeclip::pipeline

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,7 @@ struct PatchContext {
 
     // ---- open (OpenWarps.cpp), then weights (Weights.cpp) ---------------------------------------
     std::vector<Warp> warps;
+    std::vector<std::optional<double>> headerPsfSigmas;  ///< of every warp that opened (for haloSigma)
     std::vector<std::string> wcsCards;  ///< of the first used warp
     std::string filter;
 

@@ -28,6 +28,8 @@ struct PatchResult {
     std::int64_t nCoaddClippedPixels = 0;  ///< coadd pixels with CLIPPED
     int nTiles = 0;
     int tileSize = 0;
+    int halo = 0;                    ///< detection halo of the tiles (0 in mean mode)
+    std::int64_t warpBytesRead = 0;  ///< warp bytes read for this patch, summed over its group (`run`)
     double seconds = 0;
 
     /// report.json keys ("a.b" = key b of object a); checkpoint names are unused here.
@@ -52,6 +54,8 @@ struct PatchResult {
         v(FieldName{"clipped_coadd_pixels", "", ""}, r.nCoaddClippedPixels);
         v(FieldName{"tiles", "", ""}, r.nTiles);
         v(FieldName{"tile_size", "", ""}, r.tileSize);
+        v(FieldName{"halo", "", ""}, r.halo);
+        v(FieldName{"warp_bytes_read", "", ""}, r.warpBytesRead);
         v(FieldName{"seconds", "", ""}, r.seconds);
     }
     template <class Archive>

@@ -1,0 +1,110 @@
+#pragma once
+/// @file MemoryBudget.h  The one memory model of a patch (memory.max_per_rank): the bytes per pixel
+/// of every buffer the patch stages hold, the rows per chunk of each stage under the budget, the
+/// tile plan's cost, and the warp bytes a patch reads. Used by PatchRun (run), geom::planTiles and
+/// `safeclip plan`, so the plan and the run cannot disagree. Pure: no MPI, no I/O.
+///
+/// Stages (see app/PatchCoadd.h): W weights, 1 trial stacks, 2 final stack. Chunking never changes
+/// the pixels; the rows computed here are exactly the ones the run uses.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "safeclip/kernel/Box.h"
+
+namespace safeclip::geom {
+
+using kernel::Box;
+
+// ---- bytes per pixel ----------------------------------------------------------------------------
+/// Weights: the VARIANCE and MASK row chunks of the warp being measured (4 + 4 B/px of a chunk).
+inline constexpr std::int64_t kWeightsChunkBytesPerPixel = 8;
+/// Weights: the patch-sized variance sample, reused for every warp (4 B/px of the patch), plus
+/// kernel::sampleQuantilesScratchBytes of the quantile selection.
+inline constexpr std::int64_t kWeightsSampleBytesPerPixel = 4;
+/// Trial and final: each warp's row-chunk buffer, IMAGE + MASK + VARIANCE (4 + 4 + 4 B/px).
+inline constexpr std::int64_t kWarpChunkBytesPerPixel = 12;
+/// Trial (and the same reserve in the final stage): the two trial-stack outputs of a chunk
+/// (mean and clipped mean, 12 B/px each).
+inline constexpr std::int64_t kStackOutputBytesPerPixel = 24;
+/// Trial: the difference image and its variance on the tile plus halo, and detection's working
+/// copy of them (16 B/px of the tile plus halo, fixed for the tile).
+inline constexpr std::int64_t kTrialFixedBytesPerPixel = 16;
+/// Final: the gathered patch on the group root (image, mask, variance 12 B/px + NIMAGE 2 B/px),
+/// or the finished tiles a non-root rank keeps for the gather.
+inline constexpr std::int64_t kFinalFixedBytesPerPixel = 14;
+/// Warp bytes read per pixel: VARIANCE + MASK in the weights pass, all three planes in the
+/// trial and final stacks (io::warpBytesRead counts 4 B per plane and pixel requested).
+inline constexpr std::int64_t kWeightsReadBytesPerPixel = 8;
+inline constexpr std::int64_t kStackReadBytesPerPixel = 12;
+/// Cap of the warp buffers of one row chunk (all warps together; weights, trial and final stacks):
+/// each warp's rows are then still in cache when they are used (measured on 16 x 2048² and
+/// 64 x 1024²: 7-10 % less CPU than a 64 MiB cap; larger chunks also add page faults: 19 % of the
+/// time at one 805 MiB chunk). Chunking never changes the pixels.
+inline constexpr std::int64_t kChunkCap = 8LL << 20;
+/// planTiles: a tile size fits when the stage's fixed arrays plus this many rows of chunk buffers do.
+inline constexpr int kPlanChunkRows = 8;
+
+// ---- stage W: weights ---------------------------------------------------------------------------
+/// The weights pass's sample: 4 B/px of the patch plus the quantile selection's scratch.
+std::int64_t weightsSampleBytes(const Box& patch);
+
+/// Rows per VARIANCE+MASK chunk of the weights pass (1..patch.height, at most kChunkCap).
+/// @throws ConfigError "memory.max_per_rank = X cannot hold one warp's variance sample for the
+///         weights (Y for BOX)" when the sample plus one row does not fit.
+int weightsChunkRows(const Box& patch, std::int64_t budgetBytes);
+
+// ---- stages 1 and 2: trial and final stacks ----------------------------------------------------
+/// The trial stage's fixed arrays for a tile whose box plus halo (clipped to the patch) is `haloBox`.
+std::int64_t trialFixedBytes(const Box& haloBox);
+
+/// The final stage's fixed arrays: the whole patch on the rank that gathers it (`gathersPatch`),
+/// else `ownTilesArea` pixels of this rank's finished tiles.
+std::int64_t finalFixedBytes(const Box& patch, std::int64_t ownTilesArea, bool gathersPatch);
+
+/// Rows per chunk of `box` (a tile plus halo in the trial stage, a tile in the final stage) so that
+/// nWarps chunk buffers (12 B/px each) and the two stack outputs (24 B/px) fit in budgetBytes
+/// beside `fixedBytes`, and the warp buffers stay under kChunkCap. Returns >= 1.
+/// @throws ConfigError "memory.max_per_rank = X is smaller than the fixed arrays of patch NAME (Y for
+///         tiles of T px and the gathered patch BOX)" when fixedBytes alone does not fit, or
+///         rowsPerChunk's "cannot hold one row" error.
+int stackChunkRows(const Box& box, int nWarps, std::int64_t fixedBytes, std::int64_t budgetBytes,
+                   const std::string& patchName, int tileSize, const Box& patch);
+
+// ---- the tile plan --------------------------------------------------------------------------------
+/// planTiles' cost of tiles of `side` px: the larger fixed arrays (trial on side + 2 halo, or the
+/// gathered patch) plus kPlanChunkRows rows of nWarps chunk buffers and stack outputs.
+std::int64_t tilePlanBytes(const Box& patch, int side, int halo, int nWarps);
+
+/// TilePlan::fixedBytes: max(trial fixed arrays of `firstTile` plus halo, the gathered patch).
+std::int64_t tilePlanFixedBytes(const Box& patch, const Box& firstTile, int halo);
+
+// ---- reads and memory of one patch ---------------------------------------------------------------
+/// What one rank of a patch's group reads and holds, by the model above.
+struct RankBudget {
+    int tiles = 0;                  ///< tiles this rank stacks
+    std::int64_t warpBytesRead = 0; ///< expected io::warpBytesRead() increase for this patch
+    std::int64_t peakBytes = 0;     ///< largest modelled stage footprint (<= the budget when it fits)
+    int weightsRows = 0;            ///< rows per chunk: weights pass
+    int trialRows = 0;              ///< rows per chunk: trial stacks (smallest over its tiles; 0: none)
+    int finalRows = 0;              ///< rows per chunk: final stack (smallest over its tiles; 0: none)
+};
+
+/// The model of one patch on a group of ranks, with the run's tile plan (`tiles`, `owner`, `halo`).
+/// @param warpUsed per warp in input order: used (a warp that does not open is not read); warp i
+///        is measured for the weights by group rank i mod groupSize, as the run does.
+/// @param trialPass false in coadd.mode = mean (no trial stacks).
+/// @param extraRootReads bytes the group root reads besides the stages (input.validate_pixels).
+/// @throws ConfigError (the texts above) when the budget is too small for a stage.
+std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& tiles, const std::vector<int>& owner,
+                                    int halo, int groupSize, const std::vector<bool>& warpUsed, bool trialPass,
+                                    std::int64_t budgetBytes, const std::string& patchName, int tileSize,
+                                    std::int64_t extraRootReads = 0);
+
+/// Expected warp bytes read by the whole group for one patch: weights (8 B/px of the patch per used
+/// warp) + trial (12 B/px of every tile plus halo per used warp, when trialPass) + final (12 B/px of
+/// every tile per used warp).
+std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo, int nUsedWarps,
+                                   bool trialPass);
+
+}  // namespace safeclip::geom

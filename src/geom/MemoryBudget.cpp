@@ -1,0 +1,126 @@
+#include "safeclip/geom/MemoryBudget.h"
+
+#include <algorithm>
+
+#include "safeclip/geom/Plan.h"
+#include "safeclip/kernel/Error.h"
+#include "safeclip/kernel/SampleStats.h"
+
+namespace safeclip::geom {
+
+std::int64_t weightsSampleBytes(const Box& patch) {
+    return patch.area() * kWeightsSampleBytesPerPixel + kernel::sampleQuantilesScratchBytes(patch.area());
+}
+
+int weightsChunkRows(const Box& patch, std::int64_t budgetBytes) {
+    const std::int64_t sampleBytes = weightsSampleBytes(patch);
+    const std::int64_t rowBytes = static_cast<std::int64_t>(patch.width) * kWeightsChunkBytesPerPixel;
+    if (budgetBytes - sampleBytes < rowBytes) {
+        throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
+                          " cannot hold one warp's variance sample for the weights (" +
+                          formatByteSize(sampleBytes) + " for " + patch.str() + ")");
+    }
+    return static_cast<int>(std::clamp<std::int64_t>(
+        std::min<std::int64_t>((budgetBytes - sampleBytes) / rowBytes, kChunkCap / rowBytes), 1, patch.height));
+}
+
+std::int64_t trialFixedBytes(const Box& haloBox) { return haloBox.area() * kTrialFixedBytesPerPixel; }
+
+std::int64_t finalFixedBytes(const Box& patch, std::int64_t ownTilesArea, bool gathersPatch) {
+    return (gathersPatch ? patch.area() : ownTilesArea) * kFinalFixedBytesPerPixel;
+}
+
+int stackChunkRows(const Box& box, int nWarps, std::int64_t fixedBytes, std::int64_t budgetBytes,
+                   const std::string& patchName, int tileSize, const Box& patch) {
+    const std::int64_t avail = budgetBytes - fixedBytes;
+    if (avail <= 0) {
+        throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
+                          " is smaller than the fixed arrays of patch " + patchName + " (" +
+                          formatByteSize(fixedBytes) + " for tiles of " + std::to_string(tileSize) +
+                          " px and the gathered patch " + patch.str() + ")");
+    }
+    const std::int64_t capRows = std::max<std::int64_t>(
+        1, kChunkCap / (static_cast<std::int64_t>(nWarps) * kWarpChunkBytesPerPixel * std::max(1, box.width)));
+    return static_cast<int>(std::min<std::int64_t>(
+        rowsPerChunk(box, nWarps, kWarpChunkBytesPerPixel, kStackOutputBytesPerPixel, avail), capRows));
+}
+
+std::int64_t tilePlanBytes(const Box& patch, int side, int halo, int nWarps) {
+    const std::int64_t h = side + 2 * static_cast<std::int64_t>(halo);
+    return std::max(h * h * kTrialFixedBytesPerPixel, patch.area() * kFinalFixedBytesPerPixel) +
+           kPlanChunkRows * h *
+               (kWarpChunkBytesPerPixel * static_cast<std::int64_t>(nWarps) + kStackOutputBytesPerPixel);
+}
+
+std::int64_t tilePlanFixedBytes(const Box& patch, const Box& firstTile, int halo) {
+    return std::max(trialFixedBytes(firstTile.grown(halo).intersect(patch)), finalFixedBytes(patch, 0, true));
+}
+
+std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& tiles, const std::vector<int>& owner,
+                                    int halo, int groupSize, const std::vector<bool>& warpUsed, bool trialPass,
+                                    std::int64_t budgetBytes, const std::string& patchName, int tileSize,
+                                    std::int64_t extraRootReads) {
+    groupSize = std::max(1, groupSize);
+    std::vector<RankBudget> out(static_cast<std::size_t>(groupSize));
+    int nUsed = 0;
+    for (bool u : warpUsed) {
+        nUsed += u ? 1 : 0;
+    }
+    const int weightsRows = weightsChunkRows(patch, budgetBytes);
+    const std::int64_t weightsPeak = weightsSampleBytes(patch) +
+                                     static_cast<std::int64_t>(weightsRows) * patch.width * kWeightsChunkBytesPerPixel;
+    for (std::size_t i = 0; i < warpUsed.size(); ++i) {
+        if (warpUsed[i]) {
+            out[i % static_cast<std::size_t>(groupSize)].warpBytesRead += patch.area() * kWeightsReadBytesPerPixel;
+        }
+    }
+    std::vector<std::int64_t> ownArea(out.size(), 0);
+    for (std::size_t t = 0; t < tiles.size(); ++t) {
+        ownArea[static_cast<std::size_t>(owner[t])] += tiles[t].area();
+    }
+    const std::int64_t perPixelRow = kWarpChunkBytesPerPixel * static_cast<std::int64_t>(nUsed) + kStackOutputBytesPerPixel;
+    std::vector<std::int64_t> trialPeak(out.size(), 0);
+    std::vector<std::int64_t> finalPeak(out.size(), 0);
+    for (std::size_t r = 0; r < out.size(); ++r) {
+        RankBudget& b = out[r];
+        b.weightsRows = weightsRows;
+        const std::int64_t finalFixed = finalFixedBytes(patch, ownArea[r], r == 0);
+        finalPeak[r] = r == 0 ? finalFixed : 0;  // the root holds the patch even without tiles
+        for (std::size_t t = 0; t < tiles.size(); ++t) {
+            if (owner[t] != static_cast<int>(r)) {
+                continue;
+            }
+            ++b.tiles;
+            const Box& tile = tiles[t];
+            if (trialPass) {
+                const Box hb = tile.grown(halo).intersect(patch);
+                const int rows = stackChunkRows(hb, nUsed, trialFixedBytes(hb), budgetBytes, patchName, tileSize, patch);
+                b.trialRows = b.trialRows == 0 ? rows : std::min(b.trialRows, rows);
+                trialPeak[r] = std::max(trialPeak[r], trialFixedBytes(hb) + static_cast<std::int64_t>(rows) *
+                                                                               hb.width * perPixelRow);
+                b.warpBytesRead += hb.area() * kStackReadBytesPerPixel * nUsed;
+            }
+            const int rows = stackChunkRows(tile, nUsed, finalFixed, budgetBytes, patchName, tileSize, patch);
+            b.finalRows = b.finalRows == 0 ? rows : std::min(b.finalRows, rows);
+            finalPeak[r] = std::max(finalPeak[r], finalFixed + static_cast<std::int64_t>(rows) * tile.width * perPixelRow);
+            b.warpBytesRead += tile.area() * kStackReadBytesPerPixel * nUsed;
+        }
+        b.peakBytes = std::max({weightsPeak, trialPeak[r], finalPeak[r]});
+    }
+    out[0].warpBytesRead += extraRootReads;
+    return out;
+}
+
+std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo, int nUsedWarps,
+                                   bool trialPass) {
+    std::int64_t perWarp = patch.area() * kWeightsReadBytesPerPixel;
+    for (const Box& tile : tiles) {
+        if (trialPass) {
+            perWarp += tile.grown(halo).intersect(patch).area() * kStackReadBytesPerPixel;
+        }
+        perWarp += tile.area() * kStackReadBytesPerPixel;
+    }
+    return perWarp * nUsedWarps;
+}
+
+}  // namespace safeclip::geom
