@@ -1,5 +1,7 @@
 #include "safeclip/app/Cli.h"
 
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <boost/mpi/environment.hpp>
@@ -9,8 +11,6 @@
 #include <filesystem>
 #include <iostream>
 #include <tuple>
-
-#include <sys/resource.h>
 
 #include "safeclip/Version.h"
 #include "safeclip/app/Config.h"
@@ -75,8 +75,8 @@ void tuneMpiTransport() {
     if (singleton) {
         ::setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
     }
-    g_mpiTransport = std::string(singleton ? "singleton" : "one node") + ": pml " + std::getenv("OMPI_MCA_pml") +
-                     ", btl " + std::getenv("OMPI_MCA_btl");
+    g_mpiTransport = std::string(singleton ? "singleton" : "one node") + ": pml " +
+                     std::getenv("OMPI_MCA_pml") + ", btl " + std::getenv("OMPI_MCA_btl");
 }
 
 /// Each warp holds up to two open files (cfitsio's and the direct reader's), so a patch of many
@@ -91,7 +91,8 @@ std::string raiseOpenFileLimit() {
         const rlim_t before = lim.rlim_cur;
         lim.rlim_cur = lim.rlim_max;
         if (::setrlimit(RLIMIT_NOFILE, &lim) == 0) {
-            return "open-file limit raised from " + std::to_string(before) + " to " + std::to_string(lim.rlim_max);
+            return "open-file limit raised from " + std::to_string(before) + " to " +
+                   std::to_string(lim.rlim_max);
         }
         return "open-file limit " + std::to_string(before) + " (could not raise it)";
     }
@@ -135,8 +136,9 @@ int cmdCoadd(const std::string& out, const std::string& configFile, const std::v
             log().info(
                 "coadd: {} of {} warps used, {} footprints, {} clipped ({} big), {} CLIPPED warp pixels, {} "
                 "CLIPPED coadd pixels, {} tiles of {} px on {} ranks, {:.2f} s -> {}",
-                r.nUsed, r.nWarps, r.nFootprints, r.nClippedFootprints, r.nBigFootprints, r.nClippedWarpPixels,
-                r.nCoaddClippedPixels, r.nTiles, r.tileSize, world.size(), r.seconds, out);
+                r.nUsed, r.nWarps, r.nFootprints, r.nClippedFootprints, r.nBigFootprints,
+                r.nClippedWarpPixels, r.nCoaddClippedPixels, r.nTiles, r.tileSize, world.size(), r.seconds,
+                out);
         }
     } catch (const Error& e) {
         log().error("{}", e.what());
@@ -180,7 +182,8 @@ std::string defaultQaPath(const std::string& coadd) {
 
 int cmdQa(const std::vector<std::string>& coadds, const std::string& out) {
     if (!out.empty() && coadds.size() != 1) {
-        throw ConfigError("qa: -o/--output needs exactly one coadd (got " + std::to_string(coadds.size()) + ")");
+        throw ConfigError("qa: -o/--output needs exactly one coadd (got " + std::to_string(coadds.size()) +
+                          ")");
     }
     for (const std::string& c : coadds) {
         const std::string png = out.empty() ? defaultQaPath(c) : out;
@@ -192,8 +195,8 @@ int cmdQa(const std::vector<std::string>& coadds, const std::string& out) {
 
 /// `validate WARP...` (one patch, common box) or `validate CONFIG.toml` (every patch of its
 /// manifest, each against its box). Prints the problem table on stdout; exit 3 on any error.
-int cmdValidate(const std::string& configFile, const std::vector<std::string>& sets, const std::string& logLevel,
-                const std::vector<std::string>& args) {
+int cmdValidate(const std::string& configFile, const std::vector<std::string>& sets,
+                const std::string& logLevel, const std::vector<std::string>& args) {
     std::vector<WarpProblem> problems;
     std::size_t nFiles = 0;
     const bool fromConfig = args.size() == 1 && std::filesystem::path(args[0]).extension() == ".toml";
@@ -266,7 +269,8 @@ int runCli(int argc, char** argv) {
     std::vector<std::string> coaddWarps;
     coadd->add_option("-o,--output", coaddOut, "output coadd FITS (written atomically)")->required();
     coadd->add_option("--config", coaddConfig, "TOML config file (see `safeclip config`)");
-    coadd->add_option("--set", coaddSets, "override a config key: key=value (repeatable)")->allow_extra_args(false);
+    coadd->add_option("--set", coaddSets, "override a config key: key=value (repeatable)")
+        ->allow_extra_args(false);
     coadd->add_option("warps", coaddWarps, "input warp FITS files (afw Exposure layout)")->required();
     coadd->footer("Set coadd.mode=mean for a plain weighted mean without clipping.");
 
@@ -277,16 +281,19 @@ int runCli(int argc, char** argv) {
     std::vector<std::string> runSets;
     RunOptions runOpts;
     run->add_option("config", runConfig, "TOML config file with input.manifest and output.dir")->required();
-    run->add_option("--set", runSets, "override a config key: key=value (repeatable)")->allow_extra_args(false);
-    run->footer("Exit codes: 0 ok, 2 config/manifest, 3 input warp, 4 output, 5 internal, 75 stopped by SIGTERM/"
-                "SIGUSR1 (rerun with --resume). Checkpoints: checkpoint.dir (default <output.dir>/checkpoints).");
+    run->add_option("--set", runSets, "override a config key: key=value (repeatable)")
+        ->allow_extra_args(false);
+    run->footer(
+        "Exit codes: 0 ok, 2 config/manifest, 3 input warp, 4 output, 5 internal, 75 stopped by SIGTERM/"
+        "SIGUSR1 (rerun with --resume). Checkpoints: checkpoint.dir (default <output.dir>/checkpoints).");
     std::string runShard;
     run->add_option("--shard", runShard, "K/N: only patches whose manifest index i has i % N == K (0-based)");
     run->add_flag("--restart", runOpts.restart,
                   "discard outputs and checkpoints made with another configuration or input list");
-    run->add_flag("--resume", runOpts.resume,
-                  "skip finished patches (output made with the same configuration) and reload the checkpoints of "
-                  "unfinished ones");
+    run->add_flag(
+        "--resume", runOpts.resume,
+        "skip finished patches (output made with the same configuration) and reload the checkpoints of "
+        "unfinished ones");
 
     // simulate
     auto* sim =
@@ -317,8 +324,9 @@ int runCli(int argc, char** argv) {
 
     // qa
     auto* qa = app.add_subcommand(
-        "qa", "write a QA picture (PNG) per coadd: image with CLIPPED outlined and NO_DATA hatched, NIMAGE, "
-              "per-warp clipped pixel counts");
+        "qa",
+        "write a QA picture (PNG) per coadd: image with CLIPPED outlined and NO_DATA hatched, NIMAGE, "
+        "per-warp clipped pixel counts");
     std::vector<std::string> qaCoadds;
     std::string qaOut;
     qa->add_option("coadds", qaCoadds, "coadd FITS files written by safeclip")->required();
@@ -333,26 +341,30 @@ int runCli(int argc, char** argv) {
     std::vector<std::string> valSets;
     std::vector<std::string> valArgs;
     val->add_option("--config", valConfig, "TOML config file (validated too)");
-    val->add_option("--set", valSets, "override a config key: key=value (repeatable)")->allow_extra_args(false);
+    val->add_option("--set", valSets, "override a config key: key=value (repeatable)")
+        ->allow_extra_args(false);
     val->add_option("inputs", valArgs,
                     "warp FITS files of one patch, or one CONFIG.toml: every warp of its input.manifest")
         ->required();
     val->footer("Prints one line per problem (file, severity, problem). Warnings alone exit 0.");
 
     // plan
-    auto* planCmd = app.add_subcommand("plan", "print the work plan of `run` for R ranks (groups, tiles, memory, reads)");
+    auto* planCmd =
+        app.add_subcommand("plan", "print the work plan of `run` for R ranks (groups, tiles, memory, reads)");
     std::string planConfig;
     std::vector<std::string> planSets;
     int planRanks = 1;
     planCmd->add_option("config", planConfig, "TOML config file with input.manifest")->required();
     planCmd->add_option("-n,--ranks", planRanks, "number of MPI ranks")->check(CLI::Range(1, 1000000));
-    planCmd->add_option("--set", planSets, "override a config key: key=value (repeatable)")->allow_extra_args(false);
+    planCmd->add_option("--set", planSets, "override a config key: key=value (repeatable)")
+        ->allow_extra_args(false);
     bool planJsonOut = false;
     std::string planShard;
     planCmd->add_flag("--json", planJsonOut,
                       "print the plan as JSON (per patch: box, group, tiles, halo, chunk rows, expected warp "
                       "bytes read, memory per rank; per rank: tiles, memory, expected reads)");
-    planCmd->add_option("--shard", planShard, "K/N: the plan of `run --shard K/N` (patches i with i % N == K)");
+    planCmd->add_option("--shard", planShard,
+                        "K/N: the plan of `run --shard K/N` (patches i with i % N == K)");
 
     // config
     auto* cfgCmd =
@@ -412,7 +424,8 @@ int runCli(int argc, char** argv) {
             if (!planShard.empty()) {
                 std::tie(shardIndex, shardCount) = parseShard(planShard);
             }
-            const RunPlan plan = makePlan(loadConfig(planConfig, planSets, logLevel), planRanks, shardIndex, shardCount);
+            const RunPlan plan =
+                makePlan(loadConfig(planConfig, planSets, logLevel), planRanks, shardIndex, shardCount);
             std::cout << (planJsonOut ? planJson(plan) : planText(plan));
             return 0;
         }

@@ -41,9 +41,10 @@ std::vector<KeyDef> buildSchema() {
                     "path of the run manifest JSON (relative paths resolve against this file's directory)"));
     s.push_back(key("input.on_bad_warp", K::String, std::string("fail"),
                     "unreadable or invalid warp: fail (stop the run) or skip (log it and leave it out)"));
-    s.push_back(key("input.validate_pixels", K::Bool, false,
-                    "before any work, also scan every warp's pixels as `safeclip validate` does (variance "
-                    "finite and > 0 where the image is finite, not all NaN); costs one extra read of each warp"));
+    s.push_back(
+        key("input.validate_pixels", K::Bool, false,
+            "before any work, also scan every warp's pixels as `safeclip validate` does (variance "
+            "finite and > 0 where the image is finite, not all NaN); costs one extra read of each warp"));
     s.push_back(key("output.dir", K::String, std::string("out"), "directory for the coadds and reports"));
     s.push_back(key("checkpoint.dir", K::String, std::string(),
                     "directory for restart checkpoints; empty = <output.dir>/checkpoints"));
@@ -111,9 +112,10 @@ std::vector<KeyDef> buildSchema() {
                     "NO_DATA, NIMAGE, per-warp clipped counts; same as `safeclip qa`)"));
     s.push_back(key("log.level", K::String, std::string("info"),
                     "log level: trace, debug, info, warn, error or off"));
-    s.push_back(key("log.progress", K::String, std::string("auto"),
-                    "progress lines on rank 0 (patches done, rate, ETA) every 10 s: on, off, or auto = on when "
-                    "stderr is a terminal"));
+    s.push_back(
+        key("log.progress", K::String, std::string("auto"),
+            "progress lines on rank 0 (patches done, rate, ETA) every 10 s: on, off, or auto = on when "
+            "stderr is a terminal"));
     return s;
 }
 

@@ -65,8 +65,9 @@ std::vector<std::string> scienceConfig(const Config& cfg) {
     return lines;
 }
 
-
-std::string scienceConfigHash(const Config& cfg) { return io::hashStrings(scienceConfig(cfg)); }
+std::string scienceConfigHash(const Config& cfg) {
+    return io::hashStrings(scienceConfig(cfg));
+}
 
 namespace {
 
@@ -94,8 +95,8 @@ pipeline::MaskBits maskBits(const Config& cfg, const kernel::MaskDict& dict) {
     return bits;
 }
 
-kernel::StackControl stackControl(const Config& cfg, const kernel::MaskDict& dict, const pipeline::MaskBits& bits,
-                                  kernel::Statistic stat, MaskPixel andMask) {
+kernel::StackControl stackControl(const Config& cfg, const kernel::MaskDict& dict,
+                                  const pipeline::MaskBits& bits, kernel::Statistic stat, MaskPixel andMask) {
     kernel::StackControl c;
     c.statistic = stat;
     c.sigmaClip = cfg.getDouble("stack.sigma_clip");
@@ -133,7 +134,9 @@ double haloSigma(const Config& cfg, const std::vector<std::optional<double>>& he
     return pipeline::haloSigma(detectControl(cfg), headerSigmas);
 }
 
-int tileHalo(const Config& cfg, double sigma) { return pipeline::tileHalo(detectControl(cfg), sigma); }
+int tileHalo(const Config& cfg, double sigma) {
+    return pipeline::tileHalo(detectControl(cfg), sigma);
+}
 
 pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     const kernel::MaskDict dict = kernel::MaskDict::canonical();

@@ -87,7 +87,7 @@ void setRgb(cairo_t* cr, Rgb c) {
 /// Per display cell: mean of the finite image pixels, and the mask flags.
 struct Cells {
     int nx = 0, ny = 0;
-    std::vector<float> value;          ///< NaN when the cell has no finite pixel
+    std::vector<float> value;           ///< NaN when the cell has no finite pixel
     std::vector<std::uint8_t> clipped;  ///< any CLIPPED pixel
     std::vector<std::uint8_t> noData;   ///< most pixels NO_DATA
 };
@@ -355,8 +355,8 @@ void drawNImage(cairo_t* cr, const QaLayout& L, const kernel::ImageU16* nImage, 
     unsigned char* data = cairo_image_surface_get_data(map);
     const int stride = cairo_image_surface_get_stride(map);
     for (int j = 0; j < L.nimageH; ++j) {
-        const int y = nb.y0 + std::min(nb.height - 1, static_cast<int>((L.nimageH - 1 - j + 0.5) * nb.height /
-                                                                        L.nimageH));
+        const int y = nb.y0 + std::min(nb.height - 1,
+                                       static_cast<int>((L.nimageH - 1 - j + 0.5) * nb.height / L.nimageH));
         auto* row = reinterpret_cast<std::uint32_t*>(data + static_cast<std::ptrdiff_t>(j) * stride);
         for (int i = 0; i < L.nimageW; ++i) {
             const int x = nb.x0 + std::min(nb.width - 1, static_cast<int>((i + 0.5) * nb.width / L.nimageW));
@@ -572,7 +572,8 @@ QaLayout computeQaLayout(const kernel::Box& box, std::size_t nWarps) {
     L.imageY = kMargin + kTitleH + kPanelTitleH;
     L.sideX = L.imageX + L.imageW + kGap;
     L.sideW = kSideW;
-    const double s = std::min(static_cast<double>(kSideW) / box.width, static_cast<double>(kNImageMaxH) / box.height);
+    const double s =
+        std::min(static_cast<double>(kSideW) / box.width, static_cast<double>(kNImageMaxH) / box.height);
     L.nimageW = std::max(1, static_cast<int>(std::lround(box.width * s)));
     L.nimageH = std::max(1, static_cast<int>(std::lround(box.height * s)));
     L.nimageY = L.imageY;
@@ -632,8 +633,8 @@ void writeQaPng(const std::string& coaddPath, const std::string& pngPath) {
         cairo_image_surface_create(CAIRO_FORMAT_RGB24, L.width, L.height), &cairo_surface_destroy);
     if (cairo_surface_status(surface.get()) != CAIRO_STATUS_SUCCESS) {
         throw OutputError(pngPath + ": cannot create a " + std::to_string(L.width) + "x" +
-                          std::to_string(L.height) + " picture: " +
-                          cairo_status_to_string(cairo_surface_status(surface.get())));
+                          std::to_string(L.height) +
+                          " picture: " + cairo_status_to_string(cairo_surface_status(surface.get())));
     }
     std::unique_ptr<cairo_t, decltype(&cairo_destroy)> crHolder(cairo_create(surface.get()), &cairo_destroy);
     cairo_t* cr = crHolder.get();

@@ -11,8 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "safeclip/Version.h"
 #include "safeclip/app/Logging.h"
@@ -26,6 +26,7 @@
 #include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/parallel/Collectives.h"
+#include "safeclip/pipeline/PatchCheckpoint.h"
 
 namespace safeclip::app {
 
@@ -45,9 +46,10 @@ std::int64_t peakRssBytes() {
 }
 
 /// Write <outDir>/<fileName> atomically (io::writeTextAtomically).
-void writeReport(const std::string& outDir, const std::string& fileName, const std::vector<PatchOutcome>& outcomes,
-                 const std::vector<std::pair<double, std::pair<std::int64_t, std::int64_t>>>& perRank, double wall,
-                 const Config& cfg) {
+void writeReport(const std::string& outDir, const std::string& fileName,
+                 const std::vector<PatchOutcome>& outcomes,
+                 const std::vector<std::pair<double, std::pair<std::int64_t, std::int64_t>>>& perRank,
+                 double wall, const Config& cfg) {
     nlohmann::json j;
     j["format"] = "safeclip-report";
     j["version"] = 1;
@@ -94,8 +96,8 @@ void removeStaleTemporaries(const std::string& out, const std::string& ckdir, co
     };
     const fs::path o(out);
     sweep(o.parent_path().empty() ? fs::path(".") : o.parent_path(), o.filename().string());
-    sweep(fs::path(ckdir), patch + ".reduced.h5");
-    sweep(fs::path(ckdir) / (patch + ".tiles"), "tile_");
+    sweep(fs::path(ckdir), fs::path(pipeline::decisionCheckpointPath(ckdir, patch)).filename().string());
+    sweep(fs::path(pipeline::tileCheckpointDir(ckdir, patch)), "tile_");
 }
 
 bool outputExists(const std::string& path) {
@@ -127,7 +129,8 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
     }
     const std::string manifestPath = cfg.path("input.manifest");
     if (manifestPath.empty()) {
-        throw ConfigError("input.manifest is not set (give it in the config or with --set input.manifest=FILE)");
+        throw ConfigError(
+            "input.manifest is not set (give it in the config or with --set input.manifest=FILE)");
     }
     io::Manifest manifest = io::readManifest(manifestPath);
     if (shardCount > 1) {  // as runManifest does for --shard K/N
@@ -197,14 +200,16 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
         if (trialPass && !(pp.haloSigma > 0)) {
             pp.error = "no PSFSIGMA or FWHM card and detect.psf_sigma = 0; set detect.psf_sigma";
         }
-        pp.halo = trialPass ? tileHalo(cfg, pp.haloSigma) : 0;  // PatchRun::setupDetection (none in mean mode)
+        pp.halo =
+            trialPass ? tileHalo(cfg, pp.haloSigma) : 0;  // PatchRun::setupDetection (none in mean mode)
         const auto groupSize = static_cast<int>(pp.ranks.size());
-        const geom::TilePlan tp = geom::planTiles(pp.box, groupSize, static_cast<int>(cfg.getInt("tile.size")),
-                                                  pp.halo, pp.warpsOpened, plan.budgetBytes);
+        const geom::TilePlan tp =
+            geom::planTiles(pp.box, groupSize, static_cast<int>(cfg.getInt("tile.size")), pp.halo,
+                            pp.warpsOpened, plan.budgetBytes);
         pp.tileSize = tp.tileSize;
         pp.tiles = static_cast<int>(tp.tiles.size());
-        pp.warpBytesRead =
-            geom::expectedWarpBytesRead(pp.box, tp.tiles, pp.halo, pp.warpsOpened, trialPass) + validationReads;
+        pp.warpBytesRead = geom::expectedWarpBytesRead(pp.box, tp.tiles, pp.halo, pp.warpsOpened, trialPass) +
+                           validationReads;
         try {
             pp.perRank = geom::patchBudget(pp.box, tp.tiles, tp.owner, pp.halo, groupSize, opened, trialPass,
                                            plan.budgetBytes, pp.name, pp.tileSize, validationReads);
@@ -221,7 +226,8 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
             }
         }
         for (std::size_t t = 0; t < tp.tiles.size(); ++t) {
-            RankPlan& r = plan.ranks[static_cast<std::size_t>(pp.ranks[static_cast<std::size_t>(tp.owner[t])])];
+            RankPlan& r =
+                plan.ranks[static_cast<std::size_t>(pp.ranks[static_cast<std::size_t>(tp.owner[t])])];
             r.tiles += 1;
             r.pixelWarps += static_cast<double>(tp.tiles[t].area()) * pp.warpsOpened;
         }
@@ -286,28 +292,32 @@ std::string planJson(const RunPlan& plan) {
         nlohmann::json perRank = nlohmann::json::array();
         for (std::size_t g = 0; g < pp.perRank.size(); ++g) {
             const geom::RankBudget& b = pp.perRank[g];
-            perRank.push_back({{"rank", pp.ranks[g]},
-                               {"tiles", b.tiles},
-                               {"peak_bytes", b.peakBytes},
-                               {"warp_bytes_read", b.warpBytesRead},
-                               {"chunk_rows", {{"weights", b.weightsRows}, {"trial", b.trialRows}, {"final", b.finalRows}}}});
+            perRank.push_back(
+                {{"rank", pp.ranks[g]},
+                 {"tiles", b.tiles},
+                 {"peak_bytes", b.peakBytes},
+                 {"warp_bytes_read", b.warpBytesRead},
+                 {"chunk_rows",
+                  {{"weights", b.weightsRows}, {"trial", b.trialRows}, {"final", b.finalRows}}}});
         }
-        patches.push_back({{"name", pp.name},
-                           {"box", {{"x0", pp.box.x0}, {"y0", pp.box.y0}, {"width", pp.box.width}, {"height", pp.box.height}}},
-                           {"warps", pp.warps},
-                           {"warps_opened", pp.warpsOpened},
-                           {"group", pp.group},
-                           {"ranks", pp.ranks},
-                           {"pixel_warps", static_cast<double>(pp.box.area()) * std::max(1, pp.warps)},
-                           {"halo_sigma", pp.haloSigma},
-                           {"halo_sigma_source", pp.haloSigmaSource},
-                           {"halo", pp.halo},
-                           {"tile_size", pp.tileSize},
-                           {"tiles", pp.tiles},
-                           {"warp_bytes_read", pp.warpBytesRead},
-                           {"chunk_rows", {{"weights", pp.weightsRows}, {"trial", pp.trialRows}, {"final", pp.finalRows}}},
-                           {"memory_per_rank", perRank},
-                           {"error", pp.error}});
+        patches.push_back(
+            {{"name", pp.name},
+             {"box",
+              {{"x0", pp.box.x0}, {"y0", pp.box.y0}, {"width", pp.box.width}, {"height", pp.box.height}}},
+             {"warps", pp.warps},
+             {"warps_opened", pp.warpsOpened},
+             {"group", pp.group},
+             {"ranks", pp.ranks},
+             {"pixel_warps", static_cast<double>(pp.box.area()) * std::max(1, pp.warps)},
+             {"halo_sigma", pp.haloSigma},
+             {"halo_sigma_source", pp.haloSigmaSource},
+             {"halo", pp.halo},
+             {"tile_size", pp.tileSize},
+             {"tiles", pp.tiles},
+             {"warp_bytes_read", pp.warpBytesRead},
+             {"chunk_rows", {{"weights", pp.weightsRows}, {"trial", pp.trialRows}, {"final", pp.finalRows}}},
+             {"memory_per_rank", perRank},
+             {"error", pp.error}});
     }
     auto& ranks = j["ranks"];
     ranks = nlohmann::json::array();
@@ -330,15 +340,17 @@ std::string planJson(const RunPlan& plan) {
     return j.dump(2) + "\n";
 }
 
-std::string describePlan(const Config& cfg, int nRanks) { return planText(makePlan(cfg, nRanks)); }
+std::string describePlan(const Config& cfg, int nRanks) {
+    return planText(makePlan(cfg, nRanks));
+}
 
 std::pair<int, int> parseShard(const std::string& text) {
     int k = -1;
     int n = 0;
     char slash = 0;
     char extra = 0;
-    if (std::sscanf(text.c_str(), "%d%c%d%c", &k, &slash, &n, &extra) != 3 || slash != '/' || n < 1 || k < 0 ||
-        k >= n) {
+    if (std::sscanf(text.c_str(), "%d%c%d%c", &k, &slash, &n, &extra) != 3 || slash != '/' || n < 1 ||
+        k < 0 || k >= n) {
         throw ConfigError("--shard: '" + text + "' must be K/N with 0 <= K < N (e.g. 0/4)");
     }
     return {k, n};
@@ -390,7 +402,8 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     if (checkpointDir.empty()) {
         checkpointDir = (fs::path(outDir) / "checkpoints").string();
     }
-    CheckpointOptions ckpt{checkpointDir, opts.resume, opts.restart, cfg.getDouble("checkpoint.tile_interval")};
+    CheckpointOptions ckpt{checkpointDir, opts.resume, opts.restart,
+                           cfg.getDouble("checkpoint.tile_interval")};
 
     std::vector<double> costs;
     for (const auto& p : manifest.patches) {
@@ -408,8 +421,8 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         mine += g == color ? 1 : 0;
     }
     if (comm.rank() == 0) {
-        log().info("run: {} patches on {} ranks in {} groups; output {}", manifest.patches.size(), comm.size(),
-                   plan.nGroups, outDir);
+        log().info("run: {} patches on {} ranks in {} groups; output {}", manifest.patches.size(),
+                   comm.size(), plan.nGroups, outDir);
     }
 
     const std::string cfgHash = scienceConfigHash(cfg);
@@ -443,8 +456,10 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         }
         parallel::broadcastFromRoot(&group, current);
         if (current == 2) {
-            const std::string why = out + ": exists but was made with a different configuration (SCCFGHSH differs); "
-                                          "rerun with --restart to redo it";
+            const std::string why =
+                out +
+                ": exists but was made with a different configuration (SCCFGHSH differs); "
+                "rerun with --restart to redo it";
             if (group.rank() == 0) {
                 log().error("patch {}: {}", patch.name, why);
                 PatchOutcome f = o;
@@ -510,8 +525,8 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             lastProgress = std::chrono::steady_clock::now();
             const double elapsed = std::chrono::duration<double>(lastProgress - t0).count();
             const double rate = static_cast<double>(handled) / std::max(elapsed, 1e-9);
-            log().info("progress: group {}: {}/{} patches ({} in the run), {:.2f} patches/min, ETA {:.0f} s", color,
-                       handled, mine, manifest.patches.size(), rate * 60.0,
+            log().info("progress: group {}: {}/{} patches ({} in the run), {:.2f} patches/min, ETA {:.0f} s",
+                       color, handled, mine, manifest.patches.size(), rate * 60.0,
                        static_cast<double>(mine - handled) / std::max(rate, 1e-9));
         }
     }
@@ -522,7 +537,8 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     const long long allSkipped = comm.sum(skipped);
     const long long allFailed = comm.sum(failed);
     const double wall = comm.max(seconds);
-    const auto perRank = parallel::gatherToRoot(&comm, std::make_pair(seconds, std::make_pair(peakRssBytes(), io::warpBytesRead())));
+    const auto perRank = parallel::gatherToRoot(
+        &comm, std::make_pair(seconds, std::make_pair(peakRssBytes(), io::warpBytesRead())));
     if (comm.rank() == 0) {
         double lo = perRank.front().first;
         double hi = lo;

@@ -21,10 +21,13 @@ int weightsChunkRows(const Box& patch, std::int64_t budgetBytes) {
                           formatByteSize(sampleBytes) + " for " + patch.str() + ")");
     }
     return static_cast<int>(std::clamp<std::int64_t>(
-        std::min<std::int64_t>((budgetBytes - sampleBytes) / rowBytes, kChunkCap / rowBytes), 1, patch.height));
+        std::min<std::int64_t>((budgetBytes - sampleBytes) / rowBytes, kChunkCap / rowBytes), 1,
+        patch.height));
 }
 
-std::int64_t trialFixedBytes(const Box& haloBox) { return haloBox.area() * kTrialFixedBytesPerPixel; }
+std::int64_t trialFixedBytes(const Box& haloBox) {
+    return haloBox.area() * kTrialFixedBytesPerPixel;
+}
 
 std::int64_t finalFixedBytes(const Box& patch, std::int64_t ownTilesArea, bool gathersPatch) {
     return (gathersPatch ? patch.area() : ownTilesArea) * kFinalFixedBytesPerPixel;
@@ -40,7 +43,8 @@ int stackChunkRows(const Box& box, int nWarps, std::int64_t fixedBytes, std::int
                           " px and the gathered patch " + patch.str() + ")");
     }
     const std::int64_t capRows = std::max<std::int64_t>(
-        1, kChunkCap / (static_cast<std::int64_t>(nWarps) * kWarpChunkBytesPerPixel * std::max(1, box.width)));
+        1,
+        kChunkCap / (static_cast<std::int64_t>(nWarps) * kWarpChunkBytesPerPixel * std::max(1, box.width)));
     return static_cast<int>(std::min<std::int64_t>(
         rowsPerChunk(box, nWarps, kWarpChunkBytesPerPixel, kStackOutputBytesPerPixel, avail), capRows));
 }
@@ -56,8 +60,9 @@ std::int64_t tilePlanFixedBytes(const Box& patch, const Box& firstTile, int halo
     return std::max(trialFixedBytes(firstTile.grown(halo).intersect(patch)), finalFixedBytes(patch, 0, true));
 }
 
-std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& tiles, const std::vector<int>& owner,
-                                    int halo, int groupSize, const std::vector<bool>& warpUsed, bool trialPass,
+std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& tiles,
+                                    const std::vector<int>& owner, int halo, int groupSize,
+                                    const std::vector<bool>& warpUsed, bool trialPass,
                                     std::int64_t budgetBytes, const std::string& patchName, int tileSize,
                                     std::int64_t extraRootReads) {
     groupSize = std::max(1, groupSize);
@@ -67,18 +72,20 @@ std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& ti
         nUsed += u ? 1 : 0;
     }
     const int weightsRows = weightsChunkRows(patch, budgetBytes);
-    const std::int64_t weightsPeak = weightsSampleBytes(patch) +
-                                     static_cast<std::int64_t>(weightsRows) * patch.width * kWeightsChunkBytesPerPixel;
+    const std::int64_t weightsPeak = weightsSampleBytes(patch) + static_cast<std::int64_t>(weightsRows) *
+                                                                     patch.width * kWeightsChunkBytesPerPixel;
     for (std::size_t i = 0; i < warpUsed.size(); ++i) {
         if (warpUsed[i]) {
-            out[i % static_cast<std::size_t>(groupSize)].warpBytesRead += patch.area() * kWeightsReadBytesPerPixel;
+            out[i % static_cast<std::size_t>(groupSize)].warpBytesRead +=
+                patch.area() * kWeightsReadBytesPerPixel;
         }
     }
     std::vector<std::int64_t> ownArea(out.size(), 0);
     for (std::size_t t = 0; t < tiles.size(); ++t) {
         ownArea[static_cast<std::size_t>(owner[t])] += tiles[t].area();
     }
-    const std::int64_t perPixelRow = kWarpChunkBytesPerPixel * static_cast<std::int64_t>(nUsed) + kStackOutputBytesPerPixel;
+    const std::int64_t perPixelRow =
+        kWarpChunkBytesPerPixel * static_cast<std::int64_t>(nUsed) + kStackOutputBytesPerPixel;
     std::vector<std::int64_t> trialPeak(out.size(), 0);
     std::vector<std::int64_t> finalPeak(out.size(), 0);
     for (std::size_t r = 0; r < out.size(); ++r) {
@@ -94,15 +101,17 @@ std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& ti
             const Box& tile = tiles[t];
             if (trialPass) {
                 const Box hb = tile.grown(halo).intersect(patch);
-                const int rows = stackChunkRows(hb, nUsed, trialFixedBytes(hb), budgetBytes, patchName, tileSize, patch);
+                const int rows =
+                    stackChunkRows(hb, nUsed, trialFixedBytes(hb), budgetBytes, patchName, tileSize, patch);
                 b.trialRows = b.trialRows == 0 ? rows : std::min(b.trialRows, rows);
                 trialPeak[r] = std::max(trialPeak[r], trialFixedBytes(hb) + static_cast<std::int64_t>(rows) *
-                                                                               hb.width * perPixelRow);
+                                                                                hb.width * perPixelRow);
                 b.warpBytesRead += hb.area() * kStackReadBytesPerPixel * nUsed;
             }
             const int rows = stackChunkRows(tile, nUsed, finalFixed, budgetBytes, patchName, tileSize, patch);
             b.finalRows = b.finalRows == 0 ? rows : std::min(b.finalRows, rows);
-            finalPeak[r] = std::max(finalPeak[r], finalFixed + static_cast<std::int64_t>(rows) * tile.width * perPixelRow);
+            finalPeak[r] = std::max(finalPeak[r],
+                                    finalFixed + static_cast<std::int64_t>(rows) * tile.width * perPixelRow);
             b.warpBytesRead += tile.area() * kStackReadBytesPerPixel * nUsed;
         }
         b.peakBytes = std::max({weightsPeak, trialPeak[r], finalPeak[r]});

@@ -143,7 +143,8 @@ std::vector<int> assignToRanks(const std::vector<double>& costs, int nRanks) {
     return rankOf;
 }
 
-TilePlan planTiles(const Box& patch, int groupSize, int tileSize, int halo, int nWarps, std::int64_t budgetBytes) {
+TilePlan planTiles(const Box& patch, int groupSize, int tileSize, int halo, int nWarps,
+                   std::int64_t budgetBytes) {
     TilePlan plan;
     plan.halo = halo;
     int t = tileSize;
@@ -177,7 +178,8 @@ GroupPlan planGroups(const std::vector<double>& patchCosts, int nRanks) {
         throw InvalidParameter("planGroups: nRanks must be >= 1");
     }
     GroupPlan plan;
-    plan.nGroups = static_cast<int>(std::clamp<std::size_t>(patchCosts.size(), 1, static_cast<std::size_t>(nRanks)));
+    plan.nGroups =
+        static_cast<int>(std::clamp<std::size_t>(patchCosts.size(), 1, static_cast<std::size_t>(nRanks)));
     for (int r = 0; r < nRanks; ++r) {
         plan.groupOfRank.push_back(r % plan.nGroups);
     }

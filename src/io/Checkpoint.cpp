@@ -6,8 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <type_traits>
@@ -54,14 +54,16 @@ hid_t check(hid_t id, const std::string& path, const char* what, bool /*isId*/) 
     return id;
 }
 
-void silenceHdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+void silenceHdf5() {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
 
 void writeStringAttr(hid_t obj, const std::string& name, const std::string& value, const std::string& path) {
     H5Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
     check(H5Tset_size(type.get(), value.empty() ? 1 : value.size()), path, "string type");
     H5Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-    H5Handle attr(check(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), path,
-                        "attribute", true),
+    H5Handle attr(check(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                        path, "attribute", true),
                   H5Aclose);
     const std::string v = value.empty() ? std::string(1, '\0') : value;
     check(H5Awrite(attr.get(), type.get(), v.data()), path, "attribute write");
@@ -115,7 +117,8 @@ std::optional<T> readScalarAttr(hid_t obj, const std::string& name, hid_t memTyp
 }
 
 /// 1-D dataset of n records of `type`, chunked and deflated when large.
-void writeDataset(hid_t file, const char* name, hid_t type, std::size_t n, const void* data, const std::string& path) {
+void writeDataset(hid_t file, const char* name, hid_t type, std::size_t n, const void* data,
+                  const std::string& path) {
     const hsize_t dims[1] = {static_cast<hsize_t>(n)};
     H5Handle space(H5Screate_simple(1, dims, nullptr), H5Sclose);
     H5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
@@ -144,7 +147,8 @@ bool readDataset(hid_t file, const char* name, hid_t type, std::vector<T>& out) 
     }
     H5Handle space(H5Dget_space(ds.get()), H5Sclose);
     hsize_t dims[1] = {0};
-    if (H5Sget_simple_extent_ndims(space.get()) != 1 || H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0) {
+    if (H5Sget_simple_extent_ndims(space.get()) != 1 ||
+        H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0) {
         return false;
     }
     out.resize(static_cast<std::size_t>(dims[0]));
@@ -205,8 +209,10 @@ public:
             if constexpr (std::is_same_v<T, std::string>) {
                 m_strings.push_back(n.checkpoint);
             } else {
-                static_assert(std::is_same_v<T, std::int64_t> || std::is_same_v<T, double>, "8-byte fields only");
-                m_numeric.emplace_back(n.checkpoint, std::is_same_v<T, double> ? H5T_NATIVE_DOUBLE : H5T_NATIVE_INT64);
+                static_assert(std::is_same_v<T, std::int64_t> || std::is_same_v<T, double>,
+                              "8-byte fields only");
+                m_numeric.emplace_back(n.checkpoint,
+                                       std::is_same_v<T, double> ? H5T_NATIVE_DOUBLE : H5T_NATIVE_INT64);
             }
         });
     }
@@ -264,7 +270,8 @@ bool readRows(hid_t file, const char* name, std::vector<Row>& rows) {
     }
     H5Handle space(H5Dget_space(ds.get()), H5Sclose);
     hsize_t dims[1] = {0};
-    if (H5Sget_simple_extent_ndims(space.get()) != 1 || H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0) {
+    if (H5Sget_simple_extent_ndims(space.get()) != 1 ||
+        H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0) {
         return false;
     }
     const auto n = static_cast<std::size_t>(dims[0]);
@@ -328,12 +335,13 @@ void publish(const std::string& path, const CheckpointKey& key, const std::strin
     writeAtomically(
         path,
         [&](const std::string& tmp) {
-            H5Handle file(check(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path, "create",
-                                true),
-                          H5Fclose);
+            H5Handle file(
+                check(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path, "create", true),
+                H5Fclose);
             body(file.get(), tmp);
             H5Handle root(H5Gopen2(file.get(), "/", H5P_DEFAULT), H5Gclose);
-            writeScalarAttr<int>(root.get(), "format_version", H5T_NATIVE_INT, kCheckpointFormatVersion, path);
+            writeScalarAttr<int>(root.get(), "format_version", H5T_NATIVE_INT, kCheckpointFormatVersion,
+                                 path);
             writeStringAttr(root.get(), "safeclip_version", kVersion, path);
             writeStringAttr(root.get(), "config_hash", key.configHash, path);
             writeStringAttr(root.get(), "input_hash", key.inputHash, path);
@@ -375,8 +383,9 @@ hid_t openChecked(const std::string& path, const CheckpointKey& key, CheckpointR
         return fail(CheckpointStatus::Invalid, "incomplete checkpoint (no complete=1 attribute)");
     }
     if (!version || *version > kCheckpointFormatVersion || *version < 1) {
-        return fail(CheckpointStatus::Invalid, "unsupported checkpoint format_version " +
-                                                   (version ? std::to_string(*version) : std::string("(none)")));
+        return fail(CheckpointStatus::Invalid,
+                    "unsupported checkpoint format_version " +
+                        (version ? std::to_string(*version) : std::string("(none)")));
     }
     if (!cfg || *cfg != key.configHash) {
         return fail(CheckpointStatus::ConfigChanged, "made with a different configuration (config hash " +
@@ -449,8 +458,8 @@ void writePatchCheckpoint(const std::string& path, const CheckpointKey& key, con
         std::vector<SpanRecord> spans;
         for (std::size_t i = 0; i < s.warps.size(); ++i) {
             const WarpState& w = s.warps[i];
-            warps.push_back({w.visit, w.scale, w.weight, static_cast<std::uint8_t>(w.used ? 1 : 0), w.nClippedPixels,
-                             w.nBigFootprints});
+            warps.push_back({w.visit, w.scale, w.weight, static_cast<std::uint8_t>(w.used ? 1 : 0),
+                             w.nClippedPixels, w.nBigFootprints});
             status.push_back(w.status);
             for (const kernel::Span& sp : w.clipped) {
                 spans.push_back({static_cast<std::int32_t>(i), sp.y, sp.x0, sp.x1});
@@ -470,7 +479,8 @@ void writePatchCheckpoint(const std::string& path, const CheckpointKey& key, con
         writeRows(file, "candidates", s.decisions.candidates, path);
         H5Handle root(H5Gopen2(file, "/", H5P_DEFAULT), H5Gclose);
         writeScalarAttr<std::int64_t>(root.get(), "n_footprints", H5T_NATIVE_INT64, s.nFootprints, path);
-        writeScalarAttr<std::int64_t>(root.get(), "n_clipped_footprints", H5T_NATIVE_INT64, s.nClippedFootprints, path);
+        writeScalarAttr<std::int64_t>(root.get(), "n_clipped_footprints", H5T_NATIVE_INT64,
+                                      s.nClippedFootprints, path);
         writeScalarAttr<double>(root.get(), "psf_sigma", H5T_NATIVE_DOUBLE, s.psfSigma, path);
         writeStringAttr(root.get(), "psf_source", s.psfSource, path);
     });
@@ -492,11 +502,12 @@ CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey&
     std::vector<SpanRecord> spans;
     H5Handle wt(warpType(), H5Tclose);
     H5Handle st(spanType(), H5Tclose);
-    const bool ok = readDataset(file.get(), "warps", wt.get(), warps) && readStrings(file.get(), "warp_status", status) &&
-                    readStrings(file.get(), "warp_checksum", sums) && sums.size() == warps.size() &&
-                    readDataset(file.get(), "clipped_spans", st.get(), spans) &&
-                    readRows(file.get(), "footprints", s.decisions.footprints) &&
-                    readRows(file.get(), "candidates", s.decisions.candidates) && status.size() == warps.size();
+    const bool ok =
+        readDataset(file.get(), "warps", wt.get(), warps) && readStrings(file.get(), "warp_status", status) &&
+        readStrings(file.get(), "warp_checksum", sums) && sums.size() == warps.size() &&
+        readDataset(file.get(), "clipped_spans", st.get(), spans) &&
+        readRows(file.get(), "footprints", s.decisions.footprints) &&
+        readRows(file.get(), "candidates", s.decisions.candidates) && status.size() == warps.size();
     const auto nf = readScalarAttr<std::int64_t>(root.get(), "n_footprints", H5T_NATIVE_INT64);
     const auto ncf = readScalarAttr<std::int64_t>(root.get(), "n_clipped_footprints", H5T_NATIVE_INT64);
     const auto psf = readScalarAttr<double>(root.get(), "psf_sigma", H5T_NATIVE_DOUBLE);
@@ -536,7 +547,8 @@ CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey&
 namespace {
 
 template <class T>
-void writePlane(hid_t file, const char* name, hid_t type, const kernel::Image<T>& img, const std::string& path) {
+void writePlane(hid_t file, const char* name, hid_t type, const kernel::Image<T>& img,
+                const std::string& path) {
     const kernel::Box& b = img.box();
     const hsize_t dims[2] = {static_cast<hsize_t>(b.height), static_cast<hsize_t>(b.width)};
     H5Handle space(H5Screate_simple(2, dims, nullptr), H5Sclose);
@@ -545,8 +557,8 @@ void writePlane(hid_t file, const char* name, hid_t type, const kernel::Image<T>
     check(H5Pset_chunk(dcpl.get(), 2, chunk), path, "chunking");
     check(H5Pset_shuffle(dcpl.get()), path, "shuffle");
     check(H5Pset_deflate(dcpl.get(), 1), path, "deflate");
-    H5Handle ds(check(H5Dcreate2(file, name, type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), path, name,
-                      true),
+    H5Handle ds(check(H5Dcreate2(file, name, type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), path,
+                      name, true),
                 H5Dclose);
     check(H5Dwrite(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, img.data().data()), path, name);
 }
@@ -559,8 +571,10 @@ bool readPlane(hid_t file, const char* name, hid_t type, kernel::Image<T>& img) 
     H5Handle ds(H5Dopen2(file, name, H5P_DEFAULT), H5Dclose);
     H5Handle space(H5Dget_space(ds.get()), H5Sclose);
     hsize_t dims[2] = {0, 0};
-    if (H5Sget_simple_extent_ndims(space.get()) != 2 || H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0 ||
-        dims[0] != static_cast<hsize_t>(img.box().height) || dims[1] != static_cast<hsize_t>(img.box().width)) {
+    if (H5Sget_simple_extent_ndims(space.get()) != 2 ||
+        H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0 ||
+        dims[0] != static_cast<hsize_t>(img.box().height) ||
+        dims[1] != static_cast<hsize_t>(img.box().width)) {
         return false;
     }
     return H5Dread(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, img.data().data()) >= 0;
@@ -581,15 +595,17 @@ void writeTileCheckpoint(const std::string& path, const CheckpointKey& key, cons
         const hsize_t dims[1] = {4};
         H5Handle space(H5Screate_simple(1, dims, nullptr), H5Sclose);
         H5Handle root(H5Gopen2(file, "/", H5P_DEFAULT), H5Gclose);
-        H5Handle attr(check(H5Acreate2(root.get(), "box", H5T_NATIVE_INT64, space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                            path, "box", true),
-                      H5Aclose);
+        H5Handle attr(
+            check(H5Acreate2(root.get(), "box", H5T_NATIVE_INT64, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                  path, "box", true),
+            H5Aclose);
         check(H5Awrite(attr.get(), H5T_NATIVE_INT64, box), path, "box");
     });
 }
 
 bool readTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::Box& box,
-                        kernel::MaskedImage& pixels, kernel::ImageU16& nImage, std::vector<std::int64_t>& usedPerWarp) {
+                        kernel::MaskedImage& pixels, kernel::ImageU16& nImage,
+                        std::vector<std::int64_t>& usedPerWarp) {
     CheckpointRead status;
     const hid_t fileId = openChecked(path, key, status);
     if (fileId < 0) {

@@ -215,7 +215,8 @@ void writeTable(const FitsFile& f, const Table& table) {
         }
     }
     for (std::size_t first = 0; first < nRows; first += static_cast<std::size_t>(chunk)) {
-        const auto n = static_cast<LONGLONG>(std::min<std::size_t>(static_cast<std::size_t>(chunk), nRows - first));
+        const auto n =
+            static_cast<LONGLONG>(std::min<std::size_t>(static_cast<std::size_t>(chunk), nRows - first));
         const auto row = static_cast<LONGLONG>(first) + 1;
         for (std::size_t c = 0; c < table.columns.size(); ++c) {
             const Column& col = table.columns[c];
@@ -223,7 +224,8 @@ void writeTable(const FitsFile& f, const Table& table) {
             if (!ints[c].empty()) {
                 fits_write_col(fp, TLONGLONG, colnum, row, 1, n, ints[c].data() + first, &status);
             } else if (const auto* dv = std::get_if<std::vector<double>>(&col.data)) {
-                fits_write_col(fp, TDOUBLE, colnum, row, 1, n, const_cast<double*>(dv->data()) + first, &status);
+                fits_write_col(fp, TDOUBLE, colnum, row, 1, n, const_cast<double*>(dv->data()) + first,
+                               &status);
             } else {
                 fits_write_col(fp, TSTRING, colnum, row, 1, n, strs[c].data() + first, &status);
             }

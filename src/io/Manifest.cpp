@@ -101,8 +101,9 @@ std::string resolve(const std::string& path, const fs::path& baseDir, const std:
     const std::string dirName = baseDir.empty() ? std::string(".") : baseDir.string();
     const fs::path norm = warp.lexically_normal();
     if (!norm.empty() && *norm.begin() == "..") {
-        fail(path, where + ".path " + inQuotes(p) + " escapes the manifest's directory " + dirName +
-                       " (relative warp paths must stay inside it; give an absolute path for a warp elsewhere)");
+        fail(path,
+             where + ".path " + inQuotes(p) + " escapes the manifest's directory " + dirName +
+                 " (relative warp paths must stay inside it; give an absolute path for a warp elsewhere)");
     }
     const fs::path full = baseDir.empty() ? warp : baseDir / warp;
     std::error_code ec1;
@@ -112,8 +113,8 @@ std::string resolve(const std::string& path, const fs::path& baseDir, const std:
     if (!ec1 && !ec2) {
         const fs::path rel = real.lexically_relative(root);
         if (rel.empty() || *rel.begin() == "..") {
-            fail(path, where + ".path " + inQuotes(p) + " resolves through a symbolic link to " + real.string() +
-                           ", outside the manifest's directory " + root.string() +
+            fail(path, where + ".path " + inQuotes(p) + " resolves through a symbolic link to " +
+                           real.string() + ", outside the manifest's directory " + root.string() +
                            " (give an absolute path for a warp elsewhere)");
         }
     }

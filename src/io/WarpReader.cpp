@@ -1,21 +1,21 @@
 #include "safeclip/io/WarpReader.h"
 
-#include <atomic>
-#include <cstdlib>
-#include <cerrno>
-#include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <fstream>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string_view>
 #include <system_error>
@@ -414,7 +414,8 @@ std::unique_ptr<FitsFile> openGuarded(const std::string& path) {
             while (::waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
             }
             if (WIFSIGNALED(ws)) {
-                throw InputError(path + ": corrupt tile-compressed header: cfitsio crashed reading it (signal " +
+                throw InputError(path +
+                                 ": corrupt tile-compressed header: cfitsio crashed reading it (signal " +
                                  std::to_string(WTERMSIG(ws)) + "); file refused");
             }
         }
@@ -638,7 +639,7 @@ void WarpReader::RawReader::read(int plane, const kernel::Box& local, void* out,
     const std::int64_t runPixels = fullRows ? local.area() : local.width;
     const int nRuns = fullRows ? 1 : local.height;
     auto* dst = static_cast<unsigned char*>(out);  // 4-byte pixels, written bytewise
-    std::vector<std::uint16_t> narrow;  // 16-bit pixels before widening
+    std::vector<std::uint16_t> narrow;             // 16-bit pixels before widening
     if (raw.encoding == RawEncoding::UInt16) {
         narrow.resize(static_cast<std::size_t>(std::min(runPixels, kBlockPixels)));
     }
@@ -894,12 +895,15 @@ namespace {
 std::atomic<std::int64_t> g_bytesRead{0};
 }  // namespace
 
-std::int64_t warpBytesRead() { return g_bytesRead.load(); }
+std::int64_t warpBytesRead() {
+    return g_bytesRead.load();
+}
 
 void WarpReader::readPlanes(const kernel::Box& box, float* image, kernel::MaskPixel* mask,
                             float* variance) const {
-    g_bytesRead += box.area() * static_cast<std::int64_t>((image != nullptr ? 4 : 0) + (mask != nullptr ? 4 : 0) +
-                                                          (variance != nullptr ? 4 : 0));
+    g_bytesRead +=
+        box.area() * static_cast<std::int64_t>((image != nullptr ? 4 : 0) + (mask != nullptr ? 4 : 0) +
+                                               (variance != nullptr ? 4 : 0));
     const kernel::Box& full = m_header.box;
     if (!full.contains(box)) {
         throw InvalidParameter(m_header.path + ": box " + box.str() + " is not inside the warp's box " +

@@ -133,8 +133,8 @@ std::string compareWcs(const WcsMap& ref, const WcsMap& m, const std::string& re
         const bool same = rv.number && v.number ? sameNumber(*rv.number, *v.number) : rv.text == v.text;
         if (!same) {
             const bool crpix = key == "CRPIX1" || key == "CRPIX2";
-            diffs.push_back(key + (crpix ? " + xy0 = " : " = ") + (v.number ? fmt(*v.number) : v.text) + " vs " +
-                            (rv.number ? fmt(*rv.number) : rv.text));
+            diffs.push_back(key + (crpix ? " + xy0 = " : " = ") + (v.number ? fmt(*v.number) : v.text) +
+                            " vs " + (rv.number ? fmt(*rv.number) : rv.text));
         }
     }
     for (const auto& [key, v] : m) {

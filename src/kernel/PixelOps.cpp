@@ -56,7 +56,8 @@ std::int64_t countAccepted(const MaskedImage& warp, MaskPixel andMask, const Box
         std::int32_t rowUsed = 0;  // branch-free, so that the loop vectorises
         for (int k = 0; k < region.width; ++k) {
             const std::int32_t good = (m[k] & andMask) == 0 ? 1 : 0;
-            const std::int32_t finite = (std::bit_cast<std::uint32_t>(im[k]) & 0x7fffffffU) < 0x7f800000U ? 1 : 0;
+            const std::int32_t finite =
+                (std::bit_cast<std::uint32_t>(im[k]) & 0x7fffffffU) < 0x7f800000U ? 1 : 0;
             n[k] = static_cast<std::uint16_t>(n[k] + good);
             rowUsed += good & finite;
         }

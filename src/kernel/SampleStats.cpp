@@ -49,7 +49,7 @@ struct Moments {
 constexpr std::size_t kClipLanes = 8;
 
 struct ClipLanes {
-    double sum[kClipLanes] = {};        ///< Σ x (or Σ (x - mean)²) of the kept values, per lane
+    double sum[kClipLanes] = {};          ///< Σ x (or Σ (x - mean)²) of the kept values, per lane
     std::int64_t count[kClipLanes] = {};  ///< kept values per lane
 };
 
@@ -155,7 +155,8 @@ Moments clipMoments(const float* values, std::size_t n, double c, double h, bool
 /// The values at the given ranks (sorted, unique, < n) of a NaN-free sample, without reordering
 /// it: a histogram of the top 16 bits of the order-preserving key, then of the low 16 bits inside
 /// the bins that hold a needed rank. Memory is fixed (at most 7 × 256 KiB) whatever the values.
-std::vector<float> selectRanksHistogram(std::span<const float> values, const std::vector<std::size_t>& ranks) {
+std::vector<float> selectRanksHistogram(std::span<const float> values,
+                                        const std::vector<std::size_t>& ranks) {
     const std::size_t n = values.size();
     // Pass 1. Two interleaved counters keep runs of equal bins (a flat variance plane) from
     // serialising on one memory location.
@@ -221,7 +222,9 @@ std::vector<float> selectRanksHistogram(std::span<const float> values, const std
 constexpr std::size_t kMinBracketed = std::size_t{1} << 17;
 constexpr std::size_t kMaxSub = std::size_t{1} << 16;
 
-std::size_t subsampleSize(std::size_t n) { return std::min(kMaxSub, std::bit_floor(n / 64)); }
+std::size_t subsampleSize(std::size_t n) {
+    return std::min(kMaxSub, std::bit_floor(n / 64));
+}
 
 /// The values at the given ranks (sorted, unique, < size) of `v`, by nth_element (reorders v);
 /// each selection runs only above the previous rank, where the next one must be.
@@ -293,8 +296,8 @@ bool bracketPassPortable(const float* v, std::size_t n, std::vector<Bracket>& br
 
 #if defined(__GNUC__) && defined(__x86_64__)
 /// Add the 32-bit lane counts of bracketPassAvx2 into the brackets and reset them.
-__attribute__((target("avx2"))) void foldBracketCounts(std::vector<Bracket>& br, __m256i* below, __m256i* atLo,
-                                                       __m256i* atHi) {
+__attribute__((target("avx2"))) void foldBracketCounts(std::vector<Bracket>& br, __m256i* below,
+                                                       __m256i* atLo, __m256i* atHi) {
     for (std::size_t b = 0; b < br.size(); ++b) {
         alignas(32) std::int32_t c[3][8];
         _mm256_store_si256(reinterpret_cast<__m256i*>(c[0]), below[b]);
@@ -392,7 +395,8 @@ std::vector<float> selectRanks(std::span<const float> values, const std::vector<
         const double t = f * static_cast<double>(nSub - 1);
         const double margin = 4.0 * std::sqrt(static_cast<double>(nSub) * f * (1.0 - f)) + 8.0;
         const auto a = static_cast<std::size_t>(std::max(0.0, std::floor(t - margin)));
-        const auto b = static_cast<std::size_t>(std::min(static_cast<double>(nSub - 1), std::ceil(t + margin)));
+        const auto b =
+            static_cast<std::size_t>(std::min(static_cast<double>(nSub - 1), std::ceil(t + margin)));
         if (!spans.empty() && a <= spans.back().second) {
             spans.back().second = std::max(spans.back().second, b);
         } else {
@@ -417,14 +421,15 @@ std::vector<float> selectRanks(std::span<const float> values, const std::vector<
     for (std::size_t k = 0; k < spans.size(); ++k) {
         // The subsample's extreme ranks open the bracket to the sample's ends.
         br[k].lo = spans[k].first == 0 ? -std::numeric_limits<float>::infinity() : subValue(spans[k].first);
-        br[k].hi = spans[k].second == nSub - 1 ? std::numeric_limits<float>::infinity() : subValue(spans[k].second);
+        br[k].hi =
+            spans[k].second == nSub - 1 ? std::numeric_limits<float>::infinity() : subValue(spans[k].second);
     }
     // A bracket is expected to hold ~2 % of the sample strictly inside; past n/16 the histogram
     // method is used instead, so the candidates never cost more than 3 × 4 B / 16 per value.
     const std::size_t cap = n / 16;
 #if defined(__GNUC__) && defined(__x86_64__)
     const bool ok = detail::useAvx2() ? bracketPassAvx2(values.data(), n, br, cap)
-                              : bracketPassPortable(values.data(), n, br, cap);
+                                      : bracketPassPortable(values.data(), n, br, cap);
 #else
     const bool ok = bracketPassPortable(values.data(), n, br, cap);
 #endif

@@ -185,9 +185,12 @@ void forEachOverlap(const std::vector<Span>& a, const std::vector<Span>& b, Fn&&
         return;
     }
     auto rows = [y0, y1](const std::vector<Span>& v) {
-        const auto first = std::lower_bound(v.begin(), v.end(), y0, [](const Span& sp, int y) { return sp.y < y; });
-        const auto last = std::upper_bound(first, v.end(), y1, [](int y, const Span& sp) { return y < sp.y; });
-        return std::pair{static_cast<std::size_t>(first - v.begin()), static_cast<std::size_t>(last - v.begin())};
+        const auto first =
+            std::lower_bound(v.begin(), v.end(), y0, [](const Span& sp, int y) { return sp.y < y; });
+        const auto last =
+            std::upper_bound(first, v.end(), y1, [](int y, const Span& sp) { return y < sp.y; });
+        return std::pair{static_cast<std::size_t>(first - v.begin()),
+                         static_cast<std::size_t>(last - v.begin())};
     };
     auto [i, iEnd] = rows(a);
     auto [j, jEnd] = rows(b);
@@ -446,8 +449,8 @@ void appendMaskRuns(std::vector<Span>& out, int y, int x0, const MaskPixel* row,
     }
 }
 
-void appendMaskRuns3(std::vector<Span>& bad, std::vector<Span>& detGood, std::vector<Span>& detAll, int y, int x0,
-                     const MaskPixel* row, int n, MaskPixel badBits, MaskPixel detBits) {
+void appendMaskRuns3(std::vector<Span>& bad, std::vector<Span>& detGood, std::vector<Span>& detAll, int y,
+                     int x0, const MaskPixel* row, int n, MaskPixel badBits, MaskPixel detBits) {
     const MaskPixel anyBits = badBits | detBits;
     int startBad = -1;  // start of the open run of each list, -1 = none open
     int startGood = -1;
@@ -507,7 +510,8 @@ SpanSet spansFromMask(const MaskImage& mask, MaskPixel bits) {
 }
 
 SpanSet SpanSet::rowsIn(int y0, int y1) const {
-    auto lo = std::lower_bound(m_spans.begin(), m_spans.end(), y0, [](const Span& a, int y) { return a.y < y; });
+    auto lo =
+        std::lower_bound(m_spans.begin(), m_spans.end(), y0, [](const Span& a, int y) { return a.y < y; });
     auto hi = std::lower_bound(lo, m_spans.end(), y1, [](const Span& a, int y) { return a.y < y; });
     return SpanSet::fromSortedSpans(std::vector<Span>(lo, hi));
 }

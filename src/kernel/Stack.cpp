@@ -373,7 +373,8 @@ struct BlockStacker {
     /// selection size (otherwise n is set to n0, right for s = accM). V is NaN when neither
     /// InputVar nor (SampleVar and !fromInput) provides it.
     template <bool Pre, bool SampleVar, bool InputVar, bool Count>
-    [[gnu::always_inline]] void moments(const std::int64_t* s, int nb, bool fromInput, BlockMoments& r) const {
+    [[gnu::always_inline]] void moments(const std::int64_t* s, int nb, bool fromInput,
+                                        BlockMoments& r) const {
         double sw[kBlock];
         double swx[kBlock];
         double sw2[kBlock];
@@ -611,8 +612,8 @@ struct BlockStacker {
     }
 
     /// Stack the block with ctrl and write the nb output pixels (§4.3).
-    [[gnu::always_inline]] void stack(int nb, const StackControl& ctrl, float* outImg, MaskPixel* outMsk, float* outVar,
-               StackResult& result, BlockMoments& mom) {
+    [[gnu::always_inline]] void stack(int nb, const StackControl& ctrl, float* outImg, MaskPixel* outMsk,
+                                      float* outVar, StackResult& result, BlockMoments& mom) {
         if (ctrl.statistic == Statistic::MeanClip) {
             meanClip(nb, ctrl, mom);
         } else {
@@ -665,8 +666,8 @@ struct BlockStacker {
     }
 };
 
-void checkRegionArgs(const char* fn, const std::vector<const MaskedImage*>& inputs, std::span<const float> weights,
-                     const Box& region, const MaskedImage& out) {
+void checkRegionArgs(const char* fn, const std::vector<const MaskedImage*>& inputs,
+                     std::span<const float> weights, const Box& region, const MaskedImage& out) {
     const std::size_t n = inputs.size();
     if (weights.size() != n) {
         throw InvalidParameter(std::string(fn) + ": " + std::to_string(n) + " inputs but " +
@@ -676,8 +677,8 @@ void checkRegionArgs(const char* fn, const std::vector<const MaskedImage*>& inpu
         return;
     }
     if (!out.box().contains(region)) {
-        throw InvalidParameter(std::string(fn) + ": region " + region.str() + " is not inside the output box " +
-                               out.box().str());
+        throw InvalidParameter(std::string(fn) + ": region " + region.str() +
+                               " is not inside the output box " + out.box().str());
     }
     for (std::size_t i = 0; i < n; ++i) {
         if (inputs[i] == nullptr) {
@@ -693,9 +694,11 @@ void checkRegionArgs(const char* fn, const std::vector<const MaskedImage*>& inpu
 /// The block loop shared by stackRegion and stackRegionPair (ctrlB/outB/resB null for one output).
 /// Always inlined into the two entry points below, which compile it for AVX2 and for the baseline
 /// ISA; both do the same IEEE operations in the same order (no FMA), so their results are identical.
-[[gnu::always_inline]] inline void stackBlocksImpl(const std::vector<const MaskedImage*>& inputs, std::span<const float> weights,
-                 const StackControl& ctrlA, const Box& region, MaskedImage& outA, StackResult& resA,
-                 const StackControl* ctrlB, MaskedImage* outB, StackResult* resB) {
+[[gnu::always_inline]] inline void stackBlocksImpl(const std::vector<const MaskedImage*>& inputs,
+                                                   std::span<const float> weights, const StackControl& ctrlA,
+                                                   const Box& region, MaskedImage& outA, StackResult& resA,
+                                                   const StackControl* ctrlB, MaskedImage* outB,
+                                                   StackResult* resB) {
     const std::size_t n = inputs.size();
     const int nInt = static_cast<int>(n);
     std::vector<const float*> imgRow(n);
@@ -755,10 +758,10 @@ void checkRegionArgs(const char* fn, const std::vector<const MaskedImage*>& inpu
     }
 }
 
-#define SAFECLIP_STACK_BLOCKS_ARGS                                                                       \
+#define SAFECLIP_STACK_BLOCKS_ARGS                                                                           \
     const std::vector<const MaskedImage*>&inputs, std::span<const float> weights, const StackControl &ctrlA, \
-        const Box &region, MaskedImage &outA, StackResult &resA, const StackControl *ctrlB, MaskedImage *outB, \
-        StackResult *resB
+        const Box &region, MaskedImage &outA, StackResult &resA, const StackControl *ctrlB,                  \
+        MaskedImage *outB, StackResult *resB
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 __attribute__((target("avx2"))) void stackBlocksAvx2(SAFECLIP_STACK_BLOCKS_ARGS) {

@@ -9,7 +9,9 @@ namespace safeclip::parallel {
 
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
-extern "C" void onStopSignal(int /*sig*/) { g_stop = 1; }
+extern "C" void onStopSignal(int /*sig*/) {
+    g_stop = 1;
+}
 }  // namespace
 
 void installStopSignals() {
@@ -21,7 +23,9 @@ void installStopSignals() {
     sigaction(SIGUSR1, &sa, nullptr);
 }
 
-bool stopRequested() { return g_stop != 0; }
+bool stopRequested() {
+    return g_stop != 0;
+}
 
 void throwIfStopRequested(const char* where) {
     if (stopRequested()) {

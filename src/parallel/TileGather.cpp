@@ -1,10 +1,10 @@
 #include "safeclip/parallel/TileGather.h"
 
 #include <mpi.h>
+
 #include <cstring>
 
 #include "safeclip/kernel/Error.h"
-
 
 namespace safeclip::parallel {
 
@@ -90,7 +90,8 @@ void gatherTiles(const Comm& comm, int root, const std::vector<Tile>& local, ker
             MPI_Recv(box, 4, MPI_INT, r, 1, raw, MPI_STATUS_IGNORE);
             const kernel::Box b{box[0], box[1], box[2], box[3]};
             if (!patch.box().contains(b)) {
-                throw InvalidParameter("gatherTiles: tile " + b.str() + " outside patch " + patch.box().str());
+                throw InvalidParameter("gatherTiles: tile " + b.str() + " outside patch " +
+                                       patch.box().str());
             }
             recvPlane(raw, r, b, patch.image, fbuf);
             recvPlane(raw, r, b, patch.mask, mbuf);

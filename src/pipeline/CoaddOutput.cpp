@@ -35,10 +35,14 @@ io::Table inputsTable(const PatchContext& ctx) {
         weight.push_back(w.used ? static_cast<double>(w.weight) : std::nan(""));
         nClipped.push_back(w.nClippedPixels);
     }
-    inputs.columns = {{"visit", visit, ""},   {"file", file, ""},
-                      {"scale", scale, ""},   {"weight", weight, ""},
-                      {"status", status, ""}, {"n_clipped_pixels", nClipped, "pixel"},
-                      {"n_used_pixels", usedPixels, "pixel"}, {"checksum", checksum, ""}};
+    inputs.columns = {{"visit", visit, ""},
+                      {"file", file, ""},
+                      {"scale", scale, ""},
+                      {"weight", weight, ""},
+                      {"status", status, ""},
+                      {"n_clipped_pixels", nClipped, "pixel"},
+                      {"n_used_pixels", usedPixels, "pixel"},
+                      {"checksum", checksum, ""}};
     return inputs;
 }
 

@@ -31,18 +31,18 @@ std::string joinVisits(const std::vector<const Warp*>& warps) {
     return out;
 }
 
-void record(kernel::DecisionTable& table, std::int64_t id, const SpanSet& f, const kernel::FootprintDecision& d,
-            const std::vector<Warp*>& warps) {
+void record(kernel::DecisionTable& table, std::int64_t id, const SpanSet& f,
+            const kernel::FootprintDecision& d, const std::vector<Warp*>& warps) {
     const kernel::Box bb = f.bbox();
     std::vector<const Warp*> clipped;
     for (int i : d.clippedWarps) {
         clipped.push_back(warps[static_cast<std::size_t>(i)]);
     }
-    table.footprints.push_back({id, bb.x0, bb.y0, bb.x1() - 1, bb.y1() - 1, f.area(), kernel::toString(d.rule),
-                                d.reason, joinVisits(clipped)});
+    table.footprints.push_back({id, bb.x0, bb.y0, bb.x1() - 1, bb.y1() - 1, f.area(),
+                                kernel::toString(d.rule), d.reason, joinVisits(clipped)});
     for (const kernel::Candidate& c : d.candidates) {
-        table.candidates.push_back(
-            {id, warps[static_cast<std::size_t>(c.warp)]->visit, c.det, c.ign, c.fraction, c.clipped ? 1 : 0});
+        table.candidates.push_back({id, warps[static_cast<std::size_t>(c.warp)]->visit, c.det, c.ign,
+                                    c.fraction, c.clipped ? 1 : 0});
     }
 }
 
@@ -92,7 +92,8 @@ void decide(PatchContext& ctx) {
         w.detAll = SpanSet();
     }
     log().info(
-        "patch {}: {} footprints (psf sigma {:.3f} px from {}), {} clipped in at least one warp; {} CLIPPED warp "
+        "patch {}: {} footprints (psf sigma {:.3f} px from {}), {} clipped in at least one warp; {} CLIPPED "
+        "warp "
         "pixels; {:.2f} s",
         ctx.name, footprints.size(), ctx.detect.psfSigma, ctx.psfSource, ctx.result.nClippedFootprints,
         clippedPixels, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

@@ -10,8 +10,9 @@
 
 namespace safeclip::pipeline {
 
-PatchContext::PatchContext(std::string patchName, const kernel::Box& patchBox, const PatchSettings& patchSettings,
-                           const parallel::Comm* patchGroup, CheckpointOptions checkpoints, std::string output)
+PatchContext::PatchContext(std::string patchName, const kernel::Box& patchBox,
+                           const PatchSettings& patchSettings, const parallel::Comm* patchGroup,
+                           CheckpointOptions checkpoints, std::string output)
     : settings(patchSettings),
       group(patchGroup),
       name(std::move(patchName)),
@@ -20,9 +21,13 @@ PatchContext::PatchContext(std::string patchName, const kernel::Box& patchBox, c
       ckpt(std::move(checkpoints)),
       outPath(std::move(output)) {}
 
-bool PatchContext::isRoot() const { return parallel::rankOf(group) == 0; }
+bool PatchContext::isRoot() const {
+    return parallel::rankOf(group) == 0;
+}
 
-int PatchContext::rank() const { return parallel::rankOf(group); }
+int PatchContext::rank() const {
+    return parallel::rankOf(group);
+}
 
 std::vector<Warp*> PatchContext::usedWarps() {
     std::vector<Warp*> out;
@@ -56,7 +61,8 @@ int detectionHalo(const kernel::DetectControl& ctrl) {
     return ctrl.kernelHalfWidth() + ctrl.growRadius() + std::max(0, ctrl.minPixels - 1);
 }
 
-double haloSigma(const kernel::DetectControl& configured, const std::vector<std::optional<double>>& headerSigmas) {
+double haloSigma(const kernel::DetectControl& configured,
+                 const std::vector<std::optional<double>>& headerSigmas) {
     if (configured.psfSigma > 0) {
         return configured.psfSigma;
     }
@@ -78,8 +84,8 @@ int tileHalo(const kernel::DetectControl& configured, double sigma) {
 const std::vector<StageDef>& modeStages(const std::string& mode) {
     // Plain weighted mean of the warps (no clipping, no detection).
     static const std::vector<StageDef> kMean = {
-        {"open", openWarps},       {"weights", measureWeights}, {"setup", planTiles},
-        {"final", finalStack},     {"post", postProcess},       {"write", writeCoadd},
+        {"open", openWarps},   {"weights", measureWeights}, {"setup", planTiles},
+        {"final", finalStack}, {"post", postProcess},       {"write", writeCoadd},
     };
     // SafeClip (spec §3-§8).
     static const std::vector<StageDef> kSafeClip = {

@@ -30,7 +30,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double secondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double secondsSince(Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 /// Final stack of this rank's tiles: into `direct`/`directN` (the root's patch) when given,
 /// else into tiles returned for the gather.
@@ -57,6 +59,7 @@ std::vector<parallel::Tile> stackTiles(PatchContext& ctx, MaskedImage* direct, k
     const io::CheckpointKey key = checkpointing ? checkpointKey(ctx) : io::CheckpointKey{};
     ctx.usedLocal.assign(ctx.warps.size(), 0);
     std::vector<std::size_t> warpIndex;  // position of each used warp in ctx.warps
+    warpIndex.reserve(warps.size());
     for (Warp* w : warps) {
         warpIndex.push_back(static_cast<std::size_t>(w - ctx.warps.data()));
     }
@@ -79,7 +82,8 @@ std::vector<parallel::Tile> stackTiles(PatchContext& ctx, MaskedImage* direct, k
                 ctx.usedLocal[i] += tileUsed[i];
             }
             if (direct != nullptr) {
-                parallel::gatherTiles(static_cast<const parallel::Comm*>(nullptr), 0, {reloaded}, *direct, *directN);
+                parallel::gatherTiles(static_cast<const parallel::Comm*>(nullptr), 0, {reloaded}, *direct,
+                                      *directN);
             } else {
                 out.push_back(std::move(reloaded));
             }
@@ -92,8 +96,8 @@ std::vector<parallel::Tile> stackTiles(PatchContext& ctx, MaskedImage* direct, k
         }
         MaskedImage& target = direct != nullptr ? *direct : result.pixels;
         kernel::ImageU16& targetN = direct != nullptr ? *directN : result.nImage;
-        rows = geom::stackChunkRows(tile, static_cast<int>(warps.size()), finalFixed, ctx.settings.memoryBudget, ctx.name,
-                              ctx.tiles.tileSize, ctx.box);
+        rows = geom::stackChunkRows(tile, static_cast<int>(warps.size()), finalFixed,
+                                    ctx.settings.memoryBudget, ctx.name, ctx.tiles.tileSize, ctx.box);
         tileUsed.assign(ctx.warps.size(), 0);
         for (const Box& chunk : geom::rowChunks(tile, rows)) {
             std::vector<const MaskedImage*> ptrs;
@@ -116,8 +120,8 @@ std::vector<parallel::Tile> stackTiles(PatchContext& ctx, MaskedImage* direct, k
         if (checkpointing && secondsSince(lastCheckpoint) >= ctx.ckpt.tileInterval) {
             const auto tc = Clock::now();
             if (direct != nullptr) {
-                io::writeTileCheckpoint(tilePath, key, kernel::cutout(*direct, tile), kernel::cutout(*directN, tile),
-                                        tileUsed);
+                io::writeTileCheckpoint(tilePath, key, kernel::cutout(*direct, tile),
+                                        kernel::cutout(*directN, tile), tileUsed);
             } else {
                 io::writeTileCheckpoint(tilePath, key, result.pixels, result.nImage, tileUsed);
             }
@@ -140,8 +144,9 @@ std::vector<parallel::Tile> stackTiles(PatchContext& ctx, MaskedImage* direct, k
     log().debug("patch {}: final stack of {} warps on {} tiles ({} rows per chunk) in {:.2f} s", ctx.name,
                 warps.size(), tiles.size(), rows, secondsSince(t0));
     if (checkpointing) {
-        log().info("patch {}: {} of {} tile checkpoints (checkpoint.tile_interval = {} s), {} in {:.2f} s", ctx.name,
-                   ckptTiles, tiles.size(), ctx.ckpt.tileInterval, geom::formatByteSize(ckptBytes), ckptSeconds);
+        log().info("patch {}: {} of {} tile checkpoints (checkpoint.tile_interval = {} s), {} in {:.2f} s",
+                   ctx.name, ckptTiles, tiles.size(), ctx.ckpt.tileInterval, geom::formatByteSize(ckptBytes),
+                   ckptSeconds);
     }
     return out;
 }

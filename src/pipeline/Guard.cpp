@@ -48,9 +48,9 @@ void guarded(PatchContext& ctx, const char* stage, const std::function<void()>& 
     }
     if (!parallel::agreeAll(ctx.group, error.empty())) {
         // Every rank exits with the failing rank's code (the worst if several failed).
-        const auto worst = static_cast<ExitCode>(ctx.group == nullptr
-                                                     ? static_cast<int>(code)
-                                                     : static_cast<int>(ctx.group->max(static_cast<int>(code))));
+        const auto worst = static_cast<ExitCode>(
+            ctx.group == nullptr ? static_cast<int>(code)
+                                 : static_cast<int>(ctx.group->max(static_cast<int>(code))));
         if (!error.empty()) {
             throw Error(error, code);
         }

@@ -110,8 +110,8 @@ void open(PatchContext& ctx) {
             ctx.box = wb;
         }
         if (!wb.contains(ctx.box)) {
-            ctx.failWarp(w, w.input.path + ": mismatched grid: warp box " + wb.str() + " does not cover patch box " +
-                                ctx.box.str());
+            ctx.failWarp(w, w.input.path + ": mismatched grid: warp box " + wb.str() +
+                                " does not cover patch box " + ctx.box.str());
         } else if (ctx.requireSameBox && wb != ctx.box) {
             // No patch box given (`safeclip coadd`): every warp must be on the same box.
             ctx.failWarp(w, w.input.path + ": mismatched grid: warp box " + wb.str() + " differs from " +
@@ -124,7 +124,8 @@ void open(PatchContext& ctx) {
         }
         const auto& h = w.reader->header();
         if (!h.calibrationMean || !(*h.calibrationMean > 0) || !std::isfinite(*h.calibrationMean)) {
-            ctx.failWarp(w, w.input.path + ": missing zero point (no FLUXMAG0 card and no PhotoCalib calibrationMean)");
+            ctx.failWarp(w, w.input.path +
+                                ": missing zero point (no FLUXMAG0 card and no PhotoCalib calibrationMean)");
             continue;
         }
         w.reader->conformTo(ctx.dict);  // (a missing DETECTED plane was warned about by the validation)
@@ -133,8 +134,8 @@ void open(PatchContext& ctx) {
         w.scale = static_cast<float>(*h.calibrationMean / fzp);
     }
     if (ctx.box.empty() || ctx.usedWarps().empty()) {
-        throw InputError("patch " + ctx.name + ": no readable warps (all " + std::to_string(ctx.warps.size()) +
-                         " skipped)");
+        throw InputError("patch " + ctx.name + ": no readable warps (all " +
+                         std::to_string(ctx.warps.size()) + " skipped)");
     }
     for (const Warp& w : ctx.warps) {
         if (w.used) {

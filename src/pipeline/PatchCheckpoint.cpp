@@ -25,8 +25,8 @@ std::string tileCheckpointDir(const std::string& dir, const std::string& patch) 
 }
 
 std::string tileCheckpointPath(const std::string& dir, const std::string& patch, const kernel::Box& b) {
-    return tileCheckpointDir(dir, patch) + "/tile_" + std::to_string(b.x0) + "_" + std::to_string(b.y0) + "_" +
-           std::to_string(b.width) + "x" + std::to_string(b.height) + ".h5";
+    return tileCheckpointDir(dir, patch) + "/tile_" + std::to_string(b.x0) + "_" + std::to_string(b.y0) +
+           "_" + std::to_string(b.width) + "x" + std::to_string(b.height) + ".h5";
 }
 
 io::CheckpointKey checkpointKey(const PatchContext& ctx) {
@@ -128,8 +128,8 @@ void saveDecisions(PatchContext& ctx) {
         io::PatchState s;
         s.stage = "reduced";
         for (const Warp& w : ctx.warps) {
-            s.warps.push_back({w.visit, w.scale, w.weight, w.used, w.status, w.nClippedPixels, w.nBigFootprints,
-                               w.checksum, w.clipped.spans()});
+            s.warps.push_back({w.visit, w.scale, w.weight, w.used, w.status, w.nClippedPixels,
+                               w.nBigFootprints, w.checksum, w.clipped.spans()});
         }
         s.nFootprints = ctx.result.nFootprints;
         s.nClippedFootprints = ctx.result.nClippedFootprints;

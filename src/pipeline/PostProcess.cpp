@@ -19,8 +19,8 @@ void postProcess(PatchContext& ctx) {
         const kernel::PostBits pb{b.noData, b.intrp, b.inexactPsf,
                                   static_cast<kernel::MaskPixel>(b.sensorEdge | b.clipped | b.rejected)};
         const kernel::PostResult post = kernel::postProcessCoadd(ctx.coadd, pb, ctx.settings.interp);
-        log().info("patch {}: post-processing: {} NO_DATA pixels, {} interpolated (fallback {:.4g})", ctx.name,
-                   post.nNoData, post.nInterpolated, post.fallbackValue);
+        log().info("patch {}: post-processing: {} NO_DATA pixels, {} interpolated (fallback {:.4g})",
+                   ctx.name, post.nNoData, post.nInterpolated, post.fallbackValue);
         PatchResult& r = ctx.result;
         for (const kernel::MaskPixel m : ctx.coadd.mask.data()) {
             if ((m & b.clipped) != 0) {

@@ -44,8 +44,9 @@ void setupDetection(PatchContext& ctx) {
         ctx.detect.validate();
         // The halo from the largest header sigma (what `safeclip plan` computes); the max with the
         // detection's own need is a guard that never changes anything (weighted mean <= max).
-        ctx.halo = std::max(tileHalo(ctx.settings.detect, haloSigma(ctx.settings.detect, ctx.headerPsfSigmas)),
-                            detectionHalo(ctx.detect));
+        ctx.halo =
+            std::max(tileHalo(ctx.settings.detect, haloSigma(ctx.settings.detect, ctx.headerPsfSigmas)),
+                     detectionHalo(ctx.detect));
         ctx.clipStages = true;
     });
 }

@@ -33,7 +33,7 @@ namespace {
 struct TileResult {
     std::vector<kernel::FootprintPiece> pieces;
     std::vector<std::vector<kernel::Span>> bad, detGood, detAll;  ///< per used warp, inside the tile
-    std::vector<char> anyFinite;                                   ///< per used warp, inside the tile
+    std::vector<char> anyFinite;                                  ///< per used warp, inside the tile
 };
 
 TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector<Warp*>& warps,
@@ -51,8 +51,8 @@ TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector
     std::vector<MaskedImage> bufs(n);
     MaskedImage mean;  // trial outputs of one chunk, reused across chunks
     MaskedImage clip;
-    const int rows = geom::stackChunkRows(hb, static_cast<int>(n), geom::trialFixedBytes(hb), ctx.settings.memoryBudget, ctx.name,
-                                    ctx.tiles.tileSize, ctx.box);
+    const int rows = geom::stackChunkRows(hb, static_cast<int>(n), geom::trialFixedBytes(hb),
+                                          ctx.settings.memoryBudget, ctx.name, ctx.tiles.tileSize, ctx.box);
     for (const Box& chunk : geom::rowChunks(hb, rows)) {
         std::vector<const MaskedImage*> ptrs;
         const int ty0 = std::max(chunk.y0, tile.y0);
@@ -76,12 +76,14 @@ TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector
         }
         mean.reshape(chunk);  // every pixel is written by the stacker
         clip.reshape(chunk);
-        kernel::stackRegionPair(ptrs, weights, ctx.settings.meanCtrl, ctx.settings.clipCtrl, chunk, mean, clip);
+        kernel::stackRegionPair(ptrs, weights, ctx.settings.meanCtrl, ctx.settings.clipCtrl, chunk, mean,
+                                clip);
         kernel::differenceRows(mean, clip, chunk, dImage, dVar);
     }
     bufs.clear();
     // Detected pixels inside the tile: with the halo they equal the whole-patch detection there.
-    const SpanSet detected = kernel::uniteAll(kernel::detectFootprints(dImage, dVar, ctx.detect)).clippedTo(tile);
+    const SpanSet detected =
+        kernel::uniteAll(kernel::detectFootprints(dImage, dVar, ctx.detect)).clippedTo(tile);
     std::vector<kernel::WarpMaskSpans> local(n);
     for (std::size_t i = 0; i < n; ++i) {
         local[i].bad = SpanSet::fromSortedSpans(out.bad[i]);
@@ -104,7 +106,8 @@ TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector
 }
 
 /// All-gathered: mark warps without a finite pixel in any tile as skipped. Returns true if any was.
-bool skipAllNanWarps(PatchContext& ctx, const std::vector<Warp*>& warps, const std::vector<TileResult>& mine) {
+bool skipAllNanWarps(PatchContext& ctx, const std::vector<Warp*>& warps,
+                     const std::vector<TileResult>& mine) {
     std::vector<char> anyFinite(warps.size(), 0);
     for (const TileResult& r : mine) {
         for (std::size_t i = 0; i < warps.size(); ++i) {
@@ -120,7 +123,8 @@ bool skipAllNanWarps(PatchContext& ctx, const std::vector<Warp*>& warps, const s
     for (std::size_t i = 0; i < warps.size(); ++i) {
         if (anyFinite[i] == 0) {
             if (!ctx.settings.skipBadWarps) {  // the same on every rank (all-gathered flags)
-                throw InputError(warps[i]->input.path + ": every image pixel is NaN (input.on_bad_warp = fail)");
+                throw InputError(warps[i]->input.path +
+                                 ": every image pixel is NaN (input.on_bad_warp = fail)");
             }
             warps[i]->used = false;
             warps[i]->status = "skipped: every image pixel is NaN";
@@ -180,9 +184,10 @@ void trialStacks(PatchContext& ctx) {
             for (std::size_t i = 0; i < warps.size(); ++i) {
                 warps[i]->detAll = SpanSet::fromSpans(std::move(all[i]));
             }
-            log().info("patch {}: trial stacks and detection of {} warps in {} tiles of {} px (halo {}) in {:.2f} s",
-                       ctx.name, warps.size(), ctx.tiles.tiles.size(), ctx.tiles.tileSize, ctx.halo,
-                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            log().info(
+                "patch {}: trial stacks and detection of {} warps in {} tiles of {} px (halo {}) in {:.2f} s",
+                ctx.name, warps.size(), ctx.tiles.tiles.size(), ctx.tiles.tileSize, ctx.halo,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         }
         return;
     }

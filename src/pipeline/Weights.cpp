@@ -32,7 +32,7 @@ struct WeightMeasure {
 
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar & index & weight & status & checksum;
+        ar& index& weight& status& checksum;
     }
 };
 
@@ -74,10 +74,11 @@ std::vector<WeightMeasure> measureMine(PatchContext& ctx) {
         if (!std::isfinite(weight) || !(weight > 0)) {
             // Zero, negative or NaN variance everywhere: no usable weight (a negative weight
             // would be wrong science, not merely a bad number).
-            status = "skipped: no positive finite weight (clipped mean variance " + std::to_string(meanVar) + ")";
+            status =
+                "skipped: no positive finite weight (clipped mean variance " + std::to_string(meanVar) + ")";
         }
-        mine.push_back(
-            {static_cast<std::int64_t>(i), static_cast<float>(weight), status, io::fileChecksum(w.input.path)});
+        mine.push_back({static_cast<std::int64_t>(i), static_cast<float>(weight), status,
+                        io::fileChecksum(w.input.path)});
     }
     return mine;
 }
@@ -89,7 +90,8 @@ void applyWeights(PatchContext& ctx, const std::vector<std::vector<WeightMeasure
             w.weight = m.weight;
             w.checksum = m.checksum;
             if (m.status != "used") {
-                if (!ctx.settings.skipBadWarps) {  // every rank sees the same gathered statuses and throws alike
+                if (!ctx.settings
+                         .skipBadWarps) {  // every rank sees the same gathered statuses and throws alike
                     throw InputError(w.input.path + ": " + m.status.substr(std::string("skipped: ").size()) +
                                      " (input.on_bad_warp = fail)");
                 }

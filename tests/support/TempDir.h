@@ -15,9 +15,9 @@ public:
     TempDir() {
         static int counter = 0;
         std::random_device rd;
-        m_path = std::filesystem::temp_directory_path() /
-                 ("safeclip-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
-                  std::to_string(rd()));
+        m_path =
+            std::filesystem::temp_directory_path() / ("safeclip-test-" + std::to_string(::getpid()) + "-" +
+                                                      std::to_string(counter++) + "-" + std::to_string(rd()));
         std::filesystem::create_directories(m_path);
     }
     ~TempDir() {

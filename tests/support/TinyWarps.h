@@ -17,10 +17,10 @@ struct TinyWarp {
     kernel::Box box{0, 0, 64, 64};
     std::int64_t visit = 0;
     unsigned seed = 1;
-    float variance = 1.0F;   ///< per-pixel variance (the noise's)
-    double psfSigma = 1.5;   ///< PSFSIGMA card
+    float variance = 1.0F;     ///< per-pixel variance (the noise's)
+    double psfSigma = 1.5;     ///< PSFSIGMA card
     double transientFlux = 0;  ///< 0 = none
-    int detRadius = 9;  ///< the transient's DETECTED disk (as grown single-frame detection marks it)
+    int detRadius = 9;         ///< the transient's DETECTED disk (as grown single-frame detection marks it)
     int tx = 40;
     int ty = 40;
     int sx = 20;  ///< static star
@@ -69,7 +69,7 @@ inline void writeTinyWarp(const std::string& path, const TinyWarp& w) {
     io::ExposureData data;
     data.image = &mi;
     data.maskPlanes = &dict;
-    data.wcsCards = {"CTYPE1  = 'RA---TAN'", "CTYPE2  = 'DEC--TAN'", "CRVAL1  = 150.0", "CRVAL2  = 2.0",
+    data.wcsCards = {"CTYPE1  = 'RA---TAN'", "CTYPE2  = 'DEC--TAN'", "CRVAL1  = 150.0",    "CRVAL2  = 2.0",
                      "CRPIX1  = 32.0",       "CRPIX2  = 32.0",       "CD1_1   = -5.0E-05", "CD1_2   = 0.0",
                      "CD2_1   = 0.0",        "CD2_2   = 5.0E-05"};
     data.primaryCards = {io::HeaderCard{"FLUXMAG0", std::pow(10.0, 0.4 * 27.0), "zero point"},

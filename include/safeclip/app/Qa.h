@@ -21,24 +21,24 @@ namespace safeclip::app {
 /// coadd's box and its number of warps, so tests can predict the PNG size and map PARENT pixels
 /// to PNG pixels.
 struct QaLayout {
-    kernel::Box box;        ///< the coadd's PARENT box
-    int bin = 1;            ///< coadd pixels per display cell along each axis (>= 1)
-    int zoom = 1;           ///< PNG pixels per display cell along each axis (>= 1)
-    int cellsX = 0;         ///< display cells across = ceil(box.width / bin)
-    int cellsY = 0;         ///< display cells up = ceil(box.height / bin)
-    int imageX = 0;         ///< PNG column of the image panel's left edge
-    int imageY = 0;         ///< PNG row of the image panel's top edge
-    int imageW = 0;         ///< cellsX * zoom
-    int imageH = 0;         ///< cellsY * zoom
-    int sideX = 0;          ///< left edge of the side column
-    int sideW = 0;          ///< width of the side column
-    int nimageY = 0;        ///< top of the NIMAGE map
-    int nimageW = 0;        ///< NIMAGE map size in PNG pixels
+    kernel::Box box;  ///< the coadd's PARENT box
+    int bin = 1;      ///< coadd pixels per display cell along each axis (>= 1)
+    int zoom = 1;     ///< PNG pixels per display cell along each axis (>= 1)
+    int cellsX = 0;   ///< display cells across = ceil(box.width / bin)
+    int cellsY = 0;   ///< display cells up = ceil(box.height / bin)
+    int imageX = 0;   ///< PNG column of the image panel's left edge
+    int imageY = 0;   ///< PNG row of the image panel's top edge
+    int imageW = 0;   ///< cellsX * zoom
+    int imageH = 0;   ///< cellsY * zoom
+    int sideX = 0;    ///< left edge of the side column
+    int sideW = 0;    ///< width of the side column
+    int nimageY = 0;  ///< top of the NIMAGE map
+    int nimageW = 0;  ///< NIMAGE map size in PNG pixels
     int nimageH = 0;
-    int chartY = 0;         ///< top of the bar chart panel (title included)
-    int chartRowH = 0;      ///< height of one bar row
-    int footerY = 0;        ///< top of the footer legend
-    int width = 0;          ///< PNG size
+    int chartY = 0;     ///< top of the bar chart panel (title included)
+    int chartRowH = 0;  ///< height of one bar row
+    int footerY = 0;    ///< top of the footer legend
+    int width = 0;      ///< PNG size
     int height = 0;
 
     /// PNG pixel (column, row) of the centre of coadd pixel (x, y) in the image panel (+y is up).

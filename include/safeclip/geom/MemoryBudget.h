@@ -82,12 +82,12 @@ std::int64_t tilePlanFixedBytes(const Box& patch, const Box& firstTile, int halo
 // ---- reads and memory of one patch ---------------------------------------------------------------
 /// What one rank of a patch's group reads and holds, by the model above.
 struct RankBudget {
-    int tiles = 0;                  ///< tiles this rank stacks
-    std::int64_t warpBytesRead = 0; ///< expected io::warpBytesRead() increase for this patch
-    std::int64_t peakBytes = 0;     ///< largest modelled stage footprint (<= the budget when it fits)
-    int weightsRows = 0;            ///< rows per chunk: weights pass
-    int trialRows = 0;              ///< rows per chunk: trial stacks (smallest over its tiles; 0: none)
-    int finalRows = 0;              ///< rows per chunk: final stack (smallest over its tiles; 0: none)
+    int tiles = 0;                   ///< tiles this rank stacks
+    std::int64_t warpBytesRead = 0;  ///< expected io::warpBytesRead() increase for this patch
+    std::int64_t peakBytes = 0;      ///< largest modelled stage footprint (<= the budget when it fits)
+    int weightsRows = 0;             ///< rows per chunk: weights pass
+    int trialRows = 0;               ///< rows per chunk: trial stacks (smallest over its tiles; 0: none)
+    int finalRows = 0;               ///< rows per chunk: final stack (smallest over its tiles; 0: none)
 };
 
 /// The model of one patch on a group of ranks, with the run's tile plan (`tiles`, `owner`, `halo`).
@@ -96,8 +96,9 @@ struct RankBudget {
 /// @param trialPass false in coadd.mode = mean (no trial stacks).
 /// @param extraRootReads bytes the group root reads besides the stages (input.validate_pixels).
 /// @throws ConfigError (the texts above) when the budget is too small for a stage.
-std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& tiles, const std::vector<int>& owner,
-                                    int halo, int groupSize, const std::vector<bool>& warpUsed, bool trialPass,
+std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& tiles,
+                                    const std::vector<int>& owner, int halo, int groupSize,
+                                    const std::vector<bool>& warpUsed, bool trialPass,
                                     std::int64_t budgetBytes, const std::string& patchName, int tileSize,
                                     std::int64_t extraRootReads = 0);
 

@@ -36,16 +36,17 @@ std::vector<int> assignToRanks(const std::vector<double>& costs, int nRanks);
 struct TilePlan {
     int tileSize = 0;
     int halo = 0;
-    std::vector<Box> tiles;      ///< valid boxes, row-major
-    std::vector<int> owner;      ///< group rank per tile (balanced by tile-plus-halo area)
-    std::int64_t fixedBytes = 0; ///< per rank: geom::tilePlanFixedBytes (trial tile+halo or gathered patch)
+    std::vector<Box> tiles;       ///< valid boxes, row-major
+    std::vector<int> owner;       ///< group rank per tile (balanced by tile-plus-halo area)
+    std::int64_t fixedBytes = 0;  ///< per rank: geom::tilePlanFixedBytes (trial tile+halo or gathered patch)
 };
 
 /// Tile a patch for a group of `groupSize` ranks. tileSize > 0 is used as given; 0 means the whole
 /// patch for one rank or about two tiles per rank (a multiple of 16), shrunk until the fixed arrays
 /// plus 8 rows of chunk buffers for nWarps warps fit in budgetBytes. Pure: every rank gets the
 /// same plan.
-TilePlan planTiles(const Box& patch, int groupSize, int tileSize, int halo, int nWarps, std::int64_t budgetBytes);
+TilePlan planTiles(const Box& patch, int groupSize, int tileSize, int halo, int nWarps,
+                   std::int64_t budgetBytes);
 
 /// Ranks split into groups, one group per patch at a time: with nPatches >= nRanks every rank is
 /// its own group and owns whole patches (no halo overhead, no communication); with fewer patches

@@ -32,8 +32,8 @@ inline constexpr int kCheckpointFormatVersion = 1;
 
 /// What identifies the run a checkpoint belongs to.
 struct CheckpointKey {
-    std::string configHash;  ///< hash of the pixel-affecting configuration
-    std::string inputHash;   ///< hash of the input list (paths, sizes, mtimes)
+    std::string configHash;           ///< hash of the pixel-affecting configuration
+    std::string inputHash;            ///< hash of the input list (paths, sizes, mtimes)
     std::vector<std::string> inputs;  ///< "path|size|mtime_ns" per warp, to say what changed
 };
 
@@ -51,7 +51,7 @@ struct WarpState {
 
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar & visit & scale & weight & used & status & nClippedPixels & nBigFootprints & checksum & clipped;
+        ar& visit& scale& weight& used& status& nClippedPixels& nBigFootprints& checksum& clipped;
     }
 };
 
@@ -67,7 +67,7 @@ struct PatchState {
 
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar & stage & warps & nFootprints & nClippedFootprints & psfSigma & psfSource & decisions;
+        ar& stage& warps& nFootprints& nClippedFootprints& psfSigma& psfSource& decisions;
     }
 };
 
@@ -91,9 +91,11 @@ void writeTileCheckpoint(const std::string& path, const CheckpointKey& key, cons
                          const kernel::ImageU16& nImage, const std::vector<std::int64_t>& usedPerWarp);
 /// Returns true and fills the outputs when a valid tile checkpoint for exactly `box` exists.
 bool readTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::Box& box,
-                        kernel::MaskedImage& pixels, kernel::ImageU16& nImage, std::vector<std::int64_t>& usedPerWarp);
+                        kernel::MaskedImage& pixels, kernel::ImageU16& nImage,
+                        std::vector<std::int64_t>& usedPerWarp);
 
-/// "crc32:xxxxxxxx" of a file's bytes (zlib's CRC-32, computed with ISA-L), read in 256 KiB blocks. @throws InputError
+/// "crc32:xxxxxxxx" of a file's bytes (zlib's CRC-32, computed with ISA-L), read in 256 KiB blocks. @throws
+/// InputError
 std::string fileChecksum(const std::string& path);
 /// "path|size|mtime_ns" of a file ("path|missing" when it cannot be stat'ed).
 std::string fileFingerprint(const std::string& path);

@@ -2,11 +2,10 @@
 /// @file RowFormats.h  Row types (kernel/DecisionTable.h, pipeline/PatchResult.h) as a FITS
 /// binary table and as JSON, made from each row type's one field description (`Row::fields`).
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <type_traits>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/kernel/DecisionTable.h"
@@ -38,7 +37,8 @@ Table rowsToTable(const std::string& extname, const std::vector<Row>& rows) {
             } else if constexpr (std::is_floating_point_v<T>) {
                 std::get<std::vector<double>>(t.columns[k++].data).push_back(static_cast<double>(member));
             } else {
-                std::get<std::vector<std::int64_t>>(t.columns[k++].data).push_back(static_cast<std::int64_t>(member));
+                std::get<std::vector<std::int64_t>>(t.columns[k++].data)
+                    .push_back(static_cast<std::int64_t>(member));
             }
         });
     }

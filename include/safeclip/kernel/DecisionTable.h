@@ -21,10 +21,10 @@ struct FieldName {
 };
 
 /// Apply `v(name, member)` to every field of `row` (const or not), in order.
-#define SAFECLIP_ROW_SERIALIZE                                                  \
-    template <class Archive>                                                    \
-    void serialize(Archive& ar, const unsigned int /*version*/) {               \
-        fields(*this, [&ar](const FieldName&, auto& member) { ar & member; }); \
+#define SAFECLIP_ROW_SERIALIZE                                                \
+    template <class Archive>                                                  \
+    void serialize(Archive& ar, const unsigned int /*version*/) {             \
+        fields(*this, [&ar](const FieldName&, auto& member) { ar& member; }); \
     }
 
 /// One footprint of the difference image and its decision (the coadd's FOOTPRINTS table).
@@ -103,7 +103,7 @@ struct DecisionTable {
 
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar & footprints & candidates;
+        ar& footprints& candidates;
     }
 };
 

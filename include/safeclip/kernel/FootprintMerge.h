@@ -15,19 +15,19 @@ namespace safeclip::kernel {
 
 /// A footprint's part inside one tile, with its per-warp counts.
 struct FootprintPiece {
-    std::vector<Span> spans;         ///< normalised, non-empty
-    std::vector<std::int64_t> ign;   ///< per warp
-    std::vector<std::int64_t> det;   ///< per warp
+    std::vector<Span> spans;        ///< normalised, non-empty
+    std::vector<std::int64_t> ign;  ///< per warp
+    std::vector<std::int64_t> det;  ///< per warp
 
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar & spans & ign & det;
+        ar& spans& ign& det;
     }
 };
 
 struct MergedFootprints {
-    std::vector<SpanSet> footprints;               ///< ordered by first span (y, then x0)
-    std::vector<std::vector<WarpCounts>> counts;   ///< [footprint][warp], summed over its pieces
+    std::vector<SpanSet> footprints;              ///< ordered by first span (y, then x0)
+    std::vector<std::vector<WarpCounts>> counts;  ///< [footprint][warp], summed over its pieces
 };
 
 /// Merge pieces of `nWarps` warps into whole footprints with summed counts.

@@ -73,8 +73,8 @@ void appendMaskRuns(std::vector<Span>& out, int y, int x0, const MaskPixel* row,
 /// `bad` where `row & bad`, `detGood` where `row & det` and not `row & bad`, `detAll` where
 /// `row & det` (each exactly what appendMaskRuns appends). Stretches with neither bit set are
 /// skipped eight pixels at a time.
-void appendMaskRuns3(std::vector<Span>& bad, std::vector<Span>& detGood, std::vector<Span>& detAll, int y, int x0,
-                     const MaskPixel* row, int n, MaskPixel badBits, MaskPixel detBits);
+void appendMaskRuns3(std::vector<Span>& bad, std::vector<Span>& detGood, std::vector<Span>& detAll, int y,
+                     int x0, const MaskPixel* row, int n, MaskPixel badBits, MaskPixel detBits);
 
 /// Pixels of `mask` with any of `bits` set.
 SpanSet spansFromMask(const MaskImage& mask, MaskPixel bits);

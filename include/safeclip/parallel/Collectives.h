@@ -11,12 +11,18 @@
 namespace safeclip::parallel {
 
 /// Rank within comm (0 when serial).
-inline int rankOf(const Comm* comm) { return comm == nullptr ? 0 : comm->rank(); }
+inline int rankOf(const Comm* comm) {
+    return comm == nullptr ? 0 : comm->rank();
+}
 /// Size of comm (1 when serial).
-inline int sizeOf(const Comm* comm) { return comm == nullptr ? 1 : comm->size(); }
+inline int sizeOf(const Comm* comm) {
+    return comm == nullptr ? 1 : comm->size();
+}
 
 /// Collective: true only if ok on every rank.
-inline bool agreeAll(const Comm* comm, bool ok) { return comm == nullptr ? ok : comm->agree(ok); }
+inline bool agreeAll(const Comm* comm, bool ok) {
+    return comm == nullptr ? ok : comm->agree(ok);
+}
 
 /// Gather `mine` to rank 0: all values in rank order on rank 0, empty elsewhere.
 template <class T>

@@ -12,12 +12,12 @@ namespace boost::serialization {
 
 template <class Archive>
 void serialize(Archive& ar, safeclip::kernel::Box& b, const unsigned int /*version*/) {
-    ar & b.x0 & b.y0 & b.width & b.height;
+    ar& b.x0& b.y0& b.width& b.height;
 }
 
 template <class Archive>
 void serialize(Archive& ar, safeclip::kernel::Span& s, const unsigned int /*version*/) {
-    ar & s.y & s.x0 & s.x1;
+    ar& s.y& s.x0& s.x1;
 }
 
 }  // namespace boost::serialization

@@ -42,7 +42,8 @@ int detectionHalo(const kernel::DetectControl& ctrl);
 /// PSFSIGMA/FWHM of the warp headers that open (0 when none is known). It is >= the weight-averaged
 /// sigma the detection uses, so the halo always suffices, and `safeclip plan` can compute it from
 /// the headers alone: plan and run agree on the halo and so on the tile plan.
-double haloSigma(const kernel::DetectControl& configured, const std::vector<std::optional<double>>& headerSigmas);
+double haloSigma(const kernel::DetectControl& configured,
+                 const std::vector<std::optional<double>>& headerSigmas);
 /// detectionHalo of `configured` with psfSigma = sigma.
 int tileHalo(const kernel::DetectControl& configured, double sigma);
 

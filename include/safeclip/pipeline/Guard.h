@@ -14,7 +14,8 @@ namespace safeclip::pipeline {
 /// Run `fn` on this rank, then agree with the group (collective).
 /// injectAtStart: apply the SAFECLIP_FAIL_AT hook for `stage` before `fn` (false when `fn` places
 /// it itself). A failure deferred by an earlier stage (ctx.deferred) is rethrown inside the guard.
-void guarded(PatchContext& ctx, const char* stage, const std::function<void()>& fn, bool injectAtStart = true);
+void guarded(PatchContext& ctx, const char* stage, const std::function<void()>& fn,
+             bool injectAtStart = true);
 
 /// Run `fn` without agreeing; a failure is kept in ctx.deferred for the next guarded stage.
 void deferred(PatchContext& ctx, const std::function<void()>& fn);

@@ -15,7 +15,8 @@ namespace safeclip::pipeline {
 
 [[nodiscard]] std::string decisionCheckpointPath(const std::string& dir, const std::string& patch);
 [[nodiscard]] std::string tileCheckpointDir(const std::string& dir, const std::string& patch);
-[[nodiscard]] std::string tileCheckpointPath(const std::string& dir, const std::string& patch, const kernel::Box& tile);
+[[nodiscard]] std::string tileCheckpointPath(const std::string& dir, const std::string& patch,
+                                             const kernel::Box& tile);
 
 /// What ties a checkpoint to this run: the pixel-affecting config and the input fingerprints.
 [[nodiscard]] io::CheckpointKey checkpointKey(const PatchContext& ctx);

@@ -35,9 +35,9 @@ struct Warp {
     float scale = 1.0F;   ///< s_i (float32, as upstream)
     float weight = 0.0F;  ///< w_i
     bool used = false;
-    std::string status;              ///< "used" or "skipped: reason"
-    kernel::SpanSet detAll;          ///< root, after the trial stacks: DETECTED pixels (raw mask)
-    kernel::SpanSet clipped;         ///< CLIPPED_i (footprints + big footprints)
+    std::string status;       ///< "used" or "skipped: reason"
+    kernel::SpanSet detAll;   ///< root, after the trial stacks: DETECTED pixels (raw mask)
+    kernel::SpanSet clipped;  ///< CLIPPED_i (footprints + big footprints)
     std::int64_t nClippedPixels = 0;
     std::int64_t nBigFootprints = 0;
     std::int64_t nUsedPixels = 0;  ///< pixels this warp contributed to the final stack
@@ -61,7 +61,7 @@ struct PatchContext {
     // ---- open (OpenWarps.cpp), then weights (Weights.cpp) ---------------------------------------
     std::vector<Warp> warps;
     std::vector<std::optional<double>> headerPsfSigmas;  ///< of every warp that opened (for haloSigma)
-    std::vector<std::string> wcsCards;  ///< of the first used warp
+    std::vector<std::string> wcsCards;                   ///< of the first used warp
     std::string filter;
 
     // ---- resume (PatchCheckpoint.cpp) -----------------------------------------------------------
@@ -79,8 +79,8 @@ struct PatchContext {
     kernel::DecisionTable decisions;             ///< root (and every rank after a resume)
 
     // ---- final stack (FinalStack.cpp) -> post-processing and output ----------------------------
-    kernel::MaskedImage coadd;  ///< root: the whole patch
-    kernel::ImageU16 nImage;    ///< root
+    kernel::MaskedImage coadd;            ///< root: the whole patch
+    kernel::ImageU16 nImage;              ///< root
     std::vector<std::int64_t> usedLocal;  ///< per warp: pixels used by this rank's final tiles
 
     PatchResult result;  ///< complete on the group root at the end

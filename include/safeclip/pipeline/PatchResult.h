@@ -60,7 +60,7 @@ struct PatchResult {
     }
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
-        fields(*this, [&ar](const kernel::FieldName&, auto& member) { ar & member; });
+        fields(*this, [&ar](const kernel::FieldName&, auto& member) { ar& member; });
     }
 };
 

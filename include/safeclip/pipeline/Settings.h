@@ -44,7 +44,7 @@ struct PatchSettings {
     kernel::StackControl clipCtrl;   ///< trial MEANCLIP (bad planes B)
     kernel::StackControl finalCtrl;  ///< final MEAN (bad planes B | CLIPPED)
     kernel::ClipControl clipRules;
-    kernel::DetectControl detect;    ///< psfSigma = detect.psf_sigma (0 = from the warps' headers)
+    kernel::DetectControl detect;  ///< psfSigma = detect.psf_sigma (0 = from the warps' headers)
     kernel::InterpControl interp;
     std::vector<std::string> scienceConfig;  ///< the pixel-affecting "key = value" lines (CONFIG table)
     std::string scienceConfigHash;           ///< their hash (SCCFGHSH; ties checkpoints to the run)

@@ -4,9 +4,9 @@
 /// A stage is a function of the patch context, collective over the patch's group: every rank of
 /// the group calls it. Its rank-local work runs inside pipeline::guarded (Guard.h), which ends
 /// with an agreement, so a failure on one rank never leaves the others in a collective. A mode is
-/// a list of stages (modeStages in Driver.cpp); pipeline::runPatch (Driver.h) runs the list. Adding a stage is a
-/// new file with one function plus one line in a mode list (modeStages in Driver.cpp) and its
-/// source in CMakeLists.txt.
+/// a list of stages (modeStages in Driver.cpp); pipeline::runPatch (Driver.h) runs the list. Adding a stage
+/// is a new file with one function plus one line in a mode list (modeStages in Driver.cpp) and its source in
+/// CMakeLists.txt.
 ///
 /// Stage (file)                    reads                          writes
 /// open (OpenWarps.cpp)            inputs, settings               warps, box, wcsCards, filter

@@ -1,9 +1,6 @@
 /// @file test_Config.cpp  Config: schema defaults, TOML files, --set, validation, dump/hash,
 /// describeConfig, the shipped configs/*.toml.
 #include <gtest/gtest.h>
-
-#include "ExpectError.h"
-#include "TempDir.h"
 #include <unistd.h>
 
 #include <atomic>
@@ -14,6 +11,8 @@
 #include <string>
 #include <toml.hpp>
 
+#include "ExpectError.h"
+#include "TempDir.h"
 #include "safeclip/app/Config.h"
 #include "safeclip/io/Hash.h"
 #include "safeclip/kernel/Error.h"

@@ -52,7 +52,8 @@ Png decode(const std::string& path) {
     const unsigned char* data = cairo_image_surface_get_data(s.get());
     png.pixels.resize(static_cast<std::size_t>(png.width) * png.height);
     for (int y = 0; y < png.height; ++y) {
-        const auto* row = reinterpret_cast<const std::uint32_t*>(data + static_cast<std::ptrdiff_t>(y) * stride);
+        const auto* row =
+            reinterpret_cast<const std::uint32_t*>(data + static_cast<std::ptrdiff_t>(y) * stride);
         for (int x = 0; x < png.width; ++x) {
             png.pixels[static_cast<std::size_t>(y) * png.width + x] = row[x] & 0xFFFFFFU;
         }

@@ -3,8 +3,6 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include "Files.h"
-
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -16,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "Files.h"
 #include "safeclip/app/Simulator.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/Manifest.h"

@@ -43,9 +43,8 @@ void fillFloat(fitsfile* fp, const char* extname, float value, long n, int& stat
 class Validate : public ::testing::Test {
 protected:
     void SetUp() override {
-        m_dir = fs::temp_directory_path() /
-                ("safeclip-validate-" + std::to_string(::getpid()) + "-" +
-                 ::testing::UnitTest::GetInstance()->current_test_info()->name());
+        m_dir = fs::temp_directory_path() / ("safeclip-validate-" + std::to_string(::getpid()) + "-" +
+                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
         fs::remove_all(m_dir);
         app::SimulateOptions so;
         so.outDir = m_dir.string();
@@ -147,7 +146,8 @@ TEST_F(Validate, ListsEveryProblemWithItsFile) {
     });
     const std::string missing = (m_dir / "missing.fits").string();
     const std::string dupVisit = copy(0, "dupvisit.fits");
-    const std::vector<std::string> files = {m_warps[0], allNaN, zeroVar, badZp, wcs, shifted, missing, dupVisit};
+    const std::vector<std::string> files = {m_warps[0], allNaN,  zeroVar, badZp,
+                                            wcs,        shifted, missing, dupVisit};
     const auto ps = app::validateWarps(files, nullptr);
     const std::string table = dump(ps);
     EXPECT_TRUE(app::anyFatal(ps));

@@ -37,15 +37,19 @@ TEST(MemoryBudget, WeightsRowsFitTheBudgetAndTheCap) {
     for (const Box patch : {Box{0, 0, 256, 256}, Box{-3, 5, 1000, 37}, Box{0, 0, 4000, 4000}}) {
         const std::int64_t sample = geom::weightsSampleBytes(patch);
         EXPECT_EQ(sample, patch.area() * 4 + kernel::sampleQuantilesScratchBytes(patch.area()));
-        for (const std::int64_t budget : {sample + patch.width * 8LL, sample + 1000000LL, sample + (1LL << 30)}) {
+        for (const std::int64_t budget :
+             {sample + patch.width * 8LL, sample + 1000000LL, sample + (1LL << 30)}) {
             const int rows = geom::weightsChunkRows(patch, budget);
             EXPECT_GE(rows, 1);
             EXPECT_LE(rows, patch.height);
             EXPECT_LE(sample + static_cast<std::int64_t>(rows) * patch.width * 8, budget);
-            EXPECT_LE(static_cast<std::int64_t>(rows) * patch.width * 8, std::max<std::int64_t>(geom::kChunkCap, patch.width * 8));
+            EXPECT_LE(static_cast<std::int64_t>(rows) * patch.width * 8,
+                      std::max<std::int64_t>(geom::kChunkCap, patch.width * 8));
         }
-        const std::string msg = messageOf([&] { geom::weightsChunkRows(patch, sample + patch.width * 8 - 1); });
-        EXPECT_NE(msg.find("cannot hold one warp's variance sample for the weights"), std::string::npos) << msg;
+        const std::string msg =
+            messageOf([&] { geom::weightsChunkRows(patch, sample + patch.width * 8 - 1); });
+        EXPECT_NE(msg.find("cannot hold one warp's variance sample for the weights"), std::string::npos)
+            << msg;
     }
     // 256x256: sample 256 KiB + scratch; with 1 MiB the rest in rows of 2 KiB; the cap is 4096 rows.
     const Box p{0, 0, 256, 256};
@@ -58,15 +62,18 @@ TEST(MemoryBudget, StackRowsFitTheBudgetAndTheCap) {
     for (const Box box : {Box{0, 0, 140, 140}, Box{0, 0, 512, 512}, Box{10, 20, 77, 300}}) {
         for (const int nWarps : {1, 6, 40}) {
             for (const std::int64_t budget : {8LL << 20, 64LL << 20, 1LL << 30}) {
-                for (const std::int64_t fixed : {geom::trialFixedBytes(box), geom::finalFixedBytes(patch, 0, true)}) {
+                for (const std::int64_t fixed :
+                     {geom::trialFixedBytes(box), geom::finalFixedBytes(patch, 0, true)}) {
                     if (fixed + box.width * (12LL * nWarps + 24) > budget) {
-                        EXPECT_THROW(geom::stackChunkRows(box, nWarps, fixed, budget, "p", 128, patch), ConfigError);
+                        EXPECT_THROW(geom::stackChunkRows(box, nWarps, fixed, budget, "p", 128, patch),
+                                     ConfigError);
                         continue;
                     }
                     const int rows = geom::stackChunkRows(box, nWarps, fixed, budget, "p", 128, patch);
                     EXPECT_GE(rows, 1);
                     EXPECT_LE(rows, box.height);
-                    EXPECT_LE(fixed + static_cast<std::int64_t>(rows) * box.width * (12LL * nWarps + 24), budget);
+                    EXPECT_LE(fixed + static_cast<std::int64_t>(rows) * box.width * (12LL * nWarps + 24),
+                              budget);
                     EXPECT_LE(static_cast<std::int64_t>(rows) * box.width * 12 * nWarps,
                               std::max<std::int64_t>(geom::kChunkCap, box.width * 12LL * nWarps));
                 }
@@ -74,11 +81,16 @@ TEST(MemoryBudget, StackRowsFitTheBudgetAndTheCap) {
         }
     }
     // 6 warps of 512 px: 8 MiB cap / (6 x 12 x 512) = 227 rows; 1 GiB would allow all 512.
-    EXPECT_EQ(geom::stackChunkRows(patch, 6, geom::finalFixedBytes(patch, 0, true), 1LL << 30, "p", 512, patch), 227);
+    EXPECT_EQ(
+        geom::stackChunkRows(patch, 6, geom::finalFixedBytes(patch, 0, true), 1LL << 30, "p", 512, patch),
+        227);
     const std::string msg =
         messageOf([&] { geom::stackChunkRows(patch, 6, 5000000, 4000000, "p007", 128, patch); });
-    EXPECT_EQ(msg, "memory.max_per_rank = 3.8 MiB is smaller than the fixed arrays of patch p007 (4.8 MiB for tiles "
-                   "of 128 px and the gathered patch " + patch.str() + ")");
+    EXPECT_EQ(
+        msg,
+        "memory.max_per_rank = 3.8 MiB is smaller than the fixed arrays of patch p007 (4.8 MiB for tiles "
+        "of 128 px and the gathered patch " +
+            patch.str() + ")");
 }
 
 TEST(MemoryBudget, FixedBytesAndTilePlanCost) {
@@ -87,7 +99,8 @@ TEST(MemoryBudget, FixedBytesAndTilePlanCost) {
     EXPECT_EQ(geom::finalFixedBytes(patch, 5000, true), 300 * 200 * 14);
     EXPECT_EQ(geom::finalFixedBytes(patch, 5000, false), 5000 * 14);
     // side 64, halo 8: h = 80; max(80² x 16, 60000 x 14) + 8 x 80 x (12 x 5 + 24)
-    EXPECT_EQ(geom::tilePlanBytes(patch, 64, 8, 5), std::max<std::int64_t>(6400 * 16, 60000 * 14) + 8 * 80 * 84);
+    EXPECT_EQ(geom::tilePlanBytes(patch, 64, 8, 5),
+              std::max<std::int64_t>(6400 * 16, 60000 * 14) + 8 * 80 * 84);
     const geom::TilePlan tp = geom::planTiles(patch, 2, 64, 8, 5, 1LL << 30);
     EXPECT_EQ(tp.fixedBytes, geom::tilePlanFixedBytes(patch, tp.tiles.front(), 8));
 }
@@ -98,7 +111,8 @@ TEST(MemoryBudget, PatchBudgetReadsAndRows) {
     const geom::TilePlan tp = geom::planTiles(patch, 2, 64, halo, 4, 64LL << 20);
     const std::vector<bool> used{true, true, false, true, true};  // warp 2 did not open: 4 used
     const std::int64_t budget = 64LL << 20;
-    const auto ranks = geom::patchBudget(patch, tp.tiles, tp.owner, halo, 2, used, true, budget, "p", tp.tileSize);
+    const auto ranks =
+        geom::patchBudget(patch, tp.tiles, tp.owner, halo, 2, used, true, budget, "p", tp.tileSize);
     ASSERT_EQ(ranks.size(), 2U);
     std::int64_t total = 0;
     int tiles = 0;
@@ -123,7 +137,8 @@ TEST(MemoryBudget, PatchBudgetReadsAndRows) {
     // Mean mode: no trial pass, and one rank with the whole patch.
     const geom::TilePlan one = geom::planTiles(patch, 1, 0, 0, 4, budget);
     ASSERT_EQ(one.tiles.size(), 1U);
-    const auto mean = geom::patchBudget(patch, one.tiles, one.owner, 0, 1, used, false, budget, "p", one.tileSize);
+    const auto mean =
+        geom::patchBudget(patch, one.tiles, one.owner, 0, 1, used, false, budget, "p", one.tileSize);
     EXPECT_EQ(mean[0].warpBytesRead, 4 * patch.area() * (8 + 12));
     EXPECT_EQ(mean[0].trialRows, 0);
     EXPECT_EQ(geom::expectedWarpBytesRead(patch, one.tiles, 0, 4, false), 4 * patch.area() * 20);

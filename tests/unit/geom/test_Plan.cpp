@@ -28,7 +28,8 @@ TEST(Chunks, NeverExceedTheBudgetAndCoverTheBox) {
     const Box box{-5, 7, 300, 211};
     for (std::int64_t budget : {40000LL, 100000LL, 1000000LL, 100000000LL}) {
         const int rows = geom::rowsPerChunk(box, 7, 12, 24, budget);
-        EXPECT_LE(static_cast<std::int64_t>(rows) * box.width * (7 * 12 + 24), std::max<std::int64_t>(budget, box.width * (7 * 12 + 24)));
+        EXPECT_LE(static_cast<std::int64_t>(rows) * box.width * (7 * 12 + 24),
+                  std::max<std::int64_t>(budget, box.width * (7 * 12 + 24)));
         int covered = 0;
         int y = box.y0;
         for (const Box& c : geom::rowChunks(box, rows)) {

@@ -1,8 +1,5 @@
 // HDF5 checkpoints: round trips, and every reason a checkpoint must not be used.
 #include <gtest/gtest.h>
-
-#include "TempDir.h"
-
 #include <hdf5.h>
 
 #include <cmath>
@@ -10,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "TempDir.h"
 #include "safeclip/io/Checkpoint.h"
 #include "safeclip/kernel/Error.h"
 
@@ -30,7 +28,8 @@ io::PatchState state() {
     io::PatchState s;
     s.stage = "reduced";
     s.warps.push_back({100, 1.25F, 0.5F, true, "used", 12, 1, "crc32:0000abcd", {{3, 1, 4}, {4, 0, 9}}});
-    s.warps.push_back({101, 0.75F, 0.0F, false, "skipped: every image pixel is NaN", 0, 0, "crc32:ffff0000", {}});
+    s.warps.push_back(
+        {101, 0.75F, 0.0F, false, "skipped: every image pixel is NaN", 0, 0, "crc32:ffff0000", {}});
     s.nFootprints = 2;
     s.nClippedFootprints = 1;
     s.psfSigma = 1.7;
@@ -90,7 +89,8 @@ TEST(Checkpoint, TileRoundTripsBitForBit) {
     std::vector<std::int64_t> used;
     ASSERT_TRUE(io::readTileCheckpoint(path, key(), box, back, backN, used));
     EXPECT_EQ(0, std::memcmp(back.image.data().data(), mi.image.data().data(), 4 * mi.image.data().size()));
-    EXPECT_EQ(0, std::memcmp(back.variance.data().data(), mi.variance.data().data(), 4 * mi.image.data().size()));
+    EXPECT_EQ(
+        0, std::memcmp(back.variance.data().data(), mi.variance.data().data(), 4 * mi.image.data().size()));
     EXPECT_EQ(back.mask.data(), mi.mask.data());
     EXPECT_EQ(backN.data(), n.data());
     EXPECT_EQ(used, (std::vector<std::int64_t>{5, 0, 7}));

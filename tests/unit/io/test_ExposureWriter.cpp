@@ -1,10 +1,6 @@
 // Tests of ExposureWriter: bit-for-bit round trips through WarpReader/readTable/readNImage, header
 // cards, atomic replacement and failure handling.
 #include <gtest/gtest.h>
-
-#include "ExpectError.h"
-#include "Files.h"
-#include "TempDir.h"
 #include <unistd.h>
 
 #include <cmath>
@@ -19,6 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "ExpectError.h"
+#include "Files.h"
+#include "TempDir.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/WarpReader.h"

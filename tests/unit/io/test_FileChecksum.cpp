@@ -1,9 +1,6 @@
 // io::fileChecksum (ISA-L crc32_gzip_refl, read in blocks) gives zlib's crc32 of the whole file:
 // the value is stored in outputs and checkpoints, so it must never change.
 #include <gtest/gtest.h>
-
-#include "TempDir.h"
-
 #include <zlib.h>
 
 #include <cstdio>
@@ -12,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "TempDir.h"
 #include "safeclip/io/Checkpoint.h"
 #include "safeclip/kernel/Error.h"
 
@@ -53,10 +51,23 @@ TEST(FileChecksum, EqualsZlibCrc32ForManySizes) {
     constexpr std::size_t kKiB = 1024;
     constexpr std::size_t kMiB = 1024 * kKiB;
     // Empty, tiny, around the ISA-L folding widths and around 256 KiB / 4 MiB read blocks, ~9 MiB.
-    const std::vector<std::size_t> sizes = {0,           1,           2,           15,         16,
-                                            17,          63,          64,          65,         255,
-                                            256 * kKiB - 1, 256 * kKiB, 256 * kKiB + 1, 4 * kMiB - 1, 4 * kMiB,
-                                            4 * kMiB + 3, 9 * kMiB + 12345};
+    const std::vector<std::size_t> sizes = {0,
+                                            1,
+                                            2,
+                                            15,
+                                            16,
+                                            17,
+                                            63,
+                                            64,
+                                            65,
+                                            255,
+                                            256 * kKiB - 1,
+                                            256 * kKiB,
+                                            256 * kKiB + 1,
+                                            4 * kMiB - 1,
+                                            4 * kMiB,
+                                            4 * kMiB + 3,
+                                            9 * kMiB + 12345};
     unsigned seed = 1;
     for (const std::size_t n : sizes) {
         const std::vector<unsigned char> bytes = randomBytes(n, seed++);
@@ -78,7 +89,8 @@ TEST(FileChecksum, KnownValues) {
 
 TEST(FileChecksum, UnreadablePathThrowsNamingTheFile) {
     TempDir dir;
-    for (const std::string& p : {dir.file("no-such-warp.fits"), dir.path().string() /* a directory: read fails */}) {
+    for (const std::string& p :
+         {dir.file("no-such-warp.fits"), dir.path().string() /* a directory: read fails */}) {
         try {
             (void)io::fileChecksum(p);
             ADD_FAILURE() << "no exception for " << p;

@@ -1,9 +1,5 @@
 // Tests of the run manifest: parsing, path resolution, atomic writing and every parse error.
 #include <gtest/gtest.h>
-
-#include "ExpectError.h"
-#include "Files.h"
-#include "TempDir.h"
 #include <unistd.h>
 
 #include <filesystem>
@@ -12,6 +8,9 @@
 #include <random>
 #include <string>
 
+#include "ExpectError.h"
+#include "Files.h"
+#include "TempDir.h"
 #include "safeclip/io/Manifest.h"
 #include "safeclip/kernel/Error.h"
 
@@ -190,12 +189,13 @@ TEST(Manifest, Errors) {
 TEST(Manifest, RelativeWarpPathsMayNotEscapeTheManifestDirectory) {
     TempDir dir;
     auto manifestWith = [&](const std::string& warpPath) {
-        return write(dir.file("run/m.json"),
-                     patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": ")" + warpPath +
-                               R"("}]})"));
+        return write(
+            dir.file("run/m.json"),
+            patchJson(R"({"name": "a", "box": [0, 0, 1, 1], "warps": [{"path": ")" + warpPath + R"("}]})"));
     };
-    expectConfigError(manifestWith("../other/warp.fits"), "patches[0] ('a').warps[0].path '../other/warp.fits' "
-                                                          "escapes the manifest's directory");
+    expectConfigError(manifestWith("../other/warp.fits"),
+                      "patches[0] ('a').warps[0].path '../other/warp.fits' "
+                      "escapes the manifest's directory");
     expectConfigError(manifestWith("p000/../../warp.fits"), "escapes");
     expectConfigError(manifestWith(".."), "escapes");
     // Inside after normalisation, and absolute paths anywhere, are fine.
@@ -214,5 +214,6 @@ TEST(Manifest, RelativeWarpPathsMayNotEscapeTheManifestDirectory) {
     EXPECT_NO_THROW((void)readManifest(manifestWith("inner/w.fits")));
     fs::create_directory_symlink(dir.path() / "run", dir.path() / "run-link");
     const std::string viaLink = (dir.path() / "run-link" / "m.json").string();
-    EXPECT_EQ(fs::path(readManifest(viaLink).patches[0].warps[0].path), dir.path() / "run-link" / "inner/w.fits");
+    EXPECT_EQ(fs::path(readManifest(viaLink).patches[0].warps[0].path),
+              dir.path() / "run-link" / "inner/w.fits");
 }

@@ -2,10 +2,6 @@
 // mask remapping, calibration sources and every kind of bad input.
 #include <fitsio.h>
 #include <gtest/gtest.h>
-
-#include "ExpectError.h"
-#include "Files.h"
-#include "TempDir.h"
 #include <unistd.h>
 
 #include <cmath>
@@ -19,6 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "ExpectError.h"
+#include "Files.h"
+#include "TempDir.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/WarpReader.h"

@@ -5,10 +5,6 @@
 #include <fitsio.h>
 #include <gtest/gtest.h>
 
-#include "ExpectError.h"
-#include "Files.h"
-#include "TempDir.h"
-
 #include <bit>
 #include <cstdint>
 #include <cstdlib>
@@ -20,6 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "ExpectError.h"
+#include "Files.h"
+#include "TempDir.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"

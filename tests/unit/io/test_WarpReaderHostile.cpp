@@ -56,10 +56,14 @@ std::string header(std::vector<std::string> cards) {
 
 std::string imageHeader(const std::string& extname, int bitpix, long w, long h,
                         const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> cards = {card("XTENSION", "'IMAGE   '"), card("BITPIX", std::to_string(bitpix)),
-                                      card("NAXIS", "2"),           card("NAXIS1", std::to_string(w)),
-                                      card("NAXIS2", std::to_string(h)), card("PCOUNT", "0"),
-                                      card("GCOUNT", "1"),          card("EXTNAME", "'" + extname + "'")};
+    std::vector<std::string> cards = {card("XTENSION", "'IMAGE   '"),
+                                      card("BITPIX", std::to_string(bitpix)),
+                                      card("NAXIS", "2"),
+                                      card("NAXIS1", std::to_string(w)),
+                                      card("NAXIS2", std::to_string(h)),
+                                      card("PCOUNT", "0"),
+                                      card("GCOUNT", "1"),
+                                      card("EXTNAME", "'" + extname + "'")};
     cards.insert(cards.end(), extra.begin(), extra.end());
     return header(cards);
 }
@@ -128,8 +132,8 @@ TEST_F(WarpReaderHostile, AbsurdDeclaredSizesAreRefusedFromTheHeader) {
     // Under a 1 GiB address-space limit: the 200000^2 planes would need 160 GB each.
     struct rlimit old {};
     ASSERT_EQ(::getrlimit(RLIMIT_AS, &old), 0);
-    const std::string p = write("huge.fits", primary() + imageHeader("IMAGE", -32, 200000, 200000) +
-                                                 data(8, 4));
+    const std::string p =
+        write("huge.fits", primary() + imageHeader("IMAGE", -32, 200000, 200000) + data(8, 4));
     struct rlimit lim = old;
     lim.rlim_cur = std::min<rlim_t>(old.rlim_max, rlim_t{1} << 30);
     // ASan/valgrind builds reserve far more address space: only limit when nothing else does.

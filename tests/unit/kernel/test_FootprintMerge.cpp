@@ -30,8 +30,8 @@ struct Truth {
     std::vector<std::vector<WarpCounts>> counts;
 };
 
-MergedFootprints mergeTiled(const SpanSet& detected, const std::vector<WarpMaskSpans>& warps, const Box& patch,
-                            int nx, int ny) {
+MergedFootprints mergeTiled(const SpanSet& detected, const std::vector<WarpMaskSpans>& warps,
+                            const Box& patch, int nx, int ny) {
     std::vector<FootprintPiece> pieces;
     for (int j = 0; j < ny; ++j) {
         for (int i = 0; i < nx; ++i) {
@@ -44,7 +44,8 @@ MergedFootprints mergeTiled(const SpanSet& detected, const std::vector<WarpMaskS
                 FootprintPiece p;
                 p.spans = piece.spans();
                 for (const WarpMaskSpans& w : warps) {
-                    const WarpCounts c = overlapCounts(piece, {w.bad.clippedTo(tile), w.detGood.clippedTo(tile), {}});
+                    const WarpCounts c =
+                        overlapCounts(piece, {w.bad.clippedTo(tile), w.detGood.clippedTo(tile), {}});
                     p.ign.push_back(c.ign);
                     p.det.push_back(c.det);
                 }

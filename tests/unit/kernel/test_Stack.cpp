@@ -604,54 +604,54 @@ TEST_P(StackRegionTest, EqualsStackPixelLoop) {
     }
     // Every specialisation of the block moments: variance from the inputs or from the sample,
     // one clip iteration (the first is the last) or three.
-    for (const auto& [fromInput, clipIter] : {std::pair{true, 3}, std::pair{false, 3}, std::pair{true, 1},
-                                              std::pair{false, 1}}) {
-    SCOPED_TRACE(testing::Message() << "fromInput " << fromInput << " clipIter " << clipIter);
-    StackControl c = regionCtrl(GetParam());
-    c.calcErrorFromInputVariance = fromInput;
-    c.clipIter = clipIter;
-    const Box region{-3, 5, 23, 17};
-    MaskedImage out(Box{-10, 0, 40, 30});
-    out.image.fill(-1.0F);
-    out.mask.fill(0x7fff);
-    const StackResult res = stackRegion(ptrs, f.weights, c, region, out);
-    EXPECT_EQ(res.nPixels, region.area());
+    for (const auto& [fromInput, clipIter] :
+         {std::pair{true, 3}, std::pair{false, 3}, std::pair{true, 1}, std::pair{false, 1}}) {
+        SCOPED_TRACE(testing::Message() << "fromInput " << fromInput << " clipIter " << clipIter);
+        StackControl c = regionCtrl(GetParam());
+        c.calcErrorFromInputVariance = fromInput;
+        c.clipIter = clipIter;
+        const Box region{-3, 5, 23, 17};
+        MaskedImage out(Box{-10, 0, 40, 30});
+        out.image.fill(-1.0F);
+        out.mask.fill(0x7fff);
+        const StackResult res = stackRegion(ptrs, f.weights, c, region, out);
+        EXPECT_EQ(res.nPixels, region.area());
 
-    StackScratch scratch;
-    std::vector<float> x(ptrs.size());
-    std::vector<MaskPixel> m(ptrs.size());
-    std::vector<float> v(ptrs.size());
-    std::int64_t nClipped = 0;
-    std::int64_t nNoData = 0;
-    std::int64_t nRejected = 0;
-    for (int yy = region.y0; yy < region.y1(); ++yy) {
-        for (int xx = region.x0; xx < region.x1(); ++xx) {
-            for (std::size_t i = 0; i < ptrs.size(); ++i) {
-                x[i] = ptrs[i]->image(xx, yy);
-                m[i] = ptrs[i]->mask(xx, yy);
-                v[i] = ptrs[i]->variance(xx, yy);
+        StackScratch scratch;
+        std::vector<float> x(ptrs.size());
+        std::vector<MaskPixel> m(ptrs.size());
+        std::vector<float> v(ptrs.size());
+        std::int64_t nClipped = 0;
+        std::int64_t nNoData = 0;
+        std::int64_t nRejected = 0;
+        for (int yy = region.y0; yy < region.y1(); ++yy) {
+            for (int xx = region.x0; xx < region.x1(); ++xx) {
+                for (std::size_t i = 0; i < ptrs.size(); ++i) {
+                    x[i] = ptrs[i]->image(xx, yy);
+                    m[i] = ptrs[i]->mask(xx, yy);
+                    v[i] = ptrs[i]->variance(xx, yy);
+                }
+                const PixelResult r = stackPixel(x, m, v, f.weights, c, scratch);
+                ASSERT_EQ(bitsOf(out.image(xx, yy)), bitsOf(static_cast<float>(r.value))) << xx << "," << yy;
+                ASSERT_EQ(bitsOf(out.variance(xx, yy)), bitsOf(static_cast<float>(r.variance)));
+                ASSERT_EQ(out.mask(xx, yy), r.mask);
+                nClipped += r.nClipped > 0 ? 1 : 0;
+                nNoData += r.nMasked == static_cast<int>(ptrs.size()) ? 1 : 0;
+                nRejected += (r.mask & kRejected) != 0 ? 1 : 0;
             }
-            const PixelResult r = stackPixel(x, m, v, f.weights, c, scratch);
-            ASSERT_EQ(bitsOf(out.image(xx, yy)), bitsOf(static_cast<float>(r.value))) << xx << "," << yy;
-            ASSERT_EQ(bitsOf(out.variance(xx, yy)), bitsOf(static_cast<float>(r.variance)));
-            ASSERT_EQ(out.mask(xx, yy), r.mask);
-            nClipped += r.nClipped > 0 ? 1 : 0;
-            nNoData += r.nMasked == static_cast<int>(ptrs.size()) ? 1 : 0;
-            nRejected += (r.mask & kRejected) != 0 ? 1 : 0;
         }
-    }
-    EXPECT_EQ(res.nClippedPixels, nClipped);
-    EXPECT_EQ(res.nNoData, nNoData);
-    EXPECT_GT(nRejected, 0);  // the fixture exercises the mask map
-    if (GetParam() == Statistic::MeanClip) {
-        EXPECT_GT(nClipped, 0);
-    } else {
-        EXPECT_EQ(nClipped, 0);
-    }
-    // Pixels outside the region are untouched.
-    EXPECT_EQ(out.image(-10, 0), -1.0F);
-    EXPECT_EQ(out.mask(region.x1(), region.y0), 0x7fff);
-    EXPECT_EQ(out.image(region.x0, region.y1()), -1.0F);
+        EXPECT_EQ(res.nClippedPixels, nClipped);
+        EXPECT_EQ(res.nNoData, nNoData);
+        EXPECT_GT(nRejected, 0);  // the fixture exercises the mask map
+        if (GetParam() == Statistic::MeanClip) {
+            EXPECT_GT(nClipped, 0);
+        } else {
+            EXPECT_EQ(nClipped, 0);
+        }
+        // Pixels outside the region are untouched.
+        EXPECT_EQ(out.image(-10, 0), -1.0F);
+        EXPECT_EQ(out.mask(region.x1(), region.y0), 0x7fff);
+        EXPECT_EQ(out.image(region.x0, region.y1()), -1.0F);
     }
 }
 
@@ -766,8 +766,8 @@ TEST(Stack, SampleQuantilesEqualSelectionOnAnySample) {
     };
     // 300007 values take the bracketed path (subsample, one counting pass, selection among the
     // candidates); the smaller ones the histogram path.
-    for (const std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{7}, std::size_t{1000},
-                                std::size_t{100001}, std::size_t{300007}}) {
+    for (const std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{7},
+                                std::size_t{1000}, std::size_t{100001}, std::size_t{300007}}) {
         std::vector<float> wide(n);
         std::vector<float> flat(n);
         std::vector<float> ties(n);
@@ -792,14 +792,16 @@ TEST(Stack, SampleQuantilesEqualSelectionOnAnySample) {
         const std::size_t n = 1 << 18;
         std::vector<float> trap(n);
         for (std::size_t i = 0; i < n; ++i) {
-            trap[i] = i % 4 == 0 ? (equal ? 0.0F : static_cast<float>(i)) : 1e6F + static_cast<float>(i % 977);
+            trap[i] =
+                i % 4 == 0 ? (equal ? 0.0F : static_cast<float>(i)) : 1e6F + static_cast<float>(i % 977);
         }
         // the quartiles only (q = 0 or 1 would open a bracket to the end, which overflows its cap)
         const double quartiles[] = {0.5, 0.25, 0.75};
         const std::vector<double> got = sampleQuantiles(trap, quartiles);
         for (std::size_t t = 0; t < std::size(quartiles); ++t) {
             std::vector<double> d(trap.begin(), trap.end());
-            EXPECT_EQ(got[t], quantile(d, quartiles[t])) << (equal ? "equal " : "") << "trap q=" << quartiles[t];
+            EXPECT_EQ(got[t], quantile(d, quartiles[t]))
+                << (equal ? "equal " : "") << "trap q=" << quartiles[t];
         }
     }
     const std::vector<float> empty;
@@ -836,12 +838,11 @@ TEST(Stack, MeanClipUnweightedMatchesStackPixelAndClipsOutliers) {
     EXPECT_GT(sum / n, 90.0);
 }
 
-
 // ---------------------------------------------------------------- stackRegionPair, fast paths
 
 TEST(Stack, StackRegionPairEqualsTwoStackRegionCalls) {
-    for (const std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{5}, std::size_t{16},
-                                std::size_t{40}}) {
+    for (const std::size_t n :
+         {std::size_t{1}, std::size_t{2}, std::size_t{5}, std::size_t{16}, std::size_t{40}}) {
         const RegionFixture f = makeInputs(static_cast<int>(n), 11 + static_cast<unsigned>(n));
         std::vector<const MaskedImage*> ptrs;
         for (const auto& mi : f.images) {

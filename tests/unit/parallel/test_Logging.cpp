@@ -1,8 +1,8 @@
 /// @file test_Logging.cpp  initLogging: levels per rank, unknown levels.
 #include <gtest/gtest.h>
 
-#include "safeclip/parallel/Logging.h"
 #include "safeclip/kernel/Error.h"
+#include "safeclip/parallel/Logging.h"
 
 using safeclip::ConfigError;
 using safeclip::parallel::initLogging;

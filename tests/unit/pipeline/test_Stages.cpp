@@ -80,8 +80,8 @@ std::vector<pipeline::WarpInput> writeWarps(const TempDir& dir, float varianceOf
     return inputs;
 }
 
-pipeline::PatchContext context(const std::vector<pipeline::WarpInput>& inputs, const pipeline::PatchSettings& s,
-                               const std::string& out) {
+pipeline::PatchContext context(const std::vector<pipeline::WarpInput>& inputs,
+                               const pipeline::PatchSettings& s, const std::string& out) {
     pipeline::PatchContext ctx("p", kernel::Box{}, s, nullptr, {}, out);
     ctx.warps.resize(inputs.size());
     for (std::size_t i = 0; i < inputs.size(); ++i) {
@@ -159,8 +159,8 @@ TEST(Stages, TheTransientIsClippedInItsWarpOnly) {
     TempDir dir;
     const auto s = defaultSettings();
     auto ctx = context(writeWarps(dir), s, dir.file("out.fits"));
-    for (auto stage : {pipeline::openWarps, pipeline::measureWeights, pipeline::setupDetection, pipeline::planTiles,
-                       pipeline::trialStacks, pipeline::decideClipping}) {
+    for (auto stage : {pipeline::openWarps, pipeline::measureWeights, pipeline::setupDetection,
+                       pipeline::planTiles, pipeline::trialStacks, pipeline::decideClipping}) {
         stage(ctx);
     }
     EXPECT_EQ(ctx.detect.psfSigma, 1.5);  // every warp says PSFSIGMA = 1.5
@@ -236,8 +236,8 @@ TEST(Rows, OneDescriptionMakesTheFitsTableTheJsonAndTheMessage) {
         names.push_back(c.name);
         EXPECT_EQ(c.size(), 1U);
     }
-    EXPECT_EQ(names, (std::vector<std::string>{"id", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "area", "rule",
-                                               "reason", "clipped_visits"}));
+    EXPECT_EQ(names, (std::vector<std::string>{"id", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "area",
+                                               "rule", "reason", "clipped_visits"}));
     EXPECT_EQ(t.columns[5].unit, "pixel");
     EXPECT_EQ(std::get<std::vector<std::string>>(t.columns[8].data).front(), "12");
 
