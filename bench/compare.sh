@@ -5,6 +5,8 @@
 # usage: bench/compare.sh [REPEATS]            (default 3)
 #   env: SETS="B16 B64"  BUDGET=256MiB  BENCH_DIR=build/bench/compare  SAFECLIP_BIN=build/safeclip
 #        TOOLS="sc_r1 sc_r2 sc_mean swarp montage numpy cat"
+#        BASE_BIN=<another safeclip build>: adds base_r1 base_r2 base_mean (the same three runs with that
+#        binary, interleaved with the others in every round), to compare two commits side by side
 #
 # Data sets (made once, with `safeclip simulate --seed 1`): B16 = 16 warps of 2048x2048, B64 = 64 warps
 # of 1024x1024; the peers get the same pixels as plain FITS at zero point 27 plus 1/var weight maps
@@ -21,6 +23,11 @@ BUDGET=${BUDGET:-256MiB}
 BD=${BENCH_DIR:-build/bench/compare}
 BIN=${SAFECLIP_BIN:-build/safeclip}
 TOOLS=${TOOLS:-sc_r1 sc_r2 sc_mean swarp montage numpy cat}
+BASE=${BASE_BIN:-}
+if [ -n "$BASE" ]; then
+  BASE=$(cd "$(dirname "$BASE")" && pwd)/$(basename "$BASE")
+  TOOLS="$TOOLS base_r1 base_r2 base_mean"
+fi
 PY=/usr/bin/python3
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 
@@ -72,6 +79,9 @@ cmdline() {  # the command of tool $1 on data set dir $2
   case $1 in
     sc_r1) echo "mpirun -n 1 $BIN run $D/safeclip.toml --set output.dir=\"$D/out/r1\"" ;;
     sc_r2) echo "mpirun -n 2 $BIN run $D/safeclip.toml --set output.dir=\"$D/out/r2\"" ;;
+    base_r1) echo "mpirun -n 1 $BASE run $D/safeclip.toml --set output.dir=\"$D/out/b1\"" ;;
+    base_r2) echo "mpirun -n 2 $BASE run $D/safeclip.toml --set output.dir=\"$D/out/b2\"" ;;
+    base_mean) echo "$BASE coadd --log-level warn --set coadd.mode=\"mean\" --set memory.max_per_rank=\"$BUDGET\" -o $D/out/bmean/p000.fits $D/p000/warp-*.fits" ;;
     sc_mean) echo "$BIN coadd --log-level warn --set coadd.mode=\"mean\" --set memory.max_per_rank=\"$BUDGET\" -o $D/out/mean/p000.fits $D/p000/warp-*.fits" ;;
     swarp) echo "SWarp $D/plain/warp_???.fits -RESAMPLE N -SUBTRACT_BACK N -WEIGHT_TYPE MAP_WEIGHT -RESCALE_WEIGHTS N -FSCALASTRO_TYPE NONE -GAIN_DEFAULT 1e6 -COMBINE_TYPE CLIPPED -CLIP_SIGMA 4.0 -CLIP_AMPFRAC 0.3 -COMBINE_BUFSIZE 256 -NTHREADS 2 -WRITE_XML N -VERBOSE_TYPE QUIET -IMAGEOUT_NAME $D/out/swarp_CLIPPED.fits -WEIGHTOUT_NAME $D/out/swarp_CLIPPED.weight.fits" ;;
     montage) echo "mAdd -e -p $D/montage $D/out/images.tbl $D/out/template.hdr $D/out/montage_mean.fits" ;;
@@ -83,7 +93,9 @@ cmdline() {  # the command of tool $1 on data set dir $2
 label() {
   case $1 in
     sc_r1) echo "safeclip SafeClip, mpirun -n 1" ;; sc_r2) echo "safeclip SafeClip, mpirun -n 2" ;;
-    sc_mean) echo "safeclip weighted mean" ;; swarp) echo "SWarp CLIPPED (NTHREADS 2)" ;;
+    sc_mean) echo "safeclip weighted mean" ;;
+    base_r1) echo "BASE_BIN SafeClip, mpirun -n 1" ;; base_r2) echo "BASE_BIN SafeClip, mpirun -n 2" ;;
+    base_mean) echo "BASE_BIN weighted mean" ;; swarp) echo "SWarp CLIPPED (NTHREADS 2)" ;;
     montage) echo "Montage mAdd mean" ;; numpy) echo "numpy + astropy sigma_clip" ;;
     cat) echo "cat inputs (read floor)" ;;
   esac
@@ -91,8 +103,8 @@ label() {
 
 run_one() {  # tool, set, round -> appends "set tool round wall rss" to $RES
   local D=$BD/$2 c; c=$(cmdline "$1" "$D")
-  mkdir -p "$D/out/mean"
-  rm -rf "$D/out/r1" "$D/out/r2"
+  mkdir -p "$D/out/mean" "$D/out/bmean"
+  rm -rf "$D/out/r1" "$D/out/r2" "$D/out/b1" "$D/out/b2"
   local t0 t1
   t0=$(date +%s%N)
   if ! /usr/bin/time -f '%e %M' -o "$D/time.txt" bash -c "$c" >/dev/null 2>"$D/err.txt"; then
