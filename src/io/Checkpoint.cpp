@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <type_traits>
 
 #include "safeclip/Version.h"
@@ -135,9 +136,8 @@ void writeDataset(hid_t file, const char* name, hid_t type, std::size_t n, const
     }
 }
 
-/// Reads a 1-D dataset of `type` into out (resized). False on any problem.
-template <class T>
-bool readDataset(hid_t file, const char* name, hid_t type, std::vector<T>& out) {
+/// Reads a 1-D dataset of `type`: `room(n)` returns space for its n elements. False on any problem.
+bool readVector(hid_t file, const char* name, hid_t type, const std::function<void*(std::size_t)>& room) {
     if (H5Lexists(file, name, H5P_DEFAULT) <= 0) {
         return false;
     }
@@ -151,8 +151,17 @@ bool readDataset(hid_t file, const char* name, hid_t type, std::vector<T>& out) 
         H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0) {
         return false;
     }
-    out.resize(static_cast<std::size_t>(dims[0]));
-    return dims[0] == 0 || H5Dread(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) >= 0;
+    void* data = room(static_cast<std::size_t>(dims[0]));
+    return dims[0] == 0 || H5Dread(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
+}
+
+/// Reads a 1-D dataset of `type` into out (resized). False on any problem.
+template <class T>
+bool readDataset(hid_t file, const char* name, hid_t type, std::vector<T>& out) {
+    return readVector(file, name, type, [&out](std::size_t n) {
+        out.resize(n);
+        return static_cast<void*>(out.data());
+    });
 }
 
 void writeStrings(hid_t file, const char* name, const std::vector<std::string>& v, const std::string& path) {
@@ -261,23 +270,14 @@ void writeRows(hid_t file, const char* name, const std::vector<Row>& rows, const
 template <class Row>
 bool readRows(hid_t file, const char* name, std::vector<Row>& rows) {
     const RowLayout<Row> layout;
-    if (H5Lexists(file, name, H5P_DEFAULT) <= 0) {
-        return false;
-    }
-    H5Handle ds(H5Dopen2(file, name, H5P_DEFAULT), H5Dclose);
-    if (!ds.ok()) {
-        return false;
-    }
-    H5Handle space(H5Dget_space(ds.get()), H5Sclose);
-    hsize_t dims[1] = {0};
-    if (H5Sget_simple_extent_ndims(space.get()) != 1 ||
-        H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0) {
-        return false;
-    }
-    const auto n = static_cast<std::size_t>(dims[0]);
-    std::vector<unsigned char> records(n * layout.recordBytes());
     H5Handle type(layout.compound(), H5Tclose);
-    if (n > 0 && H5Dread(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, records.data()) < 0) {
+    std::vector<unsigned char> records;
+    std::size_t n = 0;
+    if (!readVector(file, name, type.get(), [&](std::size_t count) {
+            n = count;
+            records.resize(n * layout.recordBytes());
+            return static_cast<void*>(records.data());
+        })) {
         return false;
     }
     std::vector<std::vector<std::string>> strings(layout.strings().size());
