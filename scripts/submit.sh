@@ -146,16 +146,20 @@ if [ -z "$mem_per_rank" ]; then
 fi
 mem_per_cpu=$(( (mem_per_rank + cpr - 1) / cpr ))
 # The budget the job will run with: does every patch fit (the plan reports the run's ConfigError)?
+# The batch script passes memory.max_per_rank from the allocation first and the user's --set after
+# it (a user's memory.max_per_rank wins there), so the check applies them in the same order.
 job_budget=$((mem_per_rank * 9 / 10 - 64))
 if [ "$job_budget" -ge 1 ]; then
-  fit=$("$bin" plan "$config" -n "$ranks" "${sets[@]}" --set "memory.max_per_rank=${job_budget}MiB" \
+  fit=$("$bin" plan "$config" -n "$ranks" --set "memory.max_per_rank=${job_budget}MiB" "${sets[@]}" \
         --log-level warn --json | /usr/bin/python3 -c 'import json, sys
 p = json.load(sys.stdin)
 bad = [q for q in p["patches"] if q["error"]]
 if bad:
-    print("%d patch(es), e.g. %s: %s" % (len(bad), bad[0]["name"], bad[0]["error"]))') || fit=""
-  [ -z "$fit" ] || echo "submit: warning: a rank gets a budget of ~${job_budget} MiB, too small for" \
-    "$fit; raise --mem-per-rank" >&2
+    b = p["memory_max_per_rank"]
+    size = "%.0f MiB" % (b / 1048576) if b >= 1048576 else "%.0f KiB" % (b / 1024)
+    print("%s|%d patch(es), e.g. %s: %s" % (size, len(bad), bad[0]["name"], bad[0]["error"]))') || fit=""
+  [ -z "$fit" ] || echo "submit: warning: a rank gets a budget of ~${fit%%|*}, too small for" \
+    "${fit#*|}; raise --mem-per-rank or memory.max_per_rank" >&2
 else
   echo "submit: warning: --mem-per-rank ${mem_per_rank} MiB leaves no budget (0.9 x it - 64 MiB)" >&2
 fi

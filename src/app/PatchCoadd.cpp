@@ -71,53 +71,6 @@ std::string scienceConfigHash(const Config& cfg) {
 
 namespace {
 
-pipeline::MaskBits maskBits(const Config& cfg, const kernel::MaskDict& dict) {
-    pipeline::MaskBits bits;
-    for (const auto& name : cfg.getStringList("stack.bad_mask_planes")) {
-        const int bit = dict.bitOf(name);
-        if (bit < 0) {
-            throw ConfigError("stack.bad_mask_planes: unknown mask plane '" + name +
-                              "' (not a default plane and not in any input's MP_* cards)");
-        }
-        bits.bad |= static_cast<MaskPixel>(1U << static_cast<unsigned>(bit));
-    }
-    bits.det = dict.bitMask("DETECTED") | dict.bitMask("DETECTED_NEGATIVE");
-    bits.clipped = dict.bitMask("CLIPPED");
-    bits.rejected = dict.bitMask("REJECTED");
-    bits.sensorEdge = dict.bitMask("SENSOR_EDGE");
-    bits.inexactPsf = dict.bitMask("INEXACT_PSF");
-    bits.noData = dict.bitMask("NO_DATA");
-    bits.edge = dict.bitMask("EDGE");
-    bits.intrp = dict.bitMask("INTRP");
-    for (const auto& name : cfg.getStringList("stack.remove_mask_planes")) {
-        bits.remove |= dict.bitMask(name);
-    }
-    return bits;
-}
-
-kernel::StackControl stackControl(const Config& cfg, const kernel::MaskDict& dict,
-                                  const pipeline::MaskBits& bits, kernel::Statistic stat, MaskPixel andMask) {
-    kernel::StackControl c;
-    c.statistic = stat;
-    c.sigmaClip = cfg.getDouble("stack.sigma_clip");
-    c.clipIter = static_cast<int>(cfg.getInt("stack.clip_iter"));
-    c.andMask = andMask;
-    c.clippedBit = bits.clipped;
-    c.noGoodPixelsMask = bits.noData;
-    c.calcErrorFromInputVariance = cfg.getBool("stack.calc_error_from_input_variance");
-    // §7.2.2: (A & ~NO_DATA & ~EDGE & ~CLIPPED -> REJECTED), (EDGE -> SENSOR_EDGE), (CLIPPED -> CLIPPED)
-    const MaskPixel rejectedSrc = andMask & ~bits.noData & ~bits.edge & ~bits.clipped;
-    c.maskMap = {{rejectedSrc, bits.rejected}, {bits.edge, bits.sensorEdge}, {bits.clipped, bits.clipped}};
-    for (const auto& [plane, t] : cfg.getDoubleTable("stack.mask_propagation_thresholds")) {
-        const MaskPixel b = dict.bitMask(plane);
-        if (b != 0) {
-            c.propagationThresholds.emplace_back(b, t);
-        }
-    }
-    c.validate();
-    return c;
-}
-
 kernel::DetectControl detectControl(const Config& cfg) {
     kernel::DetectControl d;
     d.psfSigma = cfg.getDouble("detect.psf_sigma");
@@ -139,7 +92,6 @@ int tileHalo(const Config& cfg, double sigma) {
 }
 
 pipeline::PatchSettings makePatchSettings(const Config& cfg) {
-    const kernel::MaskDict dict = kernel::MaskDict::canonical();
     pipeline::PatchSettings s;
     s.mode = cfg.getString("coadd.mode");
     s.skipBadWarps = cfg.getString("input.on_bad_warp") == "skip";
@@ -149,10 +101,12 @@ pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     s.zeroPoint = cfg.getDouble("stack.zero_point");
     s.sigmaClip = cfg.getDouble("stack.sigma_clip");
     s.clipIter = static_cast<int>(cfg.getInt("stack.clip_iter"));
-    s.bits = maskBits(cfg, dict);
-    s.meanCtrl = stackControl(cfg, dict, s.bits, kernel::Statistic::Mean, s.bits.bad);
-    s.clipCtrl = stackControl(cfg, dict, s.bits, kernel::Statistic::MeanClip, s.bits.bad);
-    s.finalCtrl = stackControl(cfg, dict, s.bits, kernel::Statistic::Mean, s.bits.bad | s.bits.clipped);
+    s.calcErrorFromInputVariance = cfg.getBool("stack.calc_error_from_input_variance");
+    s.badMaskPlanes = cfg.getStringList("stack.bad_mask_planes");
+    s.removeMaskPlanes = cfg.getStringList("stack.remove_mask_planes");
+    for (const auto& [plane, t] : cfg.getDoubleTable("stack.mask_propagation_thresholds")) {
+        s.maskPropagationThresholds.emplace_back(plane, t);
+    }
     s.clipRules.minClipFootOverlap = cfg.getDouble("clip.min_foot_overlap");
     s.clipRules.minClipFootOverlapSingle = cfg.getDouble("clip.min_foot_overlap_single");
     s.clipRules.minClipFootOverlapDouble = cfg.getDouble("clip.min_foot_overlap_double");

@@ -173,14 +173,18 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
                 pp.ranks.push_back(r);
             }
         }
-        // The warps' headers, as PatchRun sees them when it opens the warps (no pixels are read).
+        // The warps' headers, as the "open" stage sees them (no pixels are read).
         std::vector<std::optional<double>> sigmas;
+        std::string noSigma;  // a warp the "detection" stage would refuse (no PSF card, no override)
         std::vector<bool> opened;
         std::int64_t validationReads = 0;  // input.validate_pixels: the group root scans every warp
         for (const auto& w : patch.warps) {
             try {
                 const io::WarpReader reader(w.path);
                 sigmas.push_back(reader.header().psfSigma);
+                if (!reader.header().psfSigma && noSigma.empty()) {
+                    noSigma = w.path;
+                }
                 opened.push_back(true);
                 if (pp.box.empty()) {
                     pp.box = reader.header().box;
@@ -199,9 +203,11 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
                                                 : "none: no PSFSIGMA or FWHM card and detect.psf_sigma = 0";
         if (trialPass && !(pp.haloSigma > 0)) {
             pp.error = "no PSFSIGMA or FWHM card and detect.psf_sigma = 0; set detect.psf_sigma";
+        } else if (trialPass && !(cfg.getDouble("detect.psf_sigma") > 0) && !noSigma.empty()) {
+            // The detection sigma is the weight-averaged sigma of every used warp: each needs one.
+            pp.error = noSigma + ": no PSFSIGMA or FWHM card and detect.psf_sigma = 0; set detect.psf_sigma";
         }
-        pp.halo =
-            trialPass ? tileHalo(cfg, pp.haloSigma) : 0;  // PatchRun::setupDetection (none in mean mode)
+        pp.halo = trialPass ? tileHalo(cfg, pp.haloSigma) : 0;  // the "detection" stage (none in mean mode)
         const auto groupSize = static_cast<int>(pp.ranks.size());
         const geom::TilePlan tp =
             geom::planTiles(pp.box, groupSize, static_cast<int>(cfg.getInt("tile.size")), pp.halo,
@@ -507,9 +513,11 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         } catch (const Error& e) {
             failed += group.rank() == 0 ? 1 : 0;
             code = std::max(code, static_cast<int>(e.code()));
-            log().error("patch {}: {}", patch.name, e.what());
+            const std::string what = e.what();
+            const std::string prefix = "patch " + patch.name + ": ";
+            log().error("{}{}", what.rfind(prefix, 0) == 0 ? "" : prefix, what);  // one "patch X:" prefix
             o.status = "failed";
-            o.error = e.what();
+            o.error = what;
         } catch (const std::exception& e) {
             failed += group.rank() == 0 ? 1 : 0;
             code = std::max(code, static_cast<int>(ExitCode::Internal));

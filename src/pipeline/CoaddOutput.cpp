@@ -101,10 +101,7 @@ void write(const PatchContext& ctx) {
 }  // namespace
 
 void writeCoadd(PatchContext& ctx) {
-    guarded(ctx, "write", [&] {
-        if (!ctx.isRoot()) {
-            return;
-        }
+    guardedOnRoot(ctx, "write", [&] {
         write(ctx);
         removeCheckpoints(ctx);
         if (ctx.settings.afterWrite) {

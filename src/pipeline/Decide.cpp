@@ -120,11 +120,7 @@ void broadcastClipped(PatchContext& ctx) {
 }  // namespace
 
 void decideClipping(PatchContext& ctx) {
-    guarded(ctx, "reduce", [&] {
-        if (ctx.isRoot()) {
-            decide(ctx);
-        }
-    });
+    guardedOnRoot(ctx, "reduce", [&] { decide(ctx); });
     broadcastClipped(ctx);
 }
 

@@ -38,12 +38,12 @@ double secondsSince(Clock::time_point t0) {
 /// else into tiles returned for the gather.
 std::vector<parallel::Tile> stackTiles(PatchContext& ctx, MaskedImage* direct, kernel::ImageU16* directN) {
     const auto t0 = Clock::now();
-    const MaskBits& bits = ctx.settings.bits;
+    const MaskBits& bits = ctx.bits;
     auto warps = ctx.usedWarps();
     if (warps.empty()) {
         throw InputError("patch " + ctx.name + ": no usable warps");
     }
-    const kernel::StackControl& ctrl = ctx.settings.finalCtrl;
+    const kernel::StackControl& ctrl = ctx.finalCtrl;
     std::vector<MaskedImage> bufs(warps.size());
     const std::vector<float> weights = ctx.usedWeights();
     std::vector<parallel::Tile> out;

@@ -25,20 +25,14 @@ void maybeInjectFailure(const char* stage) {
     }
 }
 
-void guarded(PatchContext& ctx, const char* stage, const std::function<void()>& fn, bool injectAtStart) {
+namespace {
+
+/// Run `body` (which may throw), then agree with the group: if any rank failed, every rank throws.
+void runAndAgree(PatchContext& ctx, const char* stage, const std::function<void()>& body) {
     std::string error;
     ExitCode code = ExitCode::Ok;
     try {
-        if (ctx.deferred) {
-            std::exception_ptr e = ctx.deferred;
-            ctx.deferred = nullptr;
-            std::rethrow_exception(e);
-        }
-        if (injectAtStart) {
-            maybeInjectFailure(stage);
-        }
-        parallel::throwIfStopRequested((std::string("before stage '") + stage + "'").c_str());
-        fn();
+        body();
     } catch (const Error& e) {
         error = e.what();
         code = e.code();
@@ -58,6 +52,39 @@ void guarded(PatchContext& ctx, const char* stage, const std::function<void()>& 
                         "' failed on another rank of this patch's group",
                     worst);
     }
+}
+
+void rethrowDeferred(PatchContext& ctx) {
+    if (ctx.deferred) {
+        std::exception_ptr e = ctx.deferred;
+        ctx.deferred = nullptr;
+        std::rethrow_exception(e);
+    }
+}
+
+}  // namespace
+
+void guarded(PatchContext& ctx, const char* stage, const std::function<void()>& fn, bool injectAtStart) {
+    runAndAgree(ctx, stage, [&] {
+        rethrowDeferred(ctx);
+        if (injectAtStart) {
+            maybeInjectFailure(stage);
+        }
+        parallel::throwIfStopRequested((std::string("before stage '") + stage + "'").c_str());
+        fn();
+    });
+}
+
+void guardedOnRoot(PatchContext& ctx, const char* stage, const std::function<void()>& fn) {
+    runAndAgree(ctx, stage, [&] {
+        rethrowDeferred(ctx);
+        if (!ctx.isRoot()) {
+            return;  // nothing to do, so nothing to fail: the root's outcome is the stage's
+        }
+        maybeInjectFailure(stage);
+        parallel::throwIfStopRequested((std::string("before stage '") + stage + "'").c_str());
+        fn();
+    });
 }
 
 void deferred(PatchContext& ctx, const std::function<void()>& fn) {

@@ -26,51 +26,47 @@ void PatchContext::failWarp(Warp& w, const std::string& why) const {
 
 namespace {
 
-/// Header validation before any work (the checks of `safeclip validate` without the pixel scan;
-/// in particular every warp's celestial WCS must equal the first warp's). Problems go through
-/// input.on_bad_warp like every other bad warp. Collective when input.validate_pixels is set.
-void validateInputs(PatchContext& ctx) {
+using Verdicts =
+    std::vector<std::pair<std::pair<std::string, std::string>, int>>;  ///< ((file, problem), fatal)
+
+/// The checks of `safeclip validate`: headers only (every rank), or with input.validate_pixels
+/// also the pixels (the group root; shared by a broadcast outside any guard).
+Verdicts validateInputs(const PatchContext& ctx, bool pixels) {
     std::vector<std::string> paths;
     for (const Warp& w : ctx.warps) {
         paths.push_back(w.input.path);
     }
     const kernel::Box* patchBox = ctx.box.empty() ? nullptr : &ctx.box;
-    // With input.validate_pixels the group root also scans every warp's pixels (variance finite
-    // and > 0 where the image is finite; not all NaN) and shares the verdicts, so every rank
-    // applies the same policy.
-    std::vector<io::WarpProblem> problems;
-    if (!ctx.settings.validatePixels) {
-        problems = io::validateWarps(paths, patchBox, /*pixels=*/false);
-    } else {
-        std::vector<std::pair<std::pair<std::string, std::string>, int>> wire;
-        if (ctx.isRoot()) {
-            for (const io::WarpProblem& p : io::validateWarps(paths, patchBox, /*pixels=*/true)) {
-                wire.push_back({{p.file, p.problem}, p.fatal ? 1 : 0});
-            }
-        }
-        parallel::broadcastFromRoot(ctx.group, wire);
-        for (const auto& [fp, fatal] : wire) {
-            problems.push_back(io::WarpProblem{fp.first, fp.second, fatal != 0});
-        }
+    Verdicts out;
+    for (const io::WarpProblem& p : io::validateWarps(paths, patchBox, pixels)) {
+        out.push_back({{p.file, p.problem}, p.fatal ? 1 : 0});
     }
-    for (const io::WarpProblem& p : problems) {
-        if (p.problem.rfind("duplicate visit", 0) == 0) {
+    return out;
+}
+
+/// Problems go through input.on_bad_warp like every other bad warp (in particular every warp's
+/// celestial WCS must equal the first warp's).
+void applyVerdicts(PatchContext& ctx, const Verdicts& verdicts) {
+    for (const auto& [fp, fatal] : verdicts) {
+        const auto& [file, problem] = fp;
+        if (problem.rfind("duplicate visit", 0) == 0) {
             continue;  // visits are checked with the manifest's ids, not the headers'
         }
         for (Warp& w : ctx.warps) {
-            if (w.input.path != p.file || !w.used) {
+            if (w.input.path != file || !w.used) {
                 continue;
             }
-            if (p.fatal) {
-                ctx.failWarp(w, p.file + ": " + p.problem);
+            if (fatal != 0) {
+                ctx.failWarp(w, file + ": " + problem);
             } else if (ctx.isRoot()) {
-                log().warn("{}: {}", p.file, p.problem);
+                log().warn("{}: {}", file, problem);
             }
         }
     }
 }
 
-void open(PatchContext& ctx) {
+/// Open every warp's reader; visits must be distinct.
+void openReaders(PatchContext& ctx) {
     if (ctx.warps.empty()) {
         throw InputError("patch " + ctx.name + ": no warps given");
     }
@@ -99,7 +95,10 @@ void open(PatchContext& ctx) {
             }
         }
     }
-    validateInputs(ctx);
+}
+
+/// After validation: the patch box, each warp's zero-point scale, the mask planes.
+void settle(PatchContext& ctx) {
     // The patch box: the manifest's, or the warps' common box.
     for (Warp& w : ctx.warps) {
         if (!w.used) {
@@ -149,7 +148,30 @@ void open(PatchContext& ctx) {
 }  // namespace
 
 void openWarps(PatchContext& ctx) {
-    guarded(ctx, "open", [&] { open(ctx); });
+    guarded(ctx, "open", [&] { openReaders(ctx); });
+    Verdicts verdicts;
+    if (ctx.settings.validatePixels) {
+        // The root scans the pixels; the verdicts are broadcast outside the guard, so a rank that
+        // failed never leaves the others in the broadcast.
+        guarded(
+            ctx, "open",
+            [&] {
+                if (ctx.isRoot()) {
+                    verdicts = validateInputs(ctx, /*pixels=*/true);
+                }
+            },
+            /*injectAtStart=*/false);
+        parallel::broadcastFromRoot(ctx.group, verdicts);
+    }
+    guarded(
+        ctx, "open",
+        [&] {
+            applyVerdicts(ctx,
+                          ctx.settings.validatePixels ? verdicts : validateInputs(ctx, /*pixels=*/false));
+            settle(ctx);
+            resolveMaskPlanes(ctx);
+        },
+        /*injectAtStart=*/false);
 }
 
 }  // namespace safeclip::pipeline

@@ -11,11 +11,8 @@ namespace safeclip::pipeline {
 using parallel::log;
 
 void postProcess(PatchContext& ctx) {
-    guarded(ctx, "post", [&] {
-        if (!ctx.isRoot()) {
-            return;
-        }
-        const MaskBits& b = ctx.settings.bits;
+    guardedOnRoot(ctx, "post", [&] {
+        const MaskBits& b = ctx.bits;
         const kernel::PostBits pb{b.noData, b.intrp, b.inexactPsf,
                                   static_cast<kernel::MaskPixel>(b.sensorEdge | b.clipped | b.rejected)};
         const kernel::PostResult post = kernel::postProcessCoadd(ctx.coadd, pb, ctx.settings.interp);

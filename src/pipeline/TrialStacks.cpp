@@ -38,7 +38,7 @@ struct TileResult {
 
 TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector<Warp*>& warps,
                      const std::vector<float>& weights) {
-    const MaskBits& bits = ctx.settings.bits;
+    const MaskBits& bits = ctx.bits;
     TileResult out;
     const std::size_t n = warps.size();
     out.bad.resize(n);
@@ -76,8 +76,7 @@ TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector
         }
         mean.reshape(chunk);  // every pixel is written by the stacker
         clip.reshape(chunk);
-        kernel::stackRegionPair(ptrs, weights, ctx.settings.meanCtrl, ctx.settings.clipCtrl, chunk, mean,
-                                clip);
+        kernel::stackRegionPair(ptrs, weights, ctx.meanCtrl, ctx.clipCtrl, chunk, mean, clip);
         kernel::differenceRows(mean, clip, chunk, dImage, dVar);
     }
     bufs.clear();

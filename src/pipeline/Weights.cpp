@@ -54,7 +54,7 @@ std::vector<WeightMeasure> measureMine(PatchContext& ctx) {
         // The sample keeps pixel order.
         std::size_t kept = 0;
         const float s2 = w.scale * w.scale;
-        const kernel::MaskPixel bad = ctx.settings.bits.bad;
+        const kernel::MaskPixel bad = ctx.bits.bad;
         for (const kernel::Box& chunk : geom::rowChunks(ctx.box, rows)) {
             var.resize(static_cast<std::size_t>(chunk.area()));
             mask.resize(static_cast<std::size_t>(chunk.area()));

@@ -23,7 +23,9 @@ struct TinyWarp {
     int detRadius = 9;         ///< the transient's DETECTED disk (as grown single-frame detection marks it)
     int tx = 40;
     int ty = 40;
-    int sx = 20;  ///< static star
+    int sx = 20;                                            ///< static star
+    const kernel::MaskDict* dict = nullptr;                 ///< the planes written (nullptr = canonical)
+    std::pair<kernel::Box, kernel::MaskPixel> extraMask{};  ///< bits OR-ed into a box
     int sy = 20;
 };
 
@@ -44,7 +46,8 @@ inline void gaussianBlob(kernel::ImageF& img, kernel::MaskImage& mask, kernel::M
 
 /// Write one warp to `path`.
 inline void writeTinyWarp(const std::string& path, const TinyWarp& w) {
-    const kernel::MaskDict dict = kernel::MaskDict::canonical();
+    const kernel::MaskDict canonical = kernel::MaskDict::canonical();
+    const kernel::MaskDict& dict = w.dict != nullptr ? *w.dict : canonical;
     const kernel::MaskPixel det = dict.bitMask("DETECTED");
     kernel::MaskedImage mi(w.box);
     std::mt19937 rng(w.seed);
@@ -64,6 +67,12 @@ inline void writeTinyWarp(const std::string& path, const TinyWarp& w) {
                     mi.mask(x, y) |= det;
                 }
             }
+        }
+    }
+    const auto& [extraBox, extraBits] = w.extraMask;
+    for (int y = extraBox.y0; y < extraBox.y1(); ++y) {
+        for (int x = extraBox.x0; x < extraBox.x1(); ++x) {
+            mi.mask(x, y) |= extraBits;
         }
     }
     io::ExposureData data;

@@ -1,11 +1,11 @@
 #pragma once
 /// @file MemoryBudget.h  The one memory model of a patch (memory.max_per_rank): the bytes per pixel
 /// of every buffer the patch stages hold, the rows per chunk of each stage under the budget, the
-/// tile plan's cost, and the warp bytes a patch reads. Used by PatchRun (run), geom::planTiles and
-/// `safeclip plan`, so the plan and the run cannot disagree. Pure: no MPI, no I/O.
-///
-/// Stages (see app/PatchCoadd.h): W weights, 1 trial stacks, 2 final stack. Chunking never changes
-/// the pixels; the rows computed here are exactly the ones the run uses.
+/// tile plan's cost, and the warp bytes a patch reads. Used by the pipeline's stages (weights,
+/// trial, final: src/pipeline/), geom::planTiles and `safeclip plan`, so the plan and the run cannot
+/// disagree. Pure: no MPI, no I/O. Not counted in the expected reads: the weights stage's CRC-32
+/// of every warp file (io::fileChecksum reads each file once, outside warpBytesRead). Chunking
+/// never changes the pixels; the rows computed here are exactly the ones the run uses.
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -17,6 +17,11 @@ namespace safeclip::pipeline {
 void guarded(PatchContext& ctx, const char* stage, const std::function<void()>& fn,
              bool injectAtStart = true);
 
+/// A stage whose work is the group root's alone (reduce, post, write): only the root runs `fn`
+/// (and the failure hook and the stop check), then the group agrees. The other ranks cannot fail
+/// it, so a published output is never reported as failed by another rank.
+void guardedOnRoot(PatchContext& ctx, const char* stage, const std::function<void()>& fn);
+
 /// Run `fn` without agreeing; a failure is kept in ctx.deferred for the next guarded stage.
 void deferred(PatchContext& ctx, const std::function<void()>& fn);
 

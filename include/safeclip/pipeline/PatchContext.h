@@ -20,6 +20,7 @@
 #include "safeclip/kernel/Image.h"
 #include "safeclip/kernel/MaskDict.h"
 #include "safeclip/kernel/SpanSet.h"
+#include "safeclip/kernel/Stack.h"
 #include "safeclip/parallel/Comm.h"
 #include "safeclip/parallel/TileGather.h"
 #include "safeclip/pipeline/PatchResult.h"
@@ -62,6 +63,10 @@ struct PatchContext {
     std::vector<Warp> warps;
     std::vector<std::optional<double>> headerPsfSigmas;  ///< of every warp that opened (for haloSigma)
     std::vector<std::string> wcsCards;                   ///< of the first used warp
+    MaskBits bits;                   ///< the settings' planes in `dict` (after every warp conformed)
+    kernel::StackControl meanCtrl;   ///< trial MEAN (bad planes B)
+    kernel::StackControl clipCtrl;   ///< trial MEANCLIP (bad planes B)
+    kernel::StackControl finalCtrl;  ///< final MEAN (bad planes B | CLIPPED)
     std::string filter;
 
     // ---- resume (PatchCheckpoint.cpp) -----------------------------------------------------------

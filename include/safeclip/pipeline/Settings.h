@@ -15,7 +15,8 @@
 
 namespace safeclip::pipeline {
 
-/// Mask bits of the canonical dictionary (kernel::MaskDict::canonical()) used by the pipeline.
+/// Mask bits used by the pipeline, resolved by the "open" stage against the patch's mask
+/// dictionary (the canonical planes plus every plane the warps' MP_* cards name).
 struct MaskBits {
     kernel::MaskPixel bad = 0;  ///< B (stack.bad_mask_planes)
     kernel::MaskPixel det = 0;  ///< DETECTED | DETECTED_NEGATIVE
@@ -31,18 +32,21 @@ struct MaskBits {
 
 /// One patch's settings (the same on every rank).
 struct PatchSettings {
-    std::string mode = "safeclip";  ///< coadd.mode: a key of pipeline::modeStages
-    bool skipBadWarps = false;      ///< input.on_bad_warp = skip
-    bool validatePixels = false;    ///< input.validate_pixels
-    std::int64_t memoryBudget = 0;  ///< memory.max_per_rank, bytes
-    int tileSize = 0;               ///< tile.size (0 = automatic)
-    double zeroPoint = 27.0;        ///< stack.zero_point (AB mag of the coadd's unit)
-    double sigmaClip = 3.0;         ///< stack.sigma_clip (also the weights' unweighted MEANCLIP)
-    int clipIter = 2;               ///< stack.clip_iter
-    MaskBits bits;
-    kernel::StackControl meanCtrl;   ///< trial MEAN (bad planes B)
-    kernel::StackControl clipCtrl;   ///< trial MEANCLIP (bad planes B)
-    kernel::StackControl finalCtrl;  ///< final MEAN (bad planes B | CLIPPED)
+    std::string mode = "safeclip";           ///< coadd.mode: a key of pipeline::modeStages
+    bool skipBadWarps = false;               ///< input.on_bad_warp = skip
+    bool validatePixels = false;             ///< input.validate_pixels
+    std::int64_t memoryBudget = 0;           ///< memory.max_per_rank, bytes
+    int tileSize = 0;                        ///< tile.size (0 = automatic)
+    double zeroPoint = 27.0;                 ///< stack.zero_point (AB mag of the coadd's unit)
+    double sigmaClip = 3.0;                  ///< stack.sigma_clip (also the weights' unweighted MEANCLIP)
+    int clipIter = 2;                        ///< stack.clip_iter
+    bool calcErrorFromInputVariance = true;  ///< stack.calc_error_from_input_variance
+    /// Mask planes by name; their bits depend on the warps' MP_* cards, so the "open" stage
+    /// resolves them (PatchContext::bits and the stack controls).
+    std::vector<std::string> badMaskPlanes;     ///< stack.bad_mask_planes
+    std::vector<std::string> removeMaskPlanes;  ///< stack.remove_mask_planes
+    std::vector<std::pair<std::string, double>>
+        maskPropagationThresholds;  ///< stack.mask_propagation_thresholds
     kernel::ClipControl clipRules;
     kernel::DetectControl detect;  ///< psfSigma = detect.psf_sigma (0 = from the warps' headers)
     kernel::InterpControl interp;

@@ -9,10 +9,11 @@
 /// CMakeLists.txt.
 ///
 /// Stage (file)                    reads                          writes
-/// open (OpenWarps.cpp)            inputs, settings               warps, box, wcsCards, filter
+/// open (OpenWarps.cpp,            inputs, settings               warps, box, dict, headerPsfSigmas,
+///   MaskPlanes.cpp)                                                wcsCards, filter, bits, stack controls
 /// resume (PatchCheckpoint.cpp)    warps, checkpoint file         warps' weights/CLIPPED, decisions, resumed
 /// weights (Weights.cpp)           warps (VARIANCE, MASK)         warps' weight, checksum, used
-/// detection (TilePlan.cpp)        warps' PSF cards, weights      detect, psfSource, halo
+/// detection (TilePlan.cpp)        warps' PSF cards, weights      detect, psfSource, halo, clipStages
 /// setup (TilePlan.cpp)            box, halo, budget              tiles
 /// trial (TrialStacks.cpp)         warps (all planes), tiles      pieces, warps' detAll (root)
 /// reduce (Decide.cpp)             pieces, detAll (root)          decisions, warps' CLIPPED (all ranks)
@@ -39,6 +40,9 @@ struct StageDef {
 const std::vector<StageDef>& modeStages(const std::string& mode);
 
 void openWarps(PatchContext& ctx);
+/// Part of "open" (MaskPlanes.cpp): ctx.bits and the stack controls from the settings' plane names
+/// and the patch's dictionary. @throws ConfigError for a bad plane no dictionary knows
+void resolveMaskPlanes(PatchContext& ctx);
 void resumeDecisions(PatchContext& ctx);
 void measureWeights(PatchContext& ctx);
 void setupDetection(PatchContext& ctx);

@@ -12,6 +12,7 @@
 #include "TinyWarps.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/RowFormats.h"
+#include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/kernel/MaskDict.h"
 #include "safeclip/pipeline/Driver.h"
@@ -25,39 +26,14 @@ namespace {
 /// The defaults of configs/default.toml as pipeline settings (app::makePatchSettings builds the
 /// same from a Config; the pipeline layer cannot see app).
 pipeline::PatchSettings defaultSettings(const std::string& mode = "safeclip") {
-    const kernel::MaskDict dict = kernel::MaskDict::canonical();
     pipeline::PatchSettings s;
     s.mode = mode;
     s.memoryBudget = 64LL << 20;
     s.zeroPoint = 27.0;
     s.sigmaClip = 1.5;
     s.clipIter = 3;
-    auto& b = s.bits;
-    b.bad = dict.bitMask("NO_DATA") | dict.bitMask("BAD") | dict.bitMask("SAT") | dict.bitMask("EDGE");
-    b.det = dict.bitMask("DETECTED") | dict.bitMask("DETECTED_NEGATIVE");
-    b.clipped = dict.bitMask("CLIPPED");
-    b.rejected = dict.bitMask("REJECTED");
-    b.sensorEdge = dict.bitMask("SENSOR_EDGE");
-    b.inexactPsf = dict.bitMask("INEXACT_PSF");
-    b.noData = dict.bitMask("NO_DATA");
-    b.edge = dict.bitMask("EDGE");
-    b.intrp = dict.bitMask("INTRP");
-    auto control = [&](kernel::Statistic stat, kernel::MaskPixel andMask) {
-        kernel::StackControl c;
-        c.statistic = stat;
-        c.sigmaClip = 1.5;
-        c.clipIter = 3;
-        c.andMask = andMask;
-        c.clippedBit = b.clipped;
-        c.noGoodPixelsMask = b.noData;
-        c.maskMap = {{andMask & ~b.noData & ~b.edge & ~b.clipped, b.rejected},
-                     {b.edge, b.sensorEdge},
-                     {b.clipped, b.clipped}};
-        return c;
-    };
-    s.meanCtrl = control(kernel::Statistic::Mean, b.bad);
-    s.clipCtrl = control(kernel::Statistic::MeanClip, b.bad);
-    s.finalCtrl = control(kernel::Statistic::Mean, b.bad | b.clipped);
+    s.badMaskPlanes = {"NO_DATA", "BAD", "SAT", "EDGE"};
+    s.removeMaskPlanes = {"NOT_DEBLENDED"};
     s.detect.psfSigma = 0;  // from the warps' PSFSIGMA cards
     s.scienceConfig = {"test = 1"};
     s.scienceConfigHash = "0123456789abcdef";
@@ -264,4 +240,59 @@ TEST(Rows, OneDescriptionMakesTheFitsTableTheJsonAndTheMessage) {
         ia >> back;
     }
     EXPECT_EQ(io::rowToJson(back), j);
+}
+
+TEST(Stages, MaskPlanesOnlyTheWarpsNameAreResolvedAfterOpening) {
+    // A plane that is not canonical (XTALK) and one that is removed by default (NOT_DEBLENDED),
+    // both only in the warps' MP_* cards: their bits are known once the warps are open.
+    TempDir dir;
+    kernel::MaskDict dict = kernel::MaskDict::canonical();
+    const int xtalk = dict.addPlane("XTALK");
+    const int notDeblended = dict.addPlane("NOT_DEBLENDED");
+    std::vector<pipeline::WarpInput> inputs;
+    for (int i = 0; i < 3; ++i) {
+        test::TinyWarp w;
+        w.visit = 20 + i;
+        w.seed = 7U + static_cast<unsigned>(i);
+        w.dict = &dict;
+        w.extraMask = {kernel::Box{5, 5, 10, 10},
+                       static_cast<kernel::MaskPixel>((1U << xtalk) | (1U << notDeblended))};
+        const std::string path = dir.file("x" + std::to_string(i) + ".fits");
+        test::writeTinyWarp(path, w);
+        inputs.push_back({-1, path});
+    }
+    auto s = defaultSettings();
+    s.badMaskPlanes.emplace_back("XTALK");
+    auto ctx = context(inputs, s, dir.file("out.fits"));
+    pipeline::openWarps(ctx);
+    const kernel::MaskPixel x = ctx.dict.bitMask("XTALK");
+    const kernel::MaskPixel nd = ctx.dict.bitMask("NOT_DEBLENDED");
+    ASSERT_NE(x, 0);
+    ASSERT_NE(nd, 0);
+    EXPECT_NE(ctx.bits.bad & x, 0);
+    EXPECT_EQ(ctx.bits.remove, nd);
+    EXPECT_EQ(ctx.finalCtrl.andMask & x, x);
+
+    // A bad plane that neither the canonical planes nor any warp names is a configuration error.
+    s.badMaskPlanes.emplace_back("NOT_A_PLANE");
+    auto bad = context(inputs, s, dir.file("out.fits"));
+    try {
+        pipeline::openWarps(bad);
+        ADD_FAILURE() << "no error for an unknown bad plane";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ExitCode::Config);
+        EXPECT_NE(std::string(e.what()).find("NOT_A_PLANE"), std::string::npos) << e.what();
+    }
+
+    // Through a whole run: the XTALK pixels are rejected and NOT_DEBLENDED is gone from the coadd.
+    s.badMaskPlanes.pop_back();
+    const std::string out = dir.file("coadd.fits");
+    (void)pipeline::runPatch("p", kernel::Box{}, inputs, s, out, nullptr, {});
+    io::WarpReader coadd(out);
+    kernel::MaskedImage mi;
+    kernel::MaskDict outDict = kernel::MaskDict::canonical();
+    coadd.conformTo(outDict);
+    coadd.read(kernel::Box{0, 0, 64, 64}, mi);
+    EXPECT_EQ(mi.mask(7, 7) & outDict.bitMask("NOT_DEBLENDED"), 0);
+    EXPECT_NE(mi.mask(7, 7) & outDict.bitMask("NO_DATA"), 0);  // every input rejected there
 }
