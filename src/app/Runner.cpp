@@ -211,8 +211,9 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
         pp.warpBytesRead = geom::expectedWarpBytesRead(pp.box, tp.tiles, pp.halo, pp.warpsOpened, trialPass) +
                            validationReads;
         try {
-            pp.perRank = geom::patchBudget(pp.box, tp.tiles, tp.owner, pp.halo, groupSize, opened, trialPass,
-                                           plan.budgetBytes, pp.name, pp.tileSize, validationReads);
+            pp.perRank =
+                geom::checkedPatchBudget(pp.box, tp, groupSize, static_cast<int>(cfg.getInt("tile.size")),
+                                         opened, trialPass, plan.budgetBytes, pp.name, validationReads);
         } catch (const ConfigError& e) {
             pp.error = e.what();
         }
