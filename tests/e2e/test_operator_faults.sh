@@ -65,13 +65,19 @@ set -e
 [ "$r1$r2$r3" = 000 ] && pass "run, rerun and --resume on its own outputs: exit 0" || fail "exits $r1 $r2 $r3"
 
 echo "== item 8: two runs on one output.dir"
+"${T[@]}" "$SAFECLIP" simulate --out m16 --patches 1 --warps 3 --size 1024x1024 --seed 4 --log-level warn
 rm -rf L
-# Run A takes the lock, then is stopped (SIGSTOP) while it holds it; run B must refuse at once.
-"${T[@]}" "$SAFECLIP" run run.toml --set output.dir=\"L\" --log-level warn 2>a.log &
+# Run A (a patch in 4096 tiles of 16 px: a few seconds) takes the lock, then is stopped (SIGSTOP)
+# while it holds it; run B must refuse at once.
+"${T[@]}" "$SAFECLIP" run run.toml --set input.manifest=\"m16/manifest.json\" --set output.dir=\"L\" \
+  --set memory.max_per_rank=\"14681024\" --log-level warn 2>a.log &
 apid=$!
-for _ in $(seq 1 500); do [ -s L/.safeclip.lock ] && break; sleep 0.01; done
-runpid=$(awk '{print $2}' L/.safeclip.lock)
-kill -STOP "$runpid" 2>/dev/null || true
+for _ in $(seq 1 1000); do [ -s L/.safeclip.lock ] && break; sleep 0.005; done
+runpid=$(awk '{print $2}' L/.safeclip.lock 2>/dev/null || true)
+if [ -z "$runpid" ] || ! kill -STOP "$runpid" 2>/dev/null; then
+  fail "run A was not caught holding the lock (ended too soon?)"
+  runpid=none
+fi
 holder=$(cat L/.safeclip.lock)
 check 4 "L: in use by another safeclip run (host $(hostname), pid $runpid, started" \
   "$SAFECLIP" run run.toml --set output.dir=\"L\"
@@ -80,7 +86,7 @@ check 4 "pid $runpid" "$SAFECLIP" run run.toml --set output.dir=\"L\" --shard 0/
 [ "$(cat L/.safeclip.lock)" = "$holder" ] && pass "the holder's lock file untouched" || fail "lock file changed"
 kill -CONT "$runpid" 2>/dev/null || true
 set +e; wait "$apid"; rc=$?; set -e
-[ "$rc" -eq 0 ] && cmp -s L/p000.fits out/p000.fits && pass "run A finished unharmed" || fail "run A: exit $rc"
+[ "$rc" -eq 0 ] && [ -f L/p000.fits ] && pass "run A finished unharmed" || fail "run A: exit $rc"
 [ ! -s L/.safeclip.lock ] && pass "the lock file is emptied when the run ends" || fail "lock: $(cat L/.safeclip.lock)"
 set +e; "${T[@]}" mpirun -n 2 "$SAFECLIP" run run.toml --set output.dir=\"L\" --log-level warn; rc=$?; set -e
 [ "$rc" -eq 0 ] && pass "a later run (2 ranks) takes the lock" || fail "later run: exit $rc"
@@ -165,7 +171,6 @@ check 2 "patch name is not a plain file name: it is 300 bytes long" \
 [ ! -e o15 ] && pass "nothing created for a bad manifest" || fail "o15 created: $(ls -a o15)"
 
 echo "== item 16: an impossible memory budget is found when planning"
-"${T[@]}" "$SAFECLIP" simulate --out m16 --patches 1 --warps 3 --size 1024x1024 --seed 4 --log-level warn
 MW=(m16/p000/warp-100.fits m16/p000/warp-101.fits m16/p000/warp-102.fits)
 start=$(date +%s%N)
 check 2 "the smallest memory.max_per_rank that works for patch tight is" \
