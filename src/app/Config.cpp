@@ -36,6 +36,9 @@ constexpr std::int64_t kMaxMinPixels = 100000;
 constexpr std::int64_t kMaxBigOverlap = std::int64_t{1} << 31;
 /// PSF sigma in pixels: the smoothing kernel is n_sigma_for_kernel times as wide.
 constexpr double kMaxPsfSigma = 100.0;
+/// detect.n_sigma_to_grow and detect.n_sigma_for_kernel: radii in PSF sigmas (1e6 was an internal
+/// error blaming DetectControl.nSigmaToGrow).
+constexpr double kMaxSigmaMultiple = 100.0;
 /// AB zero points of real data are 20-35; the scale 10^(0.4 (zp - 31.4)) must stay a finite float.
 constexpr std::pair<double, double> kZeroPointRange{0.0, 50.0};
 using StringList = std::vector<std::string>;
@@ -96,11 +99,12 @@ std::vector<KeyDef> buildSchema() {
     s.push_back(key("detect.threshold", K::Double, 2.0,
                     "detection threshold in per-pixel sigma, > 0 (clipDetection.thresholdValue)"));
     s.push_back(key("detect.n_sigma_to_grow", K::Double, 2.0,
-                    "footprint growth in PSF sigma, >= 0 (clipDetection.nSigmaToGrow)"));
+                    "footprint growth in PSF sigma, in [0, 100] (clipDetection.nSigmaToGrow)"));
     s.push_back(key("detect.min_pixels", K::Int, std::int64_t{4},
                     "minimum footprint size before growth, in [1, 100000] (clipDetection.minPixels)"));
-    s.push_back(key("detect.n_sigma_for_kernel", K::Double, 7.0,
-                    "full width of the smoothing kernel in sigma, > 0 (clipDetection.nSigmaForKernel)"));
+    s.push_back(
+        key("detect.n_sigma_for_kernel", K::Double, 7.0,
+            "full width of the smoothing kernel in sigma, in (0, 100] (clipDetection.nSigmaForKernel)"));
     s.push_back(key("clip.min_foot_overlap", K::Double, 0.6,
                     "general case: the one warp with overlap fraction above this is clipped, in [0, 1] "
                     "(minClipFootOverlap)"));
@@ -706,9 +710,10 @@ void Config::validate() const {
     doubleIn("stack.zero_point", kZeroPointRange.first, kZeroPointRange.second);
     doubleIn("detect.psf_sigma", 0.0, kMaxPsfSigma);
     positive("detect.threshold");
-    nonNegative("detect.n_sigma_to_grow");
+    doubleIn("detect.n_sigma_to_grow", 0.0, kMaxSigmaMultiple);
     intIn("detect.min_pixels", 1, kMaxMinPixels);
     positive("detect.n_sigma_for_kernel");
+    doubleIn("detect.n_sigma_for_kernel", 0.0, kMaxSigmaMultiple);
     unit("clip.min_foot_overlap");
     unit("clip.min_foot_overlap_single");
     unit("clip.min_foot_overlap_double");

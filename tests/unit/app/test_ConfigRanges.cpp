@@ -62,6 +62,13 @@ TEST(ConfigRanges, PsfSigmaAndZeroPoint) {
     EXPECT_NE(validateError("stack.zero_point=-1").find("stack.zero_point"), std::string::npos);
     EXPECT_NE(validateError("stack.zero_point=nan").find("finite"), std::string::npos);
     expectValid("detect.psf_sigma=100");
+    // Radii in PSF sigmas: 1e6 was an internal error (exit 5) blaming DetectControl.nSigmaToGrow.
+    EXPECT_EQ(validateError("detect.n_sigma_to_grow=1e6"),
+              "config key 'detect.n_sigma_to_grow': must be in [0.0, 100.0], got 1.0e+06");
+    EXPECT_NE(validateError("detect.n_sigma_for_kernel=1e6").find("detect.n_sigma_for_kernel"),
+              std::string::npos);
+    EXPECT_NE(validateError("detect.n_sigma_for_kernel=0").find("must be > 0"), std::string::npos);
+    expectValid("detect.n_sigma_to_grow=100");
     expectValid("stack.zero_point=31.4");
 }
 
