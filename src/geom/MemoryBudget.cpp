@@ -18,7 +18,10 @@ int weightsChunkRows(const Box& patch, std::int64_t budgetBytes) {
     if (budgetBytes - sampleBytes < rowBytes) {
         throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
                           " cannot hold one warp's variance sample for the weights (" +
-                          formatByteSize(sampleBytes) + " for " + patch.str() + ")");
+                          formatByteSize(sampleBytes) + " for " + patch.str() +
+                          "); the weights pass alone needs at least " +
+                          formatByteSize(sampleBytes + rowBytes) + " (" +
+                          std::to_string(sampleBytes + rowBytes) + " bytes)");
     }
     return static_cast<int>(std::clamp<std::int64_t>(
         std::min<std::int64_t>((budgetBytes - sampleBytes) / rowBytes, kChunkCap / rowBytes), 1,

@@ -88,3 +88,19 @@ TEST(MemoryBudgetMinimum, NoTinyTilesUnderAnImpossibleBudget) {
     EXPECT_LT(fits.tileSize, 1536);
     EXPECT_LE(geom::tilePlanBytes(patch, fits.tileSize, 14, 12), 36LL << 20);
 }
+
+TEST(MemoryBudgetMinimum, WeightsPassNamesItsOwnMinimum) {
+    const Box patch{0, 0, 512, 512};
+    const std::int64_t need = geom::weightsSampleBytes(patch) + 512 * geom::kWeightsChunkBytesPerPixel;
+    EXPECT_EQ(geom::weightsChunkRows(patch, need), 1);
+    try {
+        (void)geom::weightsChunkRows(patch, need - 1);
+        ADD_FAILURE() << "one byte less accepted";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(
+            std::string(e.what()).find("the weights pass alone needs at least " + geom::formatByteSize(need) +
+                                       " (" + std::to_string(need) + " bytes)"),
+            std::string::npos)
+            << e.what();
+    }
+}
