@@ -99,8 +99,26 @@ std::string raiseOpenFileLimit() {
     return "open-file limit " + std::to_string(lim.rlim_cur);
 }
 
-int cmdCoadd(const std::string& out, const std::string& configFile, const std::vector<std::string>& sets,
-             const std::string& logLevel, const std::vector<std::string>& warpPaths) {
+/// Before any work: `coadd -o OUT` must not be, nor replace, one of its warps (exit 2), and replaces
+/// an existing file only with --overwrite (exit 2 otherwise).
+void checkCoaddOutput(const std::string& out, const std::vector<std::string>& warpPaths, bool overwrite) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(out, ec)) {
+        throw OutputError(out + ": output path is a directory");
+    }
+    const auto [o, in] = outputReplacingInput({out}, warpPaths);
+    if (!o.empty()) {
+        throw ConfigError(out + ": output would replace the input warp " + in + " (give another -o)");
+    }
+    if (!overwrite &&
+        std::filesystem::symlink_status(out, ec).type() != std::filesystem::file_type::not_found && !ec) {
+        throw ConfigError(out + ": output exists; give --overwrite to replace it");
+    }
+}
+
+int cmdCoadd(const std::string& out, bool overwrite, const std::string& configFile,
+             const std::vector<std::string>& sets, const std::string& logLevel,
+             const std::vector<std::string>& warpPaths) {
     // Under mpirun the ranks share the patch's tiles; run alone it is a one-rank group.
     tuneMpiTransport();
     boost::mpi::environment env(boost::mpi::threading::single, /*abort_on_exception=*/true);
@@ -111,9 +129,7 @@ int cmdCoadd(const std::string& out, const std::string& configFile, const std::v
         cfg = loadConfig(configFile, sets, logLevel);
         initLogging(world.rank(), cfg.getString("log.level"));
         log().debug("MPI transport: {}; {}", g_mpiTransport, raiseOpenFileLimit());
-        if (std::filesystem::is_directory(out)) {
-            throw OutputError(out + ": output path is a directory");
-        }
+        checkCoaddOutput(out, warpPaths, overwrite);
     } catch (const Error& e) {
         initLogging(world.rank(), "info");
         if (world.rank() == 0) {
@@ -268,6 +284,9 @@ int runCli(int argc, char** argv) {
     std::vector<std::string> coaddSets;
     std::vector<std::string> coaddWarps;
     coadd->add_option("-o,--output", coaddOut, "output coadd FITS (written atomically)")->required();
+    bool coaddOverwrite = false;
+    coadd->add_flag("--overwrite", coaddOverwrite,
+                    "replace OUT when it exists (never allowed when OUT is one of the warps)");
     coadd->add_option("--config", coaddConfig, "TOML config file (see `safeclip config`)");
     coadd->add_option("--set", coaddSets, "override a config key: key=value (repeatable)")
         ->allow_extra_args(false);
@@ -284,8 +303,9 @@ int runCli(int argc, char** argv) {
     run->add_option("--set", runSets, "override a config key: key=value (repeatable)")
         ->allow_extra_args(false);
     run->footer(
-        "Exit codes: 0 ok, 2 config/manifest, 3 input warp, 4 output, 5 internal, 75 stopped by SIGTERM/"
-        "SIGUSR1 (rerun with --resume). Checkpoints: checkpoint.dir (default <output.dir>/checkpoints).");
+        "Exit codes: 0 ok, 2 config/manifest (or an output that is an input), 3 input warp, 4 output (or "
+        "output.dir locked by another run), 5 internal, 75 stopped by SIGTERM/SIGUSR1/SIGINT (rerun with "
+        "--resume). Checkpoints: checkpoint.dir (default <output.dir>/checkpoints).");
     std::string runShard;
     run->add_option("--shard", runShard, "K/N: only patches whose manifest index i has i % N == K (0-based)");
     run->add_flag("--restart", runOpts.restart,
@@ -383,7 +403,8 @@ int runCli(int argc, char** argv) {
 
     try {
         if (*coadd) {
-            return cmdCoadd(coaddOut, coaddConfig, coaddSets, logLevel, coaddWarps);
+            installStopSignals();  // SIGTERM/SIGUSR1/SIGINT: exit 75, temporaries removed, as `run`
+            return cmdCoadd(coaddOut, coaddOverwrite, coaddConfig, coaddSets, logLevel, coaddWarps);
         }
         if (*run) {
             if (!runShard.empty()) {

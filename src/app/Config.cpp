@@ -18,6 +18,7 @@
 
 #include "safeclip/geom/Plan.h"
 #include "safeclip/io/Hash.h"
+#include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
 
 namespace safeclip::app {
@@ -25,6 +26,21 @@ namespace safeclip::app {
 namespace {
 
 using DoubleTable = std::vector<std::pair<std::string, double>>;
+
+// ---- ranges (README "Configuration") -----------------------------------------------------------
+constexpr std::int64_t kMaxTileSize = std::int64_t{1} << 30;
+constexpr std::int64_t kMaxClipIter = 100;
+/// The halo grows by min_pixels - 1 pixels.
+constexpr std::int64_t kMaxMinPixels = 100000;
+/// A footprint area: at most a whole patch (io::kMaxPatchPixels).
+constexpr std::int64_t kMaxBigOverlap = std::int64_t{1} << 31;
+/// PSF sigma in pixels: the smoothing kernel is n_sigma_for_kernel times as wide.
+constexpr double kMaxPsfSigma = 100.0;
+/// detect.n_sigma_to_grow and detect.n_sigma_for_kernel: radii in PSF sigmas (1e6 was an internal
+/// error blaming DetectControl.nSigmaToGrow).
+constexpr double kMaxSigmaMultiple = 100.0;
+/// AB zero points of real data are 20-35; the scale 10^(0.4 (zp - 31.4)) must stay a finite float.
+constexpr std::pair<double, double> kZeroPointRange{0.0, 50.0};
 using StringList = std::vector<std::string>;
 
 // ---- the schema -------------------------------------------------------------------------------
@@ -53,7 +69,7 @@ std::vector<KeyDef> buildSchema() {
                     "a killed rank redoes at most this much of its final stack"));
     // resources
     s.push_back(key("tile.size", K::Int, std::int64_t{0},
-                    "tile edge in pixels; 0 = derived from memory.max_per_rank, else >= 16 "
+                    "tile edge in pixels; 0 = derived from memory.max_per_rank, else in [16, 2^30] "
                     "(upstream subregionSize; results never depend on it)"));
     s.push_back(key("memory.max_per_rank", K::String, std::string("1GiB"),
                     "memory budget per MPI rank, e.g. \"512MiB\", \"2GiB\""));
@@ -66,7 +82,7 @@ std::vector<KeyDef> buildSchema() {
     s.push_back(key("stack.sigma_clip", K::Double, 1.5,
                     "N-sigma for MEANCLIP and the weight estimate, > 0 (sigmaClip)"));
     s.push_back(key("stack.clip_iter", K::Int, std::int64_t{3},
-                    "clipping iterations for MEANCLIP and the weights, >= 1 (clipIter)"));
+                    "clipping iterations for MEANCLIP and the weights, in [1, 100] (clipIter)"));
     s.push_back(key("stack.calc_error_from_input_variance", K::Bool, true,
                     "coadd variance propagated from the input variances (calcErrorFromInputVariance)"));
     s.push_back(key("stack.mask_propagation_thresholds", K::DoubleTable, DoubleTable{{"SAT", 0.1}},
@@ -74,19 +90,21 @@ std::vector<KeyDef> buildSchema() {
                     "(maskPropagationThresholds)"));
     s.push_back(key("stack.remove_mask_planes", K::StringList, StringList{"NOT_DEBLENDED"},
                     "mask planes cleared from each warp before stacking (removeMaskPlanes)"));
+    s.push_back(key("stack.zero_point", K::Double, 27.0,
+                    "AB zero point of the coadd, in [0, 50] (scaleZeroPoint.zeroPoint)"));
     s.push_back(
-        key("stack.zero_point", K::Double, 27.0, "AB zero point of the coadd (scaleZeroPoint.zeroPoint)"));
-    s.push_back(key("detect.psf_sigma", K::Double, 0.0,
-                    "PSF sigma in pixels for detection smoothing, >= 0; 0 = weight-averaged sigma from the "
-                    "warps' PSFSIGMA/FWHM header cards"));
+        key("detect.psf_sigma", K::Double, 0.0,
+            "PSF sigma in pixels for detection smoothing, in [0, 100]; 0 = weight-averaged sigma from the "
+            "warps' PSFSIGMA/FWHM header cards"));
     s.push_back(key("detect.threshold", K::Double, 2.0,
                     "detection threshold in per-pixel sigma, > 0 (clipDetection.thresholdValue)"));
     s.push_back(key("detect.n_sigma_to_grow", K::Double, 2.0,
-                    "footprint growth in PSF sigma, >= 0 (clipDetection.nSigmaToGrow)"));
+                    "footprint growth in PSF sigma, in [0, 100] (clipDetection.nSigmaToGrow)"));
     s.push_back(key("detect.min_pixels", K::Int, std::int64_t{4},
-                    "minimum footprint size before growth, >= 1 (clipDetection.minPixels)"));
-    s.push_back(key("detect.n_sigma_for_kernel", K::Double, 7.0,
-                    "full width of the smoothing kernel in sigma, > 0 (clipDetection.nSigmaForKernel)"));
+                    "minimum footprint size before growth, in [1, 100000] (clipDetection.minPixels)"));
+    s.push_back(
+        key("detect.n_sigma_for_kernel", K::Double, 7.0,
+            "full width of the smoothing kernel in sigma, in (0, 100] (clipDetection.nSigmaForKernel)"));
     s.push_back(key("clip.min_foot_overlap", K::Double, 0.6,
                     "general case: the one warp with overlap fraction above this is clipped, in [0, 1] "
                     "(minClipFootOverlap)"));
@@ -98,8 +116,9 @@ std::vector<KeyDef> buildSchema() {
     s.push_back(key("clip.max_foot_overlap_double", K::Double, 0.15,
                     "two-warp case: every other candidate at or below this, in [0, 1] "
                     "(maxClipFootOverlapDouble)"));
-    s.push_back(key("clip.min_big_overlap", K::Int, std::int64_t{100},
-                    "detectClipBig: minimum footprint area and overlap in pixels, >= 0 (minBigOverlap)"));
+    s.push_back(
+        key("clip.min_big_overlap", K::Int, std::int64_t{100},
+            "detectClipBig: minimum footprint area and overlap in pixels, in [0, 2^31] (minBigOverlap)"));
     s.push_back(key("interp.enabled", K::Bool, true, "interpolate over coadd NO_DATA pixels (doInterp)"));
     s.push_back(key("interp.use_fallback_value_at_edge", K::Bool, true,
                     "gaps touching the edge get the fallback value (interpImage.useFallbackValueAtEdge)"));
@@ -499,6 +518,9 @@ std::string checkUtf8Text(const std::string& text) {
 }  // namespace
 
 Config Config::fromFile(const std::string& path) {
+    if (const std::string problem = io::notRegularFileProblem(path); !problem.empty()) {
+        throw ConfigError(path + ": " + problem);  // a FIFO would block in open(2)
+    }
     std::ifstream file(path, std::ios::binary);
     if (!file) {
         throw ConfigError(path + ": cannot open config file");
@@ -628,9 +650,19 @@ void Config::validate() const {
             throw fail(key, "must be in [0, 1]", m_values.at(key));
         }
     };
-    auto intAtLeast = [&](const std::string& key, std::int64_t lo) {
-        if (getInt(key) < lo) {
-            throw fail(key, "must be >= " + std::to_string(lo), m_values.at(key));
+    // Every int key has a range that fits the int it becomes (no silent truncation).
+    auto intIn = [&](const std::string& key, std::int64_t lo, std::int64_t hi) {
+        const std::int64_t v = getInt(key);
+        if (v < lo || v > hi) {
+            throw fail(key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]",
+                       m_values.at(key));
+        }
+    };
+    auto doubleIn = [&](const std::string& key, double lo, double hi) {
+        const double v = finite(key);
+        if (!(v >= lo && v <= hi)) {
+            throw fail(key, "must be in [" + formatDouble(lo) + ", " + formatDouble(hi) + "]",
+                       m_values.at(key));
         }
     };
     auto choice = [&](const std::string& key, std::initializer_list<const char*> options) {
@@ -658,15 +690,16 @@ void Config::validate() const {
         throw fail("output.dir", "must not be empty", m_values.at("output.dir"));
     }
     const std::int64_t tile = getInt("tile.size");
-    if (tile != 0 && (tile < 16 || tile > (std::int64_t{1} << 30))) {
-        throw fail("tile.size", "must be 0 (automatic) or >= 16", m_values.at("tile.size"));
+    if (tile != 0 && (tile < 16 || tile > kMaxTileSize)) {
+        throw fail("tile.size", "must be 0 (automatic) or in [16, " + std::to_string(kMaxTileSize) + "]",
+                   m_values.at("tile.size"));
     }
     (void)geom::parseByteSize(getString("memory.max_per_rank"), "memory.max_per_rank");
     nonNegative("checkpoint.tile_interval");
     choice("coadd.mode", {"safeclip", "mean"});
     planeNames("stack.bad_mask_planes");
     positive("stack.sigma_clip");
-    intAtLeast("stack.clip_iter", 1);
+    intIn("stack.clip_iter", 1, kMaxClipIter);
     for (const auto& [plane, v] : getDoubleTable("stack.mask_propagation_thresholds")) {
         if (plane.empty() || !(v >= 0.0 && v <= 1.0)) {
             throw ConfigError("config key 'stack.mask_propagation_thresholds': value for '" + plane +
@@ -674,17 +707,18 @@ void Config::validate() const {
         }
     }
     planeNames("stack.remove_mask_planes");
-    (void)finite("stack.zero_point");
-    nonNegative("detect.psf_sigma");
+    doubleIn("stack.zero_point", kZeroPointRange.first, kZeroPointRange.second);
+    doubleIn("detect.psf_sigma", 0.0, kMaxPsfSigma);
     positive("detect.threshold");
-    nonNegative("detect.n_sigma_to_grow");
-    intAtLeast("detect.min_pixels", 1);
+    doubleIn("detect.n_sigma_to_grow", 0.0, kMaxSigmaMultiple);
+    intIn("detect.min_pixels", 1, kMaxMinPixels);
     positive("detect.n_sigma_for_kernel");
+    doubleIn("detect.n_sigma_for_kernel", 0.0, kMaxSigmaMultiple);
     unit("clip.min_foot_overlap");
     unit("clip.min_foot_overlap_single");
     unit("clip.min_foot_overlap_double");
     unit("clip.max_foot_overlap_double");
-    intAtLeast("clip.min_big_overlap", 0);
+    intIn("clip.min_big_overlap", 0, kMaxBigOverlap);
     choice("log.level", {"trace", "debug", "info", "warn", "error", "off"});
     choice("log.progress", {"auto", "on", "off"});
 }

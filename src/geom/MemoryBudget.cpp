@@ -18,7 +18,10 @@ int weightsChunkRows(const Box& patch, std::int64_t budgetBytes) {
     if (budgetBytes - sampleBytes < rowBytes) {
         throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
                           " cannot hold one warp's variance sample for the weights (" +
-                          formatByteSize(sampleBytes) + " for " + patch.str() + ")");
+                          formatByteSize(sampleBytes) + " for " + patch.str() +
+                          "); the weights pass alone needs at least " +
+                          formatByteSize(sampleBytes + rowBytes) + " (" +
+                          std::to_string(sampleBytes + rowBytes) + " bytes)");
     }
     return static_cast<int>(std::clamp<std::int64_t>(
         std::min<std::int64_t>((budgetBytes - sampleBytes) / rowBytes, kChunkCap / rowBytes), 1,
@@ -41,6 +44,16 @@ int stackChunkRows(const Box& box, int nWarps, std::int64_t fixedBytes, std::int
                           " is smaller than the fixed arrays of patch " + patchName + " (" +
                           formatByteSize(fixedBytes) + " for tiles of " + std::to_string(tileSize) +
                           " px and the gathered patch " + patch.str() + ")");
+    }
+    const std::int64_t rowBytes =
+        static_cast<std::int64_t>(std::max(1, box.width)) *
+        (static_cast<std::int64_t>(nWarps) * kWarpChunkBytesPerPixel + kStackOutputBytesPerPixel);
+    if (avail < rowBytes) {  // rowsPerChunk would name the remainder as if it were the budget
+        throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) + " leaves " +
+                          formatByteSize(avail) + " beside the fixed arrays of patch " + patchName + " (" +
+                          formatByteSize(fixedBytes) + "), less than one row of " + std::to_string(nWarps) +
+                          " warps of width " + std::to_string(box.width) + " (" + formatByteSize(rowBytes) +
+                          ")");
     }
     const std::int64_t capRows = std::max<std::int64_t>(
         1,
@@ -118,6 +131,68 @@ std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& ti
     }
     out[0].warpBytesRead += extraRootReads;
     return out;
+}
+
+bool budgetCannotWork(const Box& patch, std::int64_t budgetBytes) {
+    return budgetBytes <= finalFixedBytes(patch, 0, true) ||
+           budgetBytes - weightsSampleBytes(patch) <
+               static_cast<std::int64_t>(patch.width) * kWeightsChunkBytesPerPixel;
+}
+
+namespace {
+
+int countUsed(const std::vector<bool>& warpUsed) {
+    return static_cast<int>(std::count(warpUsed.begin(), warpUsed.end(), true));
+}
+
+bool budgetWorks(const Box& patch, int groupSize, int tileSize, int halo, const std::vector<bool>& warpUsed,
+                 bool trialPass, std::int64_t budgetBytes) {
+    const TilePlan plan = planTiles(patch, groupSize, tileSize, halo, countUsed(warpUsed), budgetBytes);
+    try {
+        (void)patchBudget(patch, plan.tiles, plan.owner, halo, groupSize, warpUsed, trialPass, budgetBytes,
+                          "", plan.tileSize);
+        return true;
+    } catch (const ConfigError&) {
+        return false;
+    }
+}
+
+}  // namespace
+
+std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize, int halo,
+                                   const std::vector<bool>& warpUsed, bool trialPass) {
+    constexpr std::int64_t kMax = std::int64_t{1} << 62;
+    std::int64_t lo = 0;  // does not work (a budget is >= 1 byte)
+    std::int64_t hi = 1 << 20;
+    while (!budgetWorks(patch, groupSize, tileSize, halo, warpUsed, trialPass, hi)) {
+        lo = hi;
+        if (hi >= kMax / 2) {
+            return kMax;  // nothing sensible works (cannot happen for a manifest's box)
+        }
+        hi *= 2;
+    }
+    // Invariant: lo does not work, hi works.
+    while (hi - lo > 1) {
+        const std::int64_t mid = lo + (hi - lo) / 2;
+        (budgetWorks(patch, groupSize, tileSize, halo, warpUsed, trialPass, mid) ? hi : lo) = mid;
+    }
+    return hi;
+}
+
+std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& plan, int groupSize,
+                                           int tileSize, const std::vector<bool>& warpUsed, bool trialPass,
+                                           std::int64_t budgetBytes, const std::string& patchName,
+                                           std::int64_t extraRootReads) {
+    try {
+        return patchBudget(patch, plan.tiles, plan.owner, plan.halo, groupSize, warpUsed, trialPass,
+                           budgetBytes, patchName, plan.tileSize, extraRootReads);
+    } catch (const ConfigError& e) {
+        const std::int64_t need =
+            smallestWorkingBudget(patch, groupSize, tileSize, plan.halo, warpUsed, trialPass);
+        throw ConfigError(std::string(e.what()) + "; the smallest memory.max_per_rank that works for patch " +
+                          patchName + " is " + formatByteSize(need) + " (" + std::to_string(need) +
+                          " bytes)");
+    }
 }
 
 std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo, int nUsedWarps,

@@ -157,7 +157,9 @@ TilePlan planTiles(const Box& patch, int groupSize, int tileSize, int halo, int 
             const double side = std::sqrt(static_cast<double>(patch.area()) / (2.0 * groupSize));
             t = std::max(32, (static_cast<int>(std::ceil(side)) + 15) / 16 * 16);
         }
-        while (t > 16 && cost(t) > budgetBytes) {
+        // Under a budget no tiling can meet (the gathered patch alone is too big) smaller tiles would
+        // only make the run slower before it fails: keep the size (the stages report the budget).
+        while (t > 16 && cost(t) > budgetBytes && !budgetCannotWork(patch, budgetBytes)) {
             t = std::max(16, (t * 3 / 4) / 16 * 16);  // strictly decreasing: always ends
         }
     }

@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "safeclip/io/AtomicFile.h"
+#include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
 
 namespace safeclip::io {
@@ -47,9 +48,46 @@ std::string patchLabel(std::size_t index, const std::string& name) {
     return label;
 }
 
-bool isPlainFileName(const std::string& name) {
-    return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
-           name.find('\0') == std::string::npos;
+/// `s` with control characters written as \xNN, so a message naming it stays one line.
+std::string printable(const std::string& s) {
+    std::string out;
+    for (const char c : s) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u == 0x7f) {
+            char hex[8];
+            std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned>(u));
+            out += hex;
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+/// Why a patch name cannot become the file names made from it ("" when it can): the longest is
+/// the decision checkpoint's temporary "<name>.reduced.h5.tmp.<pid>", which must stay within
+/// kMaxFileNameBytes.
+std::string patchNameProblem(const std::string& name) {
+    if (name.empty() || name == "." || name == "..") {
+        return "is empty, '.' or '..'";
+    }
+    if (name.find('/') != std::string::npos) {
+        return "contains '/'";
+    }
+    for (const char c : name) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u == 0x7f) {
+            char hex[8];
+            std::snprintf(hex, sizeof hex, "0x%02x", static_cast<unsigned>(u));
+            return std::string("contains the control character ") + hex;
+        }
+    }
+    if (name.size() > kMaxPatchNameBytes) {
+        return "is " + std::to_string(name.size()) + " bytes long; at most " +
+               std::to_string(kMaxPatchNameBytes) + " fit in a file name with the suffixes " +
+               "(\".fits\", \".reduced.h5\", \".tiles\", \".tmp.<pid>\"; 255 bytes in all)";
+    }
+    return {};
 }
 
 int toInt(const std::string& path, const std::string& where, const json& v) {
@@ -84,6 +122,22 @@ kernel::Box parseBox(const std::string& path, const std::string& where, const js
     if (box.width <= 0 || box.height <= 0) {
         fail(path, where + ".box width and height must be positive (got " + std::to_string(box.width) + "x" +
                        std::to_string(box.height) + ")");
+    }
+    // Pixel coordinates are int32: the box's far edges must be too.
+    if (static_cast<std::int64_t>(box.x0) + box.width > INT_MAX) {
+        fail(path, where +
+                       ".box x0 + width = " + std::to_string(static_cast<std::int64_t>(box.x0) + box.width) +
+                       " is out of range (at most " + std::to_string(INT_MAX) + ")");
+    }
+    if (static_cast<std::int64_t>(box.y0) + box.height > INT_MAX) {
+        fail(path,
+             where + ".box y0 + height = " + std::to_string(static_cast<std::int64_t>(box.y0) + box.height) +
+                 " is out of range (at most " + std::to_string(INT_MAX) + ")");
+    }
+    if (box.area() > kMaxPatchPixels) {
+        fail(path, where + ".box area " + std::to_string(box.width) + "x" + std::to_string(box.height) +
+                       " = " + std::to_string(box.area()) + " pixels is out of range (at most " +
+                       std::to_string(kMaxPatchPixels) + " = 2^31 pixels per patch)");
     }
     return box;
 }
@@ -130,6 +184,9 @@ Manifest readManifest(const std::string& path) {
     }
     if (fs::is_directory(path, ec)) {
         fail(path, "is a directory, not a manifest");
+    }
+    if (const std::string problem = notRegularFileProblem(path); !problem.empty()) {
+        fail(path, problem);  // a FIFO would block in open(2)
     }
     std::ifstream in(path, std::ios::binary);
     if (!in) {
@@ -178,9 +235,10 @@ Manifest readManifest(const std::string& path) {
         ManifestPatch patch;
         patch.name = nameIt->get<std::string>();
         const std::string where = patchLabel(index, patch.name);
-        if (!isPlainFileName(patch.name)) {
-            fail(path, where + ": patch name " + inQuotes(patch.name) +
-                           " is not a plain file name (empty, '.', '..' or contains '/')");
+        if (const std::string problem = patchNameProblem(patch.name); !problem.empty()) {
+            // printable(): a newline in the name must not forge a log line.
+            fail(path, patchLabel(index, printable(patch.name)) +
+                           ": patch name is not a plain file name: it " + problem);
         }
         if (!names.insert(patch.name).second) {
             fail(path, "duplicate patch name " + inQuotes(patch.name));

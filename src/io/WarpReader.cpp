@@ -313,6 +313,20 @@ double calibrationFromFluxMag0(double fluxMag0) {
     return kReferenceFluxNJy / fluxMag0;
 }
 
+std::string notRegularFileProblem(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) {
+        return {};
+    }
+    const char* kind = S_ISFIFO(st.st_mode)   ? "a FIFO"
+                       : S_ISDIR(st.st_mode)  ? "a directory"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                       : S_ISCHR(st.st_mode)  ? "a character device"
+                       : S_ISBLK(st.st_mode)  ? "a block device"
+                                              : "a special file";
+    return std::string("not a regular file (") + kind + ")";
+}
+
 namespace {
 
 /// Walks the FITS structure reading only header blocks; true when some HDU says ZIMAGE = T (or
@@ -387,6 +401,10 @@ bool hasCompressedHdu(const std::string& path) {
 /// (tests/fuzz/known-crashes), which under MPI would end the job. A child that dies is a clean
 /// InputError here.
 std::unique_ptr<FitsFile> openGuarded(const std::string& path) {
+    // A FIFO or device would block (or never end) in open(2) or the header walk: refuse it first.
+    if (const std::string problem = notRegularFileProblem(path); !problem.empty()) {
+        throw InputError(path + ": " + problem);
+    }
     if (hasCompressedHdu(path)) {
         const pid_t pid = ::fork();
         if (pid == 0) {

@@ -21,6 +21,7 @@ void installStopSignals() {
     sa.sa_flags = SA_RESTART;
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGUSR1, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
 }
 
 bool stopRequested() {

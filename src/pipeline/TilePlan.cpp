@@ -2,6 +2,7 @@
 /// §6.1) and "setup" (the tile plan of geom::planTiles, the same on every rank of the group).
 #include <algorithm>
 
+#include "safeclip/geom/MemoryBudget.h"
 #include "safeclip/geom/Plan.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/parallel/Collectives.h"
@@ -55,6 +56,15 @@ void planTiles(PatchContext& ctx) {
     guarded(ctx, "setup", [&] {
         ctx.tiles = geom::planTiles(ctx.box, parallel::sizeOf(ctx.group), ctx.settings.tileSize, ctx.halo,
                                     static_cast<int>(ctx.usedWarps().size()), ctx.settings.memoryBudget);
+        // Every tile's trial and final chunk rows must fit before any stack starts: a budget that
+        // cannot work fails here, naming the smallest one that does (the model of `safeclip plan`).
+        std::vector<bool> used;
+        for (const Warp& w : ctx.warps) {
+            used.push_back(w.used);
+        }
+        (void)geom::checkedPatchBudget(ctx.box, ctx.tiles, parallel::sizeOf(ctx.group), ctx.settings.tileSize,
+                                       used, ctx.clipStages && !ctx.resumed, ctx.settings.memoryBudget,
+                                       ctx.name);
     });
 }
 

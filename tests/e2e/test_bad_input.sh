@@ -36,7 +36,7 @@ check 3 bad/otherwcs.fits "WCS differs" "$SAFECLIP" coadd -o out/a.fits "${W[@]}
 check 3 bad/badvar.fits "VARIANCE: 100 of" "$SAFECLIP" coadd --set input.validate_pixels=true -o out/a.fits "${W[@]}" bad/badvar.fits
 check 3 bad/nozeropoint.fits "zero point" "$SAFECLIP" coadd -o out/a.fits "${W[@]}" bad/nozeropoint.fits
 nothing_written
-check 3 bad/truncated.fits "truncat|end of file|EOF|short|size" "$SAFECLIP" coadd -o out/existing.fits "${W[@]}" bad/truncated.fits
+check 3 bad/truncated.fits "truncat|end of file|EOF|short|size" "$SAFECLIP" coadd --overwrite -o out/existing.fits "${W[@]}" bad/truncated.fits
 nothing_written
 
 # Bad configuration: exit 2, the key and the file named.

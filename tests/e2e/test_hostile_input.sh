@@ -195,7 +195,7 @@ BW=(big/p000/warp-100.fits big/p000/warp-101.fits big/p000/warp-102.fits)
 check 4 out/full.fits "out/full.fits: write .*error writing to FITS file \(File too large\)" \
   bash -c 'ulimit -f 8192; exec "$@"' _ "$SAFECLIP" coadd -o out/full.fits "${BW[@]}"
 check 4 out/existing.fits "out/existing.fits: write .*File too large" \
-  bash -c 'ulimit -f 8192; exec "$@"' _ "$SAFECLIP" coadd -o out/existing.fits "${BW[@]}"
+  bash -c 'ulimit -f 8192; exec "$@"' _ "$SAFECLIP" coadd --overwrite -o out/existing.fits "${BW[@]}"
 check 4 out/full.png "out/full.png: write failed: File too large" bash -c 'ulimit -f 16; exec "$@"' _ "$SAFECLIP" qa good.fits -o out/full.png
 nothing_written
 printf '[input]\nmanifest = "big/manifest.json"\n[output]\ndir = "bigout"\n' > big.toml

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "safeclip/geom/Plan.h"
 #include "safeclip/kernel/Box.h"
 
 namespace safeclip::geom {
@@ -101,6 +102,26 @@ std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& ti
                                     const std::vector<bool>& warpUsed, bool trialPass,
                                     std::int64_t budgetBytes, const std::string& patchName, int tileSize,
                                     std::int64_t extraRootReads = 0);
+
+/// A budget below which no tile plan can work: the gathered patch (final stage, group root) or
+/// the weights pass's sample plus one row does not fit, whatever the tiles. planTiles does not
+/// shrink its automatic tiles under such a budget (tiny tiles would not help).
+bool budgetCannotWork(const Box& patch, std::int64_t budgetBytes);
+
+/// The smallest memory.max_per_rank under which the patch works by this model: the tile plan that
+/// planTiles makes with that budget (tileSize 0: automatic, which depends on the budget) passes
+/// patchBudget, and with one byte less it does not. Found by bisection over the model.
+std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize, int halo,
+                                   const std::vector<bool>& warpUsed, bool trialPass);
+
+/// patchBudget of `plan` (planTiles' plan under budgetBytes, with the configured `tileSize`). When
+/// the budget is too small: ConfigError "<patchBudget's reason>; the smallest memory.max_per_rank
+/// that works for patch NAME is X (N bytes)". Used by the "setup" stage before any trial or final
+/// stack, and by `safeclip plan`.
+std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& plan, int groupSize,
+                                           int tileSize, const std::vector<bool>& warpUsed, bool trialPass,
+                                           std::int64_t budgetBytes, const std::string& patchName,
+                                           std::int64_t extraRootReads = 0);
 
 /// Expected warp bytes read by the whole group for one patch: weights (8 B/px of the patch per used
 /// warp) + trial (12 B/px of every tile plus halo per used warp, when trialPass) + final (12 B/px of

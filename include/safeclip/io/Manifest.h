@@ -6,6 +6,7 @@
 ///               "warps": [{"visit": 100, "path": "p000/warp-100.fits"}, ...]}]}
 /// Relative paths are relative to the manifest's directory and must stay inside it: no ".."
 /// climbing out, and no symbolic link leading out (a warp elsewhere needs an absolute path).
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -13,6 +14,11 @@
 #include "safeclip/kernel/Box.h"
 
 namespace safeclip::io {
+
+/// Longest patch name: "<name>.reduced.h5.tmp.<pid>" (pid up to 7 digits) must fit in 255 bytes.
+inline constexpr std::size_t kMaxPatchNameBytes = 255 - (sizeof(".reduced.h5.tmp.") - 1) - 7;
+/// Largest patch box: 2^31 pixels (a 46,340-pixel square; the gathered patch alone is 28 GiB).
+inline constexpr std::int64_t kMaxPatchPixels = std::int64_t{1} << 31;
 
 struct ManifestWarp {
     std::int64_t visit = -1;
@@ -29,9 +35,12 @@ struct Manifest {
     std::vector<ManifestPatch> patches;
 };
 
-/// @throws ConfigError "PATH: problem" on unreadable/invalid JSON, missing fields, duplicate patch
-///         names, a patch name that is not a plain file name, or a relative warp path that escapes
-///         the manifest's directory (by "..", or through a symbolic link).
+/// @throws ConfigError "PATH: problem" on a file that is not a regular file (a FIFO would block),
+///         unreadable/invalid JSON, missing fields, duplicate patch names, a patch name that cannot
+///         become a file name (empty, '.', '..', '/', a control character, longer than
+///         kMaxPatchNameBytes), a box whose x0 + width or y0 + height leaves int32 or whose area is
+///         above kMaxPatchPixels, or a relative warp path that escapes the manifest's directory (by
+///         "..", or through a symbolic link).
 Manifest readManifest(const std::string& path);
 /// Atomic write (tmp + rename); paths are written as given.
 void writeManifest(const std::string& path, const Manifest& manifest);

@@ -79,4 +79,10 @@ std::int64_t warpBytesRead();
 /// referenceFlux = 1e23 * 10^(48.6/-2.5) * 1e9 ≈ 3630.78e9 nJy (spec §13.4).
 double calibrationFromFluxMag0(double fluxMag0);
 
+/// Why `path` must not be opened for reading as a file: "" for a regular file (symbolic links are
+/// followed) or a path that does not exist (the open then reports it); else "not a regular file (a
+/// FIFO)", "(a directory)", "(a socket)", "(a character device)" or "(a block device)". Uses stat(2)
+/// only, so a FIFO cannot block. Used before every warp, manifest and config file is opened.
+std::string notRegularFileProblem(const std::string& path);
+
 }  // namespace safeclip::io
