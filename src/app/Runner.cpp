@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/mpi/collectives.hpp>
 #include <boost/serialization/string.hpp>
 #include <boost/serialization/vector.hpp>
@@ -10,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -77,27 +79,63 @@ void writeReport(const std::string& outDir, const std::string& fileName,
     io::writeTextAtomically(path, j.dump(2) + "\n", "the run report");
 }
 
+/// True when `name` is exactly "<base>.tmp.<digits>": the temporary io::temporaryPathFor gives a writer
+/// of `base` (io/AtomicFile.h), and nothing else (a finished output of a patch named
+/// "<base>.tmp.1" is "<base>.tmp.1.fits" and does not match).
+bool isTemporaryOf(const std::string& name, const std::string& base) {
+    const std::string prefix = base + ".tmp.";
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) {
+        return false;
+    }
+    return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()), name.end(),
+                       [](char c) { return c >= '0' && c <= '9'; });
+}
+
+/// True when `name` is a tile checkpoint's name as pipeline::tileCheckpointPath makes it:
+/// "tile_<x0>_<y0>_<w>x<h>.h5" (x0, y0 may be negative).
+bool isTileCheckpointName(const std::string& name) {
+    int x0 = 0;
+    int y0 = 0;
+    int w = 0;
+    int h = 0;
+    int end = -1;
+    if (std::sscanf(name.c_str(), "tile_%d_%d_%dx%d.h5%n", &x0, &y0, &w, &h, &end) != 4 ||
+        end != static_cast<int>(name.size())) {
+        return false;
+    }
+    const kernel::Box b{x0, y0, w, h};
+    return name == fs::path(pipeline::tileCheckpointPath(".", "p", b)).filename().string();
+}
+
 /// Temporaries left by a killed writer of this patch (this patch belongs to exactly one group of one
-/// job, so no live writer can own them): "<out>.tmp.*", "<ckdir>/<patch>.reduced.h5.tmp.*" and
-/// "<ckdir>/<patch>.tiles/*.tmp.*".
+/// job, so no live writer can own them). Exactly the names this patch's writers make, nothing else:
+/// "<out>.tmp.<digits>", "<ckdir>/<patch>.reduced.h5.tmp.<digits>" and
+/// "<ckdir>/<patch>.tiles/tile_X_Y_WxH.h5.tmp.<digits>".
 void removeStaleTemporaries(const std::string& out, const std::string& ckdir, const std::string& patch) {
     std::error_code ec;
-    auto sweep = [&](const fs::path& dir, const std::string& prefix) {
+    auto sweep = [&](const fs::path& dir, const std::function<bool(const std::string&)>& isOurs) {
         if (!fs::is_directory(dir, ec)) {
             return;
         }
         for (const auto& e : fs::directory_iterator(dir, ec)) {
             const std::string name = e.path().filename().string();
-            if (name.rfind(prefix, 0) == 0 && name.find(".tmp.") != std::string::npos) {
+            if (isOurs(name) && e.is_regular_file(ec)) {
                 log().warn("removing a temporary left by an interrupted writer: {}", e.path().string());
                 fs::remove(e.path(), ec);
             }
         }
     };
     const fs::path o(out);
-    sweep(o.parent_path().empty() ? fs::path(".") : o.parent_path(), o.filename().string());
-    sweep(fs::path(ckdir), fs::path(pipeline::decisionCheckpointPath(ckdir, patch)).filename().string());
-    sweep(fs::path(pipeline::tileCheckpointDir(ckdir, patch)), "tile_");
+    const std::string outName = o.filename().string();
+    sweep(o.parent_path().empty() ? fs::path(".") : o.parent_path(),
+          [&](const std::string& n) { return isTemporaryOf(n, outName); });
+    const std::string reduced = fs::path(pipeline::decisionCheckpointPath(ckdir, patch)).filename().string();
+    sweep(fs::path(ckdir), [&](const std::string& n) { return isTemporaryOf(n, reduced); });
+    sweep(fs::path(pipeline::tileCheckpointDir(ckdir, patch)), [](const std::string& n) {
+        const auto at = n.rfind(".tmp.");
+        return at != std::string::npos && isTileCheckpointName(n.substr(0, at)) &&
+               isTemporaryOf(n, n.substr(0, at));
+    });
 }
 
 bool outputExists(const std::string& path) {
