@@ -1,14 +1,17 @@
 #include "safeclip/app/Runner.h"
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <boost/mpi/collectives.hpp>
 #include <boost/serialization/string.hpp>
 #include <boost/serialization/vector.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -22,6 +25,8 @@
 #include "safeclip/app/Signals.h"
 #include "safeclip/geom/Plan.h"
 #include "safeclip/io/AtomicFile.h"
+#include "safeclip/io/Checkpoint.h"
+#include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/Manifest.h"
 #include "safeclip/io/RowFormats.h"
@@ -138,25 +143,184 @@ void removeStaleTemporaries(const std::string& out, const std::string& ckdir, co
     });
 }
 
-bool outputExists(const std::string& path) {
-    std::error_code ec;
-    return fs::exists(path, ec);
+/// The column `name` of `t`, if it has one of type T.
+template <class T>
+const std::vector<T>* column(const io::Table& t, const std::string& name) {
+    for (const io::Column& c : t.columns) {
+        if (c.name == name) {
+            return std::get_if<std::vector<T>>(&c.data);
+        }
+    }
+    return nullptr;
 }
 
-/// An existing output is reusable when it opens as FITS and carries the same config hash.
-bool outputIsCurrent(const std::string& path, const std::string& cfgHash) {
-    std::error_code ec;
-    if (!fs::is_regular_file(path, ec)) {
-        return false;
+/// The HDUs (after the primary) a finished coadd of `mode` has, in order (stage "write").
+std::vector<std::string> expectedHdus(const std::string& mode) {
+    std::vector<std::string> hdus = {"IMAGE", "MASK", "VARIANCE", "NIMAGE", "INPUTS"};
+    if (mode == "safeclip") {
+        hdus.insert(hdus.end(), {"FOOTPRINTS", "CANDIDATES", "CLIPPED_SPANS"});
     }
+    hdus.emplace_back("CONFIG");
+    return hdus;
+}
+
+std::string joined(const std::vector<std::string>& v) {
+    std::string s;
+    for (const std::string& x : v) {
+        s += (s.empty() ? "" : ",") + x;
+    }
+    return s.empty() ? "none" : s;
+}
+
+/// What --resume finds at a patch's output path.
+struct OutputCheck {
+    enum class Kind { Missing, Current, Damaged, OtherConfig, InputsChanged };
+    Kind kind = Kind::Missing;
+    std::string why;  ///< one line naming what is wrong (Damaged, OtherConfig, InputsChanged)
+};
+
+/// Compares the manifest's warps of a patch with the INPUTS table of its finished output: the same
+/// files in the same order, each with the size and mtime it had then; a file whose size is the same
+/// but whose mtime differs is read once to compare its CRC with the stored one. Returns what changed
+/// ("" when nothing did).
+std::string inputsChange(const io::Table& inputs, const io::ManifestPatch& patch) {
+    const auto* file = column<std::string>(inputs, "file");
+    const auto* checksum = column<std::string>(inputs, "checksum");
+    const auto* size = column<std::int64_t>(inputs, "size");
+    const auto* mtime = column<std::int64_t>(inputs, "mtime_ns");
+    if (file == nullptr) {
+        return "its INPUTS table has no file column";
+    }
+    std::vector<std::string> now;
+    for (const auto& w : patch.warps) {
+        now.push_back(w.path);
+    }
+    for (const std::string& f : *file) {
+        if (std::find(now.begin(), now.end(), f) == now.end()) {
+            return f + " was dropped from the manifest";
+        }
+    }
+    for (const std::string& f : now) {
+        if (std::find(file->begin(), file->end(), f) == file->end()) {
+            return f + " was added to the manifest";
+        }
+    }
+    if (now != *file) {
+        return "the manifest lists its warps in another order or more than once (first: " + now.front() + ")";
+    }
+    for (std::size_t i = 0; i < now.size(); ++i) {
+        const std::string& f = now[i];
+        const bool known = size != nullptr && mtime != nullptr;
+        struct stat st {};
+        if (::stat(f.c_str(), &st) != 0) {
+            if (known && (*size)[i] < 0) {
+                continue;  // could not be stat'ed when the output was made either (a skipped warp)
+            }
+            return f + ": cannot stat: " + std::strerror(errno);
+        }
+        const std::int64_t sz = st.st_size;
+        const std::int64_t ns =
+            static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+        if (known && (*size)[i] == sz && (*mtime)[i] == ns) {
+            continue;  // the cheap check: same size and mtime
+        }
+        if (known && (*size)[i] != sz) {
+            return f + ": size " + std::to_string(sz) + " bytes, was " + std::to_string((*size)[i]);
+        }
+        const std::string stored = checksum != nullptr ? (*checksum)[i] : std::string();
+        if (stored.empty()) {
+            return f + ": modified (mtime changed) and no checksum was stored";
+        }
+        std::string crc;
+        try {
+            crc = io::fileChecksum(f);
+        } catch (const Error& e) {
+            return e.what();
+        }
+        if (crc != stored) {
+            return f + ": content changed (" + crc + ", was " + stored + ")";
+        }
+        log().debug("{}: mtime changed but the content is the same ({})", f, crc);
+    }
+    return "";
+}
+
+/// --resume: is the output at `path` a whole coadd of this configuration made from these inputs?
+/// Damage (size, checksums, missing HDUs, unreadable) is told apart from another configuration
+/// (a readable file with another SCCFGHSH) and from changed inputs.
+OutputCheck checkOutput(const std::string& path, const std::string& cfgHash, const io::ManifestPatch& patch) {
+    using Kind = OutputCheck::Kind;
+    std::error_code ec;
+    const auto st = fs::symlink_status(path, ec);
+    if (ec || !fs::exists(st)) {
+        return {Kind::Missing, ""};
+    }
+    if (!fs::is_regular_file(fs::status(path, ec))) {
+        return {Kind::Damaged, "is not a regular file"};
+    }
+    const io::FitsIntegrity integrity = io::checkFitsIntegrity(path);
+    if (!integrity.problem.empty()) {
+        return {Kind::Damaged, integrity.problem};
+    }
+    std::optional<std::string> hash;
+    std::string mode;
     try {
         io::FitsFile f(path, io::FitsFile::Mode::Read);
         f.moveToHdu(1);
-        const auto h = f.readString("SCCFGHSH");
-        return h && *h == cfgHash && f.findExtension("NIMAGE").has_value();
-    } catch (const Error&) {
-        return false;
+        hash = f.readString("SCCFGHSH");
+        mode = f.readString("SCMODE").value_or("");
+    } catch (const Error& e) {
+        return {Kind::Damaged, e.what()};
     }
+    if (!hash || *hash != cfgHash) {
+        return {Kind::OtherConfig, hash ? "made with a different configuration (SCCFGHSH differs)"
+                                        : "has no SCCFGHSH card (not a coadd of this configuration)"};
+    }
+    const std::vector<std::string> want = expectedHdus(mode);
+    if (integrity.extnames != want) {
+        return {Kind::Damaged, "has HDUs " + joined(integrity.extnames) + ", expected " + joined(want)};
+    }
+    try {
+        const std::string change = inputsChange(io::readTable(path, "INPUTS"), patch);
+        if (!change.empty()) {
+            return {Kind::InputsChanged, change};
+        }
+    } catch (const Error& e) {
+        return {Kind::Damaged, e.what()};
+    }
+    return {Kind::Current, ""};
+}
+
+/// What --resume does with a patch whose output may exist (group root).
+enum class OnResume : int { Run = 0, Skip = 1, Refuse = 2 };
+
+/// Decides on the group root: a whole, current output is skipped; a damaged one is redone with a
+/// warning; one of another configuration or made from other inputs is refused (`why`) unless
+/// --restart, which redoes it.
+OnResume decideOnResume(const std::string& out, const std::string& cfgHash, const io::ManifestPatch& patch,
+                        bool restart, std::string& why) {
+    using Kind = OutputCheck::Kind;
+    const OutputCheck c = checkOutput(out, cfgHash, patch);
+    switch (c.kind) {
+        case Kind::Missing:
+            return OnResume::Run;
+        case Kind::Current:
+            return OnResume::Skip;
+        case Kind::Damaged:
+            log().warn("{}: damaged output ({}); coadding patch {} again", out, c.why, patch.name);
+            return OnResume::Run;
+        case Kind::OtherConfig:
+            why = out + ": exists but was " + c.why + "; rerun with --restart to redo it";
+            break;
+        case Kind::InputsChanged:
+            why = out + ": input changed since it was made: " + c.why + "; rerun with --restart to redo it";
+            break;
+    }
+    if (restart) {
+        log().warn("--restart: {}", why);
+        return OnResume::Run;
+    }
+    return OnResume::Refuse;
 }
 
 }  // namespace
@@ -487,17 +651,14 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         o.outputPath = out;
         o.rank = comm.rank();
         o.nWarps = static_cast<int>(patch.warps.size());
-        // 1: finished with this configuration; 2: finished with another one (refused without --restart).
+        // --resume: run, skip (finished with this configuration and these inputs) or refuse.
         int current = 0;
+        std::string why;
         if (group.rank() == 0 && opts.resume) {
-            current = outputIsCurrent(out, cfgHash) ? 1 : (outputExists(out) && !opts.restart ? 2 : 0);
+            current = static_cast<int>(decideOnResume(out, cfgHash, patch, opts.restart, why));
         }
         parallel::broadcastFromRoot(&group, current);
-        if (current == 2) {
-            const std::string why =
-                out +
-                ": exists but was made with a different configuration (SCCFGHSH differs); "
-                "rerun with --restart to redo it";
+        if (current == static_cast<int>(OnResume::Refuse)) {
             if (group.rank() == 0) {
                 log().error("patch {}: {}", patch.name, why);
                 PatchOutcome f = o;
@@ -509,7 +670,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             code = std::max(code, static_cast<int>(ExitCode::Config));
             continue;
         }
-        if (current == 1) {
+        if (current == static_cast<int>(OnResume::Skip)) {
             log().debug("patch {}: {} exists with the same config; skipped (--resume)", patch.name, out);
             o.status = "skipped";
             if (group.rank() == 0) {

@@ -25,7 +25,13 @@ io::Table inputsTable(const PatchContext& ctx) {
     std::vector<std::int64_t> nClipped;
     std::vector<std::int64_t> usedPixels;
     std::vector<std::string> checksum;
+    std::vector<std::int64_t> size;
+    std::vector<std::int64_t> mtime;
+    std::vector<std::int64_t> nBig;
     for (const Warp& w : ctx.warps) {
+        size.push_back(w.fileSize);
+        mtime.push_back(w.mtimeNs);
+        nBig.push_back(w.nBigFootprints);
         usedPixels.push_back(w.nUsedPixels);
         checksum.push_back(w.checksum);
         visit.push_back(w.visit);
@@ -42,7 +48,10 @@ io::Table inputsTable(const PatchContext& ctx) {
                       {"status", status, ""},
                       {"n_clipped_pixels", nClipped, "pixel"},
                       {"n_used_pixels", usedPixels, "pixel"},
-                      {"checksum", checksum, ""}};
+                      {"checksum", checksum, ""},
+                      {"size", size, "byte"},
+                      {"mtime_ns", mtime, "ns"},
+                      {"n_big_footprints", nBig, ""}};
     return inputs;
 }
 

@@ -25,6 +25,106 @@ $T "$SAFECLIP" run run.toml --set output.dir=\"ref2\" --log-level warn || fail "
 cmp -s ref/p000.fits ref2/p000.fits && cmp -s ref/p001.fits ref2/p001.fits \
   && pass "a second run of the same config gives the same bytes" || fail "second run differs"
 
+# 1. DATASUM/CHECKSUM on every HDU (astropy verifies them).
+$PY - <<'PYEOF' && pass "DATASUM and CHECKSUM present and valid on every HDU" || fail "checksums missing or wrong"
+import sys, warnings
+from astropy.io import fits
+warnings.simplefilter("error")
+ok = True
+for p in ("ref/p000.fits", "ref/p001.fits"):
+    with fits.open(p, checksum=True) as hl:
+        for h in hl:
+            if "CHECKSUM" not in h.header or "DATASUM" not in h.header:
+                print(p, h.name, "no checksum"); ok = False
+sys.exit(0 if ok else 1)
+PYEOF
+
+# 2. Damaged outputs are redone on --resume.
+size=$(stat -c %s ref/p000.fits)
+damage() {  # $1 label, $2 python statement on bytearray b
+  local d="dmg-$1"
+  rm -rf "$d"; cp -r ref "$d"
+  $PY - "$d/p000.fits" "$2" <<'PYEOF'
+import sys
+path, stmt = sys.argv[1], sys.argv[2]
+b = bytearray(open(path, "rb").read())
+exec(stmt)
+open(path, "wb").write(bytes(b))
+PYEOF
+  set +e
+  $T "$SAFECLIP" run run.toml --set output.dir=\"$d\" --resume --log-level info >"$d.log" 2>&1
+  rc=$?
+  set -e
+  if [ "$rc" -eq 0 ] && cmp -s ref/p000.fits "$d/p000.fits" && grep -q "p000.fits: damaged output" "$d.log" \
+     && ! grep -q "different configuration" "$d.log"; then
+    pass "$1: redone to the same bytes: $(grep -o -m1 'damaged output.*' "$d.log" | cut -c1-110)"
+  else
+    fail "$1: exit $rc, same bytes: $(cmp -s ref/p000.fits "$d/p000.fits" && echo yes || echo no): $(grep -i -m2 'error\|warn' "$d.log")"
+  fi
+}
+damage trunc50 "del b[len(b)//2:]"
+damage trunc90 "del b[len(b)*9//10:]"
+damage trunc999 "del b[len(b)*999//1000:]"
+damage trunc-hdu "del b[len(b)-2880*2:]"
+damage zero4k "b[20000:20000+4096] = bytes(4096)"
+damage bitflip-data "b[12345] ^= 0x10"
+damage bitflip-header "b[2880+400] ^= 0x01"
+damage garbage "b += b'garbage' * 100"
+damage garbage-block "b += bytes(2880)"
+
+# A readable output of another configuration is still refused as such.
+rm -rf cfg; cp -r ref cfg
+set +e
+$T "$SAFECLIP" run run.toml --set output.dir=\"cfg\" --set clip.min_foot_overlap=0.7 --resume 2>cfg.log
+rc=$?
+set -e
+[ "$rc" -eq 2 ] && grep -q "different configuration" cfg.log && pass "another configuration: refused (exit 2)" \
+  || fail "another configuration: exit $rc: $(grep error cfg.log | head -2)"
+
+# 3. Inputs changed since a patch finished.
+resume_input() {  # $1 label, $2 manifest; expects exit 2 naming $3
+  rm -rf "in-$1"; cp -r ref "in-$1"
+  set +e
+  $T "$SAFECLIP" run run.toml --set output.dir=\"in-$1\" --set input.manifest=\"$2\" --resume 2>"in-$1.log"
+  rc=$?
+  set -e
+  if [ "$rc" -eq 2 ] && grep -q "input changed since it was made: .*$3.*rerun with --restart" "in-$1.log"; then
+    pass "$1: refused: $(grep -o -m1 'input changed.*' "in-$1.log" | cut -c1-120)"
+  else
+    fail "$1: exit $rc: $(grep -m2 error "in-$1.log")"
+  fi
+}
+$PY - <<'PYEOF'
+import json
+m = json.load(open("data/manifest.json"))
+drop = json.loads(json.dumps(m)); drop["patches"][0]["warps"].pop(1)
+json.dump(drop, open("data/drop.json", "w"))
+add = json.loads(json.dumps(m)); add["patches"][0]["warps"].append(m["patches"][1]["warps"][0])
+json.dump(add, open("data/add.json", "w"))
+PYEOF
+w1=$($PY -c 'import json; print(json.load(open("data/manifest.json"))["patches"][0]["warps"][1]["path"].split("/")[-1])')
+resume_input dropped data/drop.json "$w1"
+resume_input added data/add.json "p001/"
+# Only touched: same bytes, new mtime -> accepted (the CRC decides).
+warp=$(ls data/p000/*.fits | head -2 | tail -1)
+cp -p "$warp" warp.bak
+touch "$warp"
+rm -rf in-touched; cp -r ref in-touched
+$T "$SAFECLIP" run run.toml --set output.dir=\"in-touched\" --resume --log-level warn 2>touched.log \
+  && cmp -s ref/p000.fits in-touched/p000.fits && pass "touched warp with the same bytes: accepted" \
+  || fail "touched warp: $(head -3 touched.log)"
+# Changed pixels (same size): refused, then --restart redoes it.
+$PY - "$warp" <<'PYEOF'
+import sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[-3000] ^= 0x40; open(p, "wb").write(bytes(b))
+PYEOF
+resume_input changed data/manifest.json "$(basename "$warp")"
+$T "$SAFECLIP" run run.toml --set output.dir=\"in-changed\" --resume --restart --log-level warn 2>restart.log \
+  || fail "--restart after a changed input failed"
+cmp -s ref/p000.fits in-changed/p000.fits && fail "--restart kept the stale coadd" \
+  || pass "--restart redoes the patch with the changed input"
+cp -p warp.bak "$warp"
+
 # 4. The temporary sweep: a patch named p000.fits.tmp.1 keeps its output when patch p000 runs.
 $PY - <<'PYEOF'
 import json
