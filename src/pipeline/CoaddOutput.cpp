@@ -1,12 +1,14 @@
 /// @file CoaddOutput.cpp  Stage "write": the coadd's FITS product (spec §9) on the root — primary
 /// cards, IMAGE/MASK/VARIANCE with the first warp's WCS, NIMAGE, and the tables INPUTS,
-/// FOOTPRINTS, CANDIDATES, CLIPPED_SPANS (safeclip mode) and CONFIG — written atomically; then
+/// FOOTPRINTS, CANDIDATES, CLIPPED_SPANS (safeclip mode) and CONFIG — written atomically once every
+/// used warp is checked to have the size and mtime "open" saw; then
 /// the patch's checkpoints are removed and the settings' afterWrite hook runs.
 #include <cmath>
 
 #include "safeclip/Version.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/RowFormats.h"
+#include "safeclip/kernel/Error.h"
 #include "safeclip/pipeline/Guard.h"
 #include "safeclip/pipeline/PatchCheckpoint.h"
 #include "safeclip/pipeline/Stages.h"
@@ -65,6 +67,24 @@ std::vector<kernel::ClippedSpanRow> clippedSpans(const PatchContext& ctx) {
     return rows;
 }
 
+/// Before publishing: every used warp must still have the size and mtime "open" saw, or the coadd
+/// may mix two versions of a file (and INPUTS would name the wrong one). @throws InputError
+void checkInputsUnchanged(const PatchContext& ctx) {
+    for (const Warp& w : ctx.warps) {
+        if (!w.used) {
+            continue;
+        }
+        const auto [size, mtime] = fileSizeAndMtime(w.input.path);
+        if (size != w.fileSize || mtime != w.mtimeNs) {
+            throw InputError(w.input.path + ": changed during the run (size " + std::to_string(w.fileSize) +
+                             " -> " + std::to_string(size) + " bytes, mtime " + std::to_string(w.mtimeNs) +
+                             " -> " + std::to_string(mtime) + " ns); patch " + ctx.name +
+                             " not written; coadd it again (with --resume: --restart, its checkpoints are of "
+                             "the old file)");
+        }
+    }
+}
+
 void write(const PatchContext& ctx) {
     const bool safeclip = ctx.clipStages;
     io::ExposureData data;
@@ -114,6 +134,7 @@ void writeCoadd(PatchContext& ctx) {
         if (!ctx.isRoot()) {
             return;
         }
+        checkInputsUnchanged(ctx);
         write(ctx);
         removeCheckpoints(ctx);
         if (ctx.settings.afterWrite) {
