@@ -12,11 +12,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iomanip>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "safeclip/Version.h"
@@ -52,11 +54,190 @@ std::int64_t peakRssBytes() {
     return static_cast<std::int64_t>(ru.ru_maxrss) * 1024;
 }
 
-/// Write <outDir>/<fileName> atomically (io::writeTextAtomically).
-void writeReport(const std::string& outDir, const std::string& fileName,
-                 const std::vector<PatchOutcome>& outcomes,
+/// The column `name` of `t`, if it has one of type T.
+template <class T>
+const std::vector<T>* column(const io::Table& t, const std::string& name) {
+    for (const io::Column& c : t.columns) {
+        if (c.name == name) {
+            return std::get_if<std::vector<T>>(&c.data);
+        }
+    }
+    return nullptr;
+}
+
+/// "YYYY-MM-DDTHH:MM:SSZ" of a system-clock time.
+std::string utcText(std::chrono::system_clock::time_point t) {
+    const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+/// This process's command line (/proc/self/cmdline), one string per argument.
+std::vector<std::string> commandLine() {
+    std::ifstream in("/proc/self/cmdline", std::ios::binary);
+    std::vector<std::string> args;
+    std::string arg;
+    while (std::getline(in, arg, '\0')) {
+        args.push_back(arg);
+    }
+    return args;
+}
+
+std::string hostName() {
+    char buf[256] = {};
+    return ::gethostname(buf, sizeof buf - 1) == 0 ? std::string(buf) : std::string("unknown");
+}
+
+/// The report file of this run: report.json, or report.shard-K-of-N.json with --shard K/N.
+std::string reportFileName(const RunOptions& opts) {
+    return opts.shardCount > 1 ? "report.shard-" + std::to_string(opts.shardIndex) + "-of-" +
+                                     std::to_string(opts.shardCount) + ".json"
+                               : std::string("report.json");
+}
+
+/// A previous report at `path` (a safeclip-report object), or null when there is none or it cannot
+/// be parsed (then with a warning: its history is lost).
+nlohmann::json readPreviousReport(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) {
+        return nullptr;
+    }
+    try {
+        nlohmann::json j = nlohmann::json::parse(in);
+        if (j.is_object() && j.value("format", "") == "safeclip-report") {
+            return j;
+        }
+    } catch (const nlohmann::json::exception&) {
+    }
+    log().warn("{}: the previous report is not a readable safeclip report; its history is not kept", path);
+    return nullptr;
+}
+
+/// Fills the fields of `row` that `j` has, by the row's field description (the inverse of
+/// io::rowToJson; "a.b" is key b of object a). Fields missing or of another type keep their value.
+template <class Row>
+void rowFromJson(const nlohmann::json& j, Row& row) {
+    Row::fields(row, [&j](const kernel::FieldName& n, auto& member) {
+        const std::string key = n.column;
+        const auto dot = key.find('.');
+        const nlohmann::json* v = nullptr;
+        if (dot == std::string::npos) {
+            v = j.contains(key) ? &j.at(key) : nullptr;
+        } else if (j.contains(key.substr(0, dot)) && j.at(key.substr(0, dot)).is_object() &&
+                   j.at(key.substr(0, dot)).contains(key.substr(dot + 1))) {
+            v = &j.at(key.substr(0, dot)).at(key.substr(dot + 1));
+        }
+        if (v == nullptr || v->is_null()) {
+            return;
+        }
+        try {
+            member = v->get<std::decay_t<decltype(member)>>();
+        } catch (const nlohmann::json::exception&) {
+        }
+    });
+}
+
+/// The figures of a patch skipped as finished (--resume), on its group root: copied from the
+/// previous report when it describes this very output (same science configuration and output file
+/// name -- the report lives beside it, so the directory may have moved -- and the report written
+/// after the output), else read from the output's INPUTS and FOOTPRINTS tables.
+PatchOutcome finishedFigures(const PatchOutcome& base, const nlohmann::json& previous,
+                             const std::string& reportPath, const std::string& cfgHash) {
+    std::error_code ec;
+    const auto outTime = fs::last_write_time(base.outputPath, ec);
+    const auto reportTime = fs::last_write_time(reportPath, ec);
+    if (!ec && previous.is_object() && previous.value("science_config_hash", "") == cfgHash &&
+        reportTime >= outTime && previous.contains("patches") && previous.at("patches").is_array()) {
+        for (const nlohmann::json& e : previous.at("patches")) {
+            if (!e.is_object() || e.value("name", "") != base.name ||
+                fs::path(e.value("output", "")).filename() != fs::path(base.outputPath).filename() ||
+                e.value("figures_from", "").empty()) {
+                continue;
+            }
+            PatchOutcome o = base;
+            rowFromJson(e, o);
+            o.index = base.index;
+            o.rank = base.rank;
+            o.status = "skipped";
+            o.error.clear();
+            o.figuresFrom = "report";
+            return o;
+        }
+    }
+    PatchOutcome o = base;
+    o.figuresFrom = "output";
+    try {
+        const io::Table inputs = io::readTable(base.outputPath, "INPUTS");
+        const auto* status = column<std::string>(inputs, "status");
+        const auto* clipped = column<std::int64_t>(inputs, "n_clipped_pixels");
+        const auto* big = column<std::int64_t>(inputs, "n_big_footprints");
+        o.nWarps = status != nullptr ? static_cast<int>(status->size()) : o.nWarps;
+        for (std::size_t i = 0; status != nullptr && i < status->size(); ++i) {
+            if ((*status)[i] == "used") {
+                ++o.nUsed;
+                o.nClippedWarpPixels += clipped != nullptr ? (*clipped)[i] : 0;
+                o.nBigFootprints += big != nullptr ? (*big)[i] : 0;
+            }
+        }
+        io::FitsFile f(base.outputPath, io::FitsFile::Mode::Read);
+        if (f.findExtension("FOOTPRINTS")) {
+            const io::Table fp = io::readTable(base.outputPath, "FOOTPRINTS");
+            const auto* rule = column<std::string>(fp, "rule");
+            const auto* visits = column<std::string>(fp, "clipped_visits");
+            for (std::size_t i = 0; rule != nullptr && i < rule->size(); ++i) {
+                ++o.nFootprints;
+                o.nClippedFootprints += visits != nullptr && !(*visits)[i].empty() ? 1 : 0;
+                o.nSingle += (*rule)[i] == "single" ? 1 : 0;
+                o.nSingleOnly += (*rule)[i] == "single-only-candidate" ? 1 : 0;
+                o.nDouble += (*rule)[i] == "double" ? 1 : 0;
+            }
+        }
+    } catch (const Error& e) {
+        log().warn("patch {}: cannot read its figures back: {}", base.name, e.what());
+    }
+    return o;
+}
+
+/// The previous report of the output dir, read when first needed.
+struct PreviousReport {
+    std::string path;
+    std::optional<nlohmann::json> json;
+    const nlohmann::json& get() {
+        if (!json) {
+            json = readPreviousReport(path);
+        }
+        return *json;
+    }
+};
+
+/// Write <outDir>/<fileName> atomically (io::writeTextAtomically). With --resume the previous report's
+/// `segments` are kept and this run is appended as one more segment.
+void writeReport(const std::string& outDir, const std::string& fileName, std::vector<PatchOutcome> outcomes,
                  const std::vector<std::pair<double, std::pair<std::int64_t, std::int64_t>>>& perRank,
-                 double wall, const Config& cfg) {
+                 double wall, const Config& cfg, const RunOptions& opts, int exitCode) {
+    const std::string path = (fs::path(outDir) / fileName).string();
+    nlohmann::json segments = nlohmann::json::array();
+    if (opts.resume) {
+        const nlohmann::json previous = readPreviousReport(path);
+        if (previous.is_object() && previous.contains("segments") && previous.at("segments").is_array()) {
+            segments = previous.at("segments");
+        }
+    }
+    const auto index = static_cast<std::int64_t>(segments.size());
+    const auto end = std::chrono::system_clock::now();
+    const auto start =
+        end - std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                  std::chrono::duration<double>(perRank.empty() ? wall : perRank.front().first));
+    segments.push_back({{"segment", index},
+                        {"start_utc", utcText(start)},
+                        {"end_utc", utcText(end)},
+                        {"host", hostName()},
+                        {"command_line", commandLine()},
+                        {"ranks", perRank.size()},
+                        {"exit_code", exitCode}});
     nlohmann::json j;
     j["format"] = "safeclip-report";
     j["version"] = 1;
@@ -64,6 +245,7 @@ void writeReport(const std::string& outDir, const std::string& fileName,
     j["git_revision"] = kGitRevision;
     j["rank_count"] = perRank.size();
     j["config"] = cfg.dump();  // the effective configuration, execution keys included
+    j["science_config_hash"] = scienceConfigHash(cfg);
     j["wall_seconds"] = wall;
     auto& ranks = j["ranks"];
     ranks = nlohmann::json::array();
@@ -73,15 +255,21 @@ void writeReport(const std::string& outDir, const std::string& fileName,
                          {"peak_rss_bytes", perRank[r].second.first},
                          {"warp_bytes_read", perRank[r].second.second}});
     }
+    j["segments"] = segments;
     auto& arr = j["patches"];
     arr = nlohmann::json::array();
-    for (const auto& o : outcomes) {
+    for (auto& o : outcomes) {
+        if (o.status != "skipped") {  // coadded (or failed) by this segment
+            o.figuresFrom = o.status == "done" ? "run" : "";
+            o.segment = index;
+        }
         nlohmann::json entry = io::rowToJson(o);
         entry.erase("index");  // the manifest order is the order of the list
         arr.push_back(std::move(entry));
     }
-    const std::string path = (fs::path(outDir) / fileName).string();
-    io::writeTextAtomically(path, j.dump(2) + "\n", "the run report");
+    // replace: a command line or name that is not UTF-8 must not lose the report
+    io::writeTextAtomically(path, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                            "the run report");
 }
 
 /// True when `name` is exactly "<base>.tmp.<digits>": the temporary io::temporaryPathFor gives a writer
@@ -141,17 +329,6 @@ void removeStaleTemporaries(const std::string& out, const std::string& ckdir, co
         return at != std::string::npos && isTileCheckpointName(n.substr(0, at)) &&
                isTemporaryOf(n, n.substr(0, at));
     });
-}
-
-/// The column `name` of `t`, if it has one of type T.
-template <class T>
-const std::vector<T>* column(const io::Table& t, const std::string& name) {
-    for (const io::Column& c : t.columns) {
-        if (c.name == name) {
-            return std::get_if<std::vector<T>>(&c.data);
-        }
-    }
-    return nullptr;
 }
 
 /// The HDUs (after the primary) a finished coadd of `mode` has, in order (stage "write").
@@ -628,6 +805,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     }
 
     const std::string cfgHash = scienceConfigHash(cfg);
+    PreviousReport previousReport{(fs::path(outDir) / reportFileName(opts)).string(), std::nullopt};
     long long done = 0;
     long long skipped = 0;
     long long failed = 0;
@@ -675,7 +853,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             o.status = "skipped";
             if (group.rank() == 0) {
                 ++skipped;
-                outcomes.push_back(o);
+                outcomes.push_back(finishedFigures(o, previousReport.get(), previousReport.path, cfgHash));
             }
             continue;
         }
@@ -781,11 +959,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             "{:.2f} s on {} ranks; report in {}",
             allDone, allSkipped, allFailed, clipped, wall, comm.size(), outDir);
         try {
-            writeReport(outDir,
-                        opts.shardCount > 1 ? "report.shard-" + std::to_string(opts.shardIndex) + "-of-" +
-                                                  std::to_string(opts.shardCount) + ".json"
-                                            : std::string("report.json"),
-                        flat, perRank, wall, cfg);
+            writeReport(outDir, reportFileName(opts), flat, perRank, wall, cfg, opts, worst);
         } catch (const Error& e) {
             log().error("{}", e.what());
             worst = std::max(worst, static_cast<int>(e.code()));

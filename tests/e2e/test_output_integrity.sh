@@ -148,4 +148,46 @@ r = json.load(open("sweep/report.json"))
 sys.exit(0 if [p["status"] for p in r["patches"]] == ["done", "done"] else 1)
 PYEOF
 
+# 5. report.json keeps history across --resume.
+rm -rf hist; cp -rp ref hist  # -p: the report stays newer than the outputs it describes
+rm hist/p001.fits
+$T "$SAFECLIP" run run.toml --set output.dir=\"hist\" --resume --log-level warn || fail "resume (history) failed"
+$T "$SAFECLIP" run run.toml --set output.dir=\"hist\" --resume --log-level warn || fail "second resume failed"
+$PY - <<'PYEOF' && pass "report.json keeps each patch's figures and 3 segments" || fail "report.json history"
+import json, sys
+ref = json.load(open("ref/report.json")); r = json.load(open("hist/report.json"))
+FIG = ("warps", "warps_used", "footprints", "footprints_clipped", "big_footprints", "clipped_by_rule",
+       "clipped_warp_pixels", "clipped_coadd_pixels", "tiles")
+ok = True
+for a, b in zip(ref["patches"], r["patches"]):
+    for k in FIG:
+        if a[k] != b[k]:
+            print(b["name"], k, a[k], b[k]); ok = False
+if r["patches"][0]["seconds"] != ref["patches"][0]["seconds"] or r["patches"][0]["segment"] != 0:
+    print("p000 (finished in segment 0) lost its seconds or segment"); ok = False
+print([(p["name"], p["status"], p["figures_from"], p["segment"]) for p in r["patches"]])
+segs = r["segments"]
+if [s["segment"] for s in segs] != [0, 1, 2] or any(s["exit_code"] != 0 for s in segs):
+    print(segs); ok = False
+if not all(s["host"] and s["start_utc"] <= s["end_utc"] and "--resume" in s["command_line"] for s in segs[1:]):
+    print(segs); ok = False
+if [p["figures_from"] for p in r["patches"]] != ["report", "report"] or r["patches"][1]["segment"] != 1:
+    ok = False
+sys.exit(0 if ok else 1)
+PYEOF
+# Without a usable report the figures come from the output's tables.
+rm hist/report.json
+$T "$SAFECLIP" run run.toml --set output.dir=\"hist\" --resume --log-level warn || fail "resume without report failed"
+$PY - <<'PYEOF' && pass "figures read back from INPUTS/FOOTPRINTS when report.json is gone" || fail "figures from the output"
+import json, sys
+ref = json.load(open("ref/report.json")); r = json.load(open("hist/report.json"))
+ok = True
+for a, b in zip(ref["patches"], r["patches"]):
+    for k in ("warps", "warps_used", "footprints", "footprints_clipped", "big_footprints", "clipped_by_rule",
+              "clipped_warp_pixels"):
+        if a[k] != b[k]:
+            print(b["name"], k, a[k], b[k]); ok = False
+    ok = ok and b["figures_from"] == "output"
+sys.exit(0 if ok else 1)
+PYEOF
 finish
