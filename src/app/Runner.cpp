@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/mpi/collectives.hpp>
 #include <boost/serialization/string.hpp>
 #include <boost/serialization/vector.hpp>
@@ -16,6 +17,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -29,6 +31,8 @@
 #include "safeclip/app/Signals.h"
 #include "safeclip/geom/Plan.h"
 #include "safeclip/io/AtomicFile.h"
+#include "safeclip/io/Checkpoint.h"
+#include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/Manifest.h"
 #include "safeclip/io/RowFormats.h"
@@ -54,11 +58,190 @@ std::int64_t peakRssBytes() {
     return static_cast<std::int64_t>(ru.ru_maxrss) * 1024;
 }
 
-/// Write <outDir>/<fileName> atomically (io::writeTextAtomically).
-void writeReport(const std::string& outDir, const std::string& fileName,
-                 const std::vector<PatchOutcome>& outcomes,
+/// The column `name` of `t`, if it has one of type T.
+template <class T>
+const std::vector<T>* column(const io::Table& t, const std::string& name) {
+    for (const io::Column& c : t.columns) {
+        if (c.name == name) {
+            return std::get_if<std::vector<T>>(&c.data);
+        }
+    }
+    return nullptr;
+}
+
+/// "YYYY-MM-DDTHH:MM:SSZ" of a system-clock time.
+std::string utcText(std::chrono::system_clock::time_point t) {
+    const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+/// This process's command line (/proc/self/cmdline), one string per argument.
+std::vector<std::string> commandLine() {
+    std::ifstream in("/proc/self/cmdline", std::ios::binary);
+    std::vector<std::string> args;
+    std::string arg;
+    while (std::getline(in, arg, '\0')) {
+        args.push_back(arg);
+    }
+    return args;
+}
+
+std::string hostName() {
+    char buf[256] = {};
+    return ::gethostname(buf, sizeof buf - 1) == 0 ? std::string(buf) : std::string("unknown");
+}
+
+/// The report file of this run: report.json, or report.shard-K-of-N.json with --shard K/N.
+std::string reportFileName(const RunOptions& opts) {
+    return opts.shardCount > 1 ? "report.shard-" + std::to_string(opts.shardIndex) + "-of-" +
+                                     std::to_string(opts.shardCount) + ".json"
+                               : std::string("report.json");
+}
+
+/// A previous report at `path` (a safeclip-report object), or null when there is none or it cannot
+/// be parsed (then with a warning: its history is lost).
+nlohmann::json readPreviousReport(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) {
+        return nullptr;
+    }
+    try {
+        nlohmann::json j = nlohmann::json::parse(in);
+        if (j.is_object() && j.value("format", "") == "safeclip-report") {
+            return j;
+        }
+    } catch (const nlohmann::json::exception&) {
+    }
+    log().warn("{}: the previous report is not a readable safeclip report; its history is not kept", path);
+    return nullptr;
+}
+
+/// Fills the fields of `row` that `j` has, by the row's field description (the inverse of
+/// io::rowToJson; "a.b" is key b of object a). Fields missing or of another type keep their value.
+template <class Row>
+void rowFromJson(const nlohmann::json& j, Row& row) {
+    Row::fields(row, [&j](const kernel::FieldName& n, auto& member) {
+        const std::string key = n.column;
+        const auto dot = key.find('.');
+        const nlohmann::json* v = nullptr;
+        if (dot == std::string::npos) {
+            v = j.contains(key) ? &j.at(key) : nullptr;
+        } else if (j.contains(key.substr(0, dot)) && j.at(key.substr(0, dot)).is_object() &&
+                   j.at(key.substr(0, dot)).contains(key.substr(dot + 1))) {
+            v = &j.at(key.substr(0, dot)).at(key.substr(dot + 1));
+        }
+        if (v == nullptr || v->is_null()) {
+            return;
+        }
+        try {
+            member = v->get<std::decay_t<decltype(member)>>();
+        } catch (const nlohmann::json::exception&) {
+        }
+    });
+}
+
+/// The figures of a patch skipped as finished (--resume), on its group root: copied from the
+/// previous report when it describes this very output (same science configuration and output file
+/// name -- the report lives beside it, so the directory may have moved -- and the report written
+/// after the output), else read from the output's INPUTS and FOOTPRINTS tables.
+PatchOutcome finishedFigures(const PatchOutcome& base, const nlohmann::json& previous,
+                             const std::string& reportPath, const std::string& cfgHash) {
+    std::error_code ec;
+    const auto outTime = fs::last_write_time(base.outputPath, ec);
+    const auto reportTime = fs::last_write_time(reportPath, ec);
+    if (!ec && previous.is_object() && previous.value("science_config_hash", "") == cfgHash &&
+        reportTime >= outTime && previous.contains("patches") && previous.at("patches").is_array()) {
+        for (const nlohmann::json& e : previous.at("patches")) {
+            if (!e.is_object() || e.value("name", "") != base.name ||
+                fs::path(e.value("output", "")).filename() != fs::path(base.outputPath).filename() ||
+                e.value("figures_from", "").empty()) {
+                continue;
+            }
+            PatchOutcome o = base;
+            rowFromJson(e, o);
+            o.index = base.index;
+            o.rank = base.rank;
+            o.status = "skipped";
+            o.error.clear();
+            o.figuresFrom = "report";
+            return o;
+        }
+    }
+    PatchOutcome o = base;
+    o.figuresFrom = "output";
+    try {
+        const io::Table inputs = io::readTable(base.outputPath, "INPUTS");
+        const auto* status = column<std::string>(inputs, "status");
+        const auto* clipped = column<std::int64_t>(inputs, "n_clipped_pixels");
+        const auto* big = column<std::int64_t>(inputs, "n_big_footprints");
+        o.nWarps = status != nullptr ? static_cast<int>(status->size()) : o.nWarps;
+        for (std::size_t i = 0; status != nullptr && i < status->size(); ++i) {
+            if ((*status)[i] == "used") {
+                ++o.nUsed;
+                o.nClippedWarpPixels += clipped != nullptr ? (*clipped)[i] : 0;
+                o.nBigFootprints += big != nullptr ? (*big)[i] : 0;
+            }
+        }
+        io::FitsFile f(base.outputPath, io::FitsFile::Mode::Read);
+        if (f.findExtension("FOOTPRINTS")) {
+            const io::Table fp = io::readTable(base.outputPath, "FOOTPRINTS");
+            const auto* rule = column<std::string>(fp, "rule");
+            const auto* visits = column<std::string>(fp, "clipped_visits");
+            for (std::size_t i = 0; rule != nullptr && i < rule->size(); ++i) {
+                ++o.nFootprints;
+                o.nClippedFootprints += visits != nullptr && !(*visits)[i].empty() ? 1 : 0;
+                o.nSingle += (*rule)[i] == "single" ? 1 : 0;
+                o.nSingleOnly += (*rule)[i] == "single-only-candidate" ? 1 : 0;
+                o.nDouble += (*rule)[i] == "double" ? 1 : 0;
+            }
+        }
+    } catch (const Error& e) {
+        log().warn("patch {}: cannot read its figures back: {}", base.name, e.what());
+    }
+    return o;
+}
+
+/// The previous report of the output dir, read when first needed.
+struct PreviousReport {
+    std::string path;
+    std::optional<nlohmann::json> json;
+    const nlohmann::json& get() {
+        if (!json) {
+            json = readPreviousReport(path);
+        }
+        return *json;
+    }
+};
+
+/// Write <outDir>/<fileName> atomically (io::writeTextAtomically). With --resume the previous report's
+/// `segments` are kept and this run is appended as one more segment.
+void writeReport(const std::string& outDir, const std::string& fileName, std::vector<PatchOutcome> outcomes,
                  const std::vector<std::pair<double, std::pair<std::int64_t, std::int64_t>>>& perRank,
-                 double wall, const Config& cfg) {
+                 double wall, const Config& cfg, const RunOptions& opts, int exitCode) {
+    const std::string path = (fs::path(outDir) / fileName).string();
+    nlohmann::json segments = nlohmann::json::array();
+    if (opts.resume) {
+        const nlohmann::json previous = readPreviousReport(path);
+        if (previous.is_object() && previous.contains("segments") && previous.at("segments").is_array()) {
+            segments = previous.at("segments");
+        }
+    }
+    const auto index = static_cast<std::int64_t>(segments.size());
+    const auto end = std::chrono::system_clock::now();
+    const auto start =
+        end - std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                  std::chrono::duration<double>(perRank.empty() ? wall : perRank.front().first));
+    segments.push_back({{"segment", index},
+                        {"start_utc", utcText(start)},
+                        {"end_utc", utcText(end)},
+                        {"host", hostName()},
+                        {"command_line", commandLine()},
+                        {"ranks", perRank.size()},
+                        {"exit_code", exitCode}});
     nlohmann::json j;
     j["format"] = "safeclip-report";
     j["version"] = 1;
@@ -66,6 +249,7 @@ void writeReport(const std::string& outDir, const std::string& fileName,
     j["git_revision"] = kGitRevision;
     j["rank_count"] = perRank.size();
     j["config"] = cfg.dump();  // the effective configuration, execution keys included
+    j["science_config_hash"] = scienceConfigHash(cfg);
     j["wall_seconds"] = wall;
     auto& ranks = j["ranks"];
     ranks = nlohmann::json::array();
@@ -75,59 +259,249 @@ void writeReport(const std::string& outDir, const std::string& fileName,
                          {"peak_rss_bytes", perRank[r].second.first},
                          {"warp_bytes_read", perRank[r].second.second}});
     }
+    j["segments"] = segments;
     auto& arr = j["patches"];
     arr = nlohmann::json::array();
-    for (const auto& o : outcomes) {
+    for (auto& o : outcomes) {
+        if (o.status != "skipped") {  // coadded (or failed) by this segment
+            o.figuresFrom = o.status == "done" ? "run" : "";
+            o.segment = index;
+        }
         nlohmann::json entry = io::rowToJson(o);
         entry.erase("index");  // the manifest order is the order of the list
         arr.push_back(std::move(entry));
     }
-    const std::string path = (fs::path(outDir) / fileName).string();
-    io::writeTextAtomically(path, j.dump(2) + "\n", "the run report");
+    // replace: a command line or name that is not UTF-8 must not lose the report
+    io::writeTextAtomically(path, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                            "the run report");
+}
+
+/// True when `name` is exactly "<base>.tmp.<digits>": the temporary io::temporaryPathFor gives a writer
+/// of `base` (io/AtomicFile.h), and nothing else (a finished output of a patch named
+/// "<base>.tmp.1" is "<base>.tmp.1.fits" and does not match).
+bool isTemporaryOf(const std::string& name, const std::string& base) {
+    const std::string prefix = base + ".tmp.";
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) {
+        return false;
+    }
+    return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()), name.end(),
+                       [](char c) { return c >= '0' && c <= '9'; });
+}
+
+/// True when `name` is a tile checkpoint's name as pipeline::tileCheckpointPath makes it:
+/// "tile_<x0>_<y0>_<w>x<h>.h5" (x0, y0 may be negative).
+bool isTileCheckpointName(const std::string& name) {
+    int x0 = 0;
+    int y0 = 0;
+    int w = 0;
+    int h = 0;
+    int end = -1;
+    if (std::sscanf(name.c_str(), "tile_%d_%d_%dx%d.h5%n", &x0, &y0, &w, &h, &end) != 4 ||
+        end != static_cast<int>(name.size())) {
+        return false;
+    }
+    const kernel::Box b{x0, y0, w, h};
+    return name == fs::path(pipeline::tileCheckpointPath(".", "p", b)).filename().string();
 }
 
 /// Temporaries left by a killed writer of this patch (this patch belongs to exactly one group of one
-/// job, so no live writer can own them): "<out>.tmp.*", "<ckdir>/<patch>.reduced.h5.tmp.*" and
-/// "<ckdir>/<patch>.tiles/*.tmp.*".
+/// job, so no live writer can own them). Exactly the names this patch's writers make, nothing else:
+/// "<out>.tmp.<digits>", "<ckdir>/<patch>.reduced.h5.tmp.<digits>" and
+/// "<ckdir>/<patch>.tiles/tile_X_Y_WxH.h5.tmp.<digits>".
 void removeStaleTemporaries(const std::string& out, const std::string& ckdir, const std::string& patch) {
     std::error_code ec;
-    auto sweep = [&](const fs::path& dir, const std::string& prefix) {
+    auto sweep = [&](const fs::path& dir, const std::function<bool(const std::string&)>& isOurs) {
         if (!fs::is_directory(dir, ec)) {
             return;
         }
         for (const auto& e : fs::directory_iterator(dir, ec)) {
             const std::string name = e.path().filename().string();
-            if (name.rfind(prefix, 0) == 0 && name.find(".tmp.") != std::string::npos) {
+            if (isOurs(name) && e.is_regular_file(ec)) {
                 log().warn("removing a temporary left by an interrupted writer: {}", e.path().string());
                 fs::remove(e.path(), ec);
             }
         }
     };
     const fs::path o(out);
-    sweep(o.parent_path().empty() ? fs::path(".") : o.parent_path(), o.filename().string());
-    sweep(fs::path(ckdir), fs::path(pipeline::decisionCheckpointPath(ckdir, patch)).filename().string());
-    sweep(fs::path(pipeline::tileCheckpointDir(ckdir, patch)), "tile_");
+    const std::string outName = o.filename().string();
+    sweep(o.parent_path().empty() ? fs::path(".") : o.parent_path(),
+          [&](const std::string& n) { return isTemporaryOf(n, outName); });
+    const std::string reduced = fs::path(pipeline::decisionCheckpointPath(ckdir, patch)).filename().string();
+    sweep(fs::path(ckdir), [&](const std::string& n) { return isTemporaryOf(n, reduced); });
+    sweep(fs::path(pipeline::tileCheckpointDir(ckdir, patch)), [](const std::string& n) {
+        const auto at = n.rfind(".tmp.");
+        return at != std::string::npos && isTileCheckpointName(n.substr(0, at)) &&
+               isTemporaryOf(n, n.substr(0, at));
+    });
 }
 
-bool outputExists(const std::string& path) {
-    std::error_code ec;
-    return fs::exists(path, ec);
-}
-
-/// An existing output is reusable when it opens as FITS and carries the same config hash.
-bool outputIsCurrent(const std::string& path, const std::string& cfgHash) {
-    std::error_code ec;
-    if (!fs::is_regular_file(path, ec)) {
-        return false;
+/// The HDUs (after the primary) a finished coadd of `mode` has, in order (stage "write").
+std::vector<std::string> expectedHdus(const std::string& mode) {
+    std::vector<std::string> hdus = {"IMAGE", "MASK", "VARIANCE", "NIMAGE", "INPUTS"};
+    if (mode == "safeclip") {
+        hdus.insert(hdus.end(), {"FOOTPRINTS", "CANDIDATES", "CLIPPED_SPANS"});
     }
+    hdus.emplace_back("CONFIG");
+    return hdus;
+}
+
+std::string joined(const std::vector<std::string>& v) {
+    std::string s;
+    for (const std::string& x : v) {
+        s += (s.empty() ? "" : ",") + x;
+    }
+    return s.empty() ? "none" : s;
+}
+
+/// What --resume finds at a patch's output path.
+struct OutputCheck {
+    enum class Kind { Missing, Current, Damaged, OtherConfig, InputsChanged };
+    Kind kind = Kind::Missing;
+    std::string why;  ///< one line naming what is wrong (Damaged, OtherConfig, InputsChanged)
+};
+
+/// Compares the manifest's warps of a patch with the INPUTS table of its finished output: the same
+/// files in the same order, each with the size and mtime it had then; a file whose size is the same
+/// but whose mtime differs is read once to compare its CRC with the stored one. Returns what changed
+/// ("" when nothing did).
+std::string inputsChange(const io::Table& inputs, const io::ManifestPatch& patch) {
+    const auto* file = column<std::string>(inputs, "file");
+    const auto* checksum = column<std::string>(inputs, "checksum");
+    const auto* size = column<std::int64_t>(inputs, "size");
+    const auto* mtime = column<std::int64_t>(inputs, "mtime_ns");
+    if (file == nullptr) {
+        return "its INPUTS table has no file column";
+    }
+    std::vector<std::string> now;
+    for (const auto& w : patch.warps) {
+        now.push_back(w.path);
+    }
+    for (const std::string& f : *file) {
+        if (std::find(now.begin(), now.end(), f) == now.end()) {
+            return f + " was dropped from the manifest";
+        }
+    }
+    for (const std::string& f : now) {
+        if (std::find(file->begin(), file->end(), f) == file->end()) {
+            return f + " was added to the manifest";
+        }
+    }
+    if (now != *file) {
+        return "the manifest lists its warps in another order or more than once (first: " + now.front() + ")";
+    }
+    for (std::size_t i = 0; i < now.size(); ++i) {
+        const std::string& f = now[i];
+        const bool known = size != nullptr && mtime != nullptr;
+        struct stat st {};
+        if (::stat(f.c_str(), &st) != 0) {
+            if (known && (*size)[i] < 0) {
+                continue;  // could not be stat'ed when the output was made either (a skipped warp)
+            }
+            return f + ": cannot stat: " + std::strerror(errno);
+        }
+        const std::int64_t sz = st.st_size;
+        const std::int64_t ns =
+            static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+        if (known && (*size)[i] == sz && (*mtime)[i] == ns) {
+            continue;  // the cheap check: same size and mtime
+        }
+        if (known && (*size)[i] != sz) {
+            return f + ": size " + std::to_string(sz) + " bytes, was " + std::to_string((*size)[i]);
+        }
+        const std::string stored = checksum != nullptr ? (*checksum)[i] : std::string();
+        if (stored.empty()) {
+            return f + ": modified (mtime changed) and no checksum was stored";
+        }
+        std::string crc;
+        try {
+            crc = io::fileChecksum(f);
+        } catch (const Error& e) {
+            return e.what();
+        }
+        if (crc != stored) {
+            return f + ": content changed (" + crc + ", was " + stored + ")";
+        }
+        log().debug("{}: mtime changed but the content is the same ({})", f, crc);
+    }
+    return "";
+}
+
+/// --resume: is the output at `path` a whole coadd of this configuration made from these inputs?
+/// Damage (size, checksums, missing HDUs, unreadable) is told apart from another configuration
+/// (a readable file with another SCCFGHSH) and from changed inputs.
+OutputCheck checkOutput(const std::string& path, const std::string& cfgHash, const io::ManifestPatch& patch) {
+    using Kind = OutputCheck::Kind;
+    std::error_code ec;
+    const auto st = fs::symlink_status(path, ec);
+    if (ec || !fs::exists(st)) {
+        return {Kind::Missing, ""};
+    }
+    if (!fs::is_regular_file(fs::status(path, ec))) {
+        return {Kind::Damaged, "is not a regular file"};
+    }
+    const io::FitsIntegrity integrity = io::checkFitsIntegrity(path);
+    if (!integrity.problem.empty()) {
+        return {Kind::Damaged, integrity.problem};
+    }
+    std::optional<std::string> hash;
+    std::string mode;
     try {
         io::FitsFile f(path, io::FitsFile::Mode::Read);
         f.moveToHdu(1);
-        const auto h = f.readString("SCCFGHSH");
-        return h && *h == cfgHash && f.findExtension("NIMAGE").has_value();
-    } catch (const Error&) {
-        return false;
+        hash = f.readString("SCCFGHSH");
+        mode = f.readString("SCMODE").value_or("");
+    } catch (const Error& e) {
+        return {Kind::Damaged, e.what()};
     }
+    if (!hash || *hash != cfgHash) {
+        return {Kind::OtherConfig, hash ? "made with a different configuration (SCCFGHSH differs)"
+                                        : "has no SCCFGHSH card (not a coadd of this configuration)"};
+    }
+    const std::vector<std::string> want = expectedHdus(mode);
+    if (integrity.extnames != want) {
+        return {Kind::Damaged, "has HDUs " + joined(integrity.extnames) + ", expected " + joined(want)};
+    }
+    try {
+        const std::string change = inputsChange(io::readTable(path, "INPUTS"), patch);
+        if (!change.empty()) {
+            return {Kind::InputsChanged, change};
+        }
+    } catch (const Error& e) {
+        return {Kind::Damaged, e.what()};
+    }
+    return {Kind::Current, ""};
+}
+
+/// What --resume does with a patch whose output may exist (group root).
+enum class OnResume : int { Run = 0, Skip = 1, Refuse = 2 };
+
+/// Decides on the group root: a whole, current output is skipped; a damaged one is redone with a
+/// warning; one of another configuration or made from other inputs is refused (`why`) unless
+/// --restart, which redoes it.
+OnResume decideOnResume(const std::string& out, const std::string& cfgHash, const io::ManifestPatch& patch,
+                        bool restart, std::string& why) {
+    using Kind = OutputCheck::Kind;
+    const OutputCheck c = checkOutput(out, cfgHash, patch);
+    switch (c.kind) {
+        case Kind::Missing:
+            return OnResume::Run;
+        case Kind::Current:
+            return OnResume::Skip;
+        case Kind::Damaged:
+            log().warn("{}: damaged output ({}); coadding patch {} again", out, c.why, patch.name);
+            return OnResume::Run;
+        case Kind::OtherConfig:
+            why = out + ": exists but was " + c.why + "; rerun with --restart to redo it";
+            break;
+        case Kind::InputsChanged:
+            why = out + ": input changed since it was made: " + c.why + "; rerun with --restart to redo it";
+            break;
+    }
+    if (restart) {
+        log().warn("--restart: {}", why);
+        return OnResume::Run;
+    }
+    return OnResume::Refuse;
 }
 
 /// Exit 2 when a patch's output (or the report or the lock file) is, or would replace, a warp of
@@ -464,6 +838,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     }
 
     const std::string cfgHash = scienceConfigHash(cfg);
+    PreviousReport previousReport{(fs::path(outDir) / reportFileName(opts)).string(), std::nullopt};
     long long done = 0;
     long long skipped = 0;
     long long failed = 0;
@@ -487,17 +862,14 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         o.outputPath = out;
         o.rank = comm.rank();
         o.nWarps = static_cast<int>(patch.warps.size());
-        // 1: finished with this configuration; 2: finished with another one (refused without --restart).
+        // --resume: run, skip (finished with this configuration and these inputs) or refuse.
         int current = 0;
+        std::string why;
         if (group.rank() == 0 && opts.resume) {
-            current = outputIsCurrent(out, cfgHash) ? 1 : (outputExists(out) && !opts.restart ? 2 : 0);
+            current = static_cast<int>(decideOnResume(out, cfgHash, patch, opts.restart, why));
         }
         parallel::broadcastFromRoot(&group, current);
-        if (current == 2) {
-            const std::string why =
-                out +
-                ": exists but was made with a different configuration (SCCFGHSH differs); "
-                "rerun with --restart to redo it";
+        if (current == static_cast<int>(OnResume::Refuse)) {
             if (group.rank() == 0) {
                 log().error("patch {}: {}", patch.name, why);
                 PatchOutcome f = o;
@@ -509,12 +881,12 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             code = std::max(code, static_cast<int>(ExitCode::Config));
             continue;
         }
-        if (current == 1) {
+        if (current == static_cast<int>(OnResume::Skip)) {
             log().debug("patch {}: {} exists with the same config; skipped (--resume)", patch.name, out);
             o.status = "skipped";
             if (group.rank() == 0) {
                 ++skipped;
-                outcomes.push_back(o);
+                outcomes.push_back(finishedFigures(o, previousReport.get(), previousReport.path, cfgHash));
             }
             continue;
         }
@@ -622,11 +994,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             "{:.2f} s on {} ranks; report in {}",
             allDone, allSkipped, allFailed, clipped, wall, comm.size(), outDir);
         try {
-            writeReport(outDir,
-                        opts.shardCount > 1 ? "report.shard-" + std::to_string(opts.shardIndex) + "-of-" +
-                                                  std::to_string(opts.shardCount) + ".json"
-                                            : std::string("report.json"),
-                        flat, perRank, wall, cfg);
+            writeReport(outDir, reportFileName(opts), flat, perRank, wall, cfg, opts, worst);
         } catch (const Error& e) {
             log().error("{}", e.what());
             worst = std::max(worst, static_cast<int>(e.code()));

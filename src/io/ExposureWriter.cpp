@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 
 #include "safeclip/io/AtomicFile.h"
@@ -22,6 +23,35 @@ namespace {
     throw OutputError(path + ": " + what);
 }
 
+/// DATASUM and CHECKSUM (FITS standard §4.4.2.7) on every HDU of `f`, with fixed comments so that
+/// the same content gives the same bytes: cfitsio's fits_write_chksum stamps the time into the
+/// comments, so after a first pass the comments are reset and a second pass, which finds DATASUM
+/// already right and CHECKSUM undefined, fills in CHECKSUM keeping the comment ("&").
+void writeChecksums(const FitsFile& f) {
+    fitsfile* fp = f.get();
+    int status = 0;
+    int nHdus = 0;
+    fits_get_num_hdus(fp, &nHdus, &status);
+    f.check(status, "count HDUs");
+    for (int hdu = 1; hdu <= nHdus; ++hdu) {
+        fits_movabs_hdu(fp, hdu, nullptr, &status);
+        fits_write_chksum(fp, &status);
+        fits_modify_comment(fp, "DATASUM", "data unit checksum", &status);
+        fits_modify_key_str(fp, "CHECKSUM", "0000000000000000", "HDU checksum", &status);
+        fits_write_chksum(fp, &status);
+        f.check(status, "HDU " + std::to_string(hdu) + ": write DATASUM/CHECKSUM");
+    }
+}
+
+/// Space for DATASUM and CHECKSUM in the header being written, before its data, so that
+/// writeChecksums never has to grow a header (and move the data behind it).
+void reserveChecksumCards(const FitsFile& f) {
+    int status = 0;
+    fits_write_key_str(f.get(), "CHECKSUM", "0000000000000000", "HDU checksum", &status);
+    fits_write_key_str(f.get(), "DATASUM", "0", "data unit checksum", &status);
+    f.check(status, "write CHECKSUM/DATASUM");
+}
+
 /// Writes a FITS file atomically (io::writeAtomically): `body` fills the temporary, which is then
 /// closed and published as `path`. On any failure the temporary is removed and an OutputError naming
 /// `path` is thrown.
@@ -31,6 +61,7 @@ void writeFitsAtomically(const std::string& path, const std::function<void(FitsF
         [&](const std::string& tmp) {
             FitsFile file(tmp, FitsFile::Mode::Create);
             body(file);
+            writeChecksums(file);
             file.close();
         },
         "the FITS file");
@@ -89,6 +120,7 @@ void writePrimary(const FitsFile& f, const std::vector<HeaderCard>& cards) {
     for (const HeaderCard& card : cards) {
         writeCard(f, card);
     }
+    reserveChecksumCards(f);
 }
 
 /// EXTNAME/EXTTYPE, INHERIT, LTV and the afw "A" WCS that records xy0, then the celestial WCS.
@@ -124,6 +156,7 @@ void writeImageCards(const FitsFile& f, const std::string& extname, const kernel
         fits_write_record(fp, c.c_str(), &status);
         f.check(status, extname + ": write WCS card '" + c.substr(0, 8) + "'");
     }
+    reserveChecksumCards(f);
 }
 
 /// Creates a 2-D image HDU of `box` size and writes n pixels of `datatype`.
@@ -191,6 +224,7 @@ void writeTable(const FitsFile& f, const Table& table) {
     fits_create_tbl(fp, BINARY_TBL, static_cast<LONGLONG>(nRows), static_cast<int>(ttype.size()),
                     ttypeP.data(), tformP.data(), tunitP.data(), name.c_str(), &status);
     f.check(status, "create table " + name);
+    reserveChecksumCards(f);
     if (nRows == 0) {
         return;
     }
@@ -447,6 +481,83 @@ kernel::ImageF readImageHdu(const std::string& path, const std::string& extname)
                       nullptr, &status);
         f.check(status, "read " + extname + " pixels");
     }
+    return out;
+}
+
+FitsIntegrity checkFitsIntegrity(const std::string& path) {
+    FitsIntegrity out;
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (ec) {
+        out.problem = "cannot read its size: " + ec.message();
+        return out;
+    }
+    if (size == 0 || size % 2880 != 0) {
+        out.problem = "size " + std::to_string(size) +
+                      " bytes is not a positive multiple of 2880 (truncated or extended)";
+        return out;
+    }
+    fitsfile* fp = nullptr;
+    int status = 0;
+    if (fits_open_diskfile(&fp, path.c_str(), READONLY, &status) != 0) {
+        char text[FLEN_STATUS] = {};
+        fits_get_errstatus(status, text);
+        fits_clear_errmsg();
+        out.problem = std::string("cannot open as FITS: ") + text;
+        return out;
+    }
+    LONGLONG end = 0;
+    for (int hdu = 1;; ++hdu) {
+        int type = 0;
+        if (fits_movabs_hdu(fp, hdu, &type, &status) != 0) {
+            if (status == END_OF_FILE && hdu > 1) {
+                status = 0;
+                break;
+            }
+            char text[FLEN_STATUS] = {};
+            fits_get_errstatus(status, text);
+            out.problem = "HDU " + std::to_string(hdu) + " is unreadable: " + text;
+            break;
+        }
+        std::string extname;
+        if (hdu > 1) {
+            char value[FLEN_VALUE] = {};
+            int s = 0;
+            fits_read_key_str(fp, "EXTNAME", value, nullptr, &s);
+            extname = s == 0 ? value : "";
+            out.extnames.push_back(extname);
+        }
+        const std::string name = "HDU " + std::to_string(hdu) + (extname.empty() ? "" : " (" + extname + ")");
+        int dataOk = 0;
+        int hduOk = 0;
+        if (fits_verify_chksum(fp, &dataOk, &hduOk, &status) != 0) {
+            char text[FLEN_STATUS] = {};
+            fits_get_errstatus(status, text);
+            out.problem = name + " is unreadable: " + text;
+            break;
+        }
+        if (dataOk == 0 || hduOk == 0) {
+            out.problem = name + " has no DATASUM/CHECKSUM";
+            break;
+        }
+        if (dataOk < 0) {
+            out.problem = name + ": data do not match DATASUM";
+            break;
+        }
+        if (hduOk < 0) {
+            out.problem = name + ": header or data do not match CHECKSUM";
+            break;
+        }
+        LONGLONG headStart = 0;
+        LONGLONG dataStart = 0;
+        fits_get_hduaddrll(fp, &headStart, &dataStart, &end, &status);
+    }
+    if (out.problem.empty() && status == 0 && static_cast<std::uintmax_t>(end) != size) {
+        out.problem = std::to_string(size - static_cast<std::uintmax_t>(end)) + " bytes after the last HDU";
+    }
+    fits_clear_errmsg();
+    int closeStatus = 0;
+    fits_close_file(fp, &closeStatus);
     return out;
 }
 

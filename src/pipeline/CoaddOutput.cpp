@@ -1,12 +1,14 @@
 /// @file CoaddOutput.cpp  Stage "write": the coadd's FITS product (spec §9) on the root — primary
 /// cards, IMAGE/MASK/VARIANCE with the first warp's WCS, NIMAGE, and the tables INPUTS,
-/// FOOTPRINTS, CANDIDATES, CLIPPED_SPANS (safeclip mode) and CONFIG — written atomically; then
+/// FOOTPRINTS, CANDIDATES, CLIPPED_SPANS (safeclip mode) and CONFIG — written atomically once every
+/// used warp is checked to have the size and mtime "open" saw; then
 /// the patch's checkpoints are removed and the settings' afterWrite hook runs.
 #include <cmath>
 
 #include "safeclip/Version.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/RowFormats.h"
+#include "safeclip/kernel/Error.h"
 #include "safeclip/pipeline/Guard.h"
 #include "safeclip/pipeline/PatchCheckpoint.h"
 #include "safeclip/pipeline/Stages.h"
@@ -25,7 +27,13 @@ io::Table inputsTable(const PatchContext& ctx) {
     std::vector<std::int64_t> nClipped;
     std::vector<std::int64_t> usedPixels;
     std::vector<std::string> checksum;
+    std::vector<std::int64_t> size;
+    std::vector<std::int64_t> mtime;
+    std::vector<std::int64_t> nBig;
     for (const Warp& w : ctx.warps) {
+        size.push_back(w.fileSize);
+        mtime.push_back(w.mtimeNs);
+        nBig.push_back(w.nBigFootprints);
         usedPixels.push_back(w.nUsedPixels);
         checksum.push_back(w.checksum);
         visit.push_back(w.visit);
@@ -42,7 +50,10 @@ io::Table inputsTable(const PatchContext& ctx) {
                       {"status", status, ""},
                       {"n_clipped_pixels", nClipped, "pixel"},
                       {"n_used_pixels", usedPixels, "pixel"},
-                      {"checksum", checksum, ""}};
+                      {"checksum", checksum, ""},
+                      {"size", size, "byte"},
+                      {"mtime_ns", mtime, "ns"},
+                      {"n_big_footprints", nBig, ""}};
     return inputs;
 }
 
@@ -54,6 +65,24 @@ std::vector<kernel::ClippedSpanRow> clippedSpans(const PatchContext& ctx) {
         }
     }
     return rows;
+}
+
+/// Before publishing: every used warp must still have the size and mtime "open" saw, or the coadd
+/// may mix two versions of a file (and INPUTS would name the wrong one). @throws InputError
+void checkInputsUnchanged(const PatchContext& ctx) {
+    for (const Warp& w : ctx.warps) {
+        if (!w.used) {
+            continue;
+        }
+        const auto [size, mtime] = fileSizeAndMtime(w.input.path);
+        if (size != w.fileSize || mtime != w.mtimeNs) {
+            throw InputError(w.input.path + ": changed during the run (size " + std::to_string(w.fileSize) +
+                             " -> " + std::to_string(size) + " bytes, mtime " + std::to_string(w.mtimeNs) +
+                             " -> " + std::to_string(mtime) + " ns); patch " + ctx.name +
+                             " not written; coadd it again (with --resume: --restart, its checkpoints are of "
+                             "the old file)");
+        }
+    }
 }
 
 void write(const PatchContext& ctx) {
@@ -102,6 +131,7 @@ void write(const PatchContext& ctx) {
 
 void writeCoadd(PatchContext& ctx) {
     guardedOnRoot(ctx, "write", [&] {
+        checkInputsUnchanged(ctx);
         write(ctx);
         removeCheckpoints(ctx);
         if (ctx.settings.afterWrite) {

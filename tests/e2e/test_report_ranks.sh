@@ -23,7 +23,7 @@ import json, sys
 EXEC = {"rank", "seconds", "output", "tile_size", "tiles", "warp_bytes_read"}
 def norm(path):
     j = json.load(open(path))
-    for k in ("wall_seconds", "ranks", "rank_count", "config"):
+    for k in ("wall_seconds", "ranks", "rank_count", "config", "segments"):
         j.pop(k, None)
     for p in j["patches"]:
         for k in EXEC:

@@ -110,6 +110,7 @@ for p in p000 p001 p002 p003 p004 p005; do cmp -s "ref07/$p.fits" "k3-config/$p.
 pass "--restart recomputes with the new configuration"
 
 # 6. Input changed (a warp rewritten) between run and resume: refused, naming the warp.
+touch -r data/p000/warp-101.fits warp-101.mtime  # INPUTS records each warp's mtime: restore it exactly below
 touch -d '2001-01-01' data/p000/warp-101.fits
 set +e
 "$SAFECLIP" run run.toml --set output.dir=\"k3-input\" --resume 2>in.log
@@ -117,7 +118,7 @@ rc=$?
 set -e
 [ "$rc" -eq 2 ] && grep -q "input changed: .*warp-101.fits" in.log && pass "changed input refused, naming warp-101.fits" \
   || fail "changed input: exit $rc: $(grep error in.log | head -2)"
-touch data/p000/warp-101.fits
+touch -r warp-101.mtime data/p000/warp-101.fits
 
 # 7. SIGTERM: exit 75 ("resume me"), then --resume finishes identically.
 "$SAFECLIP" run run.toml --set output.dir=\"k4\" --log-level warn 2>k4.log &

@@ -1,7 +1,8 @@
 #pragma once
 /// @file ExposureWriter.h  Writes afw-layout exposures (warps from the simulator/ingest, and
 /// coadds): empty primary HDU with metadata, IMAGE, MASK (MP_* for every plane), VARIANCE, then
-/// optional NIMAGE and binary tables. The file is written to "<path>.tmp.<pid>", closed, fsynced
+/// optional NIMAGE and binary tables. Every HDU carries DATASUM and CHECKSUM (with fixed comments,
+/// so the same content gives the same bytes). The file is written to "<path>.tmp.<pid>", closed, fsynced
 /// and renamed over <path>: a reader never sees a half-written file.
 #include <cstdint>
 #include <optional>
@@ -47,6 +48,17 @@ struct ExposureData {
 /// Write atomically (tmp + fsync + rename). Overwrites an existing file only at the rename.
 /// @throws OutputError naming the path and the problem; the temporary is removed on failure.
 void writeExposure(const std::string& path, const ExposureData& data);
+
+/// What is wrong with a finished FITS file, if anything (checkFitsIntegrity).
+struct FitsIntegrity {
+    std::string problem;                ///< one line; empty when the file is whole
+    std::vector<std::string> extnames;  ///< EXTNAME of HDUs 2.. in file order (as far as they were read)
+};
+
+/// Checks a FITS file written by writeExposure/writeImageHdus: its size is a positive multiple of
+/// 2880, every HDU reads and carries DATASUM and CHECKSUM that match its bytes, and nothing follows
+/// the last HDU. Reads the whole file once. Never throws: the problem is in the result.
+[[nodiscard]] FitsIntegrity checkFitsIntegrity(const std::string& path);
 
 /// Read a BINTABLE HDU by EXTNAME back into a Table (for tests and tools).
 /// @throws InputError

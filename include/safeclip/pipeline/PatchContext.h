@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "safeclip/geom/Plan.h"
@@ -43,6 +44,8 @@ struct Warp {
     std::int64_t nBigFootprints = 0;
     std::int64_t nUsedPixels = 0;  ///< pixels this warp contributed to the final stack
     std::string checksum;          ///< "crc32:..." of the file
+    std::int64_t fileSize = -1;    ///< "open": the file's size in bytes when it was opened (-1: no stat)
+    std::int64_t mtimeNs = -1;     ///< "open": its modification time then (ns since the epoch)
 };
 
 struct PatchContext {
@@ -103,5 +106,9 @@ struct PatchContext {
     /// Apply input.on_bad_warp: throw InputError(why), or mark the warp skipped and warn.
     void failWarp(Warp& w, const std::string& why) const;
 };
+
+/// Size and modification time (ns) of a file, as "open" records them for each warp; {-1, -1} when it
+/// cannot be stat'ed.
+[[nodiscard]] std::pair<std::int64_t, std::int64_t> fileSizeAndMtime(const std::string& path);
 
 }  // namespace safeclip::pipeline

@@ -31,6 +31,11 @@ struct PatchResult {
     int halo = 0;                    ///< detection halo of the tiles (0 in mean mode)
     std::int64_t warpBytesRead = 0;  ///< warp bytes read for this patch, summed over its group (`run`)
     double seconds = 0;
+    /// where the figures come from: "run" (coadded by the run segment `segment`), "report" (finished
+    /// earlier: copied from the previous report.json), "output" (finished earlier: read from the
+    /// output's INPUTS and FOOTPRINTS tables; tile, timing and coadd-pixel figures are 0), "" (failed)
+    std::string figuresFrom;
+    std::int64_t segment = -1;  ///< index in report.json "segments" of the run that coadded it (-1: unknown)
 
     /// report.json keys ("a.b" = key b of object a); checkpoint names are unused here.
     template <class Row, class V>
@@ -57,6 +62,8 @@ struct PatchResult {
         v(FieldName{"halo", "", ""}, r.halo);
         v(FieldName{"warp_bytes_read", "", ""}, r.warpBytesRead);
         v(FieldName{"seconds", "", ""}, r.seconds);
+        v(FieldName{"figures_from", "", ""}, r.figuresFrom);
+        v(FieldName{"segment", "", ""}, r.segment);
     }
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {

@@ -4,6 +4,8 @@
 
 #include <boost/archive/binary_iarchive.hpp>
 #include <boost/archive/binary_oarchive.hpp>
+#include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -157,6 +159,52 @@ TEST(Stages, TheTransientIsClippedInItsWarpOnly) {
     }
     EXPECT_TRUE(found);
     EXPECT_EQ(static_cast<std::int64_t>(ctx.decisions.footprints.size()), ctx.result.nFootprints);
+}
+
+TEST(Stages, WriteRefusesAWarpChangedSinceOpen) {
+    TempDir dir;
+    const auto s = defaultSettings();
+    const auto inputs = writeWarps(dir);
+    auto runUpToWrite = [&](const std::string& out) {
+        auto ctx = context(inputs, s, out);
+        for (auto stage :
+             {pipeline::openWarps, pipeline::measureWeights, pipeline::setupDetection, pipeline::planTiles,
+              pipeline::trialStacks, pipeline::decideClipping, pipeline::finalStack, pipeline::postProcess}) {
+            stage(ctx);
+        }
+        return ctx;
+    };
+    // Unchanged inputs: published, and INPUTS records each warp's size and mtime as "open" saw them.
+    auto ok = runUpToWrite(dir.file("ok.fits"));
+    pipeline::writeCoadd(ok);
+    const io::Table t = io::readTable(dir.file("ok.fits"), "INPUTS");
+    const auto& size = std::get<std::vector<std::int64_t>>(t.columns[8].data);
+    EXPECT_EQ(t.columns[8].name, "size");
+    EXPECT_EQ(t.columns[9].name, "mtime_ns");
+    EXPECT_EQ(size[1], static_cast<std::int64_t>(std::filesystem::file_size(inputs[1].path)));
+    EXPECT_EQ(std::get<std::vector<std::int64_t>>(t.columns[9].data)[1], ok.warps[1].mtimeNs);
+
+    // Warp 1 rewritten in place (same size, one byte, a later mtime) between "post" and "write".
+    const std::string out = dir.file("out.fits");
+    auto ctx = runUpToWrite(out);
+    const auto mtime = std::filesystem::last_write_time(inputs[1].path);
+    {
+        std::fstream f(inputs[1].path, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekg(-3000, std::ios::end);
+        const char c = static_cast<char>(f.get());
+        f.seekp(-3000, std::ios::end);
+        f.put(static_cast<char>(c ^ 0x40));
+    }
+    std::filesystem::last_write_time(inputs[1].path, mtime + std::chrono::seconds(1));
+    try {
+        pipeline::writeCoadd(ctx);
+        ADD_FAILURE() << "a warp changed during the run was not noticed";
+    } catch (const Error& e) {  // guarded() rethrows the failure with its exit code
+        EXPECT_NE(std::string(e.what()).find(inputs[1].path + ": changed during the run"), std::string::npos)
+            << e.what();
+        EXPECT_EQ(e.code(), ExitCode::Input);
+    }
+    EXPECT_FALSE(std::filesystem::exists(out));
 }
 
 TEST(Driver, SameBytesForAnyTileSizeAndBudget) {
