@@ -313,6 +313,15 @@ double calibrationFromFluxMag0(double fluxMag0) {
     return kReferenceFluxNJy / fluxMag0;
 }
 
+std::pair<std::int64_t, std::int64_t> fileSizeAndMtime(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        return {-1, -1};
+    }
+    return {static_cast<std::int64_t>(st.st_size),
+            static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec};
+}
+
 std::string notRegularFileProblem(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) {

@@ -8,6 +8,7 @@
 #include "safeclip/Version.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/RowFormats.h"
+#include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/pipeline/Guard.h"
 #include "safeclip/pipeline/PatchCheckpoint.h"
@@ -74,7 +75,7 @@ void checkInputsUnchanged(const PatchContext& ctx) {
         if (!w.used) {
             continue;
         }
-        const auto [size, mtime] = fileSizeAndMtime(w.input.path);
+        const auto [size, mtime] = io::fileSizeAndMtime(w.input.path);
         if (size != w.fileSize || mtime != w.mtimeNs) {
             throw InputError(w.input.path + ": changed during the run (size " + std::to_string(w.fileSize) +
                              " -> " + std::to_string(size) + " bytes, mtime " + std::to_string(w.mtimeNs) +

@@ -1,7 +1,6 @@
 /// @file OpenWarps.cpp  Stage "open": open every warp, validate its header (and with
 /// input.validate_pixels its pixels), apply input.on_bad_warp, fix the patch box and each warp's
 /// zero-point scale (spec §3.2-3).
-#include <sys/stat.h>
 
 #include <cmath>
 #include <tuple>
@@ -16,15 +15,6 @@
 namespace safeclip::pipeline {
 
 using parallel::log;
-
-std::pair<std::int64_t, std::int64_t> fileSizeAndMtime(const std::string& path) {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) {
-        return {-1, -1};
-    }
-    return {static_cast<std::int64_t>(st.st_size),
-            static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec};
-}
 
 void PatchContext::failWarp(Warp& w, const std::string& why) const {
     if (!settings.skipBadWarps) {
@@ -86,7 +76,7 @@ void openReaders(PatchContext& ctx) {
         Warp& w = ctx.warps[i];
         w.visit = w.input.visit >= 0 ? w.input.visit : static_cast<std::int64_t>(i);
         // Before the first read: "write" checks that the file still has this size and mtime.
-        std::tie(w.fileSize, w.mtimeNs) = fileSizeAndMtime(w.input.path);
+        std::tie(w.fileSize, w.mtimeNs) = io::fileSizeAndMtime(w.input.path);
         try {
             w.reader = std::make_unique<io::WarpReader>(w.input.path);
             const auto& h = w.reader->header();

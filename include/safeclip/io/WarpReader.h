@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "safeclip/kernel/Image.h"
@@ -84,5 +85,8 @@ double calibrationFromFluxMag0(double fluxMag0);
 /// FIFO)", "(a directory)", "(a socket)", "(a character device)" or "(a block device)". Uses stat(2)
 /// only, so a FIFO cannot block. Used before every warp, manifest and config file is opened.
 std::string notRegularFileProblem(const std::string& path);
+/// Size and modification time (ns since the epoch) of a file, as the "open" stage records them for
+/// each warp; {-1, -1} when it cannot be stat'ed.
+[[nodiscard]] std::pair<std::int64_t, std::int64_t> fileSizeAndMtime(const std::string& path);
 
 }  // namespace safeclip::io

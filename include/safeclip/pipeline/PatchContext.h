@@ -107,8 +107,4 @@ struct PatchContext {
     void failWarp(Warp& w, const std::string& why) const;
 };
 
-/// Size and modification time (ns) of a file, as "open" records them for each warp; {-1, -1} when it
-/// cannot be stat'ed.
-[[nodiscard]] std::pair<std::int64_t, std::int64_t> fileSizeAndMtime(const std::string& path);
-
 }  // namespace safeclip::pipeline
