@@ -885,6 +885,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             log().debug("patch {}: {} exists with the same config; skipped (--resume)", patch.name, out);
             o.status = "skipped";
             if (group.rank() == 0) {
+                pipeline::removeCheckpoints(ckpt.dir, patch.name);  // left if killed before the cleanup
                 ++skipped;
                 outcomes.push_back(finishedFigures(o, previousReport.get(), previousReport.path, cfgHash));
             }
@@ -966,7 +967,10 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         log().info("rank timings: min {:.2f} s, mean {:.2f} s, max {:.2f} s; peak RSS: {}", lo,
                    sum / static_cast<double>(perRank.size()), hi, rss);
     }
-    int worst = static_cast<int>(comm.max(code));
+    int worst = static_cast<int>(comm.max(code));  // every group is done with its patches
+    if (comm.rank() == 0) {
+        pipeline::removeCheckpointDirIfEmpty(ckpt.dir);
+    }
     std::vector<std::vector<PatchOutcome>> all;
     boost::mpi::gather(comm.raw(), outcomes, all, 0);
     if (comm.rank() == 0) {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <string_view>
 #include <type_traits>
 
 #include "safeclip/Version.h"
@@ -34,6 +35,8 @@ public:
     }
     H5Handle(const H5Handle&) = delete;
     H5Handle& operator=(const H5Handle&) = delete;
+    H5Handle(H5Handle&& other) noexcept : m_id(other.m_id), m_close(other.m_close) { other.m_id = -1; }
+    H5Handle& operator=(H5Handle&&) = delete;
     [[nodiscard]] hid_t get() const { return m_id; }
     [[nodiscard]] bool ok() const { return m_id >= 0; }
 
@@ -164,32 +167,61 @@ bool readDataset(hid_t file, const char* name, hid_t type, std::vector<T>& out) 
     });
 }
 
+/// Fixed-length strings (NUL-padded to the longest; no global heap, so nothing for a damaged file to
+/// send HDF5 chasing through).
 void writeStrings(hid_t file, const char* name, const std::vector<std::string>& v, const std::string& path) {
-    H5Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-    check(H5Tset_size(type.get(), H5T_VARIABLE), path, "vlen string");
-    std::vector<const char*> ptrs;
-    ptrs.reserve(v.size());
+    std::size_t width = 1;
     for (const auto& s : v) {
-        ptrs.push_back(s.c_str());
+        width = std::max(width, s.size());
     }
-    writeDataset(file, name, type.get(), ptrs.size(), ptrs.data(), path);
+    std::vector<char> packed(v.size() * width, '\0');
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        std::memcpy(packed.data() + i * width, v[i].data(), v[i].size());
+    }
+    H5Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+    check(H5Tset_size(type.get(), width), path, "string type");
+    check(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), path, "string type");
+    writeDataset(file, name, type.get(), v.size(), packed.data(), path);
 }
 
+/// Reads a fixed-length string dataset. False on any problem (missing, not fixed-length strings).
 bool readStrings(hid_t file, const char* name, std::vector<std::string>& out) {
-    H5Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-    H5Tset_size(type.get(), H5T_VARIABLE);
-    std::vector<char*> ptrs;
-    if (!readDataset(file, name, type.get(), ptrs)) {
+    if (H5Lexists(file, name, H5P_DEFAULT) <= 0) {
+        return false;
+    }
+    std::size_t width = 0;
+    {
+        H5Handle ds(H5Dopen2(file, name, H5P_DEFAULT), H5Dclose);
+        if (!ds.ok()) {
+            return false;
+        }
+        H5Handle type(H5Dget_type(ds.get()), H5Tclose);
+        if (!type.ok() || H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) != 0) {
+            return false;
+        }
+        width = H5Tget_size(type.get());
+    }
+    constexpr std::size_t kMaxWidth = std::size_t{1} << 20;
+    if (width == 0 || width > kMaxWidth) {
+        return false;
+    }
+    H5Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(mem.get(), width);
+    H5Tset_strpad(mem.get(), H5T_STR_NULLPAD);
+    std::vector<char> packed;
+    std::size_t n = 0;
+    if (!readVector(file, name, mem.get(), [&](std::size_t count) {
+            n = count;
+            packed.resize(n * width);
+            return static_cast<void*>(packed.data());
+        })) {
         return false;
     }
     out.clear();
-    for (char* p : ptrs) {
-        out.emplace_back(p == nullptr ? "" : p);
-    }
-    if (!ptrs.empty()) {
-        const hsize_t dims[1] = {ptrs.size()};
-        H5Handle space(H5Screate_simple(1, dims, nullptr), H5Sclose);
-        H5Dvlen_reclaim(type.get(), space.get(), H5P_DEFAULT, ptrs.data());
+    out.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        const char* s = packed.data() + i * width;
+        out.emplace_back(s, ::strnlen(s, width));
     }
     return true;
 }
@@ -207,7 +239,7 @@ struct SpanRecord {
 };
 /// A row type (kernel/DecisionTable.h) in the checkpoint: its numeric fields as one compound
 /// dataset `name` (members named FieldName::checkpoint, 8 bytes each, packed in field order) and
-/// each string field as a vlen-string dataset named FieldName::checkpoint.
+/// each string field as a fixed-length string dataset named FieldName::checkpoint.
 template <class Row>
 class RowLayout {
 public:
@@ -322,23 +354,55 @@ hid_t spanType() {
     return t;
 }
 
-/// Create the temporary, let `body` fill it, stamp the key and `complete`, close and publish it
-/// (io::writeAtomically).
+/// The integrity header in the HDF5 user block (bytes [0, 512), which HDF5 skips): text lines
+/// "SAFECLIP-CHECKPOINT <version>", "size <bytes of the whole file>", "crc32 <8 hex digits>" (CRC-32
+/// of bytes [512, size), zlib's polynomial, as fileChecksum), then NUL padding.
+constexpr std::size_t kUserBlock = 512;
+constexpr std::string_view kMagic = "SAFECLIP-CHECKPOINT ";
+constexpr std::string_view kHdf5Signature = "\x89HDF\r\n\x1a\n";
+
+std::uint32_t crcOf(const unsigned char* data, std::size_t n) {
+    return crc32_gzip_refl(0, data, static_cast<std::uint64_t>(n));
+}
+
+/// The name given to HDF5 for a file held in memory: the core driver refuses to open an image under
+/// the name of a file that exists, and HDF5 never touches this name (no backing store).
+constexpr const char* kMemoryName = "/nonexistent-safeclip-dir/checkpoint-in-memory.h5";
+
+/// The 512 bytes of the user block: the header's lines, then NULs.
+std::string integrityHeader(int version, std::size_t size, std::uint32_t crc) {
+    char text[kUserBlock] = {};
+    std::snprintf(text, sizeof text, "%.*s%d\nsize %zu\ncrc32 %08lx\n", static_cast<int>(kMagic.size()),
+                  kMagic.data(), version, size, static_cast<unsigned long>(crc));
+    return std::string(text, sizeof text);
+}
+
+/// A file access plist for an HDF5 file held in memory (the core driver, no backing store), closed
+/// strongly (every object of the file goes with it).
+H5Handle memoryAccess(const std::string& path) {
+    H5Handle fapl(check(H5Pcreate(H5P_FILE_ACCESS), path, "access plist", true), H5Pclose);
+    check(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), path, "close degree");
+    constexpr std::size_t kIncrement = std::size_t{1} << 20;
+    check(H5Pset_fapl_core(fapl.get(), kIncrement, 0), path, "core driver");
+    return fapl;
+}
+
+/// Let `body` fill a new HDF5 file built in memory (never on disk: HDF5 does no file I/O, so a full
+/// disk shows up in our own write() with its errno), stamp the key and `complete`, and return the
+/// whole file image with the integrity header in its user block.
 template <class Body>
-void publish(const std::string& path, const CheckpointKey& key, const std::string& stage, Body&& body) {
-    silenceHdf5();
-    const fs::path target(path);
-    std::error_code ec;
-    if (target.has_parent_path()) {
-        fs::create_directories(target.parent_path(), ec);
-    }
-    writeAtomically(
-        path,
-        [&](const std::string& tmp) {
-            H5Handle file(
-                check(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path, "create", true),
-                H5Fclose);
-            body(file.get(), tmp);
+std::string buildImage(const std::string& path, const CheckpointKey& key, const std::string& stage,
+                       Body&& body) {
+    H5Handle fcpl(check(H5Pcreate(H5P_FILE_CREATE), path, "create plist", true), H5Pclose);
+    check(H5Pset_userblock(fcpl.get(), kUserBlock), path, "user block");
+    H5Handle fapl = memoryAccess(path);
+    std::string image;
+    {
+        H5Handle file(
+            check(H5Fcreate(kMemoryName, H5F_ACC_TRUNC, fcpl.get(), fapl.get()), path, "create", true),
+            H5Fclose);
+        body(file.get());
+        {
             H5Handle root(H5Gopen2(file.get(), "/", H5P_DEFAULT), H5Gclose);
             writeScalarAttr<int>(root.get(), "format_version", H5T_NATIVE_INT, kCheckpointFormatVersion,
                                  path);
@@ -348,24 +412,158 @@ void publish(const std::string& path, const CheckpointKey& key, const std::strin
             writeStringAttr(root.get(), "stage", stage, path);
             writeStrings(file.get(), "inputs", key.inputs, path);
             writeScalarAttr<int>(root.get(), "complete", H5T_NATIVE_INT, 1, path);  // last
-            check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), path, "flush");
-        },
-        "the checkpoint");
+        }
+        check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), path, "flush");
+        // The image starts at the superblock (HDF5 leaves the user block out); addresses in the file
+        // are relative to the superblock, so the user block is put in front of it here (as h5jam).
+        const ssize_t size = H5Fget_file_image(file.get(), nullptr, 0);
+        if (size <= 0) {
+            throw OutputError(path + ": HDF5 error while writing the checkpoint (file image)");
+        }
+        image.assign(kUserBlock + static_cast<std::size_t>(size), '\0');
+        if (H5Fget_file_image(file.get(), image.data() + kUserBlock, static_cast<std::size_t>(size)) !=
+            size) {
+            throw OutputError(path + ": HDF5 error while writing the checkpoint (file image)");
+        }
+    }
+    const auto* bytes = reinterpret_cast<const unsigned char*>(image.data());
+    const std::string header = integrityHeader(kCheckpointFormatVersion, image.size(),
+                                               crcOf(bytes + kUserBlock, image.size() - kUserBlock));
+    image.replace(0, kUserBlock, header);
+    return image;
+}
+
+/// Build the file in memory, then publish it (io::writeAtomically: temporary, fsync, rename). A
+/// failed write names the file and the system's reason (ENOSPC, EROFS, ...).
+template <class Body>
+void publish(const std::string& path, const CheckpointKey& key, const std::string& stage, Body&& body) {
+    silenceHdf5();
+    const std::string image = buildImage(path, key, stage, std::forward<Body>(body));
+    const fs::path parent = fs::path(path).parent_path();
+    // Another job of a sharded run may remove an empty checkpoint dir between our mkdir and our
+    // write: retry then.
+    for (int attempt = 0;; ++attempt) {
+        std::error_code ec;
+        if (!parent.empty()) {
+            fs::create_directories(parent, ec);
+        }
+        try {
+            writeTextAtomically(path, image, "the checkpoint");
+            return;
+        } catch (const OutputError&) {
+            if (attempt >= 2 || parent.empty() || fs::is_directory(parent, ec)) {
+                throw;
+            }
+        }
+    }
+}
+
+/// Reads the whole file with plain POSIX I/O (a regular file only: never blocks on a FIFO or a
+/// device) and verifies its integrity header: magic, version, size and CRC-32. On failure fills
+/// `out` (Missing or Invalid, with the reason) and returns false. HDF5 never sees an unverified byte.
+bool readVerified(const std::string& path, std::string& image, CheckpointRead& out) {
+    auto invalid = [&](const std::string& why) {
+        out.status = CheckpointStatus::Invalid;
+        out.reason = path + ": " + why;
+        return false;
+    };
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            out.status = CheckpointStatus::Missing;
+            out.reason = path + ": no checkpoint";
+            return false;
+        }
+        return invalid(std::string("cannot open the checkpoint: ") + std::strerror(errno));
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        return invalid("not a regular file");
+    }
+    image.assign(static_cast<std::size_t>(st.st_size), '\0');
+    std::size_t got = 0;
+    for (;;) {
+        if (got == image.size()) {
+            image.resize(got + 4096);  // find out whether the file grew
+        }
+        const ssize_t n = ::read(fd, image.data() + got, image.size() - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            const int err = errno;
+            ::close(fd);
+            return invalid(std::string("read error: ") + std::strerror(err));
+        }
+        if (n == 0) {
+            break;
+        }
+        got += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    image.resize(got);
+    if (image.compare(0, kHdf5Signature.size(), kHdf5Signature) == 0) {
+        return invalid(
+            "checkpoint format version 1 (no integrity header), written by an older safeclip; it is "
+            "recomputed");
+    }
+    if (got < kUserBlock) {
+        return invalid("truncated checkpoint (" + std::to_string(got) + " bytes)");
+    }
+    const std::string header(image.data(), ::strnlen(image.data(), kUserBlock));
+    int version = 0;
+    unsigned long long size = 0;
+    unsigned long crc = 0;
+    if (header.compare(0, kMagic.size(), kMagic) != 0 ||
+        std::sscanf(header.c_str() + kMagic.size(), "%d\nsize %llu\ncrc32 %8lx\n", &version, &size, &crc) !=
+            3) {
+        return invalid("no checkpoint integrity header (corrupt, or not a safeclip checkpoint)");
+    }
+    if (version != kCheckpointFormatVersion) {
+        return invalid("unsupported checkpoint format version " + std::to_string(version) +
+                       " (this safeclip reads " + std::to_string(kCheckpointFormatVersion) + ")");
+    }
+    if (size != got) {
+        return invalid("checkpoint is " + std::to_string(got) + " bytes, its header says " +
+                       std::to_string(size) + " (truncated or appended to)");
+    }
+    if (image.compare(
+            0, kUserBlock,
+            integrityHeader(version, static_cast<std::size_t>(size), static_cast<std::uint32_t>(crc))) != 0) {
+        return invalid("damaged checkpoint integrity header");
+    }
+    const std::uint32_t actual =
+        crcOf(reinterpret_cast<const unsigned char*>(image.data()) + kUserBlock, got - kUserBlock);
+    if (actual != crc) {
+        char msg[96];
+        std::snprintf(msg, sizeof msg, "checksum mismatch (crc32 %08lx stored, %08lx computed): corrupt", crc,
+                      static_cast<unsigned long>(actual));
+        return invalid(msg);
+    }
+    return true;
 }
 
 /// Open and check the common attributes. Fills `out` on failure.
 hid_t openChecked(const std::string& path, const CheckpointKey& key, CheckpointRead& out) {
     silenceHdf5();
-    std::error_code ec;
-    if (!fs::exists(path, ec)) {
-        out.status = CheckpointStatus::Missing;
-        out.reason = path + ": no checkpoint";
+    std::string image;
+    if (!readVerified(path, image, out)) {
         return -1;
     }
-    const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    // HDF5 parses the verified bytes in memory, never the file again.
+    hid_t file = -1;
+    try {
+        H5Handle fapl = memoryAccess(path);
+        if (H5Pset_file_image(fapl.get(), image.data(), image.size()) >= 0) {
+            file = H5Fopen(kMemoryName, H5F_ACC_RDONLY, fapl.get());
+        }
+    } catch (const Error&) {
+        file = -1;
+    }
     if (file < 0) {
         out.status = CheckpointStatus::Invalid;
-        out.reason = path + ": not a readable HDF5 file (truncated or corrupt)";
+        out.reason = path + ": not a readable HDF5 file";
         return -1;
     }
     H5Handle root(H5Gopen2(file, "/", H5P_DEFAULT), H5Gclose);
@@ -382,7 +580,7 @@ hid_t openChecked(const std::string& path, const CheckpointKey& key, CheckpointR
     if (!complete || *complete != 1) {
         return fail(CheckpointStatus::Invalid, "incomplete checkpoint (no complete=1 attribute)");
     }
-    if (!version || *version > kCheckpointFormatVersion || *version < 1) {
+    if (!version || *version != kCheckpointFormatVersion) {
         return fail(CheckpointStatus::Invalid,
                     "unsupported checkpoint format_version " +
                         (version ? std::to_string(*version) : std::string("(none)")));
@@ -452,7 +650,7 @@ std::string fileFingerprint(const std::string& path) {
 }
 
 void writePatchCheckpoint(const std::string& path, const CheckpointKey& key, const PatchState& s) {
-    publish(path, key, s.stage, [&](hid_t file, const std::string& /*tmp*/) {
+    publish(path, key, s.stage, [&](hid_t file) {
         std::vector<WarpRecord> warps;
         std::vector<std::string> status;
         std::vector<SpanRecord> spans;
@@ -584,7 +782,7 @@ bool readPlane(hid_t file, const char* name, hid_t type, kernel::Image<T>& img) 
 
 void writeTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::MaskedImage& pixels,
                          const kernel::ImageU16& nImage, const std::vector<std::int64_t>& usedPerWarp) {
-    publish(path, key, "tile", [&](hid_t file, const std::string& /*tmp*/) {
+    publish(path, key, "tile", [&](hid_t file) {
         writeDataset(file, "used_per_warp", H5T_NATIVE_INT64, usedPerWarp.size(), usedPerWarp.data(), path);
         writePlane(file, "image", H5T_NATIVE_FLOAT, pixels.image, path);
         writePlane(file, "mask", H5T_NATIVE_INT32, pixels.mask, path);
@@ -605,30 +803,50 @@ void writeTileCheckpoint(const std::string& path, const CheckpointKey& key, cons
 
 bool readTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::Box& box,
                         kernel::MaskedImage& pixels, kernel::ImageU16& nImage,
-                        std::vector<std::int64_t>& usedPerWarp) {
+                        std::vector<std::int64_t>& usedPerWarp, std::string* reason) {
     CheckpointRead status;
+    auto refuse = [&](const std::string& why) {
+        if (reason != nullptr) {
+            *reason = why;
+        }
+        return false;
+    };
     const hid_t fileId = openChecked(path, key, status);
     if (fileId < 0) {
-        return false;
+        return refuse(status.status == CheckpointStatus::Missing ? std::string() : status.reason);
     }
     H5Handle file(fileId, H5Fclose);
     H5Handle root(H5Gopen2(file.get(), "/", H5P_DEFAULT), H5Gclose);
     std::int64_t stored[4] = {0, 0, 0, 0};
     if (H5Aexists(root.get(), "box") <= 0) {
-        return false;
+        return refuse(path + ": tile checkpoint without a box");
     }
     H5Handle attr(H5Aopen(root.get(), "box", H5P_DEFAULT), H5Aclose);
     if (H5Aread(attr.get(), H5T_NATIVE_INT64, stored) < 0 || stored[0] != box.x0 || stored[1] != box.y0 ||
         stored[2] != box.width || stored[3] != box.height) {
-        return false;
+        return refuse(path + ": tile checkpoint of another box (another tiling)");
     }
-    pixels = kernel::MaskedImage(box);
-    nImage = kernel::ImageU16(box);
-    return readDataset(file.get(), "used_per_warp", H5T_NATIVE_INT64, usedPerWarp) &&
-           readPlane(file.get(), "image", H5T_NATIVE_FLOAT, pixels.image) &&
-           readPlane(file.get(), "mask", H5T_NATIVE_INT32, pixels.mask) &&
-           readPlane(file.get(), "variance", H5T_NATIVE_FLOAT, pixels.variance) &&
-           readPlane(file.get(), "nimage", H5T_NATIVE_UINT16, nImage);
+    // Into temporaries: the outputs change only when everything was read.
+    kernel::MaskedImage px(box);
+    kernel::ImageU16 n(box);
+    std::vector<std::int64_t> used;
+    if (!readDataset(file.get(), "used_per_warp", H5T_NATIVE_INT64, used) ||
+        !readPlane(file.get(), "image", H5T_NATIVE_FLOAT, px.image) ||
+        !readPlane(file.get(), "mask", H5T_NATIVE_INT32, px.mask) ||
+        !readPlane(file.get(), "variance", H5T_NATIVE_FLOAT, px.variance) ||
+        !readPlane(file.get(), "nimage", H5T_NATIVE_UINT16, n)) {
+        return refuse(path + ": tile checkpoint is missing datasets or has the wrong shape");
+    }
+    for (const std::int64_t u : used) {
+        if (u < 0 || u > box.area()) {
+            return refuse(path + ": tile checkpoint counts " + std::to_string(u) +
+                          " used pixels of one warp in " + std::to_string(box.area()));
+        }
+    }
+    pixels = std::move(px);
+    nImage = std::move(n);
+    usedPerWarp = std::move(used);
+    return true;
 }
 
 }  // namespace safeclip::io

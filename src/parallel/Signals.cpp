@@ -1,20 +1,60 @@
 #include "safeclip/parallel/Signals.h"
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "safeclip/kernel/Error.h"
 
 namespace safeclip::parallel {
 
 namespace {
-volatile std::sig_atomic_t g_stop = 0;
+// Lock-free, so the handler may set it and the watchdog thread read it.
+std::atomic<int> g_stop{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
 extern "C" void onStopSignal(int /*sig*/) {
-    g_stop = 1;
+    g_stop.store(1, std::memory_order_relaxed);
+}
+
+/// The watchdog: once a stop signal arrived, give the run `grace` seconds to stop at a boundary
+/// (the normal path, exit 75 with everything tidy); if it has not exited by then, a call does not
+/// return (e.g. a library spinning on a damaged file), so leave with 75 anyway. Checkpoints and
+/// outputs are published atomically, so nothing torn is left; temporaries are swept by the next run.
+void watchdog(double grace) {
+    using namespace std::chrono_literals;
+    while (g_stop.load(std::memory_order_relaxed) == 0) {
+        std::this_thread::sleep_for(100ms);
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(grace));
+    std::fprintf(
+        stderr,
+        "safeclip: still running %.0f s after a stop signal (a call does not return); exiting 75 now, "
+        "rerun with --resume\n",
+        grace);
+    std::fflush(stderr);
+    std::_Exit(static_cast<int>(ExitCode::Resume));  // no destructors: the main thread is still inside a call
+}
+
+double graceSeconds() {
+    const char* env = std::getenv("SAFECLIP_STOP_GRACE_SECONDS");
+    if (env == nullptr) {
+        return kDefaultStopGraceSeconds;
+    }
+    char* end = nullptr;
+    const double v = std::strtod(env, &end);
+    return end != env && v >= 0 && v < 1e6 ? v : kDefaultStopGraceSeconds;
 }
 }  // namespace
 
 void installStopSignals() {
+    static std::once_flag once;
+    std::call_once(once, [] { std::thread(watchdog, graceSeconds()).detach(); });
     struct sigaction sa {};
     sa.sa_handler = onStopSignal;
     sigemptyset(&sa.sa_mask);
@@ -25,7 +65,7 @@ void installStopSignals() {
 }
 
 bool stopRequested() {
-    return g_stop != 0;
+    return g_stop.load(std::memory_order_relaxed) != 0;
 }
 
 void throwIfStopRequested(const char* where) {

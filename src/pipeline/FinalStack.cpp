@@ -74,9 +74,23 @@ std::vector<parallel::Tile> stackTiles(PatchContext& ctx, MaskedImage* direct, k
         const std::string tilePath = checkpointing ? tileCheckpointPath(ctx.ckpt.dir, ctx.name, tile) : "";
         parallel::Tile reloaded;
         std::vector<std::int64_t> tileUsed;
-        if (checkpointing && ctx.ckpt.resume &&
-            io::readTileCheckpoint(tilePath, key, tile, reloaded.pixels, reloaded.nImage, tileUsed) &&
-            tileUsed.size() == ctx.warps.size()) {
+        bool reload = false;
+        if (checkpointing && ctx.ckpt.resume) {
+            // A rejected tile checkpoint leaves nothing behind: its outputs are only filled on success,
+            // and then the tile is computed (and its pixels counted) exactly once, below.
+            std::string why;
+            reload =
+                io::readTileCheckpoint(tilePath, key, tile, reloaded.pixels, reloaded.nImage, tileUsed, &why);
+            if (reload && tileUsed.size() != ctx.warps.size()) {
+                why = tilePath + ": tile checkpoint lists " + std::to_string(tileUsed.size()) +
+                      " warps, the patch has " + std::to_string(ctx.warps.size());
+                reload = false;
+            }
+            if (!reload && !why.empty()) {
+                log().warn("ignoring tile checkpoint: {}; the tile is recomputed", why);
+            }
+        }
+        if (reload) {
             log().debug("patch {}: tile {} reloaded from its checkpoint", ctx.name, tile.str());
             for (std::size_t i = 0; i < ctx.warps.size(); ++i) {
                 ctx.usedLocal[i] += tileUsed[i];

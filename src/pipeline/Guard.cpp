@@ -1,26 +1,41 @@
 /// @file Guard.cpp  Stage agreement and the failure-injection test hook.
 #include "safeclip/pipeline/Guard.h"
 
+#include <unistd.h>
+
 #include <boost/mpi/communicator.hpp>
 #include <boost/mpi/environment.hpp>
 #include <cstdlib>
+#include <string>
 
 #include "safeclip/kernel/Error.h"
 #include "safeclip/parallel/Collectives.h"
+#include "safeclip/parallel/Logging.h"
 #include "safeclip/parallel/Signals.h"
 
 namespace safeclip::pipeline {
 
 void maybeInjectFailure(const char* stage) {
     const char* spec = std::getenv("SAFECLIP_FAIL_AT");
-    if (spec == nullptr) {
+    const char* hang = std::getenv("SAFECLIP_TEST_HANG_AT");
+    if (spec == nullptr && hang == nullptr) {
         return;
     }
     int worldRank = 0;
     if (boost::mpi::environment::initialized() && !boost::mpi::environment::finalized()) {
         worldRank = boost::mpi::communicator().rank();
     }
-    if (std::string(spec) == std::to_string(worldRank) + ":" + stage) {
+    const std::string here = std::to_string(worldRank) + ":" + stage;
+    if (hang != nullptr && (here == hang || std::string(stage) == hang)) {
+        // Test hook: a call that never returns and ignores the stop flag (as HDF5 spinning on a damaged
+        // file did); only the stop-signal watchdog (parallel/Signals.h) ends it.
+        parallel::log().warn("test hook: hanging in stage '{}' (SAFECLIP_TEST_HANG_AT={})", stage, hang);
+        parallel::log().flush();
+        for (;;) {
+            ::pause();
+        }
+    }
+    if (spec != nullptr && here == spec) {
         throw InputError("injected failure (SAFECLIP_FAIL_AT=" + std::string(spec) + ")");
     }
 }

@@ -2,8 +2,11 @@
 /// patch) and the names of its checkpoint files.
 #include "safeclip/pipeline/PatchCheckpoint.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <filesystem>
+#include <string_view>
 
 #include "safeclip/geom/Plan.h"
 #include "safeclip/kernel/Error.h"
@@ -39,13 +42,83 @@ io::CheckpointKey checkpointKey(const PatchContext& ctx) {
     return key;
 }
 
-void removeCheckpoints(const PatchContext& ctx) {
-    if (ctx.ckpt.dir.empty()) {
+namespace {
+
+/// True for "<digits>" (a pid suffix) and, with `sign`, an optional leading '-'.
+bool isNumber(std::string_view s, bool sign) {
+    if (sign && !s.empty() && s.front() == '-') {
+        s.remove_prefix(1);
+    }
+    return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+/// True for the names tileCheckpointPath() produces, "tile_<x0>_<y0>_<w>x<h>.h5", and their
+/// temporaries "<that>.tmp.<pid>".
+bool isTileCheckpointName(std::string_view name) {
+    if (const auto tmp = name.find(".h5.tmp."); tmp != std::string_view::npos) {
+        if (!isNumber(name.substr(tmp + 8), false)) {
+            return false;
+        }
+        name = name.substr(0, tmp + 3);
+    }
+    constexpr std::string_view kPrefix = "tile_";
+    constexpr std::string_view kSuffix = ".h5";
+    if (name.size() <= kPrefix.size() + kSuffix.size() || name.substr(0, kPrefix.size()) != kPrefix ||
+        name.substr(name.size() - kSuffix.size()) != kSuffix) {
+        return false;
+    }
+    name = name.substr(kPrefix.size(), name.size() - kPrefix.size() - kSuffix.size());  // x0_y0_WxH
+    const auto u1 = name.find('_');
+    const auto u2 = u1 == std::string_view::npos ? u1 : name.find('_', u1 + 1);
+    const auto x = u2 == std::string_view::npos ? u2 : name.find('x', u2 + 1);
+    return x != std::string_view::npos && isNumber(name.substr(0, u1), true) &&
+           isNumber(name.substr(u1 + 1, u2 - u1 - 1), true) &&
+           isNumber(name.substr(u2 + 1, x - u2 - 1), false) && isNumber(name.substr(x + 1), false);
+}
+
+}  // namespace
+
+void removeCheckpoints(const std::string& dir, const std::string& patch) {
+    if (dir.empty()) {
         return;
     }
+    namespace fs = std::filesystem;
     std::error_code ec;
-    std::filesystem::remove(decisionCheckpointPath(ctx.ckpt.dir, ctx.name), ec);
-    std::filesystem::remove_all(tileCheckpointDir(ctx.ckpt.dir, ctx.name), ec);
+    const std::string decision = decisionCheckpointPath(dir, patch);
+    fs::remove(decision, ec);
+    const std::string pidSuffix = fs::path(decision).filename().string() + ".tmp.";
+    if (fs::is_directory(dir, ec)) {
+        for (const auto& e : fs::directory_iterator(dir, ec)) {
+            const std::string name = e.path().filename().string();
+            if (name.rfind(pidSuffix, 0) == 0 &&
+                isNumber(std::string_view(name).substr(pidSuffix.size()), false)) {
+                fs::remove(e.path(), ec);
+            }
+        }
+    }
+    const std::string tiles = tileCheckpointDir(dir, patch);
+    if (fs::is_directory(fs::symlink_status(tiles, ec))) {
+        std::vector<fs::path> mine;
+        for (const auto& e : fs::directory_iterator(tiles, ec)) {
+            if (isTileCheckpointName(e.path().filename().string())) {
+                mine.push_back(e.path());
+            }
+        }
+        for (const fs::path& f : mine) {
+            fs::remove(f, ec);
+        }
+        ::rmdir(tiles.c_str());  // only when empty: a foreign file keeps it
+    }
+}
+
+void removeCheckpoints(const PatchContext& ctx) {
+    removeCheckpoints(ctx.ckpt.dir, ctx.name);
+}
+
+void removeCheckpointDirIfEmpty(const std::string& dir) {
+    if (!dir.empty()) {
+        ::rmdir(dir.c_str());  // fails, harmlessly, unless the directory is empty
+    }
 }
 
 /// With --resume: the root reads the decision checkpoint and broadcasts it. A checkpoint of another

@@ -1,19 +1,27 @@
 #pragma once
 /// @file Checkpoint.h  HDF5 checkpoints of a patch's finished stages, published atomically.
 ///
-/// A checkpoint file is written under "<path>.tmp.<pid>", gets a `complete = 1` attribute last,
-/// is closed and fsynced, then renamed over <path> (and the directory fsynced): a reader never
-/// sees a torn file. Every file carries `format_version`, `safeclip_version`, `config_hash`,
-/// `input_hash` and `stage`; readCheckpoint() refuses files that fail any check and says why.
-/// Layout (HDF5, Debian's parallel build, written by one rank with the default driver):
+/// The file is built in memory (HDF5's core driver: HDF5 does no file I/O), then written under
+/// "<path>.tmp.<pid>", fsynced and renamed over <path> (io::writeAtomically): a reader never sees a
+/// torn file, and a failed write is an OutputError naming <path> and the system's reason.
+/// Integrity (format version 2): the first 512 bytes are an HDF5 user block holding the text
+///   "SAFECLIP-CHECKPOINT 2\nsize <bytes of the file>\ncrc32 <8 hex>\n", NUL-padded,
+/// the CRC-32 (zlib's, as fileChecksum) of bytes [512, size). A reader reads the whole file with
+/// POSIX I/O (a regular file only), checks the header, size and CRC, and only then lets HDF5 parse
+/// the verified bytes in memory: damage (bit flips, zeroed blocks, truncation, appended bytes) and
+/// version-1 files (no header) are Invalid with a reason, never parsed.
+/// Every file also carries `format_version`, `safeclip_version`, `config_hash`, `input_hash`,
+/// `stage` and `complete = 1` (written last); readPatchCheckpoint() refuses files that fail any
+/// check and says why.
+/// Layout (HDF5, Debian's parallel build, written by one rank; strings are fixed-length, NUL-padded):
 ///   /warps          compound {visit i64, scale f32, weight f32, used u8, n_clipped i64, n_big i64}
-///   /warp_checksum  vlen strings, one per warp
-///   /warp_status    vlen strings, one per warp
+///   /warp_checksum  strings, one per warp
+///   /warp_status    strings, one per warp
 ///   /clipped_spans  compound {warp i32, y i32, x0 i32, x1 i32}, chunked + deflate
-///   /footprints     compound {id, x0, y0, x1, y1, area: i64}; /fp_rule /fp_reason /fp_clipped vlen strings
+///   /footprints     compound {id, x0, y0, x1, y1, area: i64}; /fp_rule /fp_reason /fp_clipped strings
 ///   /candidates     compound {footprint_id i64, visit i64, det i64, ign i64, fraction f64, clipped i64}
 ///                   (both made from the row descriptions kernel::FootprintRow/CandidateRow::fields)
-///   /inputs         vlen strings "path|size|mtime_ns" (to name what changed)
+///   /inputs         strings "path|size|mtime_ns" (to name what changed)
 ///   tile files: /image /variance (f32), /mask (i32), /nimage (u16), chunked + deflate, attr box,
 ///               /used_per_warp (i64: pixels each warp contributed to the tile).
 #include <cstdint>
@@ -28,7 +36,7 @@
 
 namespace safeclip::io {
 
-inline constexpr int kCheckpointFormatVersion = 1;
+inline constexpr int kCheckpointFormatVersion = 2;
 
 /// What identifies the run a checkpoint belongs to.
 struct CheckpointKey {
@@ -89,10 +97,12 @@ CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey&
 /// A finished final tile (pixels and nImage on the tile box).
 void writeTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::MaskedImage& pixels,
                          const kernel::ImageU16& nImage, const std::vector<std::int64_t>& usedPerWarp);
-/// Returns true and fills the outputs when a valid tile checkpoint for exactly `box` exists.
+/// Returns true and fills the outputs when a valid tile checkpoint for exactly `box` exists. On false
+/// the outputs are untouched and `reason` (when given) is one line naming the file and the problem,
+/// or empty when there is no such file.
 bool readTileCheckpoint(const std::string& path, const CheckpointKey& key, const kernel::Box& box,
                         kernel::MaskedImage& pixels, kernel::ImageU16& nImage,
-                        std::vector<std::int64_t>& usedPerWarp);
+                        std::vector<std::int64_t>& usedPerWarp, std::string* reason = nullptr);
 
 /// "crc32:xxxxxxxx" of a file's bytes (zlib's CRC-32, computed with ISA-L), read in 256 KiB blocks. @throws
 /// InputError

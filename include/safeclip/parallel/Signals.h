@@ -2,10 +2,16 @@
 /// @file Signals.h  (parallel layer: the stop flag is read by the pipeline between units of work)
 /// SIGTERM / SIGUSR1 (Slurm's --signal, scancel, a time limit) ask every rank to
 /// stop at the next unit boundary, keep what is complete, and exit 75 ("resume me").
+/// A call that never returns (e.g. a library spinning on a damaged file) cannot reach a boundary:
+/// a watchdog thread then ends the process with 75 after a grace period
+/// (SAFECLIP_STOP_GRACE_SECONDS, default kDefaultStopGraceSeconds), logging one line.
 
 namespace safeclip::parallel {
 
-/// Install the handlers (idempotent). The handler only sets a flag.
+inline constexpr double kDefaultStopGraceSeconds = 20.0;
+
+/// Install the handlers and start the watchdog thread (idempotent). The handler only sets a
+/// lock-free atomic flag; the watchdog polls it every 0.1 s.
 void installStopSignals();
 /// True once SIGTERM or SIGUSR1 arrived.
 bool stopRequested();

@@ -23,5 +23,11 @@ namespace safeclip::pipeline {
 
 /// Root, after the FITS is published: the checkpoints of this patch are no longer needed.
 void removeCheckpoints(const PatchContext& ctx);
+/// Removes exactly the names this writer produces for `patch` in checkpoint dir `dir`: the decision
+/// checkpoint, its "<name>.tmp.<pid>" temporaries, "tile_X_Y_WxH.h5" (and temporaries) in its tile
+/// dir, then the tile dir if it is empty. Never a foreign file; no error when nothing is there.
+void removeCheckpoints(const std::string& dir, const std::string& patch);
+/// Removes `dir` when it is empty (after a run: every group is done with it).
+void removeCheckpointDirIfEmpty(const std::string& dir);
 
 }  // namespace safeclip::pipeline

@@ -1,8 +1,11 @@
 // HDF5 checkpoints: round trips, and every reason a checkpoint must not be used.
 #include <gtest/gtest.h>
 #include <hdf5.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -116,14 +119,14 @@ TEST(Checkpoint, MissingTruncatedGarbageAndIncompleteAreNotUsed) {
     std::ofstream(dir.file("text.h5")) << "not hdf5\n";
     EXPECT_EQ(io::readPatchCheckpoint(dir.file("text.h5"), key()).status, io::CheckpointStatus::Invalid);
 
-    // A file whose writer died before the last attribute: no complete = 1.
+    // A plain HDF5 file (format version 1 had no integrity header): reported, never parsed.
     const std::string partial = dir.file("partial.h5");
     const hid_t f = H5Fcreate(partial.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     ASSERT_GE(f, 0);
     H5Fclose(f);
     const io::CheckpointRead r = io::readPatchCheckpoint(partial, key());
     EXPECT_EQ(r.status, io::CheckpointStatus::Invalid);
-    EXPECT_NE(r.reason.find("incomplete"), std::string::npos) << r.reason;
+    EXPECT_NE(r.reason.find("format version 1"), std::string::npos) << r.reason;
 }
 
 TEST(Checkpoint, AnotherConfigOrInputListIsRefusedWithWhatChanged) {
@@ -154,4 +157,149 @@ TEST(Checkpoint, FingerprintAndChecksum) {
     EXPECT_NE(io::fileFingerprint(dir.file("nope")).find("missing"), std::string::npos);
     EXPECT_THROW(io::fileChecksum(dir.file("nope")), InputError);
     EXPECT_NE(io::hashStrings({"a", "b"}), io::hashStrings({"ab"}));
+}
+
+namespace {
+
+std::string readAll(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+void writeAll(const std::string& path, const std::string& bytes) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+}  // namespace
+
+// Issue 13 items 1 and 2: every damage (a bit flip anywhere, a zeroed block, truncation, appended
+// bytes) is caught by the integrity header before HDF5 parses a byte; a special file is refused
+// without blocking.
+TEST(Checkpoint, EveryCorruptionIsCaughtBeforeParsing) {
+    TempDir dir;
+    const std::string good = dir.file("good.h5");
+    io::writePatchCheckpoint(good, key(), state());
+    const std::string bytes = readAll(good);
+    ASSERT_GT(bytes.size(), 4096U + 1024U);
+    EXPECT_EQ(bytes.compare(0, 22, "SAFECLIP-CHECKPOINT 2\n"), 0);
+    const std::string bad = dir.file("bad.h5");
+    auto expectInvalid = [&](const std::string& damaged, const std::string& what, const char* reason) {
+        writeAll(bad, damaged);
+        const io::CheckpointRead r = io::readPatchCheckpoint(bad, key());
+        EXPECT_EQ(r.status, io::CheckpointStatus::Invalid) << what;
+        EXPECT_EQ(r.reason.rfind(bad + ": ", 0), 0U) << what << ": " << r.reason;
+        if (reason != nullptr) {
+            EXPECT_NE(r.reason.find(reason), std::string::npos) << what << ": " << r.reason;
+        }
+    };
+    // One flipped bit at every 13th byte, header and padding included (fixed offsets).
+    for (std::size_t at = 0; at < bytes.size(); at += 13) {
+        std::string d = bytes;
+        d[at] = static_cast<char>(d[at] ^ (1 << (at % 8)));
+        expectInvalid(d, "bit flip at " + std::to_string(at), nullptr);
+    }
+    std::string zeroed = bytes;
+    std::fill(zeroed.begin() + 1024, zeroed.begin() + 1024 + 4096, '\0');
+    expectInvalid(zeroed, "zeroed 4 KiB block", "checksum mismatch");
+    for (const std::size_t keep :
+         {bytes.size() * 9 / 10, bytes.size() - 1, std::size_t{600}, std::size_t{100}}) {
+        expectInvalid(bytes.substr(0, keep), "truncated to " + std::to_string(keep), "truncated");
+    }
+    expectInvalid(bytes + "garbage appended", "appended", "appended");
+    // The undamaged bytes still read.
+    writeAll(bad, bytes);
+    EXPECT_EQ(io::readPatchCheckpoint(bad, key()).status, io::CheckpointStatus::Ok);
+
+    // A FIFO (nobody writing) or a directory under the checkpoint's name: refused, no blocking.
+    const std::string fifo = dir.file("fifo.h5");
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    const io::CheckpointRead rf = io::readPatchCheckpoint(fifo, key());
+    EXPECT_EQ(rf.status, io::CheckpointStatus::Invalid);
+    EXPECT_NE(rf.reason.find("not a regular file"), std::string::npos) << rf.reason;
+    std::filesystem::create_directory(dir.file("dir.h5"));
+    EXPECT_EQ(io::readPatchCheckpoint(dir.file("dir.h5"), key()).status, io::CheckpointStatus::Invalid);
+}
+
+// Strings are fixed-length (no global heap for a damaged file to send HDF5 around in).
+TEST(Checkpoint, StringsAreFixedLength) {
+    TempDir dir;
+    const std::string path = dir.file("p.h5");
+    io::writePatchCheckpoint(path, key(), state());
+    const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);  // finds the superblock at 512
+    ASSERT_GE(f, 0);
+    for (const char* name :
+         {"warp_status", "warp_checksum", "inputs", "fp_rule", "fp_reason", "fp_clipped"}) {
+        const hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
+        ASSERT_GE(ds, 0) << name;
+        const hid_t t = H5Dget_type(ds);
+        EXPECT_EQ(H5Tget_class(t), H5T_STRING) << name;
+        EXPECT_EQ(H5Tis_variable_str(t), 0) << name;
+        H5Tclose(t);
+        H5Dclose(ds);
+    }
+    H5Fclose(f);
+}
+
+// Issue 13 item 9: a rejected tile checkpoint leaves the outputs as they were and says why.
+TEST(Checkpoint, RejectedTileLeavesOutputsUntouched) {
+    TempDir dir;
+    const kernel::Box box{0, 0, 16, 8};
+    kernel::MaskedImage mi(box);
+    kernel::ImageU16 n(box, 3);
+    const std::string path = dir.file("tile.h5");
+    io::writeTileCheckpoint(path, key(), mi, n, {5, 0, 7});
+    std::string bytes = readAll(path);
+    bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x40);
+    writeAll(path, bytes);
+    kernel::MaskedImage back;
+    kernel::ImageU16 backN;
+    std::vector<std::int64_t> used{1, 2};
+    std::string why;
+    EXPECT_FALSE(io::readTileCheckpoint(path, key(), box, back, backN, used, &why));
+    EXPECT_NE(why.find(path), std::string::npos) << why;
+    EXPECT_EQ(used, (std::vector<std::int64_t>{1, 2}));
+    EXPECT_TRUE(back.image.data().empty());
+    EXPECT_TRUE(backN.data().empty());
+    // A count that cannot be (more used pixels than the tile has): refused, nothing filled.
+    io::writeTileCheckpoint(path, key(), mi, n, {box.area() + 1});
+    why.clear();
+    EXPECT_FALSE(io::readTileCheckpoint(path, key(), box, back, backN, used, &why));
+    EXPECT_NE(why.find("used pixels"), std::string::npos) << why;
+    EXPECT_EQ(used, (std::vector<std::int64_t>{1, 2}));
+    // A missing tile is not a problem worth a warning: no reason.
+    why = "x";
+    EXPECT_FALSE(io::readTileCheckpoint(dir.file("none.h5"), key(), box, back, backN, used, &why));
+    EXPECT_TRUE(why.empty()) << why;
+}
+
+// Issue 13 item 3: a write that fails (here RLIMIT_FSIZE -> EFBIG, as ENOSPC on a full disk) is an
+// OutputError (exit 4) naming the file and the system's reason; no temporary is left, HDF5 holds
+// no open file.
+TEST(Checkpoint, FailedWriteNamesTheFileAndTheReason) {
+    TempDir dir;
+    const std::string path = dir.file("p.reduced.h5");
+    rlimit old{};
+    ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+    const auto oldHandler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit small = old;
+    small.rlim_cur = 2048;
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+    std::string message;
+    int code = 0;
+    try {
+        io::writePatchCheckpoint(path, key(), state());
+    } catch (const Error& e) {
+        message = e.what();
+        code = static_cast<int>(e.code());
+    }
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, oldHandler);
+    EXPECT_EQ(code, 4) << message;
+    EXPECT_EQ(message.rfind(path + ": ", 0), 0U) << message;
+    EXPECT_NE(message.find(std::strerror(EFBIG)), std::string::npos) << message;
+    EXPECT_EQ(message.find(".tmp."), std::string::npos) << message;
+    EXPECT_TRUE(dir.list().empty());
+    EXPECT_EQ(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_FILE), 0);
+    // And the next write, with room, works.
+    io::writePatchCheckpoint(path, key(), state());
+    EXPECT_EQ(io::readPatchCheckpoint(path, key()).status, io::CheckpointStatus::Ok);
 }
