@@ -1,12 +1,12 @@
 /// @file Guard.cpp  Stage agreement and the failure-injection test hook.
 #include "safeclip/pipeline/Guard.h"
 
-#include <unistd.h>
-
 #include <boost/mpi/communicator.hpp>
 #include <boost/mpi/environment.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "safeclip/kernel/Error.h"
 #include "safeclip/parallel/Collectives.h"
@@ -32,7 +32,7 @@ void maybeInjectFailure(const char* stage) {
         parallel::log().warn("test hook: hanging in stage '{}' (SAFECLIP_TEST_HANG_AT={})", stage, hang);
         parallel::log().flush();
         for (;;) {
-            ::pause();
+            std::this_thread::sleep_for(std::chrono::hours(1));
         }
     }
     if (spec != nullptr && here == spec) {

@@ -2,8 +2,6 @@
 /// patch) and the names of its checkpoint files.
 #include "safeclip/pipeline/PatchCheckpoint.h"
 
-#include <unistd.h>
-
 #include <chrono>
 #include <filesystem>
 #include <string_view>
@@ -107,7 +105,7 @@ void removeCheckpoints(const std::string& dir, const std::string& patch) {
         for (const fs::path& f : mine) {
             fs::remove(f, ec);
         }
-        ::rmdir(tiles.c_str());  // only when empty: a foreign file keeps it
+        fs::remove(tiles, ec);  // removes a directory only when empty: a foreign file keeps it
     }
 }
 
@@ -117,7 +115,8 @@ void removeCheckpoints(const PatchContext& ctx) {
 
 void removeCheckpointDirIfEmpty(const std::string& dir) {
     if (!dir.empty()) {
-        ::rmdir(dir.c_str());  // fails, harmlessly, unless the directory is empty
+        std::error_code ec;
+        std::filesystem::remove(dir, ec);  // fails, harmlessly, unless the directory is empty
     }
 }
 
