@@ -35,6 +35,17 @@ struct Table {
     std::vector<Column> columns;
 };
 
+/// The column `name` of `t`, if it has one of type T (else nullptr).
+template <class T>
+const std::vector<T>* column(const Table& t, const std::string& name) {
+    for (const Column& c : t.columns) {
+        if (c.name == name) {
+            return std::get_if<std::vector<T>>(&c.data);
+        }
+    }
+    return nullptr;
+}
+
 /// What to write.
 struct ExposureData {
     const kernel::MaskedImage* image = nullptr;    ///< required

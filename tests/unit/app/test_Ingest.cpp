@@ -90,7 +90,7 @@ double robustSigma(const std::vector<double>& v) {
 }
 
 template <typename T>
-const std::vector<T>& column(const io::Table& t, const std::string& name) {
+const std::vector<T>& requireColumn(const io::Table& t, const std::string& name) {
     for (const auto& c : t.columns) {
         if (c.name == name) {
             return std::get<std::vector<T>>(c.data);
@@ -582,14 +582,14 @@ protected:
         run.result = coaddPatch(m.patches[0].name, m.patches[0].box, inputs, cfg, coaddPath);
         run.coadd = readWarp(coaddPath);
         const io::Table in = io::readTable(coaddPath, "INPUTS");
-        run.visits = column<std::int64_t>(in, "visit");
-        run.scales = column<double>(in, "scale");
-        run.weights = column<double>(in, "weight");
+        run.visits = requireColumn<std::int64_t>(in, "visit");
+        run.scales = requireColumn<double>(in, "scale");
+        run.weights = requireColumn<double>(in, "weight");
         const io::Table spans = io::readTable(coaddPath, "CLIPPED_SPANS");
-        const auto& sv = column<std::int64_t>(spans, "visit");
-        const auto& sy = column<std::int64_t>(spans, "y");
-        const auto& sx0 = column<std::int64_t>(spans, "x0");
-        const auto& sx1 = column<std::int64_t>(spans, "x1");
+        const auto& sv = requireColumn<std::int64_t>(spans, "visit");
+        const auto& sy = requireColumn<std::int64_t>(spans, "y");
+        const auto& sx0 = requireColumn<std::int64_t>(spans, "x0");
+        const auto& sx1 = requireColumn<std::int64_t>(spans, "x1");
         std::vector<std::vector<kernel::Span>> per(run.visits.size());
         for (std::size_t k = 0; k < sv.size(); ++k) {
             const auto it = std::find(run.visits.begin(), run.visits.end(), sv[k]);
@@ -795,11 +795,11 @@ TEST_F(IngestDecam, StarsNextToTransientsAreClippedThroughMergedFootprints) {
             }
         }
     }
-    const auto& x0 = column<std::int64_t>(r.footprints, "bbox_x0");
-    const auto& y0 = column<std::int64_t>(r.footprints, "bbox_y0");
-    const auto& x1 = column<std::int64_t>(r.footprints, "bbox_x1");
-    const auto& y1 = column<std::int64_t>(r.footprints, "bbox_y1");
-    const auto& clippedVisits = column<std::string>(r.footprints, "clipped_visits");
+    const auto& x0 = requireColumn<std::int64_t>(r.footprints, "bbox_x0");
+    const auto& y0 = requireColumn<std::int64_t>(r.footprints, "bbox_y0");
+    const auto& x1 = requireColumn<std::int64_t>(r.footprints, "bbox_x1");
+    const auto& y1 = requireColumn<std::int64_t>(r.footprints, "bbox_y1");
+    const auto& clippedVisits = requireColumn<std::string>(r.footprints, "clipped_visits");
     auto footprintAt = [&](int x, int y) -> std::optional<std::size_t> {
         for (std::size_t j = 0; j < x0.size(); ++j) {
             if (x >= x0[j] && x <= x1[j] && y >= y0[j] && y <= y1[j]) {

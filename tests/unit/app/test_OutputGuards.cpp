@@ -9,6 +9,7 @@
 
 #include "ExpectError.h"
 #include "TempDir.h"
+#include "safeclip/app/OutputGuards.h"
 #include "safeclip/app/Runner.h"
 #include "safeclip/kernel/Error.h"
 

@@ -1,0 +1,24 @@
+#pragma once
+/// @file Resume.h  `safeclip run --resume` and the state a previous run left on disk.
+#include <string>
+
+#include "safeclip/io/Manifest.h"
+
+namespace safeclip::app {
+
+/// Temporaries left by a killed writer of this patch (this patch belongs to exactly one group of one
+/// job, so no live writer can own them). Exactly the names this patch's writers make, nothing else:
+/// "<out>.tmp.<digits>", "<ckdir>/<patch>.reduced.h5.tmp.<digits>" and
+/// "<ckdir>/<patch>.tiles/tile_X_Y_WxH.h5.tmp.<digits>".
+void removeStaleTemporaries(const std::string& out, const std::string& ckdir, const std::string& patch);
+
+/// What --resume does with a patch whose output may exist (group root).
+enum class OnResume : int { Run = 0, Skip = 1, Refuse = 2 };
+
+/// Decides on the group root: a whole, current output is skipped; a damaged one is redone with a
+/// warning; one of another configuration or made from other inputs is refused (`why`) unless
+/// --restart, which redoes it.
+OnResume decideOnResume(const std::string& out, const std::string& cfgHash, const io::ManifestPatch& patch,
+                        bool restart, std::string& why);
+
+}  // namespace safeclip::app

@@ -1,0 +1,255 @@
+/// @file Resume.cpp  What `safeclip run --resume` does with the state a previous run left: the
+/// temporaries of killed writers (removed, exactly this writer's names) and existing outputs (whole
+/// and current: skipped; damaged: redone; made from another configuration or other inputs: refused
+/// unless --restart).
+#include "safeclip/app/Resume.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "safeclip/app/Logging.h"
+#include "safeclip/io/Checkpoint.h"
+#include "safeclip/io/ExposureWriter.h"
+#include "safeclip/io/FitsFile.h"
+#include "safeclip/kernel/Error.h"
+#include "safeclip/pipeline/PatchCheckpoint.h"
+
+namespace safeclip::app {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+/// True when `name` is exactly "<base>.tmp.<digits>": the temporary io::temporaryPathFor gives a writer
+/// of `base` (io/AtomicFile.h), and nothing else (a finished output of a patch named
+/// "<base>.tmp.1" is "<base>.tmp.1.fits" and does not match).
+bool isTemporaryOf(const std::string& name, const std::string& base) {
+    const std::string prefix = base + ".tmp.";
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) {
+        return false;
+    }
+    return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()), name.end(),
+                       [](char c) { return c >= '0' && c <= '9'; });
+}
+
+/// True when `name` is a tile checkpoint's name as pipeline::tileCheckpointPath makes it:
+/// "tile_<x0>_<y0>_<w>x<h>.h5" (x0, y0 may be negative).
+bool isTileCheckpointName(const std::string& name) {
+    int x0 = 0;
+    int y0 = 0;
+    int w = 0;
+    int h = 0;
+    int end = -1;
+    if (std::sscanf(name.c_str(), "tile_%d_%d_%dx%d.h5%n", &x0, &y0, &w, &h, &end) != 4 ||
+        end != static_cast<int>(name.size())) {
+        return false;
+    }
+    const kernel::Box b{x0, y0, w, h};
+    return name == fs::path(pipeline::tileCheckpointPath(".", "p", b)).filename().string();
+}
+
+/// The HDUs (after the primary) a finished coadd of `mode` has, in order (stage "write").
+std::vector<std::string> expectedHdus(const std::string& mode) {
+    std::vector<std::string> hdus = {"IMAGE", "MASK", "VARIANCE", "NIMAGE", "INPUTS"};
+    if (mode == "safeclip") {
+        hdus.insert(hdus.end(), {"FOOTPRINTS", "CANDIDATES", "CLIPPED_SPANS"});
+    }
+    hdus.emplace_back("CONFIG");
+    return hdus;
+}
+
+std::string joined(const std::vector<std::string>& v) {
+    std::string s;
+    for (const std::string& x : v) {
+        s += (s.empty() ? "" : ",") + x;
+    }
+    return s.empty() ? "none" : s;
+}
+
+/// What --resume finds at a patch's output path.
+struct OutputCheck {
+    enum class Kind { Missing, Current, Damaged, OtherConfig, InputsChanged };
+    Kind kind = Kind::Missing;
+    std::string why;  ///< one line naming what is wrong (Damaged, OtherConfig, InputsChanged)
+};
+
+/// Compares the manifest's warps of a patch with the INPUTS table of its finished output: the same
+/// files in the same order, each with the size and mtime it had then; a file whose size is the same
+/// but whose mtime differs is read once to compare its CRC with the stored one. Returns what changed
+/// ("" when nothing did).
+std::string inputsChange(const io::Table& inputs, const io::ManifestPatch& patch) {
+    const auto* file = io::column<std::string>(inputs, "file");
+    const auto* checksum = io::column<std::string>(inputs, "checksum");
+    const auto* size = io::column<std::int64_t>(inputs, "size");
+    const auto* mtime = io::column<std::int64_t>(inputs, "mtime_ns");
+    if (file == nullptr) {
+        return "its INPUTS table has no file column";
+    }
+    std::vector<std::string> now;
+    for (const auto& w : patch.warps) {
+        now.push_back(w.path);
+    }
+    for (const std::string& f : *file) {
+        if (std::find(now.begin(), now.end(), f) == now.end()) {
+            return f + " was dropped from the manifest";
+        }
+    }
+    for (const std::string& f : now) {
+        if (std::find(file->begin(), file->end(), f) == file->end()) {
+            return f + " was added to the manifest";
+        }
+    }
+    if (now != *file) {
+        return "the manifest lists its warps in another order or more than once (first: " + now.front() + ")";
+    }
+    for (std::size_t i = 0; i < now.size(); ++i) {
+        const std::string& f = now[i];
+        const bool known = size != nullptr && mtime != nullptr;
+        struct stat st {};
+        if (::stat(f.c_str(), &st) != 0) {
+            if (known && (*size)[i] < 0) {
+                continue;  // could not be stat'ed when the output was made either (a skipped warp)
+            }
+            return f + ": cannot stat: " + std::strerror(errno);
+        }
+        const std::int64_t sz = st.st_size;
+        const std::int64_t ns =
+            static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+        if (known && (*size)[i] == sz && (*mtime)[i] == ns) {
+            continue;  // the cheap check: same size and mtime
+        }
+        if (known && (*size)[i] != sz) {
+            return f + ": size " + std::to_string(sz) + " bytes, was " + std::to_string((*size)[i]);
+        }
+        const std::string stored = checksum != nullptr ? (*checksum)[i] : std::string();
+        if (stored.empty()) {
+            return f + ": modified (mtime changed) and no checksum was stored";
+        }
+        std::string crc;
+        try {
+            crc = io::fileChecksum(f);
+        } catch (const Error& e) {
+            return e.what();
+        }
+        if (crc != stored) {
+            return f + ": content changed (" + crc + ", was " + stored + ")";
+        }
+        log().debug("{}: mtime changed but the content is the same ({})", f, crc);
+    }
+    return "";
+}
+
+/// --resume: is the output at `path` a whole coadd of this configuration made from these inputs?
+/// Damage (size, checksums, missing HDUs, unreadable) is told apart from another configuration
+/// (a readable file with another SCCFGHSH) and from changed inputs.
+OutputCheck checkOutput(const std::string& path, const std::string& cfgHash, const io::ManifestPatch& patch) {
+    using Kind = OutputCheck::Kind;
+    std::error_code ec;
+    const auto st = fs::symlink_status(path, ec);
+    if (ec || !fs::exists(st)) {
+        return {Kind::Missing, ""};
+    }
+    if (!fs::is_regular_file(fs::status(path, ec))) {
+        return {Kind::Damaged, "is not a regular file"};
+    }
+    const io::FitsIntegrity integrity = io::checkFitsIntegrity(path);
+    if (!integrity.problem.empty()) {
+        return {Kind::Damaged, integrity.problem};
+    }
+    std::optional<std::string> hash;
+    std::string mode;
+    try {
+        io::FitsFile f(path, io::FitsFile::Mode::Read);
+        f.moveToHdu(1);
+        hash = f.readString("SCCFGHSH");
+        mode = f.readString("SCMODE").value_or("");
+    } catch (const Error& e) {
+        return {Kind::Damaged, e.what()};
+    }
+    if (!hash || *hash != cfgHash) {
+        return {Kind::OtherConfig, hash ? "made with a different configuration (SCCFGHSH differs)"
+                                        : "has no SCCFGHSH card (not a coadd of this configuration)"};
+    }
+    const std::vector<std::string> want = expectedHdus(mode);
+    if (integrity.extnames != want) {
+        return {Kind::Damaged, "has HDUs " + joined(integrity.extnames) + ", expected " + joined(want)};
+    }
+    try {
+        const std::string change = inputsChange(io::readTable(path, "INPUTS"), patch);
+        if (!change.empty()) {
+            return {Kind::InputsChanged, change};
+        }
+    } catch (const Error& e) {
+        return {Kind::Damaged, e.what()};
+    }
+    return {Kind::Current, ""};
+}
+
+}  // namespace
+
+/// Temporaries left by a killed writer of this patch (this patch belongs to exactly one group of one
+/// job, so no live writer can own them). Exactly the names this patch's writers make, nothing else:
+/// "<out>.tmp.<digits>", "<ckdir>/<patch>.reduced.h5.tmp.<digits>" and
+/// "<ckdir>/<patch>.tiles/tile_X_Y_WxH.h5.tmp.<digits>".
+void removeStaleTemporaries(const std::string& out, const std::string& ckdir, const std::string& patch) {
+    std::error_code ec;
+    auto sweep = [&](const fs::path& dir, const std::function<bool(const std::string&)>& isOurs) {
+        if (!fs::is_directory(dir, ec)) {
+            return;
+        }
+        for (const auto& e : fs::directory_iterator(dir, ec)) {
+            const std::string name = e.path().filename().string();
+            if (isOurs(name) && e.is_regular_file(ec)) {
+                log().warn("removing a temporary left by an interrupted writer: {}", e.path().string());
+                fs::remove(e.path(), ec);
+            }
+        }
+    };
+    const fs::path o(out);
+    const std::string outName = o.filename().string();
+    sweep(o.parent_path().empty() ? fs::path(".") : o.parent_path(),
+          [&](const std::string& n) { return isTemporaryOf(n, outName); });
+    const std::string reduced = fs::path(pipeline::decisionCheckpointPath(ckdir, patch)).filename().string();
+    sweep(fs::path(ckdir), [&](const std::string& n) { return isTemporaryOf(n, reduced); });
+    sweep(fs::path(pipeline::tileCheckpointDir(ckdir, patch)), [](const std::string& n) {
+        const auto at = n.rfind(".tmp.");
+        return at != std::string::npos && isTileCheckpointName(n.substr(0, at)) &&
+               isTemporaryOf(n, n.substr(0, at));
+    });
+}
+
+/// Decides on the group root: a whole, current output is skipped; a damaged one is redone with a
+/// warning; one of another configuration or made from other inputs is refused (`why`) unless
+/// --restart, which redoes it.
+OnResume decideOnResume(const std::string& out, const std::string& cfgHash, const io::ManifestPatch& patch,
+                        bool restart, std::string& why) {
+    using Kind = OutputCheck::Kind;
+    const OutputCheck c = checkOutput(out, cfgHash, patch);
+    switch (c.kind) {
+        case Kind::Missing:
+            return OnResume::Run;
+        case Kind::Current:
+            return OnResume::Skip;
+        case Kind::Damaged:
+            log().warn("{}: damaged output ({}); coadding patch {} again", out, c.why, patch.name);
+            return OnResume::Run;
+        case Kind::OtherConfig:
+            why = out + ": exists but was " + c.why + "; rerun with --restart to redo it";
+            break;
+        case Kind::InputsChanged:
+            why = out + ": input changed since it was made: " + c.why + "; rerun with --restart to redo it";
+            break;
+    }
+    if (restart) {
+        log().warn("--restart: {}", why);
+        return OnResume::Run;
+    }
+    return OnResume::Refuse;
+}
+
+}  // namespace safeclip::app
