@@ -450,7 +450,10 @@ int runCli(int argc, char** argv) {
             const RunPlan plan =
                 makePlan(loadConfig(planConfig, planSets, logLevel), planRanks, shardIndex, shardCount);
             std::cout << (planJsonOut ? planJson(plan) : planText(plan));
-            return 0;
+            // A patch `run` would refuse (budget too small, no PSF sigma) makes the plan fail too.
+            const bool fits = std::all_of(plan.patches.begin(), plan.patches.end(),
+                                          [](const PatchPlan& p) { return p.error.empty(); });
+            return fits ? 0 : static_cast<int>(ExitCode::Config);
         }
         if (*cfgCmd) {
             std::cout << describeConfig();

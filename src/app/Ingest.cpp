@@ -31,6 +31,7 @@
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/Manifest.h"
+#include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Detect.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/kernel/Image.h"
@@ -490,6 +491,9 @@ void ingest(const IngestOptions& opts) {
     std::vector<InputInfo> inputs;
     std::map<std::string, std::string> outNames;  // output name -> input path
     for (const std::string& path : opts.files) {
+        if (const std::string problem = io::notRegularFileProblem(path); !problem.empty()) {
+            throw InputError(path + ": " + problem);  // a FIFO must not block the open
+        }
         InputInfo info = readInputHeader(path, opts);
         if (!inputs.empty() && (info.width != inputs.front().width || info.height != inputs.front().height)) {
             throw InputError(path + ": mismatched grid: " + std::to_string(info.width) + "x" +

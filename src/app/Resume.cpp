@@ -13,9 +13,11 @@
 #include <filesystem>
 
 #include "safeclip/app/Logging.h"
+#include "safeclip/io/AtomicFile.h"
 #include "safeclip/io/Checkpoint.h"
 #include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/FitsFile.h"
+#include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/pipeline/PatchCheckpoint.h"
 
@@ -180,7 +182,22 @@ OutputCheck checkOutput(const std::string& path, const std::string& cfgHash, con
         return {Kind::Damaged, "has HDUs " + joined(integrity.extnames) + ", expected " + joined(want)};
     }
     try {
-        const std::string change = inputsChange(io::readTable(path, "INPUTS"), patch);
+        const io::Table inputs = io::readTable(path, "INPUTS");
+        std::string change = inputsChange(inputs, patch);
+        // The patch box and the manifest's visits (when it gives them) decide pixels and tables too.
+        const kernel::Box box = io::WarpReader(path).header().box;
+        if (change.empty() && !patch.box.empty() && box != patch.box) {
+            change =
+                "the patch box is " + patch.box.str() + " in the manifest, " + box.str() + " in the output";
+        }
+        const auto* visits = io::column<std::int64_t>(inputs, "visit");
+        for (std::size_t i = 0; change.empty() && visits != nullptr && i < patch.warps.size(); ++i) {
+            const std::int64_t want = patch.warps[i].visit;
+            if (want >= 0 && i < visits->size() && (*visits)[i] != want) {
+                change = patch.warps[i].path + ": visit " + std::to_string(want) + " in the manifest, " +
+                         std::to_string((*visits)[i]) + " in the output";
+            }
+        }
         if (!change.empty()) {
             return {Kind::InputsChanged, change};
         }
@@ -205,6 +222,10 @@ void removeStaleTemporaries(const std::string& out, const std::string& ckdir, co
         for (const auto& e : fs::directory_iterator(dir, ec)) {
             const std::string name = e.path().filename().string();
             if (isOurs(name) && e.is_regular_file(ec)) {
+                if (io::temporaryInUse(e.path().string())) {
+                    log().warn("keeping {}: its writer (pid) is alive on this host", e.path().string());
+                    continue;
+                }
                 log().warn("removing a temporary left by an interrupted writer: {}", e.path().string());
                 fs::remove(e.path(), ec);
             }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -61,8 +62,24 @@ std::string temporaryPathFor(const std::string& path) {
     return path + ".tmp." + std::to_string(::getpid());
 }
 
+bool temporaryInUse(const std::string& tmpPath) {
+    const auto at = tmpPath.rfind(".tmp.");
+    if (at == std::string::npos) {
+        return false;
+    }
+    const std::string digits = tmpPath.substr(at + 5);
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) {
+        return false;
+    }
+    const auto pid = static_cast<pid_t>(std::stol(digits));
+    if (pid <= 0 || pid == ::getpid()) {
+        return false;
+    }
+    return ::kill(pid, 0) == 0 || errno == EPERM;
+}
+
 void writeAtomically(const std::string& path, const std::function<void(const std::string& tmpPath)>& writeTo,
-                     const std::string& what) {
+                     const std::string& what, bool replaceSpecialFile) {
     std::error_code ec;
     if (fs::is_directory(path, ec)) {
         throw OutputError(path + ": output path is a directory");
@@ -71,6 +88,16 @@ void writeAtomically(const std::string& path, const std::function<void(const std
     if (!parent.empty() && !fs::is_directory(parent, ec)) {
         throw OutputError(path + ": cannot create: " + parent.string() +
                           (fs::exists(parent, ec) ? " is not a directory" : " does not exist"));
+    }
+    // Never replace a FIFO, a device or a socket by a regular file (`-o /dev/null --overwrite`).
+    const auto target = fs::status(path, ec);
+    if (!replaceSpecialFile && !ec && fs::exists(target) && !fs::is_regular_file(target)) {
+        throw OutputError(path + ": exists and is not a regular file; refusing to replace it");
+    }
+    // The system's reason when the directory cannot take a new file (read-only file system, ...).
+    if (::access(parent.empty() ? "." : parent.c_str(), W_OK) != 0) {
+        throw OutputError(path + ": cannot write " + what +
+                          ": cannot create the temporary file: " + std::strerror(errno));
     }
     const std::string tmp = temporaryPathFor(path);
     auto removeTmp = [&tmp]() {
@@ -109,7 +136,8 @@ void writeAtomically(const std::string& path, const std::function<void(const std
     fsyncDirectory(parent.empty() ? std::string(".") : parent.string());
 }
 
-void writeTextAtomically(const std::string& path, std::string_view text, const std::string& what) {
+void writeTextAtomically(const std::string& path, std::string_view text, const std::string& what,
+                         bool replaceSpecialFile) {
     writeAtomically(
         path,
         [&](const std::string& tmp) {
@@ -134,7 +162,7 @@ void writeTextAtomically(const std::string& path, std::string_view text, const s
                 throw StepFailure{std::string("close failed: ") + std::strerror(errno)};
             }
         },
-        what);
+        what, replaceSpecialFile);
 }
 
 }  // namespace safeclip::io

@@ -448,7 +448,7 @@ void publish(const std::string& path, const CheckpointKey& key, const std::strin
             fs::create_directories(parent, ec);
         }
         try {
-            writeTextAtomically(path, image, "the checkpoint");
+            writeTextAtomically(path, image, "the checkpoint", /*replaceSpecialFile=*/true);
             return;
         } catch (const OutputError&) {
             if (attempt >= 2 || parent.empty() || fs::is_directory(parent, ec)) {

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -267,6 +268,11 @@ Manifest readManifest(const std::string& path) {
             if (const auto visitIt = warpJson.find("visit"); visitIt != warpJson.end()) {
                 if (!visitIt->is_number_integer()) {
                     fail(path, wat + ".visit must be an integer");
+                }
+                // nlohmann keeps integers above INT64_MAX as unsigned: refuse them, do not wrap.
+                if (visitIt->is_number_unsigned() &&
+                    visitIt->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
+                    fail(path, wat + ".visit = " + visitIt->dump() + " is out of range (at most 2^63 - 1)");
                 }
                 warp.visit = visitIt->get<std::int64_t>();
             }

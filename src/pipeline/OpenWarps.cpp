@@ -3,6 +3,8 @@
 /// zero-point scale (spec §3.2-3).
 
 #include <cmath>
+#include <cstdint>
+#include <map>
 #include <tuple>
 
 #include "safeclip/io/WarpValidation.h"
@@ -88,6 +90,18 @@ void openReaders(PatchContext& ctx) {
             w.status = "used";
         } catch (const InputError& e) {
             ctx.failWarp(w, e.what());
+        }
+    }
+    // The same file twice (another spelling, a link) would count its pixels twice.
+    std::map<std::pair<std::uint64_t, std::uint64_t>, std::size_t> seen;
+    for (std::size_t i = 0; i < ctx.warps.size(); ++i) {
+        const auto id = io::fileIdentity(ctx.warps[i].input.path);
+        if (!id) {
+            continue;  // unreadable: already failed or skipped above
+        }
+        if (const auto [it, fresh] = seen.emplace(*id, i); !fresh) {
+            throw InputError(ctx.warps[i].input.path + ": the same file as " +
+                             ctx.warps[it->second].input.path + " (a warp may be listed once)");
         }
     }
     for (std::size_t i = 0; i < ctx.warps.size(); ++i) {

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "safeclip/geom/Plan.h"
+#include "safeclip/io/AtomicFile.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/parallel/Collectives.h"
 #include "safeclip/parallel/Logging.h"
@@ -34,8 +35,11 @@ io::CheckpointKey checkpointKey(const PatchContext& ctx) {
     io::CheckpointKey key;
     key.configHash = ctx.settings.scienceConfigHash;
     for (const Warp& w : ctx.warps) {
-        key.inputs.push_back(io::fileFingerprint(w.input.path));
+        // The manifest's visit too (-1: from the header): it names the warp in the decision tables.
+        key.inputs.push_back(io::fileFingerprint(w.input.path) + "|visit " + std::to_string(w.input.visit));
     }
+    // The patch box decides every pixel: a manifest whose box changed must not reuse decisions.
+    key.inputs.push_back("patch " + ctx.name + " box " + ctx.box.str());
     key.inputHash = io::hashStrings(key.inputs);
     return key;
 }
@@ -89,7 +93,8 @@ void removeCheckpoints(const std::string& dir, const std::string& patch) {
         for (const auto& e : fs::directory_iterator(dir, ec)) {
             const std::string name = e.path().filename().string();
             if (name.rfind(pidSuffix, 0) == 0 &&
-                isNumber(std::string_view(name).substr(pidSuffix.size()), false)) {
+                isNumber(std::string_view(name).substr(pidSuffix.size()), false) &&
+                !io::temporaryInUse(e.path().string())) {
                 fs::remove(e.path(), ec);
             }
         }
@@ -98,7 +103,8 @@ void removeCheckpoints(const std::string& dir, const std::string& patch) {
     if (fs::is_directory(fs::symlink_status(tiles, ec))) {
         std::vector<fs::path> mine;
         for (const auto& e : fs::directory_iterator(tiles, ec)) {
-            if (isTileCheckpointName(e.path().filename().string())) {
+            if (isTileCheckpointName(e.path().filename().string()) &&
+                !io::temporaryInUse(e.path().string())) {
                 mine.push_back(e.path());
             }
         }

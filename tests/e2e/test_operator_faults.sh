@@ -187,8 +187,10 @@ if [ -n "$need" ]; then
   check 2 "the smallest memory.max_per_rank that works for patch tight2 is" \
     "$SAFECLIP" coadd --set memory.max_per_rank=\"$((need - 1))\" -o tight2.fits "${MW[@]}"
   # `plan` says the same (its patch is named by the manifest).
+  rc=0
   "${T[@]}" "$SAFECLIP" plan run.toml --set input.manifest=\"m16/manifest.json\" \
-    --set memory.max_per_rank=\"12MiB\" >plan.txt
+    --set memory.max_per_rank=\"12MiB\" >plan.txt || rc=$?
+  [ "$rc" -eq 2 ] && pass "plan exits 2 when a patch cannot run" || fail "plan exit $rc, expected 2"
   grep -q "error: .*the smallest memory.max_per_rank that works for patch p000 is .*($need bytes)" plan.txt &&
     pass "plan names the same smallest budget" || fail "plan: $(cat plan.txt)"
   grep -q "1 tiles of 1024 px" plan.txt && pass "no tiny tiles under an impossible budget" ||

@@ -3,6 +3,9 @@
 # decision checkpoint, SIGTERM -> exit 75) resume with another rank count to byte-identical outputs;
 # torn checkpoints are ignored; a changed config or input is refused unless --restart.
 source "$(dirname "$0")/common.sh"
+# Wait (up to 10 s) until the killed ranks of output dir $1 have really exited: a live writer's
+# temporaries are kept by the sweep (io::temporaryInUse), a dead one's are removed.
+gone() { for _ in $(seq 100); do pgrep -f "output.dir=\"$1\"" >/dev/null || return 0; sleep 0.1; done; }
 "$SAFECLIP" simulate --out data --patches 6 --warps 8 --size 768x640 --seed 9 --log-level warn
 cat > run.toml <<TOML
 [input]
@@ -36,6 +39,7 @@ wait_for_first k1
 kill -9 "$pid" 2>/dev/null || true
 pkill -9 -f 'output.dir="k1"' 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
+gone k1
 n=$(ls k1/*.fits 2>/dev/null | wc -l)
 [ "$n" -lt 6 ] && pass "SIGKILL landed mid-run: $n of 6 patches written" || fail "the run ended before the SIGKILL"
 timeout 300 mpirun -n 3 "$SAFECLIP" run run.toml --set output.dir=\"k1\" --resume --log-level warn \
@@ -50,6 +54,7 @@ victim=$(pgrep -f 'output.dir="k2"' | grep -v "^$pid\$" | tail -1 || true)
 [ -n "$victim" ] && kill -9 "$victim" 2>/dev/null || true
 set +e; timeout 120 bash -c "wait $pid" 2>/dev/null; wait "$pid" 2>/dev/null; set -e
 pkill -9 -f 'output.dir="k2"' 2>/dev/null || true
+gone k2
 timeout 300 "$SAFECLIP" run run.toml --set output.dir=\"k2\" --resume --log-level warn \
   || fail "resume after SIGKILL of one rank failed"
 same_as_ref k2 "SIGKILL one rank of 2, resume on 1 rank"

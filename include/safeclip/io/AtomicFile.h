@@ -12,6 +12,13 @@ namespace safeclip::io {
 /// @brief Name of the temporary that `writeAtomically` uses for `path`: "<path>.tmp.<pid>".
 [[nodiscard]] std::string temporaryPathFor(const std::string& path);
 
+/// True when the temporary `tmpPath` ("<path>.tmp.<pid>") may belong to a live writer on this host:
+/// its pid is not this process's and the process exists. Sweeps of stale temporaries skip such
+/// files, so a concurrent writer (another run's shard, a `coadd` into the same directory, a run
+/// sharing checkpoint.dir) never loses its temporary. (A writer on another host cannot be seen;
+/// `run` holds output.dir exclusively against that.)
+[[nodiscard]] bool temporaryInUse(const std::string& tmpPath);
+
 /// @brief Publish `path` atomically; for library writers that need a file name (cfitsio, HDF5, Cairo).
 ///
 /// Removes a stale "<path>.tmp.<pid>", calls `writeTo(tmpPath)` (which must create, fill and close
@@ -25,8 +32,10 @@ namespace safeclip::io {
 /// @throws OutputError "<path>: output path is a directory", "<path>: cannot create: <dir> does not
 ///         exist" (or "is not a directory"), the text of an Error thrown by `writeTo`, or
 ///         "<path>: cannot write <what>: <reason>"
+/// An existing `path` that is not a regular file (a FIFO, a device, a socket) is refused unless
+/// `replaceSpecialFile` (the checkpoint writer: its names are its own).
 void writeAtomically(const std::string& path, const std::function<void(const std::string& tmpPath)>& writeTo,
-                     const std::string& what);
+                     const std::string& what, bool replaceSpecialFile = false);
 
 /// @brief Publish `text` as the complete content of `path`, atomically (see `writeAtomically`).
 /// @param[in] path  the final file name
@@ -34,6 +43,7 @@ void writeAtomically(const std::string& path, const std::function<void(const std
 /// @param[in] what  what the file is, for messages, e.g. "the manifest"
 /// @throws OutputError as `writeAtomically`; e.g. "<path>: cannot write <what>: write failed:
 ///         <strerror>"
-void writeTextAtomically(const std::string& path, std::string_view text, const std::string& what);
+void writeTextAtomically(const std::string& path, std::string_view text, const std::string& what,
+                         bool replaceSpecialFile = false);
 
 }  // namespace safeclip::io

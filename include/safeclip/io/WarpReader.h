@@ -88,5 +88,8 @@ std::string notRegularFileProblem(const std::string& path);
 /// Size and modification time (ns since the epoch) of a file, as the "open" stage records them for
 /// each warp; {-1, -1} when it cannot be stat'ed.
 [[nodiscard]] std::pair<std::int64_t, std::int64_t> fileSizeAndMtime(const std::string& path);
+/// (device, inode) of a file, symbolic links followed; nullopt when it cannot be stat'ed. Two paths
+/// with the same identity are the same file (hard links, symlinks, other spellings).
+[[nodiscard]] std::optional<std::pair<std::uint64_t, std::uint64_t>> fileIdentity(const std::string& path);
 
 }  // namespace safeclip::io
