@@ -121,7 +121,8 @@ std::vector<KeyDef> buildSchema() {
             "detectClipBig: minimum footprint area and overlap in pixels, in [0, 2^31] (minBigOverlap)"));
     s.push_back(key("interp.enabled", K::Bool, true, "interpolate over coadd NO_DATA pixels (doInterp)"));
     s.push_back(key("interp.use_fallback_value_at_edge", K::Bool, true,
-                    "gaps touching the edge get the fallback value (interpImage.useFallbackValueAtEdge)"));
+                    "edge gaps longer than 6 px take the fallback value beyond the 6 px nearest the data "
+                    "(interpImage.useFallbackValueAtEdge)"));
     s.push_back(key("interp.negative_fallback_allowed", K::Bool, false,
                     "allow a negative fallback value (interpImage.negativeFallbackAllowed)"));
     s.push_back(key("interp.transpose", K::Bool, false,
