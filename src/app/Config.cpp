@@ -94,8 +94,8 @@ std::vector<KeyDef> buildSchema() {
                     "AB zero point of the coadd, in [0, 50] (scaleZeroPoint.zeroPoint)"));
     s.push_back(
         key("detect.psf_sigma", K::Double, 0.0,
-            "PSF sigma in pixels for detection smoothing, in [0, 100]; 0 = weight-averaged sigma from the "
-            "warps' PSFSIGMA/FWHM header cards"));
+            "PSF sigma in pixels for detection smoothing, in [0, 100]; 0 = adaptive-moment (determinant) "
+            "radius of the weight-averaged Gaussian PSFs from the warps' PSFSIGMA/FWHM header cards"));
     s.push_back(key("detect.threshold", K::Double, 2.0,
                     "detection threshold in per-pixel sigma, > 0 (clipDetection.thresholdValue)"));
     s.push_back(key("detect.n_sigma_to_grow", K::Double, 2.0,
@@ -119,6 +119,9 @@ std::vector<KeyDef> buildSchema() {
     s.push_back(
         key("clip.min_big_overlap", K::Int, std::int64_t{100},
             "detectClipBig: minimum footprint area and overlap in pixels, in [0, 2^31] (minBigOverlap)"));
+    s.push_back(key("clip.uint16_counts", K::Bool, false,
+                    "wrap each footprint's ign/det counts modulo 65536 before the decision, as upstream's "
+                    "uint16 arrays do (to reproduce a historical LSST coadd); false = 64-bit counts"));
     s.push_back(key("interp.enabled", K::Bool, true, "interpolate over coadd NO_DATA pixels (doInterp)"));
     s.push_back(key("interp.use_fallback_value_at_edge", K::Bool, true,
                     "edge gaps longer than 6 px take the fallback value beyond the 6 px nearest the data "

@@ -112,6 +112,7 @@ pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     s.clipRules.minClipFootOverlapDouble = cfg.getDouble("clip.min_foot_overlap_double");
     s.clipRules.maxClipFootOverlapDouble = cfg.getDouble("clip.max_foot_overlap_double");
     s.clipRules.minBigOverlap = cfg.getInt("clip.min_big_overlap");
+    s.clipRules.uint16Counts = cfg.getBool("clip.uint16_counts");
     s.clipRules.validate();
     s.detect = detectControl(cfg);
     s.interp.enabled = cfg.getBool("interp.enabled");

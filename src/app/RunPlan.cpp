@@ -97,7 +97,8 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
         if (trialPass && !(pp.haloSigma > 0)) {
             pp.error = "no PSFSIGMA or FWHM card and detect.psf_sigma = 0; set detect.psf_sigma";
         } else if (trialPass && !(cfg.getDouble("detect.psf_sigma") > 0) && !noSigma.empty()) {
-            // The detection sigma is the weight-averaged sigma of every used warp: each needs one.
+            // The detection sigma is the adaptive-moment radius of every used warp's Gaussian: each
+            // needs one.
             pp.error = noSigma + ": no PSFSIGMA or FWHM card and detect.psf_sigma = 0; set detect.psf_sigma";
         }
         pp.halo = trialPass ? tileHalo(cfg, pp.haloSigma) : 0;  // the "detection" stage (none in mean mode)

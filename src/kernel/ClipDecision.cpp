@@ -68,7 +68,19 @@ FootprintDecision decideClip(std::int64_t nPix, std::span<const WarpCounts> coun
     const double half = 0.5 * static_cast<double>(nPix);
     // §6.3.1: candidates in warp order.
     for (std::size_t i = 0; i < counts.size(); ++i) {
-        const WarpCounts& c = counts[i];
+        // Upstream (pipe_tasks 5ad17f2c, SafeClipAssembleCoaddTask.detectClip, spec §6.2) counts
+        // each footprint's ignored and DETECTED pixels in one warp over the whole footprint
+        // (countMaskFromFootprint returns a Python int) and stores the count in a numpy uint16
+        // array indexed [warp, footprint]; the assignment keeps the count modulo 65536. Every later
+        // use reads the wrapped element: `ignore > overlapDet`, `overlapDet == 0` and
+        // overlapDet/float(nPixel - ignore), where nPixel (the footprint area) stays unwrapped.
+        // safeclip's counts here are already the merged whole-footprint counts, so the wrap is
+        // applied at exactly that point.
+        WarpCounts c = counts[i];
+        if (ctrl.uint16Counts) {
+            c.ign %= 65536;
+            c.det %= 65536;
+        }
         const std::int64_t good = nPix - c.ign;
         if (c.ign > c.det || static_cast<double>(good) <= half || c.det == 0) {
             continue;

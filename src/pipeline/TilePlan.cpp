@@ -1,10 +1,12 @@
 /// @file TilePlan.cpp  Stages "detection" (the patch's detection controls and halo, spec §0.3,
 /// §6.1) and "setup" (the tile plan of geom::planTiles, the same on every rank of the group).
 #include <algorithm>
+#include <vector>
 
 #include "safeclip/geom/MemoryBudget.h"
 #include "safeclip/geom/Plan.h"
 #include "safeclip/kernel/Error.h"
+#include "safeclip/kernel/PsfMoments.h"
 #include "safeclip/parallel/Collectives.h"
 #include "safeclip/pipeline/Driver.h"
 #include "safeclip/pipeline/Guard.h"
@@ -14,14 +16,17 @@ namespace safeclip::pipeline {
 
 namespace {
 
-/// detect.psf_sigma, or the weight-averaged PSFSIGMA/FWHM of the used warps.
+/// detect.psf_sigma, or the CoaddPsf's determinant radius (spec §0.3, §6.1.2) for Gaussian warp
+/// PSFs: the adaptive (SdssShape) moments of the mixture of the used warps' PSFSIGMA/FWHM Gaussians,
+/// weighted by their coadd weights (kernel::mixtureDeterminantRadius). It lies between the smallest
+/// and the largest header sigma, so the halo from the largest (haloSigma) always suffices.
 double psfSigma(PatchContext& ctx) {
     if (ctx.settings.detect.psfSigma > 0) {
         ctx.psfSource = "config detect.psf_sigma";
         return ctx.settings.detect.psfSigma;
     }
-    double sw = 0;
-    double swSigma = 0;
+    std::vector<double> sigmas;
+    std::vector<double> weights;
     for (Warp* w : ctx.usedWarps()) {
         const auto& s = w->reader->header().psfSigma;
         if (!s) {
@@ -29,11 +34,11 @@ double psfSigma(PatchContext& ctx) {
                               ": no PSFSIGMA or FWHM card and detect.psf_sigma = 0; set "
                               "detect.psf_sigma to the coadd PSF sigma in pixels");
         }
-        sw += w->weight;
-        swSigma += w->weight * *s;
+        sigmas.push_back(*s);
+        weights.push_back(w->weight);
     }
-    ctx.psfSource = "weight-averaged PSFSIGMA/FWHM of the warps";
-    return swSigma / sw;
+    ctx.psfSource = "adaptive moments of the weight-averaged Gaussian PSFs (PSFSIGMA/FWHM)";
+    return kernel::mixtureDeterminantRadius(sigmas, weights);
 }
 
 }  // namespace
@@ -44,7 +49,7 @@ void setupDetection(PatchContext& ctx) {
         ctx.detect.psfSigma = psfSigma(ctx);
         ctx.detect.validate();
         // The halo from the largest header sigma (what `safeclip plan` computes); the max with the
-        // detection's own need is a guard that never changes anything (weighted mean <= max).
+        // detection's own need is a guard that never changes anything (mixture sigma <= max).
         ctx.halo =
             std::max(tileHalo(ctx.settings.detect, haloSigma(ctx.settings.detect, ctx.headerPsfSigmas)),
                      detectionHalo(ctx.detect));

@@ -27,6 +27,8 @@ struct TinyWarp {
     const kernel::MaskDict* dict = nullptr;                 ///< the planes written (nullptr = canonical)
     std::pair<kernel::Box, kernel::MaskPixel> extraMask{};  ///< bits OR-ed into a box
     int sy = 20;
+    int starDetR2 = -1;       ///< >= 0: the star's DETECTED is the disk r² <= this (else v > 3)
+    int transientDetR2 = -1;  ///< >= 0: the transient's DETECTED disk is r² <= this (else detRadius²)
 };
 
 inline void gaussianBlob(kernel::ImageF& img, kernel::MaskImage& mask, kernel::MaskPixel det, int cx, int cy,
@@ -57,17 +59,22 @@ inline void writeTinyWarp(const std::string& path, const TinyWarp& w) {
     }
     mi.mask.fill(0);
     mi.variance.fill(w.variance);
-    gaussianBlob(mi.image, mi.mask, det, w.sx, w.sy, 2000.0, w.psfSigma, 3.0);
-    if (w.transientFlux > 0) {
-        gaussianBlob(mi.image, mi.mask, det, w.tx, w.ty, w.transientFlux, w.psfSigma, 1e30);
-        for (int y = w.ty - w.detRadius; y <= w.ty + w.detRadius; ++y) {
-            for (int x = w.tx - w.detRadius; x <= w.tx + w.detRadius; ++x) {
-                if ((x - w.tx) * (x - w.tx) + (y - w.ty) * (y - w.ty) <= w.detRadius * w.detRadius &&
-                    w.box.contains(x, y)) {
+    auto detDisk = [&](int cx, int cy, int r2) {
+        for (int y = w.box.y0; y < w.box.y1(); ++y) {
+            for (int x = w.box.x0; x < w.box.x1(); ++x) {
+                if ((x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2) {
                     mi.mask(x, y) |= det;
                 }
             }
         }
+    };
+    gaussianBlob(mi.image, mi.mask, det, w.sx, w.sy, 2000.0, w.psfSigma, w.starDetR2 >= 0 ? 1e30 : 3.0);
+    if (w.starDetR2 >= 0) {
+        detDisk(w.sx, w.sy, w.starDetR2);
+    }
+    if (w.transientFlux > 0) {
+        gaussianBlob(mi.image, mi.mask, det, w.tx, w.ty, w.transientFlux, w.psfSigma, 1e30);
+        detDisk(w.tx, w.ty, w.transientDetR2 >= 0 ? w.transientDetR2 : w.detRadius * w.detRadius);
     }
     const auto& [extraBox, extraBits] = w.extraMask;
     for (int y = extraBox.y0; y < extraBox.y1(); ++y) {

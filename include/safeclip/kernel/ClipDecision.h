@@ -17,6 +17,9 @@ struct ClipControl {
     double minClipFootOverlapDouble = 0.45;
     double maxClipFootOverlapDouble = 0.15;
     std::int64_t minBigOverlap = 100;
+    /// clip.uint16_counts: wrap each footprint's ign/det modulo 65536 before the decision, as
+    /// upstream's uint16 count arrays do (see decideClip). Off: 64-bit counts (spec §0.4).
+    bool uint16Counts = false;
     /// @throws InvalidParameter
     void validate() const;
 };

@@ -39,9 +39,10 @@ PatchResult runPatch(const std::string& name, const kernel::Box& box, const std:
 int detectionHalo(const kernel::DetectControl& ctrl);
 
 /// The sigma of the tile halo: `configured.psfSigma` (detect.psf_sigma) when > 0, else the largest
-/// PSFSIGMA/FWHM of the warp headers that open (0 when none is known). It is >= the weight-averaged
-/// sigma the detection uses, so the halo always suffices, and `safeclip plan` can compute it from
-/// the headers alone: plan and run agree on the halo and so on the tile plan.
+/// PSFSIGMA/FWHM of the warp headers that open (0 when none is known). It is >= the adaptive-moment
+/// mixture sigma the detection uses (kernel::mixtureDeterminantRadius), so the halo always suffices, and
+/// `safeclip plan` can compute it from the headers alone: plan and run agree on the halo and so on the tile
+/// plan.
 double haloSigma(const kernel::DetectControl& configured,
                  const std::vector<std::optional<double>>& headerSigmas);
 /// detectionHalo of `configured` with psfSigma = sigma.

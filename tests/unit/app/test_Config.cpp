@@ -65,6 +65,7 @@ TEST(Config, DefaultsMatchTheSpecTable) {
     EXPECT_EQ(c.getDouble("clip.min_foot_overlap_double"), 0.45);
     EXPECT_EQ(c.getDouble("clip.max_foot_overlap_double"), 0.15);
     EXPECT_EQ(c.getInt("clip.min_big_overlap"), 100);
+    EXPECT_FALSE(c.getBool("clip.uint16_counts"));
     EXPECT_TRUE(c.getBool("interp.enabled"));
     EXPECT_TRUE(c.getBool("interp.use_fallback_value_at_edge"));
     EXPECT_FALSE(c.getBool("interp.negative_fallback_allowed"));
@@ -73,7 +74,7 @@ TEST(Config, DefaultsMatchTheSpecTable) {
     EXPECT_EQ(c.getString("log.progress"), "auto");
     EXPECT_FALSE(c.getBool("qa.enabled"));
     EXPECT_EQ(c.getDouble("checkpoint.tile_interval"), 30.0);
-    EXPECT_EQ(configSchema().size(), 33U);
+    EXPECT_EQ(configSchema().size(), 34U);
     for (const auto& k : configSchema()) {
         EXPECT_FALSE(c.isSet(k.name)) << k.name;
         EXPECT_FALSE(k.doc.empty()) << k.name;

@@ -238,3 +238,44 @@ TEST(ClipDecision, RuleNamesAndValidation) {
 
 }  // namespace
 }  // namespace safeclip::kernel
+
+namespace safeclip::kernel {
+namespace {
+
+// clip.uint16_counts (issue 12 item 7). A 74,034-px ghost footprint, DETECTED in one warp on
+// 70,681 good pixels and absent from the other three. 64-bit (spec §0.4): the only candidate has
+// f = 70681/74034 = 0.9547 > 0.5 -> clipped (§6.3.3). Upstream's uint16 arrays keep
+// 70681 mod 65536 = 5145 while nPixel stays 74034: f = 5145/74034 = 0.0695 <= 0.5 -> kept.
+TEST(ClipDecision, Uint16CountsWrapLikeUpstream) {
+    const std::vector<WarpCounts> counts = {{0, 70681}, {0, 0}, {0, 0}, {0, 0}};
+    ClipControl wide;
+    const FootprintDecision d64 = decideClip(74034, counts, wide);
+    ASSERT_EQ(d64.candidates.size(), 1U);
+    EXPECT_EQ(d64.candidates[0].det, 70681);
+    EXPECT_NEAR(d64.candidates[0].fraction, 0.9547, 5e-5);
+    EXPECT_EQ(d64.rule, ClipRule::SingleOnlyCandidate);
+    EXPECT_EQ(d64.clippedWarps, std::vector<int>{0});
+
+    ClipControl wrap;
+    wrap.uint16Counts = true;
+    const FootprintDecision d16 = decideClip(74034, counts, wrap);
+    ASSERT_EQ(d16.candidates.size(), 1U);
+    EXPECT_EQ(d16.candidates[0].det, 5145);
+    EXPECT_NEAR(d16.candidates[0].fraction, 0.0695, 5e-5);
+    EXPECT_EQ(d16.rule, ClipRule::Kept);
+    EXPECT_TRUE(d16.clippedWarps.empty());
+
+    // ign wraps too: a 140,000-px footprint with 75,540 bad and 76,000 DETECTED pixels in a warp.
+    // 64-bit: 140000 - 75540 = 64460 good <= 70000 -> not a candidate. Wrapped: ign 10,004,
+    // det 10,464 (>= ign), 129,996 good > 70,000 -> a candidate with f = 10464/129996.
+    const std::vector<WarpCounts> bad = {{75540, 76000}};
+    EXPECT_TRUE(decideClip(140000, bad, wide).candidates.empty());
+    const FootprintDecision b16 = decideClip(140000, bad, wrap);
+    ASSERT_EQ(b16.candidates.size(), 1U);
+    EXPECT_EQ(b16.candidates[0].ign, 10004);
+    EXPECT_EQ(b16.candidates[0].det, 10464);
+    EXPECT_DOUBLE_EQ(b16.candidates[0].fraction, 10464.0 / 129996.0);
+}
+
+}  // namespace
+}  // namespace safeclip::kernel
