@@ -890,8 +890,12 @@ WarpReader::WarpReader(const std::string& path) : m_file(openGuarded(path)) {
     }
     m_header.filter = f.readString("FILTER").value_or("");
 
-    // FLUXMAG0 <= 0 (e.g. an uncalibrated calexp) counts as no calibration.
-    if (positive(fluxMag0)) {
+    // As afw's ExposureFitsReader: FLUXMAG0 is read only from legacy files (EXPINFO_V absent or 0);
+    // from EXPINFO_V >= 1 on, the archived PhotoCalib is the calibration and header cards are
+    // ignored (a stale FLUXMAG0 card must not win). FLUXMAG0 <= 0 (e.g. an uncalibrated calexp)
+    // counts as no calibration.
+    const bool legacy = f.readInt("EXPINFO_V").value_or(0) < 1;
+    if (legacy && positive(fluxMag0)) {
         m_header.calibrationMean = positive(calibrationFromFluxMag0(*fluxMag0));
         m_header.calibrationSource = m_header.calibrationMean ? "FLUXMAG0" : "";
     }

@@ -631,6 +631,60 @@ TEST(WarpReader, PhotoCalibArchiveRecord) {
     }
 }
 
+// afw's ExposureFitsReader reads FLUXMAG0 only for legacy files (EXPINFO_V absent or 0); from
+// EXPINFO_V >= 1 on the archived PhotoCalib is the calibration and header cards are ignored. A warp
+// with a PhotoCalib for zero point 28 (calibrationMean = 10^(-0.4 (28 - 31.4)) nJy per count) and a
+// stale FLUXMAG0 card for zero point 27 (10^(0.4 * 27)): with EXPINFO_V = 1 its scale to a zero
+// point-27 coadd is c / f27 = 10^(-0.4 (28 - 27)) = 0.398107 (the card would give 1.0); without
+// EXPINFO_V (a legacy file) the card is the calibration.
+TEST(WarpReader, PhotoCalibWinsOverAStaleFluxMag0FromExpInfoVersion1) {
+    using safeclip::io::Column;
+    using safeclip::io::HeaderCard;
+    using safeclip::io::Table;
+    TempDir dir;
+    MaskDict planes = MaskDict::defaults();
+    const MaskedImage mi = makeImage(Box{0, 0, 8, 6}, planes, 2);
+    const double c28 = std::pow(10.0, -0.4 * (28.0 - 31.4));
+    const double f27 = std::pow(10.0, -0.4 * (27.0 - 31.4));
+    for (const int version : {1, 2, 0, -1}) {  // -1: no EXPINFO_V card
+        SCOPED_TRACE("EXPINFO_V " + std::to_string(version));
+        const std::string path = dir.file("v" + std::to_string(version + 1) + ".fits");
+        safeclip::io::ExposureData data;
+        data.image = &mi;
+        data.maskPlanes = &planes;
+        data.primaryCards = {HeaderCard{"FLUXMAG0", std::pow(10.0, 0.4 * 27.0), "stale"},
+                             HeaderCard{"ARCHIVE_ID_PHOTOCALIB", std::int64_t{1}, ""},
+                             HeaderCard{"AR_HDU", std::int64_t{5}, ""}};
+        if (version >= 0) {
+            data.primaryCards.push_back(HeaderCard{"EXPINFO_V", std::int64_t{version}, ""});
+        }
+        Table index{"ARCHIVE_INDEX",
+                    {Column{"id", std::vector<std::int64_t>{1}, ""},
+                     Column{"cat.archive", std::vector<std::int64_t>{1}, ""},
+                     Column{"cat.persistable", std::vector<std::int64_t>{0}, ""},
+                     Column{"row0", std::vector<std::int64_t>{0}, ""},
+                     Column{"nrows", std::vector<std::int64_t>{1}, ""},
+                     Column{"name", std::vector<std::string>{"PhotoCalib"}, ""},
+                     Column{"module", std::vector<std::string>{"lsst.afw.image"}, ""}}};
+        Table photo{"ARCHIVE_DATA",
+                    {Column{"calibrationMean", std::vector<double>{c28}, ""},
+                     Column{"calibrationErr", std::vector<double>{0.0}, ""},
+                     Column{"isConstant", std::vector<std::int64_t>{1}, ""}}};
+        data.tables = {index, photo};
+        safeclip::io::writeExposure(path, data);
+        const WarpReader reader(path);
+        const auto& h = reader.header();
+        ASSERT_TRUE(h.calibrationMean.has_value());
+        if (version >= 1) {
+            EXPECT_EQ(h.calibrationSource, "PhotoCalib");
+            EXPECT_NEAR(*h.calibrationMean / f27, 0.398107, 1e-6);
+        } else {
+            EXPECT_EQ(h.calibrationSource, "FLUXMAG0");
+            EXPECT_NEAR(*h.calibrationMean / f27, 1.0, 1e-12);
+        }
+    }
+}
+
 // ---- bad input -------------------------------------------------------------------------------------
 
 TEST(WarpReaderBadInput, MissingFile) {
