@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "PipelineSettings.h"
 #include "TempDir.h"
 #include "TinyWarps.h"
 #include "safeclip/kernel/PsfMoments.h"
@@ -20,18 +21,7 @@ using safeclip::test::TempDir;
 namespace {
 
 pipeline::PatchSettings settings(double psfSigma) {
-    pipeline::PatchSettings s;
-    s.mode = "safeclip";
-    s.memoryBudget = 64LL << 20;
-    s.zeroPoint = 27.0;
-    s.sigmaClip = 1.5;
-    s.clipIter = 3;
-    s.badMaskPlanes = {"NO_DATA", "BAD", "SAT", "EDGE"};
-    s.removeMaskPlanes = {"NOT_DEBLENDED"};
-    s.detect.psfSigma = psfSigma;
-    s.scienceConfig = {"test = 1"};
-    s.scienceConfigHash = "0123456789abcdef";
-    return s;
+    return test::defaultPatchSettings("safeclip", psfSigma);
 }
 
 /// The reproduction: 64×64, unit noise and variance, PSF σ 1.0, 1.0, 2.6, 2.6, a static

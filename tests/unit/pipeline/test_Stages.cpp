@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "Files.h"
+#include "PipelineSettings.h"
 #include "TempDir.h"
 #include "TinyWarps.h"
 #include "safeclip/io/ExposureWriter.h"
@@ -28,18 +29,7 @@ namespace {
 /// The defaults of configs/default.toml as pipeline settings (app::makePatchSettings builds the
 /// same from a Config; the pipeline layer cannot see app).
 pipeline::PatchSettings defaultSettings(const std::string& mode = "safeclip") {
-    pipeline::PatchSettings s;
-    s.mode = mode;
-    s.memoryBudget = 64LL << 20;
-    s.zeroPoint = 27.0;
-    s.sigmaClip = 1.5;
-    s.clipIter = 3;
-    s.badMaskPlanes = {"NO_DATA", "BAD", "SAT", "EDGE"};
-    s.removeMaskPlanes = {"NOT_DEBLENDED"};
-    s.detect.psfSigma = 0;  // from the warps' PSFSIGMA cards
-    s.scienceConfig = {"test = 1"};
-    s.scienceConfigHash = "0123456789abcdef";
-    return s;
+    return test::defaultPatchSettings(mode);
 }
 
 /// Four warps; warp 2 (visit 12) has a bright transient at (40, 40).
