@@ -28,6 +28,7 @@ for r in $(seq 1 "$REPEATS"); do
       cmd=("$BIN" coadd --log-level warn --set coadd.mode=\"$mode\" --set memory.max_per_rank=\"${BUDGET:-1GiB}\" \
            -o "$DATA/coadd-$mode.fits" "${WARPFILES[@]}")
     fi
+    rm -f "$DATA/coadd-$mode.fits"  # `coadd` refuses to replace a file without --overwrite
     /usr/bin/time -f '%e %U %M' -o "$DATA/time.txt" "${cmd[@]}" >/dev/null
     read -r wall user rss <"$DATA/time.txt"
     awk -v m="$mode" -v r="$r" -v w="$wall" -v u="$user" -v k="$rss" -v p="$pixwarps" \

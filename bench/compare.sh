@@ -105,6 +105,7 @@ run_one() {  # tool, set, round -> appends "set tool round wall rss" to $RES
   local D=$BD/$2 c; c=$(cmdline "$1" "$D")
   mkdir -p "$D/out/mean" "$D/out/bmean"
   rm -rf "$D/out/r1" "$D/out/r2" "$D/out/b1" "$D/out/b2"
+  rm -f "$D/out/mean/p000.fits" "$D/out/bmean/p000.fits"  # `coadd` refuses to replace a file without --overwrite
   local t0 t1
   t0=$(date +%s%N)
   if ! /usr/bin/time -f '%e %M' -o "$D/time.txt" bash -c "$c" >/dev/null 2>"$D/err.txt"; then
