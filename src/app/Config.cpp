@@ -56,7 +56,9 @@ std::vector<KeyDef> buildSchema() {
     s.push_back(key("input.manifest", K::String, std::string(),
                     "path of the run manifest JSON (relative paths resolve against this file's directory)"));
     s.push_back(key("input.on_bad_warp", K::String, std::string("fail"),
-                    "unreadable or invalid warp: fail (stop the run) or skip (log it and leave it out)"));
+                    "a warp that cannot be used: fail (stop the run, exit 3) or skip (log it and leave it "
+                    "out); either way a warp upstream's prepareInputs skips (all-NaN image, non-finite "
+                    "weight) is left out with a warning; strict stops the run for those too"));
     s.push_back(
         key("input.validate_pixels", K::Bool, false,
             "before any work, also scan every warp's pixels as `safeclip validate` does (variance "
@@ -689,7 +691,7 @@ void Config::validate() const {
         }
     };
 
-    choice("input.on_bad_warp", {"fail", "skip"});
+    choice("input.on_bad_warp", {"fail", "skip", "strict"});
     if (getString("output.dir").empty()) {
         throw fail("output.dir", "must not be empty", m_values.at("output.dir"));
     }

@@ -95,6 +95,7 @@ pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     pipeline::PatchSettings s;
     s.mode = cfg.getString("coadd.mode");
     s.skipBadWarps = cfg.getString("input.on_bad_warp") == "skip";
+    s.skipEmptyWarps = cfg.getString("input.on_bad_warp") != "strict";
     s.validatePixels = cfg.getBool("input.validate_pixels");
     s.memoryBudget = geom::parseByteSize(cfg.getString("memory.max_per_rank"), "memory.max_per_rank");
     s.tileSize = static_cast<int>(cfg.getInt("tile.size"));

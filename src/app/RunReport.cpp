@@ -143,12 +143,15 @@ PatchOutcome finishedFigures(const PatchOutcome& base, const nlohmann::json& pre
         const auto* status = io::column<std::string>(inputs, "status");
         const auto* clipped = io::column<std::int64_t>(inputs, "n_clipped_pixels");
         const auto* big = io::column<std::int64_t>(inputs, "n_big_footprints");
+        const auto* file = io::column<std::string>(inputs, "file");
         o.nWarps = status != nullptr ? static_cast<int>(status->size()) : o.nWarps;
         for (std::size_t i = 0; status != nullptr && i < status->size(); ++i) {
             if ((*status)[i] == "used") {
                 ++o.nUsed;
                 o.nClippedWarpPixels += clipped != nullptr ? (*clipped)[i] : 0;
                 o.nBigFootprints += big != nullptr ? (*big)[i] : 0;
+            } else if (file != nullptr && i < file->size()) {
+                o.skippedWarps.push_back((*file)[i] + ": " + (*status)[i]);
             }
         }
         io::FitsFile f(base.outputPath, io::FitsFile::Mode::Read);

@@ -18,8 +18,8 @@ namespace safeclip::pipeline {
 
 using parallel::log;
 
-void PatchContext::failWarp(Warp& w, const std::string& why) const {
-    if (!settings.skipBadWarps) {
+void PatchContext::failWarp(Warp& w, const std::string& why, bool upstreamSkips) const {
+    if (!(upstreamSkips ? settings.skipEmptyWarps : settings.skipBadWarps)) {
         throw InputError(why);
     }
     log().warn("skipping warp: {}", why);
@@ -61,7 +61,8 @@ void applyVerdicts(PatchContext& ctx, const Verdicts& verdicts) {
                 continue;
             }
             if (fatal != 0) {
-                ctx.failWarp(w, file + ": " + problem);
+                // An all-NaN image is one of the cases upstream's prepareInputs skips.
+                ctx.failWarp(w, file + ": " + problem, problem.rfind("IMAGE is all NaN", 0) == 0);
             } else if (ctx.isRoot()) {
                 log().warn("{}: {}", file, problem);
             }

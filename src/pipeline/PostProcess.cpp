@@ -34,6 +34,8 @@ void postProcess(PatchContext& ctx) {
                 ++r.nUsed;
                 r.nClippedWarpPixels += w.nClippedPixels;
                 r.nBigFootprints += w.nBigFootprints;
+            } else {
+                r.skippedWarps.push_back(w.input.path + ": " + w.status);
             }
         }
     });

@@ -2,7 +2,7 @@
 /// stacks (MEAN and MEANCLIP) over the tile plus its halo, detection on their difference, and the
 /// detected pixels inside the tile cut into pieces with additive per-warp counts; each warp's bad
 /// and DETECTED pixels are kept as spans. Pieces and DETECTED spans are gathered to the root.
-/// Warps found to be entirely NaN are skipped and the stage repeats (upstream's prepareInputs).
+/// (Warps whose image is all NaN were left out by the weights pass, as upstream's prepareInputs does.)
 #include <algorithm>
 #include <chrono>
 #include <iterator>
@@ -33,7 +33,6 @@ namespace {
 struct TileResult {
     std::vector<kernel::FootprintPiece> pieces;
     std::vector<std::vector<kernel::Span>> bad, detGood, detAll;  ///< per used warp, inside the tile
-    std::vector<char> anyFinite;                                  ///< per used warp, inside the tile
 };
 
 TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector<Warp*>& warps,
@@ -44,7 +43,6 @@ TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector
     out.bad.resize(n);
     out.detGood.resize(n);
     out.detAll.resize(n);
-    out.anyFinite.assign(n, 0);
     const Box hb = tile.grown(ctx.halo).intersect(ctx.box);
     kernel::ImageF dImage(hb);
     kernel::ImageF dVar(hb);
@@ -64,11 +62,6 @@ TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector
                 const kernel::MaskPixel* m = b.mask.row(y) + (tile.x0 - chunk.x0);
                 kernel::appendMaskRuns3(out.bad[i], out.detGood[i], out.detAll[i], y, tile.x0, m, tile.width,
                                         bits.bad, bits.det);
-                if (out.anyFinite[i] == 0) {
-                    const float* im = b.image.row(y) + (tile.x0 - chunk.x0);
-                    out.anyFinite[i] =
-                        std::any_of(im, im + tile.width, [](float v) { return std::isfinite(v); }) ? 1 : 0;
-                }
             }
             kernel::scaleInPlace(b, warps[i]->scale);
             kernel::clearMaskBits(b.mask, bits.remove);
@@ -104,43 +97,11 @@ TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector
     return out;
 }
 
-/// All-gathered: mark warps without a finite pixel in any tile as skipped. Returns true if any was.
-bool skipAllNanWarps(PatchContext& ctx, const std::vector<Warp*>& warps,
-                     const std::vector<TileResult>& mine) {
-    std::vector<char> anyFinite(warps.size(), 0);
-    for (const TileResult& r : mine) {
-        for (std::size_t i = 0; i < warps.size(); ++i) {
-            anyFinite[i] = static_cast<char>(anyFinite[i] | r.anyFinite[i]);
-        }
-    }
-    for (const auto& fromRank : parallel::allGather(ctx.group, anyFinite)) {
-        for (std::size_t i = 0; i < warps.size(); ++i) {
-            anyFinite[i] = static_cast<char>(anyFinite[i] | fromRank[i]);
-        }
-    }
-    bool any = false;
-    for (std::size_t i = 0; i < warps.size(); ++i) {
-        if (anyFinite[i] == 0) {
-            if (!ctx.settings.skipBadWarps) {  // the same on every rank (all-gathered flags)
-                throw InputError(warps[i]->input.path +
-                                 ": every image pixel is NaN (input.on_bad_warp = fail)");
-            }
-            warps[i]->used = false;
-            warps[i]->status = "skipped: every image pixel is NaN";
-            if (ctx.isRoot()) {
-                log().warn("patch {}: {}: {}", ctx.name, warps[i]->input.path, warps[i]->status);
-            }
-            any = true;
-        }
-    }
-    return any;
-}
-
 }  // namespace
 
 void trialStacks(PatchContext& ctx) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (;;) {
+    {
         std::vector<Warp*> warps;
         std::vector<TileResult> mine;
         guarded(ctx, "trial", [&] {
@@ -154,12 +115,6 @@ void trialStacks(PatchContext& ctx) {
                 mine.push_back(trialTile(ctx, ctx.tiles.tiles[t], warps, weights));
             }
         });
-        if (skipAllNanWarps(ctx, warps, mine)) {
-            if (ctx.isRoot()) {
-                log().info("patch {}: repeating the trial stacks without the all-NaN warps", ctx.name);
-            }
-            continue;
-        }
         // Gather the pieces and each warp's DETECTED spans (for the big-footprint rule) to the root.
         std::vector<kernel::FootprintPiece> pieces;
         std::vector<std::vector<kernel::Span>> detAll(warps.size());
@@ -188,7 +143,6 @@ void trialStacks(PatchContext& ctx) {
                 ctx.name, warps.size(), ctx.tiles.tiles.size(), ctx.tiles.tileSize, ctx.halo,
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         }
-        return;
     }
 }
 

@@ -1,7 +1,9 @@
 /// @file Weights.cpp  Stage "weights" (spec §3): w_i = 1 / (unweighted MEANCLIP of the warp's
 /// scaled variance over its good pixels). Warp i is measured by group rank i mod R, streaming
-/// VARIANCE and MASK in row chunks; the measurements are all-gathered so every rank applies the
-/// same input.on_bad_warp policy to warps without a usable weight.
+/// IMAGE, VARIANCE and MASK in row chunks; the measurements are all-gathered so every rank treats
+/// bad warps alike: like upstream's prepareInputs, a warp whose image is all NaN or whose weight is
+/// not finite is left out with a warning (PatchSettings::skipEmptyWarps); any other unusable weight
+/// follows input.on_bad_warp.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -29,10 +31,11 @@ struct WeightMeasure {
     float weight = 0;
     std::string status;
     std::string checksum;
+    bool upstreamSkips = false;  ///< a case upstream's prepareInputs skips (all NaN, non-finite weight)
 
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar& index& weight& status& checksum;
+        ar& index& weight& status& checksum& upstreamSkips;
     }
 };
 
@@ -41,6 +44,7 @@ std::vector<WeightMeasure> measureMine(PatchContext& ctx) {
     const int me = parallel::rankOf(ctx.group);
     const int n = parallel::sizeOf(ctx.group);
     std::vector<WeightMeasure> mine;
+    std::vector<float> img;
     std::vector<float> var;
     std::vector<kernel::MaskPixel> mask;
     // one patch-sized sample buffer, reused for every warp
@@ -53,12 +57,17 @@ std::vector<WeightMeasure> measureMine(PatchContext& ctx) {
         }
         // The sample keeps pixel order.
         std::size_t kept = 0;
+        bool anyNotNaN = false;
         const float s2 = w.scale * w.scale;
         const kernel::MaskPixel bad = ctx.bits.bad;
         for (const kernel::Box& chunk : geom::rowChunks(ctx.box, rows)) {
+            img.resize(static_cast<std::size_t>(chunk.area()));
             var.resize(static_cast<std::size_t>(chunk.area()));
             mask.resize(static_cast<std::size_t>(chunk.area()));
-            w.reader->readPlanes(chunk, nullptr, mask.data(), var.data());
+            w.reader->readPlanes(chunk, img.data(), mask.data(), var.data());
+            // Upstream tests NaN only (an all-inf image is not "all NaN").
+            anyNotNaN =
+                anyNotNaN || std::any_of(img.begin(), img.end(), [](float v) { return !std::isnan(v); });
             float* dst = sample.get();
             for (std::size_t k = 0; k < var.size(); ++k) {
                 const float v = var[k] * s2;
@@ -71,14 +80,23 @@ std::vector<WeightMeasure> measureMine(PatchContext& ctx) {
             kernel::meanClipUnweighted({sample.get(), kept}, ctx.settings.sigmaClip, ctx.settings.clipIter);
         const double weight = 1.0 / meanVar;
         std::string status = "used";
-        if (!std::isfinite(weight) || !(weight > 0)) {
-            // Zero, negative or NaN variance everywhere: no usable weight (a negative weight
-            // would be wrong science, not merely a bad number).
+        bool upstreamSkips = false;
+        if (!anyNotNaN) {
+            // Upstream's prepareInputs: `if numpy.isnan(tempExp.image.array).all(): continue`.
+            status = "skipped: every image pixel is NaN";
+            upstreamSkips = true;
+        } else if (!std::isfinite(static_cast<float>(weight))) {
+            // Upstream: "Non-finite weight for %s: skipping" (zero variance, or no good pixel).
+            status = "skipped: non-finite weight (clipped mean variance " + std::to_string(meanVar) + ")";
+            upstreamSkips = true;
+        } else if (!(weight > 0)) {
+            // A finite weight <= 0 (negative or infinite variance): upstream would stack it; here it
+            // is a bad warp (a negative weight would be wrong science, not merely a bad number).
             status =
                 "skipped: no positive finite weight (clipped mean variance " + std::to_string(meanVar) + ")";
         }
         mine.push_back({static_cast<std::int64_t>(i), static_cast<float>(weight), status,
-                        io::fileChecksum(w.input.path)});
+                        io::fileChecksum(w.input.path), upstreamSkips});
     }
     return mine;
 }
@@ -90,10 +108,12 @@ void applyWeights(PatchContext& ctx, const std::vector<std::vector<WeightMeasure
             w.weight = m.weight;
             w.checksum = m.checksum;
             if (m.status != "used") {
-                if (!ctx.settings
-                         .skipBadWarps) {  // every rank sees the same gathered statuses and throws alike
-                    throw InputError(w.input.path + ": " + m.status.substr(std::string("skipped: ").size()) +
-                                     " (input.on_bad_warp = fail)");
+                // Every rank sees the same gathered statuses and throws alike.
+                const bool skip = m.upstreamSkips ? ctx.settings.skipEmptyWarps : ctx.settings.skipBadWarps;
+                if (!skip) {
+                    throw InputError(
+                        w.input.path + ": " + m.status.substr(std::string("skipped: ").size()) +
+                        (m.upstreamSkips ? " (input.on_bad_warp = strict)" : " (input.on_bad_warp = fail)"));
                 }
                 w.used = false;
                 w.status = m.status;

@@ -114,12 +114,26 @@ for f in allnan allinf zerovar negvar; do
   fi
 done
 rm -f out/allnan.fits out/allinf.fits out/zerovar.fits out/negvar.fits
-# Under the default on_bad_warp=fail the same warps are input errors (exit 3).
-for f in allnan zerovar negvar; do
-  lead "$f under on_bad_warp=fail: exit 3 (PatchCoadd skips it whatever the policy)" \
-    bash -c '"$@" >/dev/null 2>&1; [ $? -eq 3 ]' _ "$SAFECLIP" coadd -o out/a.fits "${W[@]}" "h/$f.fits"
+# Under the default on_bad_warp=fail, the warps upstream's prepareInputs skips (all-NaN image,
+# non-finite weight: allinf has no finite variance, zerovar a zero one) are skipped with a warning
+# and the coadd is made; a negative variance (a finite negative weight) is an input error (exit 3),
+# and on_bad_warp=strict stops on all of them.
+for f in allnan allinf zerovar; do
+  run_cmd "$SAFECLIP" coadd -o out/a.fits "${W[@]}" "h/$f.fits" --log-level warn
+  status=$(input_status out/a.fits "h/$f.fits" 2>/dev/null)
+  if [ "$RC" -eq 0 ] && grep -q "^skipped" <<<"$status" && grep -qF "h/$f.fits" stderr.txt; then
+    pass "$f under on_bad_warp=fail: skipped as upstream does ($status), coadd written"
+  else
+    fail "$f under on_bad_warp=fail: exit $RC status '$status' $(cat stderr.txt)"
+  fi
+  rm -f out/a.fits
+  run_cmd "$SAFECLIP" coadd --set input.on_bad_warp=strict -o out/a.fits "${W[@]}" "h/$f.fits"
+  [ "$RC" -eq 3 ] && pass "$f under on_bad_warp=strict: exit 3" || fail "$f strict: exit $RC"
   rm -f out/a.fits
 done
+run_cmd "$SAFECLIP" coadd -o out/a.fits "${W[@]}" h/negvar.fits
+[ "$RC" -eq 3 ] && pass "negvar under on_bad_warp=fail: exit 3" || fail "negvar fail: exit $RC"
+rm -f out/a.fits
 # validate finds them all, one line each, naming the file; exit 3.
 run_cmd "$SAFECLIP" validate "${W[@]}" h/allnan.fits h/allinf.fits h/zerovar.fits h/negvar.fits h/huge.fits
 if [ "$RC" -eq 3 ] && grep -q "h/allnan.fits .*error .*IMAGE is all NaN" stdout.txt &&

@@ -4,6 +4,8 @@
 // (DETECTED only there). Written with io::writeExposure, read back by io::WarpReader.
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -29,6 +31,8 @@ struct TinyWarp {
     int sy = 20;
     int starDetR2 = -1;       ///< >= 0: the star's DETECTED is the disk r² <= this (else v > 3)
     int transientDetR2 = -1;  ///< >= 0: the transient's DETECTED disk is r² <= this (else detRadius²)
+    bool nanImage = false;                 ///< write every IMAGE pixel as NaN
+    std::optional<float> varianceWritten;  ///< VARIANCE plane value written (default: `variance`)
 };
 
 inline void gaussianBlob(kernel::ImageF& img, kernel::MaskImage& mask, kernel::MaskPixel det, int cx, int cy,
@@ -81,6 +85,12 @@ inline void writeTinyWarp(const std::string& path, const TinyWarp& w) {
         for (int x = extraBox.x0; x < extraBox.x1(); ++x) {
             mi.mask(x, y) |= extraBits;
         }
+    }
+    if (w.nanImage) {
+        mi.image.fill(std::numeric_limits<float>::quiet_NaN());
+    }
+    if (w.varianceWritten) {
+        mi.variance.fill(*w.varianceWritten);
     }
     io::ExposureData data;
     data.image = &mi;

@@ -18,8 +18,9 @@ namespace safeclip::geom {
 using kernel::Box;
 
 // ---- bytes per pixel ----------------------------------------------------------------------------
-/// Weights: the VARIANCE and MASK row chunks of the warp being measured (4 + 4 B/px of a chunk).
-inline constexpr std::int64_t kWeightsChunkBytesPerPixel = 8;
+/// Weights: the IMAGE, VARIANCE and MASK row chunks of the warp being measured (4 + 4 + 4 B/px of
+/// a chunk; IMAGE for the all-NaN test).
+inline constexpr std::int64_t kWeightsChunkBytesPerPixel = 12;
 /// Weights: the patch-sized variance sample, reused for every warp (4 B/px of the patch), plus
 /// kernel::sampleQuantilesScratchBytes of the quantile selection.
 inline constexpr std::int64_t kWeightsSampleBytesPerPixel = 4;
@@ -34,9 +35,9 @@ inline constexpr std::int64_t kTrialFixedBytesPerPixel = 16;
 /// Final: the gathered patch on the group root (image, mask, variance 12 B/px + NIMAGE 2 B/px),
 /// or the finished tiles a non-root rank keeps for the gather.
 inline constexpr std::int64_t kFinalFixedBytesPerPixel = 14;
-/// Warp bytes read per pixel: VARIANCE + MASK in the weights pass, all three planes in the
-/// trial and final stacks (io::warpBytesRead counts 4 B per plane and pixel requested).
-inline constexpr std::int64_t kWeightsReadBytesPerPixel = 8;
+/// Warp bytes read per pixel: all three planes in the weights pass (IMAGE for the all-NaN test) and
+/// in the trial and final stacks (io::warpBytesRead counts 4 B per plane and pixel requested).
+inline constexpr std::int64_t kWeightsReadBytesPerPixel = 12;
 inline constexpr std::int64_t kStackReadBytesPerPixel = 12;
 /// Cap of the warp buffers of one row chunk (all warps together; weights, trial and final stacks):
 /// each warp's rows are then still in cache when they are used (measured on 16 x 2048² and
@@ -50,7 +51,7 @@ inline constexpr int kPlanChunkRows = 8;
 /// The weights pass's sample: 4 B/px of the patch plus the quantile selection's scratch.
 std::int64_t weightsSampleBytes(const Box& patch);
 
-/// Rows per VARIANCE+MASK chunk of the weights pass (1..patch.height, at most kChunkCap).
+/// Rows per IMAGE+VARIANCE+MASK chunk of the weights pass (1..patch.height, at most kChunkCap).
 /// @throws ConfigError "memory.max_per_rank = X cannot hold one warp's variance sample for the
 ///         weights (Y for BOX)" when the sample plus one row does not fit.
 int weightsChunkRows(const Box& patch, std::int64_t budgetBytes);
@@ -123,7 +124,7 @@ std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& pla
                                            std::int64_t budgetBytes, const std::string& patchName,
                                            std::int64_t extraRootReads = 0);
 
-/// Expected warp bytes read by the whole group for one patch: weights (8 B/px of the patch per used
+/// Expected warp bytes read by the whole group for one patch: weights (12 B/px of the patch per used
 /// warp) + trial (12 B/px of every tile plus halo per used warp, when trialPass) + final (12 B/px of
 /// every tile per used warp).
 std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo, int nUsedWarps,

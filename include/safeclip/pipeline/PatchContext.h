@@ -104,7 +104,8 @@ struct PatchContext {
     /// Indexes of the tiles this rank owns.
     [[nodiscard]] std::vector<std::size_t> myTiles() const;
     /// Apply input.on_bad_warp: throw InputError(why), or mark the warp skipped and warn.
-    void failWarp(Warp& w, const std::string& why) const;
+    /// `upstreamSkips`: a case upstream's prepareInputs skips (settings.skipEmptyWarps decides).
+    void failWarp(Warp& w, const std::string& why, bool upstreamSkips = false) const;
 };
 
 }  // namespace safeclip::pipeline

@@ -4,8 +4,10 @@
 /// Boost.MPI message and the report's patch entry are made from that description.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "safeclip/kernel/DecisionTable.h"
+#include "safeclip/parallel/Serialization.h"  // std::string and std::vector members
 
 namespace safeclip::pipeline {
 
@@ -18,8 +20,9 @@ struct PatchResult {
     int rank = 0;  ///< world rank of the group root that reported it
     int nWarps = 0;
     int nUsed = 0;
-    std::int64_t nFootprints = 0;         ///< difference-image footprints
-    std::int64_t nClippedFootprints = 0;  ///< footprints clipped in at least one warp
+    std::vector<std::string> skippedWarps;  ///< "file: reason" of each warp left out (as in INPUTS)
+    std::int64_t nFootprints = 0;           ///< difference-image footprints
+    std::int64_t nClippedFootprints = 0;    ///< footprints clipped in at least one warp
     std::int64_t nBigFootprints = 0;
     std::int64_t nSingle = 0;              ///< footprints clipped by the single rule (§6.3.4a)
     std::int64_t nSingleOnly = 0;          ///< by the only-candidate rule (§6.3.3)
@@ -49,6 +52,7 @@ struct PatchResult {
         v(FieldName{"rank", "", ""}, r.rank);
         v(FieldName{"warps", "", ""}, r.nWarps);
         v(FieldName{"warps_used", "", ""}, r.nUsed);
+        v(FieldName{"skipped_warps", "", ""}, r.skippedWarps);
         v(FieldName{"footprints", "", ""}, r.nFootprints);
         v(FieldName{"footprints_clipped", "", ""}, r.nClippedFootprints);
         v(FieldName{"big_footprints", "", ""}, r.nBigFootprints);

@@ -32,8 +32,13 @@ struct MaskBits {
 
 /// One patch's settings (the same on every rank).
 struct PatchSettings {
-    std::string mode = "safeclip";           ///< coadd.mode: a key of pipeline::modeStages
-    bool skipBadWarps = false;               ///< input.on_bad_warp = skip
+    std::string mode = "safeclip";  ///< coadd.mode: a key of pipeline::modeStages
+    /// input.on_bad_warp = skip: leave out a warp that cannot be used (unreadable, malformed,
+    /// invalid header, unusable weight) instead of stopping with exit 3.
+    bool skipBadWarps = false;
+    /// Leave out, with a warning, the warps upstream's prepareInputs skips (an all-NaN image, a
+    /// non-finite weight), whatever skipBadWarps says. false only with input.on_bad_warp = strict.
+    bool skipEmptyWarps = true;
     bool validatePixels = false;             ///< input.validate_pixels
     std::int64_t memoryBudget = 0;           ///< memory.max_per_rank, bytes
     int tileSize = 0;                        ///< tile.size (0 = automatic)

@@ -24,7 +24,7 @@ std::string messageOf(const std::function<void()>& fn) {
 }  // namespace
 
 TEST(MemoryBudget, Constants) {
-    EXPECT_EQ(geom::kWeightsChunkBytesPerPixel, 8);
+    EXPECT_EQ(geom::kWeightsChunkBytesPerPixel, 12);
     EXPECT_EQ(geom::kWeightsSampleBytesPerPixel, 4);
     EXPECT_EQ(geom::kWarpChunkBytesPerPixel, 12);
     EXPECT_EQ(geom::kStackOutputBytesPerPixel, 24);
@@ -38,23 +38,23 @@ TEST(MemoryBudget, WeightsRowsFitTheBudgetAndTheCap) {
         const std::int64_t sample = geom::weightsSampleBytes(patch);
         EXPECT_EQ(sample, patch.area() * 4 + kernel::sampleQuantilesScratchBytes(patch.area()));
         for (const std::int64_t budget :
-             {sample + patch.width * 8LL, sample + 1000000LL, sample + (1LL << 30)}) {
+             {sample + patch.width * 12LL, sample + 1000000LL, sample + (1LL << 30)}) {
             const int rows = geom::weightsChunkRows(patch, budget);
             EXPECT_GE(rows, 1);
             EXPECT_LE(rows, patch.height);
-            EXPECT_LE(sample + static_cast<std::int64_t>(rows) * patch.width * 8, budget);
-            EXPECT_LE(static_cast<std::int64_t>(rows) * patch.width * 8,
-                      std::max<std::int64_t>(geom::kChunkCap, patch.width * 8));
+            EXPECT_LE(sample + static_cast<std::int64_t>(rows) * patch.width * 12, budget);
+            EXPECT_LE(static_cast<std::int64_t>(rows) * patch.width * 12,
+                      std::max<std::int64_t>(geom::kChunkCap, patch.width * 12));
         }
         const std::string msg =
-            messageOf([&] { geom::weightsChunkRows(patch, sample + patch.width * 8 - 1); });
+            messageOf([&] { geom::weightsChunkRows(patch, sample + patch.width * 12 - 1); });
         EXPECT_NE(msg.find("cannot hold one warp's variance sample for the weights"), std::string::npos)
             << msg;
     }
-    // 256x256: sample 256 KiB + scratch; with 1 MiB the rest in rows of 2 KiB; the cap is 4096 rows.
+    // 256x256: sample 256 KiB + scratch; the rest in rows of 3 KiB; the cap is 2730 rows.
     const Box p{0, 0, 256, 256};
     EXPECT_EQ(geom::weightsChunkRows(p, 1LL << 30), 256);
-    EXPECT_EQ(geom::weightsChunkRows(p, geom::weightsSampleBytes(p) + 10 * 2048 + 5), 10);
+    EXPECT_EQ(geom::weightsChunkRows(p, geom::weightsSampleBytes(p) + 10 * 3072 + 5), 10);
 }
 
 TEST(MemoryBudget, StackRowsFitTheBudgetAndTheCap) {
@@ -127,7 +127,7 @@ TEST(MemoryBudget, PatchBudgetReadsAndRows) {
     EXPECT_EQ(tiles, static_cast<int>(tp.tiles.size()));
     EXPECT_EQ(total, geom::expectedWarpBytesRead(patch, tp.tiles, halo, 4, true));
     // Weights: warps 0, 4 on rank 0 and 1, 3 on rank 1 (warp i on rank i mod 2).
-    std::int64_t expected = 4 * patch.area() * 8;
+    std::int64_t expected = 4 * patch.area() * 12;
     std::int64_t haloArea = 0;
     for (const Box& t : tp.tiles) {
         haloArea += t.grown(halo).intersect(patch).area();
@@ -139,9 +139,9 @@ TEST(MemoryBudget, PatchBudgetReadsAndRows) {
     ASSERT_EQ(one.tiles.size(), 1U);
     const auto mean =
         geom::patchBudget(patch, one.tiles, one.owner, 0, 1, used, false, budget, "p", one.tileSize);
-    EXPECT_EQ(mean[0].warpBytesRead, 4 * patch.area() * (8 + 12));
+    EXPECT_EQ(mean[0].warpBytesRead, 4 * patch.area() * (12 + 12));
     EXPECT_EQ(mean[0].trialRows, 0);
-    EXPECT_EQ(geom::expectedWarpBytesRead(patch, one.tiles, 0, 4, false), 4 * patch.area() * 20);
+    EXPECT_EQ(geom::expectedWarpBytesRead(patch, one.tiles, 0, 4, false), 4 * patch.area() * 24);
 }
 
 TEST(MemoryBudget, PlanTilesFitsTheModel) {
