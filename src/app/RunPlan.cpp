@@ -69,7 +69,7 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
         // The warps' headers, as the "open" stage sees them (no pixels are read).
         std::vector<std::optional<double>> sigmas;
         std::string noSigma;  // a warp the "detection" stage would refuse (no PSF card, no override)
-        std::vector<bool> opened;
+        std::vector<kernel::Box> opened;   // each warp's box; empty for one that does not open
         std::int64_t validationReads = 0;  // input.validate_pixels: the group root scans every warp
         for (const auto& w : patch.warps) {
             try {
@@ -78,7 +78,7 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
                 if (!reader.header().psfSigma && noSigma.empty()) {
                     noSigma = w.path;
                 }
-                opened.push_back(true);
+                opened.push_back(reader.header().box);
                 if (pp.box.empty()) {
                     pp.box = reader.header().box;
                 }
@@ -87,7 +87,7 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
                 }
                 ++pp.warpsOpened;
             } catch (const Error&) {
-                opened.push_back(false);
+                opened.push_back(kernel::Box());
             }
         }
         pp.haloSigma = haloSigma(cfg, sigmas);
@@ -108,8 +108,8 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
                             pp.warpsOpened, plan.budgetBytes);
         pp.tileSize = tp.tileSize;
         pp.tiles = static_cast<int>(tp.tiles.size());
-        pp.warpBytesRead = geom::expectedWarpBytesRead(pp.box, tp.tiles, pp.halo, pp.warpsOpened, trialPass) +
-                           validationReads;
+        pp.warpBytesRead =
+            geom::expectedWarpBytesRead(pp.box, tp.tiles, pp.halo, opened, trialPass) + validationReads;
         try {
             pp.perRank =
                 geom::checkedPatchBudget(pp.box, tp, groupSize, static_cast<int>(cfg.getInt("tile.size")),
@@ -118,7 +118,10 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
             pp.error = e.what();
         }
         for (const geom::RankBudget& b : pp.perRank) {
-            pp.weightsRows = b.weightsRows;
+            if (b.weightsRows > 0) {
+                pp.weightsRows =
+                    pp.weightsRows == 0 ? b.weightsRows : std::min(pp.weightsRows, b.weightsRows);
+            }
             if (b.trialRows > 0) {
                 pp.trialRows = pp.trialRows == 0 ? b.trialRows : std::min(pp.trialRows, b.trialRows);
             }

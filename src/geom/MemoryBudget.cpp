@@ -8,24 +8,24 @@
 
 namespace safeclip::geom {
 
-std::int64_t weightsSampleBytes(const Box& patch) {
-    return patch.area() * kWeightsSampleBytesPerPixel + kernel::sampleQuantilesScratchBytes(patch.area());
+std::int64_t weightsSampleBytes(const Box& warp) {
+    return warp.area() * kWeightsSampleBytesPerPixel + kernel::sampleQuantilesScratchBytes(warp.area());
 }
 
-int weightsChunkRows(const Box& patch, std::int64_t budgetBytes) {
-    const std::int64_t sampleBytes = weightsSampleBytes(patch);
-    const std::int64_t rowBytes = static_cast<std::int64_t>(patch.width) * kWeightsChunkBytesPerPixel;
+int weightsChunkRows(const Box& warp, std::int64_t budgetBytes) {
+    const std::int64_t sampleBytes = weightsSampleBytes(warp);
+    const std::int64_t rowBytes = static_cast<std::int64_t>(warp.width) * kWeightsChunkBytesPerPixel;
     if (budgetBytes - sampleBytes < rowBytes) {
         throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
                           " cannot hold one warp's variance sample for the weights (" +
-                          formatByteSize(sampleBytes) + " for " + patch.str() +
+                          formatByteSize(sampleBytes) + " for the warp box " + warp.str() +
                           "); the weights pass alone needs at least " +
                           formatByteSize(sampleBytes + rowBytes) + " (" +
                           std::to_string(sampleBytes + rowBytes) + " bytes)");
     }
     return static_cast<int>(std::clamp<std::int64_t>(
         std::min<std::int64_t>((budgetBytes - sampleBytes) / rowBytes, kChunkCap / rowBytes), 1,
-        patch.height));
+        warp.height));
 }
 
 std::int64_t trialFixedBytes(const Box& haloBox) {
@@ -75,23 +75,28 @@ std::int64_t tilePlanFixedBytes(const Box& patch, const Box& firstTile, int halo
 
 std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& tiles,
                                     const std::vector<int>& owner, int halo, int groupSize,
-                                    const std::vector<bool>& warpUsed, bool trialPass,
+                                    const std::vector<Box>& warpBoxes, bool trialPass,
                                     std::int64_t budgetBytes, const std::string& patchName, int tileSize,
                                     std::int64_t extraRootReads) {
     groupSize = std::max(1, groupSize);
     std::vector<RankBudget> out(static_cast<std::size_t>(groupSize));
     int nUsed = 0;
-    for (bool u : warpUsed) {
-        nUsed += u ? 1 : 0;
-    }
-    const int weightsRows = weightsChunkRows(patch, budgetBytes);
-    const std::int64_t weightsPeak = weightsSampleBytes(patch) + static_cast<std::int64_t>(weightsRows) *
-                                                                     patch.width * kWeightsChunkBytesPerPixel;
-    for (std::size_t i = 0; i < warpUsed.size(); ++i) {
-        if (warpUsed[i]) {
-            out[i % static_cast<std::size_t>(groupSize)].warpBytesRead +=
-                patch.area() * kWeightsReadBytesPerPixel;
+    // Weights: warp i on group rank i mod groupSize, over the warp's whole box (spec §3: upstream
+    // measures the whole warp), one warp at a time.
+    std::vector<std::int64_t> weightsPeak(out.size(), 0);
+    for (std::size_t i = 0; i < warpBoxes.size(); ++i) {
+        const Box& wb = warpBoxes[i];
+        if (wb.empty()) {
+            continue;
         }
+        ++nUsed;
+        RankBudget& b = out[i % static_cast<std::size_t>(groupSize)];
+        const int rows = weightsChunkRows(wb, budgetBytes);
+        b.weightsRows = b.weightsRows == 0 ? rows : std::min(b.weightsRows, rows);
+        weightsPeak[i % static_cast<std::size_t>(groupSize)] = std::max(
+            weightsPeak[i % static_cast<std::size_t>(groupSize)],
+            weightsSampleBytes(wb) + static_cast<std::int64_t>(rows) * wb.width * kWeightsChunkBytesPerPixel);
+        b.warpBytesRead += wb.area() * kWeightsReadBytesPerPixel;
     }
     std::vector<std::int64_t> ownArea(out.size(), 0);
     for (std::size_t t = 0; t < tiles.size(); ++t) {
@@ -103,7 +108,6 @@ std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& ti
     std::vector<std::int64_t> finalPeak(out.size(), 0);
     for (std::size_t r = 0; r < out.size(); ++r) {
         RankBudget& b = out[r];
-        b.weightsRows = weightsRows;
         const std::int64_t finalFixed = finalFixedBytes(patch, ownArea[r], r == 0);
         finalPeak[r] = r == 0 ? finalFixed : 0;  // the root holds the patch even without tiles
         for (std::size_t t = 0; t < tiles.size(); ++t) {
@@ -127,7 +131,7 @@ std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& ti
                                     finalFixed + static_cast<std::int64_t>(rows) * tile.width * perPixelRow);
             b.warpBytesRead += tile.area() * kStackReadBytesPerPixel * nUsed;
         }
-        b.peakBytes = std::max({weightsPeak, trialPeak[r], finalPeak[r]});
+        b.peakBytes = std::max({weightsPeak[r], trialPeak[r], finalPeak[r]});
     }
     out[0].warpBytesRead += extraRootReads;
     return out;
@@ -141,15 +145,16 @@ bool budgetCannotWork(const Box& patch, std::int64_t budgetBytes) {
 
 namespace {
 
-int countUsed(const std::vector<bool>& warpUsed) {
-    return static_cast<int>(std::count(warpUsed.begin(), warpUsed.end(), true));
+int countUsed(const std::vector<Box>& warpBoxes) {
+    return static_cast<int>(
+        std::count_if(warpBoxes.begin(), warpBoxes.end(), [](const Box& b) { return !b.empty(); }));
 }
 
-bool budgetWorks(const Box& patch, int groupSize, int tileSize, int halo, const std::vector<bool>& warpUsed,
+bool budgetWorks(const Box& patch, int groupSize, int tileSize, int halo, const std::vector<Box>& warpBoxes,
                  bool trialPass, std::int64_t budgetBytes) {
-    const TilePlan plan = planTiles(patch, groupSize, tileSize, halo, countUsed(warpUsed), budgetBytes);
+    const TilePlan plan = planTiles(patch, groupSize, tileSize, halo, countUsed(warpBoxes), budgetBytes);
     try {
-        (void)patchBudget(patch, plan.tiles, plan.owner, halo, groupSize, warpUsed, trialPass, budgetBytes,
+        (void)patchBudget(patch, plan.tiles, plan.owner, halo, groupSize, warpBoxes, trialPass, budgetBytes,
                           "", plan.tileSize);
         return true;
     } catch (const ConfigError&) {
@@ -160,11 +165,11 @@ bool budgetWorks(const Box& patch, int groupSize, int tileSize, int halo, const 
 }  // namespace
 
 std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize, int halo,
-                                   const std::vector<bool>& warpUsed, bool trialPass) {
+                                   const std::vector<Box>& warpBoxes, bool trialPass) {
     constexpr std::int64_t kMax = std::int64_t{1} << 62;
     std::int64_t lo = 0;  // does not work (a budget is >= 1 byte)
     std::int64_t hi = 1 << 20;
-    while (!budgetWorks(patch, groupSize, tileSize, halo, warpUsed, trialPass, hi)) {
+    while (!budgetWorks(patch, groupSize, tileSize, halo, warpBoxes, trialPass, hi)) {
         lo = hi;
         if (hi >= kMax / 2) {
             return kMax;  // nothing sensible works (cannot happen for a manifest's box)
@@ -174,37 +179,41 @@ std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize
     // Invariant: lo does not work, hi works.
     while (hi - lo > 1) {
         const std::int64_t mid = lo + (hi - lo) / 2;
-        (budgetWorks(patch, groupSize, tileSize, halo, warpUsed, trialPass, mid) ? hi : lo) = mid;
+        (budgetWorks(patch, groupSize, tileSize, halo, warpBoxes, trialPass, mid) ? hi : lo) = mid;
     }
     return hi;
 }
 
 std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& plan, int groupSize,
-                                           int tileSize, const std::vector<bool>& warpUsed, bool trialPass,
+                                           int tileSize, const std::vector<Box>& warpBoxes, bool trialPass,
                                            std::int64_t budgetBytes, const std::string& patchName,
                                            std::int64_t extraRootReads) {
     try {
-        return patchBudget(patch, plan.tiles, plan.owner, plan.halo, groupSize, warpUsed, trialPass,
+        return patchBudget(patch, plan.tiles, plan.owner, plan.halo, groupSize, warpBoxes, trialPass,
                            budgetBytes, patchName, plan.tileSize, extraRootReads);
     } catch (const ConfigError& e) {
         const std::int64_t need =
-            smallestWorkingBudget(patch, groupSize, tileSize, plan.halo, warpUsed, trialPass);
+            smallestWorkingBudget(patch, groupSize, tileSize, plan.halo, warpBoxes, trialPass);
         throw ConfigError(std::string(e.what()) + "; the smallest memory.max_per_rank that works for patch " +
                           patchName + " is " + formatByteSize(need) + " (" + std::to_string(need) +
                           " bytes)");
     }
 }
 
-std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo, int nUsedWarps,
-                                   bool trialPass) {
-    std::int64_t perWarp = patch.area() * kWeightsReadBytesPerPixel;
+std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo,
+                                   const std::vector<Box>& warpBoxes, bool trialPass) {
+    std::int64_t weights = 0;
+    for (const Box& wb : warpBoxes) {
+        weights += wb.area() * kWeightsReadBytesPerPixel;  // empty box: a warp that is not read
+    }
+    std::int64_t perWarp = 0;
     for (const Box& tile : tiles) {
         if (trialPass) {
             perWarp += tile.grown(halo).intersect(patch).area() * kStackReadBytesPerPixel;
         }
         perWarp += tile.area() * kStackReadBytesPerPixel;
     }
-    return perWarp * nUsedWarps;
+    return weights + perWarp * countUsed(warpBoxes);
 }
 
 }  // namespace safeclip::geom

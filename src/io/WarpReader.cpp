@@ -828,13 +828,18 @@ WarpReader::WarpReader(const std::string& path) : m_file(openGuarded(path)) {
     m_maskHdu = info[1].hdu;
     m_varianceHdu = info[2].hdu;
     // Planes pread(2) can read exactly as cfitsio would (readPlanes' fast path).
-    if (!fastReadDisabled()) {
+    {
         std::array<RawPlane, 3> raw;
         for (int i = 0; i < 3; ++i) {
             f.moveToHdu(info[i].hdu);
             raw[i] = probeRawPlane(f, info[i], i == 1);
         }
-        m_raw = RawReader::open(path, fileSize, raw);
+        if (raw[0].encoding == RawEncoding::Float32) {
+            m_imageFloatBytes = {raw[0].dataStart, info[0].width * info[0].height * 4};
+        }
+        if (!fastReadDisabled()) {
+            m_raw = RawReader::open(path, fileSize, raw);
+        }
     }
 
     // 3. IMAGE header: xy0, WCS, and fall-back metadata.

@@ -80,11 +80,15 @@ void decide(PatchContext& ctx) {
                 parts.push_back(*f);
             }
             const SpanSet unionClipped = kernel::uniteAll(parts);
+            // detAll: the warp's whole-mask DETECTED components that reach the patch (weights
+            // stage); a component may extend beyond the patch box, CLIPPED stops at it.
             const std::vector<SpanSet> big =
                 kernel::bigFootprints(w.detAll, unionClipped, ctx.settings.clipRules.minBigOverlap);
             w.nBigFootprints = static_cast<std::int64_t>(big.size());
             parts.assign(1, unionClipped);
-            parts.insert(parts.end(), big.begin(), big.end());
+            for (const SpanSet& g : big) {
+                parts.push_back(g.clippedTo(ctx.box));
+            }
             w.clipped = kernel::uniteAll(parts);
             w.nClippedPixels = w.clipped.area();
             clippedPixels += w.nClippedPixels;

@@ -63,12 +63,13 @@ void planTiles(PatchContext& ctx) {
                                     static_cast<int>(ctx.usedWarps().size()), ctx.settings.memoryBudget);
         // Every tile's trial and final chunk rows must fit before any stack starts: a budget that
         // cannot work fails here, naming the smallest one that does (the model of `safeclip plan`).
-        std::vector<bool> used;
+        // (The weights were measured before; the model still covers them, so plan and run agree.)
+        std::vector<kernel::Box> warpBoxes;
         for (const Warp& w : ctx.warps) {
-            used.push_back(w.used);
+            warpBoxes.push_back(w.used ? w.reader->header().box : kernel::Box());
         }
         (void)geom::checkedPatchBudget(ctx.box, ctx.tiles, parallel::sizeOf(ctx.group), ctx.settings.tileSize,
-                                       used, ctx.clipStages && !ctx.resumed, ctx.settings.memoryBudget,
+                                       warpBoxes, ctx.clipStages && !ctx.resumed, ctx.settings.memoryBudget,
                                        ctx.name);
     });
 }

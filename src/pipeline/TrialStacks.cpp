@@ -1,8 +1,9 @@
 /// @file TrialStacks.cpp  Stage "trial" (spec §5, §6.1, §6.2): per tile of this rank, both trial
 /// stacks (MEAN and MEANCLIP) over the tile plus its halo, detection on their difference, and the
-/// detected pixels inside the tile cut into pieces with additive per-warp counts; each warp's bad
-/// and DETECTED pixels are kept as spans. Pieces and DETECTED spans are gathered to the root.
-/// (Warps whose image is all NaN were left out by the weights pass, as upstream's prepareInputs does.)
+/// detected pixels inside the tile cut into pieces with additive per-warp counts (each warp's bad
+/// and good DETECTED pixels are kept as spans for them). Pieces are gathered to the root. (Warps
+/// whose image is all NaN were left out by the weights pass, as upstream's prepareInputs does; the
+/// whole-warp DETECTED components of the big-footprint rule come from the weights pass too.)
 #include <algorithm>
 #include <chrono>
 #include <iterator>
@@ -32,7 +33,7 @@ namespace {
 /// One tile's contribution to the reduction.
 struct TileResult {
     std::vector<kernel::FootprintPiece> pieces;
-    std::vector<std::vector<kernel::Span>> bad, detGood, detAll;  ///< per used warp, inside the tile
+    std::vector<std::vector<kernel::Span>> bad, detGood;  ///< per used warp, inside the tile
 };
 
 TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector<Warp*>& warps,
@@ -42,7 +43,7 @@ TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector
     const std::size_t n = warps.size();
     out.bad.resize(n);
     out.detGood.resize(n);
-    out.detAll.resize(n);
+    std::vector<kernel::Span> detAllRow;  // appendMaskRuns3's third list, not needed here
     const Box hb = tile.grown(ctx.halo).intersect(ctx.box);
     kernel::ImageF dImage(hb);
     kernel::ImageF dVar(hb);
@@ -60,8 +61,9 @@ TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector
             MaskedImage& b = bufs[i];
             for (int y = ty0; y < ty1; ++y) {
                 const kernel::MaskPixel* m = b.mask.row(y) + (tile.x0 - chunk.x0);
-                kernel::appendMaskRuns3(out.bad[i], out.detGood[i], out.detAll[i], y, tile.x0, m, tile.width,
+                kernel::appendMaskRuns3(out.bad[i], out.detGood[i], detAllRow, y, tile.x0, m, tile.width,
                                         bits.bad, bits.det);
+                detAllRow.clear();
             }
             kernel::scaleInPlace(b, warps[i]->scale);
             kernel::clearMaskBits(b.mask, bits.remove);
@@ -101,48 +103,36 @@ TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector
 
 void trialStacks(PatchContext& ctx) {
     const auto t0 = std::chrono::steady_clock::now();
-    {
-        std::vector<Warp*> warps;
-        std::vector<TileResult> mine;
-        guarded(ctx, "trial", [&] {
-            warps = ctx.usedWarps();
-            if (warps.empty()) {
-                throw InputError("patch " + ctx.name + ": no usable warps");
-            }
-            const std::vector<float> weights = ctx.usedWeights();
-            for (std::size_t t : ctx.myTiles()) {
-                parallel::throwIfStopRequested("during the trial stacks");
-                mine.push_back(trialTile(ctx, ctx.tiles.tiles[t], warps, weights));
-            }
-        });
-        // Gather the pieces and each warp's DETECTED spans (for the big-footprint rule) to the root.
-        std::vector<kernel::FootprintPiece> pieces;
-        std::vector<std::vector<kernel::Span>> detAll(warps.size());
-        for (TileResult& r : mine) {
-            std::move(r.pieces.begin(), r.pieces.end(), std::back_inserter(pieces));
-            for (std::size_t i = 0; i < warps.size(); ++i) {
-                detAll[i].insert(detAll[i].end(), r.detAll[i].begin(), r.detAll[i].end());
-            }
+    std::vector<TileResult> mine;
+    std::size_t nWarps = 0;
+    guarded(ctx, "trial", [&] {
+        const std::vector<Warp*> warps = ctx.usedWarps();
+        if (warps.empty()) {
+            throw InputError("patch " + ctx.name + ": no usable warps");
         }
-        mine.clear();
-        const auto gathered = parallel::gatherToRoot(ctx.group, std::make_pair(pieces, detAll));
-        if (ctx.isRoot()) {
-            ctx.pieces.clear();
-            std::vector<std::vector<kernel::Span>> all(warps.size());
-            for (const auto& [p, d] : gathered) {
-                ctx.pieces.insert(ctx.pieces.end(), p.begin(), p.end());
-                for (std::size_t i = 0; i < warps.size(); ++i) {
-                    all[i].insert(all[i].end(), d[i].begin(), d[i].end());
-                }
-            }
-            for (std::size_t i = 0; i < warps.size(); ++i) {
-                warps[i]->detAll = SpanSet::fromSpans(std::move(all[i]));
-            }
-            log().info(
-                "patch {}: trial stacks and detection of {} warps in {} tiles of {} px (halo {}) in {:.2f} s",
-                ctx.name, warps.size(), ctx.tiles.tiles.size(), ctx.tiles.tileSize, ctx.halo,
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        nWarps = warps.size();
+        const std::vector<float> weights = ctx.usedWeights();
+        for (std::size_t t : ctx.myTiles()) {
+            parallel::throwIfStopRequested("during the trial stacks");
+            mine.push_back(trialTile(ctx, ctx.tiles.tiles[t], warps, weights));
         }
+    });
+    // Gather the pieces to the root.
+    std::vector<kernel::FootprintPiece> pieces;
+    for (TileResult& r : mine) {
+        std::move(r.pieces.begin(), r.pieces.end(), std::back_inserter(pieces));
+    }
+    mine.clear();
+    const auto gathered = parallel::gatherToRoot(ctx.group, pieces);
+    if (ctx.isRoot()) {
+        ctx.pieces.clear();
+        for (const auto& p : gathered) {
+            ctx.pieces.insert(ctx.pieces.end(), p.begin(), p.end());
+        }
+        log().info(
+            "patch {}: trial stacks and detection of {} warps in {} tiles of {} px (halo {}) in {:.2f} s",
+            ctx.name, nWarps, ctx.tiles.tiles.size(), ctx.tiles.tileSize, ctx.halo,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
 }
 

@@ -4,6 +4,7 @@
 // (DETECTED only there). Written with io::writeExposure, read back by io::WarpReader.
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <random>
@@ -31,8 +32,9 @@ struct TinyWarp {
     int sy = 20;
     int starDetR2 = -1;       ///< >= 0: the star's DETECTED is the disk r² <= this (else v > 3)
     int transientDetR2 = -1;  ///< >= 0: the transient's DETECTED disk is r² <= this (else detRadius²)
-    bool nanImage = false;                 ///< write every IMAGE pixel as NaN
-    std::optional<float> varianceWritten;  ///< VARIANCE plane value written (default: `variance`)
+    bool nanImage = false;    ///< write every IMAGE pixel as NaN
+    std::optional<float> varianceWritten;            ///< VARIANCE plane value written (default: `variance`)
+    std::function<void(kernel::MaskedImage&)> edit;  ///< applied last, before writing (when set)
 };
 
 inline void gaussianBlob(kernel::ImageF& img, kernel::MaskImage& mask, kernel::MaskPixel det, int cx, int cy,
@@ -91,6 +93,9 @@ inline void writeTinyWarp(const std::string& path, const TinyWarp& w) {
     }
     if (w.varianceWritten) {
         mi.variance.fill(*w.varianceWritten);
+    }
+    if (w.edit) {
+        w.edit(mi);
     }
     io::ExposureData data;
     data.image = &mi;

@@ -18,11 +18,13 @@ namespace safeclip::geom {
 using kernel::Box;
 
 // ---- bytes per pixel ----------------------------------------------------------------------------
-/// Weights: the IMAGE, VARIANCE and MASK row chunks of the warp being measured (4 + 4 + 4 B/px of
-/// a chunk; IMAGE for the all-NaN test).
-inline constexpr std::int64_t kWeightsChunkBytesPerPixel = 12;
-/// Weights: the patch-sized variance sample, reused for every warp (4 B/px of the patch), plus
-/// kernel::sampleQuantilesScratchBytes of the quantile selection.
+/// Weights: the VARIANCE and MASK row chunks of the warp being measured (4 + 4 B/px of a chunk).
+/// The all-NaN test reads the IMAGE bytes in the checksum pass (io::scanFile), not here; only an
+/// IMAGE that is not plain float32 (tile-compressed, scaled) is read through these buffers,
+/// after the sample is taken.
+inline constexpr std::int64_t kWeightsChunkBytesPerPixel = 8;
+/// Weights: the warp-sized variance sample (4 B/px of the warp's whole box: upstream measures the
+/// weight over the whole warp), plus kernel::sampleQuantilesScratchBytes of the quantile selection.
 inline constexpr std::int64_t kWeightsSampleBytesPerPixel = 4;
 /// Trial and final: each warp's row-chunk buffer, IMAGE + MASK + VARIANCE (4 + 4 + 4 B/px).
 inline constexpr std::int64_t kWarpChunkBytesPerPixel = 12;
@@ -35,9 +37,9 @@ inline constexpr std::int64_t kTrialFixedBytesPerPixel = 16;
 /// Final: the gathered patch on the group root (image, mask, variance 12 B/px + NIMAGE 2 B/px),
 /// or the finished tiles a non-root rank keeps for the gather.
 inline constexpr std::int64_t kFinalFixedBytesPerPixel = 14;
-/// Warp bytes read per pixel: all three planes in the weights pass (IMAGE for the all-NaN test) and
-/// in the trial and final stacks (io::warpBytesRead counts 4 B per plane and pixel requested).
-inline constexpr std::int64_t kWeightsReadBytesPerPixel = 12;
+/// Warp bytes read per pixel: VARIANCE + MASK of the whole warp in the weights pass, all three
+/// planes in the trial and final stacks (io::warpBytesRead counts 4 B per plane and pixel requested).
+inline constexpr std::int64_t kWeightsReadBytesPerPixel = 8;
 inline constexpr std::int64_t kStackReadBytesPerPixel = 12;
 /// Cap of the warp buffers of one row chunk (all warps together; weights, trial and final stacks):
 /// each warp's rows are then still in cache when they are used (measured on 16 x 2048² and
@@ -48,13 +50,15 @@ inline constexpr std::int64_t kChunkCap = 8LL << 20;
 inline constexpr int kPlanChunkRows = 8;
 
 // ---- stage W: weights ---------------------------------------------------------------------------
-/// The weights pass's sample: 4 B/px of the patch plus the quantile selection's scratch.
-std::int64_t weightsSampleBytes(const Box& patch);
+/// The weights pass's sample for a warp whose whole box is `warp`: 4 B/px plus the quantile
+/// selection's scratch.
+std::int64_t weightsSampleBytes(const Box& warp);
 
-/// Rows per IMAGE+VARIANCE+MASK chunk of the weights pass (1..patch.height, at most kChunkCap).
+/// Rows per VARIANCE+MASK chunk of the weights pass over the warp box `warp` (1..warp.height, at
+/// most kChunkCap).
 /// @throws ConfigError "memory.max_per_rank = X cannot hold one warp's variance sample for the
-///         weights (Y for BOX)" when the sample plus one row does not fit.
-int weightsChunkRows(const Box& patch, std::int64_t budgetBytes);
+///         weights (Y for the warp box BOX)" when the sample plus one row does not fit.
+int weightsChunkRows(const Box& warp, std::int64_t budgetBytes);
 
 // ---- stages 1 and 2: trial and final stacks ----------------------------------------------------
 /// The trial stage's fixed arrays for a tile whose box plus halo (clipped to the patch) is `haloBox`.
@@ -93,41 +97,42 @@ struct RankBudget {
 };
 
 /// The model of one patch on a group of ranks, with the run's tile plan (`tiles`, `owner`, `halo`).
-/// @param warpUsed per warp in input order: used (a warp that does not open is not read); warp i
-///        is measured for the weights by group rank i mod groupSize, as the run does.
+/// @param warpBoxes per warp in input order: its whole box, or an empty box for a warp that is not
+///        read (it did not open); warp i is measured for the weights (over its whole box) by group
+///        rank i mod groupSize, as the run does.
 /// @param trialPass false in coadd.mode = mean (no trial stacks).
 /// @param extraRootReads bytes the group root reads besides the stages (input.validate_pixels).
 /// @throws ConfigError (the texts above) when the budget is too small for a stage.
 std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& tiles,
                                     const std::vector<int>& owner, int halo, int groupSize,
-                                    const std::vector<bool>& warpUsed, bool trialPass,
+                                    const std::vector<Box>& warpBoxes, bool trialPass,
                                     std::int64_t budgetBytes, const std::string& patchName, int tileSize,
                                     std::int64_t extraRootReads = 0);
 
 /// A budget below which no tile plan can work: the gathered patch (final stage, group root) or
-/// the weights pass's sample plus one row does not fit, whatever the tiles. planTiles does not
-/// shrink its automatic tiles under such a budget (tiny tiles would not help).
+/// the weights pass's sample plus one row of a patch-sized warp does not fit, whatever the tiles. planTiles
+/// does not shrink its automatic tiles under such a budget (tiny tiles would not help).
 bool budgetCannotWork(const Box& patch, std::int64_t budgetBytes);
 
 /// The smallest memory.max_per_rank under which the patch works by this model: the tile plan that
 /// planTiles makes with that budget (tileSize 0: automatic, which depends on the budget) passes
 /// patchBudget, and with one byte less it does not. Found by bisection over the model.
 std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize, int halo,
-                                   const std::vector<bool>& warpUsed, bool trialPass);
+                                   const std::vector<Box>& warpBoxes, bool trialPass);
 
 /// patchBudget of `plan` (planTiles' plan under budgetBytes, with the configured `tileSize`). When
 /// the budget is too small: ConfigError "<patchBudget's reason>; the smallest memory.max_per_rank
 /// that works for patch NAME is X (N bytes)". Used by the "setup" stage before any trial or final
 /// stack, and by `safeclip plan`.
 std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& plan, int groupSize,
-                                           int tileSize, const std::vector<bool>& warpUsed, bool trialPass,
+                                           int tileSize, const std::vector<Box>& warpBoxes, bool trialPass,
                                            std::int64_t budgetBytes, const std::string& patchName,
                                            std::int64_t extraRootReads = 0);
 
-/// Expected warp bytes read by the whole group for one patch: weights (12 B/px of the patch per used
-/// warp) + trial (12 B/px of every tile plus halo per used warp, when trialPass) + final (12 B/px of
-/// every tile per used warp).
-std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo, int nUsedWarps,
-                                   bool trialPass);
+/// Expected warp bytes read by the whole group for one patch: weights (8 B/px of each read warp's
+/// whole box) + trial (12 B/px of every tile plus halo per read warp, when trialPass) + final
+/// (12 B/px of every tile per read warp). `warpBoxes` as in patchBudget.
+std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo,
+                                   const std::vector<Box>& warpBoxes, bool trialPass);
 
 }  // namespace safeclip::geom

@@ -107,6 +107,17 @@ bool readTileCheckpoint(const std::string& path, const CheckpointKey& key, const
 /// "crc32:xxxxxxxx" of a file's bytes (zlib's CRC-32, computed with ISA-L), read in 256 KiB blocks. @throws
 /// InputError
 std::string fileChecksum(const std::string& path);
+
+/// A file's checksum and, on the way, whether a range of big-endian float32 values holds one that
+/// is not NaN (one read of the file for both).
+struct FileScan {
+    std::string checksum;   ///< as fileChecksum
+    bool anyNotNaN = true;  ///< some value in the range is not a NaN (true for an empty range)
+};
+/// fileChecksum(path), and the NaN test over `float32Range` = {byte offset, byte count} (offset a
+/// multiple of 4, as a FITS data unit's is). @throws InputError as fileChecksum, or when the file
+/// ends before the range does.
+FileScan scanFile(const std::string& path, std::pair<std::int64_t, std::int64_t> float32Range);
 /// "path|size|mtime_ns" of a file ("path|missing" when it cannot be stat'ed).
 std::string fileFingerprint(const std::string& path);
 

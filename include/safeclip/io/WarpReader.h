@@ -63,6 +63,13 @@ public:
     /// How many of the IMAGE, MASK and VARIANCE planes are read with pread(2) rather than cfitsio.
     [[nodiscard]] int directPlanes() const;
 
+    /// Where the IMAGE pixels lie in the file when they are stored as plain big-endian float32
+    /// (uncompressed, no scaling): {byte offset of the first pixel, byte count}; else nullopt.
+    /// Lets the weights stage test "every pixel is NaN" on the bytes its checksum reads anyway.
+    [[nodiscard]] const std::optional<std::pair<std::int64_t, std::int64_t>>& imageFloatBytes() const {
+        return m_imageFloatBytes;
+    }
+
 private:
     class RawReader;  ///< the pread(2) fast path: its own file descriptor and the planes' layout
 
@@ -71,6 +78,7 @@ private:
     WarpHeader m_header;
     int m_imageHdu = 0, m_maskHdu = 0, m_varianceHdu = 0;
     kernel::MaskRemap m_remap;
+    std::optional<std::pair<std::int64_t, std::int64_t>> m_imageFloatBytes;
 };
 
 /// Pixel bytes this process has read from warps so far (every plane of every read), for the run report.

@@ -3,7 +3,9 @@
 ///
 /// Data flow of one patch on R ranks (docs/ARCHITECTURE.md has the picture):
 ///  open     every rank opens every warp's header (the group root also scans pixels when asked);
-///  weights  warp i is measured by group rank i mod R (reads VARIANCE and MASK), all-gathered;
+///  weights  warp i is measured by group rank i mod R over its whole box (reads VARIANCE and MASK,
+///           and the file's bytes for the crc32 and the all-NaN test), all-gathered; its
+///           DETECTED components that reach the patch go to the root;
 ///  trial    per tile (tiles dealt to ranks by geom::planTiles): both trial stacks over tile+halo,
 ///           detection on the difference, pieces with additive per-warp counts; gathered to the root;
 ///  reduce   the root merges pieces into whole footprints (kernel::mergePieces), decides each once,

@@ -37,8 +37,9 @@ struct Warp {
     float scale = 1.0F;   ///< s_i (float32, as upstream)
     float weight = 0.0F;  ///< w_i
     bool used = false;
-    std::string status;       ///< "used" or "skipped: reason"
-    kernel::SpanSet detAll;   ///< root, after the trial stacks: DETECTED pixels (raw mask)
+    std::string status;  ///< "used" or "skipped: reason"
+    kernel::SpanSet
+        detAll;  ///< root, after "weights": DETECTED components (raw mask, whole warp) reaching the patch
     kernel::SpanSet clipped;  ///< CLIPPED_i (footprints + big footprints)
     std::int64_t nClippedPixels = 0;
     std::int64_t nBigFootprints = 0;

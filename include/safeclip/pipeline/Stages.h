@@ -12,10 +12,10 @@
 /// open (OpenWarps.cpp,            inputs, settings               warps, box, dict, headerPsfSigmas,
 ///   MaskPlanes.cpp)                                                wcsCards, filter, bits, stack controls
 /// resume (PatchCheckpoint.cpp)    warps, checkpoint file         warps' weights/CLIPPED, decisions, resumed
-/// weights (Weights.cpp)           warps (VARIANCE, MASK)         warps' weight, checksum, used
-/// detection (TilePlan.cpp)        warps' PSF cards, weights      detect, psfSource, halo, clipStages
+/// weights (Weights.cpp)           warps (VARIANCE, MASK, bytes)  warps' weight, checksum, used, detAll
+/// (root) detection (TilePlan.cpp)        warps' PSF cards, weights      detect, psfSource, halo, clipStages
 /// setup (TilePlan.cpp)            box, halo, budget              tiles
-/// trial (TrialStacks.cpp)         warps (all planes), tiles      pieces, warps' detAll (root)
+/// trial (TrialStacks.cpp)         warps (all planes), tiles      pieces (root)
 /// reduce (Decide.cpp)             pieces, detAll (root)          decisions, warps' CLIPPED (all ranks)
 /// checkpoint (PatchCheckpoint.cpp) decisions, warps (root)       <patch>.reduced.h5
 /// final (FinalStack.cpp)          warps, CLIPPED, tiles          coadd, nImage (root), warps' nUsedPixels

@@ -24,7 +24,7 @@ std::string messageOf(const std::function<void()>& fn) {
 }  // namespace
 
 TEST(MemoryBudget, Constants) {
-    EXPECT_EQ(geom::kWeightsChunkBytesPerPixel, 12);
+    EXPECT_EQ(geom::kWeightsChunkBytesPerPixel, 8);
     EXPECT_EQ(geom::kWeightsSampleBytesPerPixel, 4);
     EXPECT_EQ(geom::kWarpChunkBytesPerPixel, 12);
     EXPECT_EQ(geom::kStackOutputBytesPerPixel, 24);
@@ -38,23 +38,23 @@ TEST(MemoryBudget, WeightsRowsFitTheBudgetAndTheCap) {
         const std::int64_t sample = geom::weightsSampleBytes(patch);
         EXPECT_EQ(sample, patch.area() * 4 + kernel::sampleQuantilesScratchBytes(patch.area()));
         for (const std::int64_t budget :
-             {sample + patch.width * 12LL, sample + 1000000LL, sample + (1LL << 30)}) {
+             {sample + patch.width * 8LL, sample + 1000000LL, sample + (1LL << 30)}) {
             const int rows = geom::weightsChunkRows(patch, budget);
             EXPECT_GE(rows, 1);
             EXPECT_LE(rows, patch.height);
-            EXPECT_LE(sample + static_cast<std::int64_t>(rows) * patch.width * 12, budget);
-            EXPECT_LE(static_cast<std::int64_t>(rows) * patch.width * 12,
-                      std::max<std::int64_t>(geom::kChunkCap, patch.width * 12));
+            EXPECT_LE(sample + static_cast<std::int64_t>(rows) * patch.width * 8, budget);
+            EXPECT_LE(static_cast<std::int64_t>(rows) * patch.width * 8,
+                      std::max<std::int64_t>(geom::kChunkCap, patch.width * 8));
         }
         const std::string msg =
-            messageOf([&] { geom::weightsChunkRows(patch, sample + patch.width * 12 - 1); });
+            messageOf([&] { geom::weightsChunkRows(patch, sample + patch.width * 8 - 1); });
         EXPECT_NE(msg.find("cannot hold one warp's variance sample for the weights"), std::string::npos)
             << msg;
     }
-    // 256x256: sample 256 KiB + scratch; the rest in rows of 3 KiB; the cap is 2730 rows.
+    // 256x256: sample 256 KiB + scratch; with 1 MiB the rest in rows of 2 KiB; the cap is 4096 rows.
     const Box p{0, 0, 256, 256};
     EXPECT_EQ(geom::weightsChunkRows(p, 1LL << 30), 256);
-    EXPECT_EQ(geom::weightsChunkRows(p, geom::weightsSampleBytes(p) + 10 * 3072 + 5), 10);
+    EXPECT_EQ(geom::weightsChunkRows(p, geom::weightsSampleBytes(p) + 10 * 2048 + 5), 10);
 }
 
 TEST(MemoryBudget, StackRowsFitTheBudgetAndTheCap) {
@@ -109,7 +109,8 @@ TEST(MemoryBudget, PatchBudgetReadsAndRows) {
     const Box patch{0, 0, 256, 192};
     const int halo = 11;
     const geom::TilePlan tp = geom::planTiles(patch, 2, 64, halo, 4, 64LL << 20);
-    const std::vector<bool> used{true, true, false, true, true};  // warp 2 did not open: 4 used
+    // warp 2 did not open (empty box): 4 warps read, each on the patch box
+    const std::vector<Box> used{patch, patch, Box(), patch, patch};
     const std::int64_t budget = 64LL << 20;
     const auto ranks =
         geom::patchBudget(patch, tp.tiles, tp.owner, halo, 2, used, true, budget, "p", tp.tileSize);
@@ -125,9 +126,9 @@ TEST(MemoryBudget, PatchBudgetReadsAndRows) {
         EXPECT_GE(r.finalRows, 1);
     }
     EXPECT_EQ(tiles, static_cast<int>(tp.tiles.size()));
-    EXPECT_EQ(total, geom::expectedWarpBytesRead(patch, tp.tiles, halo, 4, true));
+    EXPECT_EQ(total, geom::expectedWarpBytesRead(patch, tp.tiles, halo, used, true));
     // Weights: warps 0, 4 on rank 0 and 1, 3 on rank 1 (warp i on rank i mod 2).
-    std::int64_t expected = 4 * patch.area() * 12;
+    std::int64_t expected = 4 * patch.area() * 8;
     std::int64_t haloArea = 0;
     for (const Box& t : tp.tiles) {
         haloArea += t.grown(halo).intersect(patch).area();
@@ -139,9 +140,40 @@ TEST(MemoryBudget, PatchBudgetReadsAndRows) {
     ASSERT_EQ(one.tiles.size(), 1U);
     const auto mean =
         geom::patchBudget(patch, one.tiles, one.owner, 0, 1, used, false, budget, "p", one.tileSize);
-    EXPECT_EQ(mean[0].warpBytesRead, 4 * patch.area() * (12 + 12));
+    EXPECT_EQ(mean[0].warpBytesRead, 4 * patch.area() * (8 + 12));
     EXPECT_EQ(mean[0].trialRows, 0);
-    EXPECT_EQ(geom::expectedWarpBytesRead(patch, one.tiles, 0, 4, false), 4 * patch.area() * 24);
+    EXPECT_EQ(geom::expectedWarpBytesRead(patch, one.tiles, 0, used, false), 4 * patch.area() * 20);
+}
+
+TEST(MemoryBudget, WeightsCoverEachWarpsWholeBox) {
+    // Warps larger than the patch: the weights pass reads and samples each warp's whole box (spec
+    // §3, as upstream), so its reads and its sample follow the warp boxes, not the patch.
+    const Box patch{100, 100, 128, 96};
+    const Box big{0, 0, 512, 384};
+    const Box wide{50, 60, 300, 200};
+    const std::vector<Box> warps{big, patch, Box(), wide};
+    const std::int64_t budget = 64LL << 20;
+    const geom::TilePlan tp = geom::planTiles(patch, 2, 0, 9, 3, budget);
+    const auto ranks =
+        geom::patchBudget(patch, tp.tiles, tp.owner, 9, 2, warps, true, budget, "p", tp.tileSize);
+    std::int64_t stackReads = 0;
+    for (const Box& t : tp.tiles) {
+        stackReads += 12 * (t.grown(9).intersect(patch).area() + t.area());
+    }
+    const std::int64_t total = ranks[0].warpBytesRead + ranks[1].warpBytesRead;
+    EXPECT_EQ(total, 8 * (big.area() + patch.area() + wide.area()) + 3 * stackReads);
+    EXPECT_EQ(total, geom::expectedWarpBytesRead(patch, tp.tiles, 9, warps, true));
+    // Rank 0 measures warps 0 (big) and 2 (not read); rank 1 warps 1 and 3 (wide).
+    EXPECT_GE(ranks[0].peakBytes, geom::weightsSampleBytes(big) + big.width * 8);
+    EXPECT_EQ(ranks[0].weightsRows, geom::weightsChunkRows(big, budget));
+    EXPECT_EQ(ranks[1].weightsRows,
+              std::min(geom::weightsChunkRows(patch, budget), geom::weightsChunkRows(wide, budget)));
+    // A budget that holds the patch's stacks but not the big warp's sample fails, naming the warp box.
+    const std::int64_t tight = geom::weightsSampleBytes(big) + big.width * 8 - 1;
+    const std::string msg = messageOf([&] {
+        (void)geom::patchBudget(patch, tp.tiles, tp.owner, 9, 2, warps, true, tight, "p", tp.tileSize);
+    });
+    EXPECT_NE(msg.find("for the warp box " + big.str()), std::string::npos) << msg;
 }
 
 TEST(MemoryBudget, PlanTilesFitsTheModel) {

@@ -15,7 +15,7 @@ using kernel::Box;
 
 namespace {
 
-bool works(const Box& patch, int group, int tileSize, int halo, const std::vector<bool>& used, bool trial,
+bool works(const Box& patch, int group, int tileSize, int halo, const std::vector<Box>& used, bool trial,
            std::int64_t budget) {
     const geom::TilePlan plan =
         geom::planTiles(patch, group, tileSize, halo, static_cast<int>(used.size()), budget);
@@ -46,7 +46,7 @@ TEST(MemoryBudgetMinimum, SmallestBudgetWorksAndOneByteLessFails) {
         {Box{0, 0, 64, 48}, 4, 16, 9, 3, true},
     };
     for (const Case& c : cases) {
-        const std::vector<bool> used(static_cast<std::size_t>(c.warps), true);
+        const std::vector<Box> used(static_cast<std::size_t>(c.warps), c.patch);
         const std::int64_t need =
             geom::smallestWorkingBudget(c.patch, c.group, c.tileSize, c.halo, used, c.trial);
         EXPECT_TRUE(works(c.patch, c.group, c.tileSize, c.halo, used, c.trial, need)) << c.patch.str();
@@ -56,7 +56,7 @@ TEST(MemoryBudgetMinimum, SmallestBudgetWorksAndOneByteLessFails) {
 
 TEST(MemoryBudgetMinimum, ErrorNamesTheSmallestBudget) {
     const Box patch{0, 0, 1536, 1536};
-    const std::vector<bool> used(12, true);
+    const std::vector<Box> used(12, patch);
     const std::int64_t budget = 16LL << 20;
     const geom::TilePlan plan = geom::planTiles(patch, 1, 0, 14, 12, budget);
     const std::int64_t need = geom::smallestWorkingBudget(patch, 1, 0, 14, used, true);

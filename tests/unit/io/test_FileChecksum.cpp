@@ -4,7 +4,9 @@
 #include <zlib.h>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -97,5 +99,63 @@ TEST(FileChecksum, UnreadablePathThrowsNamingTheFile) {
         } catch (const InputError& e) {
             EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
         }
+    }
+}
+
+namespace {
+
+/// Big-endian bytes of a float32 (FITS order).
+void putFloat(std::vector<unsigned char>& bytes, std::size_t at, float v) {
+    std::uint32_t u = 0;
+    std::memcpy(&u, &v, 4);
+    for (int k = 0; k < 4; ++k) {
+        bytes[at + static_cast<std::size_t>(k)] = static_cast<unsigned char>(u >> (24 - 8 * k));
+    }
+}
+
+}  // namespace
+
+TEST(FileChecksum, ScanFindsTheOneValueThatIsNotNaNAcrossBlocks) {
+    // io::scanFile: the same checksum, and whether a range of big-endian float32 holds a value that
+    // is not NaN. The range starts at 2880 (a FITS data unit) and spans several 256 KiB read blocks.
+    TempDir dir;
+    const std::size_t start = 2880;
+    const std::size_t count = 200000;  // 800,000 bytes: 4 blocks
+    std::vector<unsigned char> bytes = randomBytes(start + count * 4 + 2000, 9);
+    const float qnan = std::numeric_limits<float>::quiet_NaN();
+    for (std::size_t i = 0; i < count; ++i) {
+        // quiet, signalling and negative NaNs: every one is NaN
+        std::uint32_t u = 0x7fc00000U | static_cast<std::uint32_t>(i % 7);
+        if (i % 3 == 1) {
+            u = 0xffc00001U;
+        } else if (i % 3 == 2) {
+            u = 0x7f800001U;
+        }
+        float f = qnan;
+        std::memcpy(&f, &u, 4);
+        putFloat(bytes, start + 4 * i, f);
+    }
+    const std::pair<std::int64_t, std::int64_t> range{start, count * 4};
+    const std::string allNaN = writeBytes(dir, "allnan", bytes);
+    io::FileScan s = io::scanFile(allNaN, range);
+    EXPECT_FALSE(s.anyNotNaN);
+    EXPECT_EQ(s.checksum, zlibChecksum(bytes));
+    EXPECT_EQ(s.checksum, io::fileChecksum(allNaN));
+    // One value that is not NaN, in the last block, is found: +inf, then a finite one.
+    for (const float v : {std::numeric_limits<float>::infinity(), -0.0F, 3.5F}) {
+        putFloat(bytes, start + 4 * (count - 1), v);
+        EXPECT_TRUE(io::scanFile(writeBytes(dir, "one", bytes), range).anyNotNaN) << v;
+    }
+    // Bytes outside the range do not count (random bytes there are mostly not NaN).
+    putFloat(bytes, start + 4 * (count - 1), qnan);
+    EXPECT_FALSE(io::scanFile(writeBytes(dir, "again", bytes), range).anyNotNaN);
+    // A file that ends inside the range is truncated.
+    bytes.resize(start + 1000);
+    const std::string cut = writeBytes(dir, "cut", bytes);
+    try {
+        (void)io::scanFile(cut, range);
+        ADD_FAILURE() << "no exception for a file that ends inside the range";
+    } catch (const InputError& e) {
+        EXPECT_NE(std::string(e.what()).find(cut + ": truncated file"), std::string::npos) << e.what();
     }
 }

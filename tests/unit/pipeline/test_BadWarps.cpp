@@ -6,6 +6,7 @@
 // accept as a finite negative number) follows input.on_bad_warp, and `strict` fails on all of them.
 #include <gtest/gtest.h>
 
+#include "PipelineSettings.h"
 #include "TempDir.h"
 #include "TinyWarps.h"
 #include "safeclip/kernel/Error.h"
@@ -18,16 +19,7 @@ using safeclip::test::TempDir;
 namespace {
 
 pipeline::PatchSettings settings(const std::string& mode) {
-    pipeline::PatchSettings s;
-    s.mode = mode;
-    s.memoryBudget = 64LL << 20;
-    s.sigmaClip = 1.5;
-    s.clipIter = 3;
-    s.badMaskPlanes = {"NO_DATA", "BAD", "SAT", "EDGE"};
-    s.removeMaskPlanes = {"NOT_DEBLENDED"};
-    s.scienceConfig = {"test = 1"};
-    s.scienceConfigHash = "0123456789abcdef";
-    return s;
+    return test::defaultPatchSettings(mode);
 }
 
 /// Three good warps and one bad one of the given kind ("nan", "zerovar", "negvar").
