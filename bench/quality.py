@@ -86,7 +86,7 @@ def main():
             sl = (slice(by - y0, by - y0 + bh), slice(bx - x0, bx - x0 + bw))
             if a["type"] != "trail":
                 other[sl] |= TR[sl] > 0
-            if a["type"] == "cosmic_ray":
+            if a["type"] in ("cosmic_ray", "cosmic_ray_track"):  # hits/clusters, tracks
                 crpix[sl] |= TR[sl] > 0
         for a in arts:
             if a["type"] != "trail":

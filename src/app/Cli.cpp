@@ -327,6 +327,16 @@ int runCli(int argc, char** argv) {
     sim->add_option("--size", simSize, "patch size WxH in pixels");
     sim->add_option("--patches", simOpts.patches, "number of patches")->check(CLI::Range(1, 10000));
     sim->add_option("--seed", simOpts.seed, "random seed");
+    sim->add_option("--cosmic-rays", simOpts.cosmicRayRate,
+                    "cosmic rays per million pixels per warp, all kinds (0: none; hits and clusters are at "
+                    "least one per warp when their rate is > 0)")
+        ->check(CLI::Range(0.0, 1e5))
+        ->capture_default_str();
+    sim->add_option("--cr-track-fraction", simOpts.cosmicRayTrackFraction,
+                    "fraction of the cosmic rays that are 5-40 px tracks at random angles (Poisson count); "
+                    "the rest are single-pixel hits and 2-4 px clusters")
+        ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
 
     // ingest
     auto* ing =

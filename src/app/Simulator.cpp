@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <system_error>
@@ -66,7 +67,8 @@ enum class Stream : std::uint64_t {
     Trail = 4,
     CosmicRay = 5,
     Ghost = 6,
-    Noise = 7
+    Noise = 7,
+    CosmicRayTrack = 8  ///< tracks only, so that the hits' draws do not depend on the track options
 };
 
 /// xoshiro256** seeded through splitmix64 from (seed, stream, a, b); Box–Muller normals in double.
@@ -126,6 +128,22 @@ public:
         m_haveSpare = true;
         return r * std::cos(a);
     }
+    /// Poisson-distributed count of mean `mean` (Knuth's product of uniforms, in chunks of mean
+    /// at most 8 so that exp(-mean) stays far from underflow; a sum of Poissons is Poisson).
+    long poisson(double mean) {
+        long n = 0;
+        while (mean > 0.0) {
+            const double m = std::min(mean, 8.0);
+            mean -= m;
+            const double limit = std::exp(-m);
+            double prod = uniform();
+            while (prod > limit) {
+                ++n;
+                prod *= uniform();
+            }
+        }
+        return n;
+    }
 
 private:
     static std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -163,6 +181,8 @@ struct Artifact {
     std::int64_t visit;
     Box bbox;
     double peakSnr;
+    double lengthPx = 0.0;  ///< cosmic-ray tracks only: length of the track's line, pixels
+    double angleDeg = 0.0;  ///< cosmic-ray tracks only: angle of the line to the x axis, [0, 180)
 };
 
 /// Bounding box accumulator.
@@ -375,15 +395,14 @@ Box renderGhost(ImageF& counts, Rng& rng, double amp) {
     return acc.box();
 }
 
-/// Cosmic rays: about area/16000 hits per warp (sparse, so that hits of different warps rarely
-/// share one difference footprint, which SafeClip cannot give to one warp), each of 1-4
-/// 8-connected pixels, S/N 50-500 per pixel (real hits deposit hundreds to thousands of
+/// Cosmic-ray hits: `n` per warp, each of 1-4 8-connected pixels (a quarter single pixels, the
+/// rest 2-4 px clusters), S/N 50-500 per pixel (real hits deposit hundreds to thousands of
 /// electrons against a sky noise of tens; fainter single pixels fall below the 2σ detection of
-/// the smoothed difference image).
-void renderCosmicRays(ImageF& counts, Rng& rng, double skySigma, std::int64_t visit,
+/// the smoothed difference image). The default rate, area/16000 per warp, is sparse, so that hits
+/// of different warps rarely share one difference footprint, which SafeClip cannot give to one warp.
+void renderCosmicRays(ImageF& counts, Rng& rng, long n, double skySigma, std::int64_t visit,
                       std::vector<Artifact>& artifacts) {
     const Box& b = counts.box();
-    const auto n = std::max<long>(1, std::lround(static_cast<double>(b.area()) / 16000.0));
     static constexpr int kDx[8] = {-1, 0, 1, -1, 1, -1, 0, 1};
     static constexpr int kDy[8] = {-1, -1, -1, 0, 0, 1, 1, 1};
     for (long k = 0; k < n; ++k) {
@@ -408,6 +427,71 @@ void renderCosmicRays(ImageF& counts, Rng& rng, double skySigma, std::int64_t vi
             acc.add(x, y);
         }
         artifacts.push_back({"cosmic_ray", visit, acc.box(), peak});
+    }
+}
+
+/// Cosmic-ray tracks: `n` per warp, each a line of length L uniform in [5, 40] px at an angle
+/// uniform in [0, π), centred anywhere in the warp (clipped by its edges), as a muon crossing
+/// the thick CCD obliquely leaves. The charge per unit length is q0 = 20-200 sky σ per pixel of
+/// length (log-uniform; ~80 e-/µm of silicon over a 10 µm pixel is ~1000 e- against a sky noise
+/// of tens of e-), varying along the track: per 1-px segment a log-normal factor (σ_ln = 0.5,
+/// mean 1) and, with probability 0.05, a delta-ray knot ×2-5 (the Landau tail). The line is
+/// sampled every ≤ 0.2 px and each sample's charge is shared bilinearly by the (up to) four
+/// pixels around it (a 1-px-wide charge cloud), so a track's pixels form one 8-connected set.
+void renderCosmicRayTracks(ImageF& counts, Rng& rng, long n, double skySigma, std::int64_t visit,
+                           std::vector<Artifact>& artifacts) {
+    const Box& b = counts.box();
+    for (long k = 0; k < n; ++k) {
+        const double cx = rng.uniform(b.x0, b.x1() - 1);
+        const double cy = rng.uniform(b.y0, b.y1() - 1);
+        const double length = rng.uniform(5.0, 40.0);
+        const double theta = rng.uniform(0.0, kPi);
+        const double q0 = rng.logUniform(20.0, 200.0) * skySigma;  // counts per pixel of length
+        const int nSeg = static_cast<int>(std::ceil(length));
+        std::vector<double> gain(static_cast<std::size_t>(nSeg));
+        for (double& g : gain) {
+            g = std::exp(0.5 * rng.normal() - 0.125);
+            if (rng.uniform() < 0.05) {
+                g *= rng.uniform(2.0, 5.0);
+            }
+        }
+        const double ux = std::cos(theta);
+        const double uy = std::sin(theta);
+        const int nSamples = static_cast<int>(std::ceil(length / 0.2));
+        const double ds = length / nSamples;
+        std::map<std::pair<int, int>, double> charge;  // (y, x) -> counts
+        for (int j = 0; j < nSamples; ++j) {
+            const double t = (j + 0.5) * ds;  // distance from the start
+            const double c =
+                q0 * gain[std::min<std::size_t>(static_cast<std::size_t>(t), gain.size() - 1)] * ds;
+            const double x = cx + (t - 0.5 * length) * ux;
+            const double y = cy + (t - 0.5 * length) * uy;
+            const double fx = x - std::floor(x);
+            const double fy = y - std::floor(y);
+            const int ix = static_cast<int>(std::floor(x));
+            const int iy = static_cast<int>(std::floor(y));
+            const double wx[2] = {1.0 - fx, fx};
+            const double wy[2] = {1.0 - fy, fy};
+            for (int dy = 0; dy < 2; ++dy) {
+                for (int dx = 0; dx < 2; ++dx) {
+                    const double w = wx[dx] * wy[dy];
+                    if (w > 0.0 && b.contains(ix + dx, iy + dy)) {
+                        charge[{iy + dy, ix + dx}] += c * w;
+                    }
+                }
+            }
+        }
+        if (charge.empty()) {
+            continue;  // cannot happen: the centre lies in the warp
+        }
+        BoxAcc acc;
+        double peak = 0.0;
+        for (const auto& [yx, q] : charge) {
+            counts(yx.second, yx.first) += static_cast<float>(q);
+            acc.add(yx.second, yx.first);
+            peak = std::max(peak, q / skySigma);
+        }
+        artifacts.push_back({"cosmic_ray_track", visit, acc.box(), peak, length, theta * 180.0 / kPi});
     }
 }
 
@@ -515,8 +599,14 @@ struct WarpProducts {
     ImageF transientTruth;  ///< ZP27 units
 };
 
+struct CosmicRayRates {
+    double rate = 0.0;           ///< per Mpx per warp, all kinds
+    double trackFraction = 0.0;  ///< of which tracks
+};
+
 WarpProducts simulateWarp(std::uint64_t seed, int patch, int i, int nWarps, const Box& box, const Sky& sky,
-                          const Visit& v, const kernel::MaskDict& dict, std::vector<Artifact>& artifacts) {
+                          const Visit& v, const CosmicRayRates& cr, const kernel::MaskDict& dict,
+                          std::vector<Artifact>& artifacts) {
     WarpProducts out;
     out.staticTruth = ImageF(box, 0.0F);
     for (const auto& s : sky.stars) {
@@ -546,8 +636,18 @@ WarpProducts simulateWarp(std::uint64_t seed, int patch, int i, int nWarps, cons
         artifacts.push_back({"ghost", v.visit, bb, 3.0});
     }
     {
+        // mu = A * rate / 1e6: with the default rate 62.5 this is exactly A / 16000 (A * 62.5 is
+        // exact and both divisions round the same real), so the default output is unchanged.
+        const double mu = static_cast<double>(box.area()) * cr.rate / 1e6;
+        const double muHits = mu * (1.0 - cr.trackFraction);
+        const long nHits = muHits > 0.0 ? std::max<long>(1, std::lround(muHits)) : 0;
         Rng rng(seed, Stream::CosmicRay, p, w);
-        renderCosmicRays(trans, rng, v.skySigma, v.visit, artifacts);
+        renderCosmicRays(trans, rng, nHits, v.skySigma, v.visit, artifacts);
+        if (cr.trackFraction > 0.0 && mu > 0.0) {
+            Rng trng(seed, Stream::CosmicRayTrack, p, w);
+            const long nTracks = trng.poisson(mu * cr.trackFraction);
+            renderCosmicRayTracks(trans, trng, nTracks, v.skySigma, v.visit, artifacts);
+        }
     }
 
     const WarpLayout lay = makeLayout(seed, patch, i, nWarps, box);
@@ -678,6 +778,15 @@ void simulate(const SimulateOptions& opts) {
     if (opts.patches < 1 || opts.patches > 10000) {
         throw ConfigError("simulate: patches must be in [1, 10000], got " + std::to_string(opts.patches));
     }
+    if (!(opts.cosmicRayRate >= 0.0 && opts.cosmicRayRate <= 1e5)) {  // also NaN
+        throw ConfigError("simulate: the cosmic-ray rate must be in [0, 100000] per Mpx, got " +
+                          std::to_string(opts.cosmicRayRate));
+    }
+    if (!(opts.cosmicRayTrackFraction >= 0.0 && opts.cosmicRayTrackFraction <= 1.0)) {
+        throw ConfigError("simulate: the cosmic-ray track fraction must be in [0, 1], got " +
+                          std::to_string(opts.cosmicRayTrackFraction));
+    }
+    const CosmicRayRates crRates{opts.cosmicRayRate, opts.cosmicRayTrackFraction};
     const fs::path outDir(opts.outDir);
     std::error_code ec;
     fs::create_directories(outDir, ec);
@@ -724,7 +833,8 @@ void simulate(const SimulateOptions& opts) {
 
         for (int i = 0; i < opts.warps; ++i) {
             const Visit& v = visits[static_cast<std::size_t>(i)];
-            WarpProducts wp = simulateWarp(opts.seed, p, i, opts.warps, box, sky, v, dict, artifacts);
+            WarpProducts wp =
+                simulateWarp(opts.seed, p, i, opts.warps, box, sky, v, crRates, dict, artifacts);
             const std::string rel = std::string(name) + "/warp-" + std::to_string(v.visit) + ".fits";
 
             io::ExposureData data;
@@ -775,6 +885,10 @@ void simulate(const SimulateOptions& opts) {
             aj["visit"] = a.visit;
             aj["bbox"] = boxJson(a.bbox);
             aj["peak_snr"] = a.peakSnr;
+            if (a.type == "cosmic_ray_track") {
+                aj["length"] = a.lengthPx;
+                aj["angle_deg"] = a.angleDeg;
+            }
             pj["artifacts"].push_back(std::move(aj));
         }
         truth["patches"].push_back(std::move(pj));

@@ -1,11 +1,14 @@
 /// @file test_Simulator.cpp  `safeclip simulate`: files, determinism, manifest, afw layout read back
-/// with WarpReader, NO_DATA conventions, single-epoch DETECTED on the satellite trail.
+/// with WarpReader, NO_DATA conventions, single-epoch DETECTED on the satellite trail; cosmic-ray
+/// kinds and rates, and the default output unchanged.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -351,6 +354,282 @@ TEST(Simulator, RejectsBadOptions) {
     EXPECT_THROW(app::simulate(opts), ConfigError);
     opts.warps = 2;
     opts.width = 8;
+    EXPECT_THROW(app::simulate(opts), ConfigError);
+    std::error_code ec;
+    fs::remove_all(opts.outDir, ec);
+}
+
+// ---- cosmic rays: kinds, rates, determinism of the defaults ------------------------------------
+
+namespace {
+
+/// One simulator run in a temporary directory, removed with the object.
+struct SimRun {
+    explicit SimRun(app::SimulateOptions opts, const std::string& tag) : dir(uniqueTempDir(tag)) {
+        opts.outDir = dir.string();
+        app::simulate(opts);
+        truth = nlohmann::json::parse(readFile(dir / "truth.json"));
+    }
+    ~SimRun() {
+        std::error_code ec;
+        fs::remove_all(dir, ec);
+    }
+    SimRun(const SimRun&) = delete;
+    SimRun& operator=(const SimRun&) = delete;
+    fs::path dir;
+    nlohmann::json truth;
+};
+
+kernel::Box boxOf(const nlohmann::json& b) {
+    return {int(b[0]), int(b[1]), int(b[2]), int(b[3])};
+}
+
+int countType(const nlohmann::json& truth, const std::string& type) {
+    int n = 0;
+    for (const auto& p : truth["patches"]) {
+        for (const auto& a : p["artifacts"]) {
+            n += a["type"] == type;
+        }
+    }
+    return n;
+}
+
+/// FNV-1a (64 bit) over every file of `dir` in sorted relative-path order: path, a NUL, contents.
+std::uint64_t treeHash(const fs::path& dir) {
+    std::vector<fs::path> files;
+    for (const auto& e : fs::recursive_directory_iterator(dir)) {
+        if (e.is_regular_file()) {
+            files.push_back(fs::relative(e.path(), dir));
+        }
+    }
+    std::sort(files.begin(), files.end(),
+              [](const fs::path& a, const fs::path& b) { return a.generic_string() < b.generic_string(); });
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    auto eat = [&h](const std::string& s) {
+        for (const char c : s) {
+            h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+        }
+    };
+    for (const auto& f : files) {
+        eat(f.generic_string());
+        eat(std::string(1, '\0'));
+        eat(readFile(dir / f));
+    }
+    return h;
+}
+
+}  // namespace
+
+// The default options must give exactly what the simulator gave before cosmic-ray tracks and
+// rates were added (tests and benchmarks depend on the seeds). The value was obtained once with
+// `safeclip` built from commit 1b794dd (before the change):
+//   safeclip simulate --out D --warps 4 --size 64x48 --patches 2 --seed 7
+// hashed with this FNV-1a in Python:
+//   h=0xcbf29ce484222325; for each file f of D in sorted relative-path order, for each byte b of
+//   f's path + b"\0" + f's contents: h = ((h ^ b) * 0x100000001b3) % 2**64
+TEST(SimulatorCosmicRays, DefaultOptionsGiveTheOutputOfBefore) {
+    app::SimulateOptions opts;
+    opts.warps = 4;
+    opts.width = 64;
+    opts.height = 48;
+    opts.patches = 2;
+    opts.seed = 7;
+    const SimRun run(opts, "default");
+    EXPECT_EQ(treeHash(run.dir), 0x521b82b4a75db312ULL);
+    EXPECT_EQ(countType(run.truth, "cosmic_ray_track"), 0);
+}
+
+TEST(SimulatorCosmicRays, ZeroRateMakesNone) {
+    app::SimulateOptions opts;
+    opts.warps = 8;
+    opts.width = 96;
+    opts.height = 64;
+    opts.cosmicRayRate = 0.0;
+    opts.cosmicRayTrackFraction = 0.5;
+    const SimRun run(opts, "cr0");
+    EXPECT_EQ(countType(run.truth, "cosmic_ray"), 0);
+    EXPECT_EQ(countType(run.truth, "cosmic_ray_track"), 0);
+    // warp 2 has neither a trail (warps 0, 3) nor a ghost (warp 5): no transient at all
+    const kernel::ImageF tr = io::readImageHdu((run.dir / "p000" / "truth.fits").string(), "TRANSIENT_102");
+    for (const float v : tr.data()) {
+        ASSERT_EQ(v, 0.0F);
+    }
+}
+
+TEST(SimulatorCosmicRays, OnlyTracksWhenTheFractionIsOne) {
+    app::SimulateOptions opts;
+    opts.warps = 4;
+    opts.width = 128;
+    opts.height = 128;
+    opts.cosmicRayRate = 1000.0;
+    opts.cosmicRayTrackFraction = 1.0;
+    const SimRun run(opts, "cr1");
+    EXPECT_EQ(countType(run.truth, "cosmic_ray"), 0);
+    EXPECT_GT(countType(run.truth, "cosmic_ray_track"), 0);
+}
+
+/// Tracks: Poisson count at the requested rate, lengths 5-40 px, boxes consistent with the
+/// length, S/N in range, and each track's pixels one 8-connected component.
+TEST(SimulatorCosmicRays, TracksAtTheRequestedRateAndShape) {
+    app::SimulateOptions opts;
+    opts.warps = 8;
+    opts.width = 256;
+    opts.height = 256;
+    opts.cosmicRayRate = 400.0;
+    opts.cosmicRayTrackFraction = 0.5;
+    opts.seed = 11;
+    const SimRun run(opts, "tracks");
+    const auto& pj = run.truth["patches"][0];
+    const kernel::Box box = boxOf(pj["box"]);
+    const double area = static_cast<double>(box.area());
+
+    // hits and clusters: lround(A * rate * (1 - f) / 1e6) per warp, exactly
+    const long hitsPerWarp = std::lround(area * 400.0 * 0.5 / 1e6);
+    EXPECT_EQ(countType(run.truth, "cosmic_ray"), opts.warps * hitsPerWarp);
+    // tracks: Poisson with mean A * rate * f / 1e6 per warp; over all warps within 4 sigma
+    const double mean = opts.warps * area * 400.0 * 0.5 / 1e6;  // 104.9
+    const int nTracks = countType(run.truth, "cosmic_ray_track");
+    EXPECT_NEAR(nTracks, mean, 4.0 * std::sqrt(mean)) << "tracks " << nTracks << ", expected " << mean;
+
+    // per warp, the truth images: TRANSIENT (counts > 0 on the track) and STATIC (NaN in NO_DATA)
+    const std::string truthFits = (run.dir / "p000" / "truth.fits").string();
+    int checkedConnectivity = 0;
+    int checkedLength = 0;
+    for (const auto& a : pj["artifacts"]) {
+        if (a["type"] != "cosmic_ray_track") {
+            continue;
+        }
+        const double length = a["length"];
+        const double angle = a["angle_deg"];
+        const double peak = a["peak_snr"];
+        EXPECT_GE(length, 5.0);
+        EXPECT_LE(length, 40.0);
+        EXPECT_GE(angle, 0.0);
+        EXPECT_LT(angle, 180.0);
+        EXPECT_GE(peak, 5.0);
+        EXPECT_LE(peak, 5000.0);
+        const kernel::Box bb = boxOf(a["bbox"]);
+        ASSERT_FALSE(bb.empty());
+        EXPECT_EQ(bb.intersect(box), bb);
+        const bool atEdge = bb.x0 == box.x0 || bb.y0 == box.y0 || bb.x1() == box.x1() || bb.y1() == box.y1();
+        if (!atEdge) {  // unclipped: the box spans the line's extent, plus at most 2 px per axis
+            const double diag = std::hypot(bb.width - 1, bb.height - 1);
+            EXPECT_GE(diag, length - 0.21) << bb.x0 << "," << bb.y0;
+            EXPECT_LE(diag, length + 2.0 * std::sqrt(2.0)) << bb.x0 << "," << bb.y0;
+            ++checkedLength;
+        }
+
+        // connectivity: warps without trail or ghost, the track's box free of other cosmic rays
+        // and of NO_DATA (where the truth is zeroed)
+        const std::int64_t visit = a["visit"];
+        const std::int64_t i = visit - 100;
+        if (i == 0 || i == 3 || i == 5) {
+            continue;
+        }
+        bool alone = true;
+        for (const auto& o : pj["artifacts"]) {
+            if (&o != &a && o["visit"] == visit && !boxOf(o["bbox"]).intersect(bb).empty()) {
+                alone = false;
+            }
+        }
+        if (!alone) {
+            continue;
+        }
+        const kernel::ImageF st = io::readImageHdu(truthFits, "STATIC_" + std::to_string(visit));
+        const kernel::ImageF tr = io::readImageHdu(truthFits, "TRANSIENT_" + std::to_string(visit));
+        std::vector<std::pair<int, int>> pix;
+        bool holes = false;
+        for (int y = bb.y0; y < bb.y1(); ++y) {
+            for (int x = bb.x0; x < bb.x1(); ++x) {
+                holes |= std::isnan(st.data()[at(box, x, y)]);
+                if (tr.data()[at(box, x, y)] > 0.0F) {
+                    pix.emplace_back(x, y);
+                }
+            }
+        }
+        if (holes) {
+            continue;
+        }
+        ASSERT_FALSE(pix.empty());
+        // flood fill from the first pixel, 8-connected
+        std::vector<char> seen(pix.size(), 0);
+        std::vector<std::size_t> stack{0};
+        seen[0] = 1;
+        std::size_t reached = 1;
+        while (!stack.empty()) {
+            const auto [x, y] = pix[stack.back()];
+            stack.pop_back();
+            for (std::size_t k = 0; k < pix.size(); ++k) {
+                if (!seen[k] && std::abs(pix[k].first - x) <= 1 && std::abs(pix[k].second - y) <= 1) {
+                    seen[k] = 1;
+                    ++reached;
+                    stack.push_back(k);
+                }
+            }
+        }
+        EXPECT_EQ(reached, pix.size()) << "track at " << bb.x0 << "," << bb.y0 << " of warp " << visit;
+        // the track's pixels span its box
+        int minX = bb.x1(), maxX = bb.x0 - 1, minY = bb.y1(), maxY = bb.y0 - 1;
+        for (const auto& [x, y] : pix) {
+            minX = std::min(minX, x);
+            maxX = std::max(maxX, x);
+            minY = std::min(minY, y);
+            maxY = std::max(maxY, y);
+        }
+        EXPECT_EQ((kernel::Box{minX, minY, maxX - minX + 1, maxY - minY + 1}), bb);
+        ++checkedConnectivity;
+    }
+    EXPECT_GE(checkedLength, 50);
+    EXPECT_GE(checkedConnectivity, 10);
+}
+
+/// The hits come from their own stream: turning tracks on keeps the first hits of a warp as they
+/// were, and the same seed gives the same tracks.
+TEST(SimulatorCosmicRays, TracksDoNotMoveTheHitsAndAreDeterministic) {
+    app::SimulateOptions opts;
+    opts.warps = 2;
+    opts.width = 128;
+    opts.height = 128;
+    opts.cosmicRayRate = 1000.0;
+    const SimRun hitsOnly(opts, "hits");
+    opts.cosmicRayTrackFraction = 0.5;
+    const SimRun mixedA(opts, "mixa");
+    const SimRun mixedB(opts, "mixb");
+    auto ofType = [](const SimRun& r, const std::string& type, std::int64_t visit) {
+        std::vector<nlohmann::json> out;
+        for (const auto& a : r.truth["patches"][0]["artifacts"]) {
+            if (a["type"] == type && a["visit"] == visit) {
+                out.push_back(a);
+            }
+        }
+        return out;
+    };
+    for (const std::int64_t visit : {100, 101}) {
+        const auto all = ofType(hitsOnly, "cosmic_ray", visit);
+        const auto some = ofType(mixedA, "cosmic_ray", visit);
+        ASSERT_EQ(all.size(), 16U);  // lround(16384 * 1000 / 1e6)
+        ASSERT_EQ(some.size(), 8U);
+        for (std::size_t k = 0; k < some.size(); ++k) {
+            EXPECT_EQ(some[k], all[k]) << k;
+        }
+        EXPECT_EQ(ofType(mixedA, "cosmic_ray_track", visit), ofType(mixedB, "cosmic_ray_track", visit));
+    }
+    EXPECT_EQ(treeHash(mixedA.dir), treeHash(mixedB.dir));
+}
+
+TEST(SimulatorCosmicRays, RejectsBadRates) {
+    app::SimulateOptions opts;
+    opts.outDir = uniqueTempDir("badcr").string();
+    opts.cosmicRayRate = -1.0;
+    EXPECT_THROW(app::simulate(opts), ConfigError);
+    opts.cosmicRayRate = std::nan("");
+    EXPECT_THROW(app::simulate(opts), ConfigError);
+    opts.cosmicRayRate = 1e6;
+    EXPECT_THROW(app::simulate(opts), ConfigError);
+    opts.cosmicRayRate = 62.5;
+    opts.cosmicRayTrackFraction = 1.5;
+    EXPECT_THROW(app::simulate(opts), ConfigError);
+    opts.cosmicRayTrackFraction = -0.1;
     EXPECT_THROW(app::simulate(opts), ConfigError);
     std::error_code ec;
     fs::remove_all(opts.outDir, ec);
