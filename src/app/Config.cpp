@@ -132,6 +132,34 @@ std::vector<KeyDef> buildSchema() {
                     "allow a negative fallback value (interpImage.negativeFallbackAllowed)"));
     s.push_back(key("interp.transpose", K::Bool, false,
                     "interpolate along columns instead of rows (interpImage.transpose)"));
+    s.push_back(key("cosmic_rays.detect", K::Bool, false,
+                    "find cosmic rays in each warp before any stack (LSST's findCosmicRays, as RepairTask "
+                    "runs it per exposure); their pixels are left out of every stack (CR plane, REJECTED "
+                    "in the coadd). Off: LSST warps arrive with cosmic rays already repaired"));
+    s.push_back(
+        key("cosmic_rays.psf_sigma", K::Double, 0.0,
+            "PSF sigma (px) for the sharpness test, in [0, 100]; 0 = each warp's PSFSIGMA/FWHM card"));
+    s.push_back(key("cosmic_rays.background", K::Double, 0.0,
+                    "background level of the warps (image units; RepairTask passes the image median, "
+                    "warps are background-subtracted)"));
+    s.push_back(key("cosmic_rays.min_sigma", K::Double, 6.0,
+                    "a CR pixel is this many sigma (sqrt variance) above its neighbours, > 0 (minSigma)"));
+    s.push_back(
+        key("cosmic_rays.min_dn", K::Double, 150.0,
+            "minimum summed excess of a CR, >= 0, read in units of sky_sigma_dn sky sigmas (min_DN)"));
+    s.push_back(key("cosmic_rays.sky_sigma_dn", K::Double, 20.0,
+                    "the sky noise in DN against which min_dn is read (150 / 20 = 7.5 sky sigma); <= 0 "
+                    "reads min_dn in image units (safeclip's conversion: warps have no DN scale)"));
+    s.push_back(key("cosmic_rays.cond3_fac", K::Double, 2.5,
+                    "noise factor of the PSF-sharpness test, >= 0 (cond3_fac)"));
+    s.push_back(key("cosmic_rays.cond3_fac2", K::Double, 0.6,
+                    "factor on the PSF's neighbour/centre ratio of the sharpness test, > 0 (cond3_fac2; "
+                    "obs_decam and obs_subaru use 0.4)"));
+    s.push_back(key("cosmic_rays.niteration", K::Int, std::int64_t{3},
+                    "passes that grow each CR into its neighbours, in [0, 20] (niteration)"));
+    s.push_back(key("cosmic_rays.n_cr_pixel_max", K::Int, std::int64_t{100000},
+                    "more CR pixels than this in one warp is a bad warp (input.on_bad_warp), in [1, 10^9] "
+                    "(nCrPixelMax; 100000 as obs_decam and obs_subaru set it)"));
     s.push_back(key("qa.enabled", K::Bool, false,
                     "also write a QA picture <patch>.qa.png next to each coadd (image, CLIPPED outlines, "
                     "NO_DATA, NIMAGE, per-warp clipped counts; same as `safeclip qa`)"));
@@ -725,6 +753,15 @@ void Config::validate() const {
     unit("clip.min_foot_overlap_double");
     unit("clip.max_foot_overlap_double");
     intIn("clip.min_big_overlap", 0, kMaxBigOverlap);
+    doubleIn("cosmic_rays.psf_sigma", 0.0, kMaxPsfSigma);
+    finite("cosmic_rays.background");
+    positive("cosmic_rays.min_sigma");
+    nonNegative("cosmic_rays.min_dn");
+    finite("cosmic_rays.sky_sigma_dn");
+    nonNegative("cosmic_rays.cond3_fac");
+    positive("cosmic_rays.cond3_fac2");
+    intIn("cosmic_rays.niteration", 0, 20);
+    intIn("cosmic_rays.n_cr_pixel_max", 1, 1000000000);
     choice("log.level", {"trace", "debug", "info", "warn", "error", "off"});
     choice("log.progress", {"auto", "on", "off"});
 }

@@ -21,9 +21,12 @@ using kernel::MaskPixel;
 std::vector<std::string> scienceConfig(const Config& cfg) {
     static const char* const kExecution[] = {"input.manifest", "output.", "checkpoint.", "qa.",
                                              "tile.",          "memory.", "log."};
+    // With the cosmic-ray stage off its parameters change no pixel: left out, so that a coadd made
+    // without it keeps the bytes (CONFIG table, SCCFGHSH) it had before the stage existed.
+    const bool crStage = cfg.getBool("cosmic_rays.detect");
     std::vector<std::string> lines;
     for (const KeyDef& k : configSchema()) {
-        bool skip = false;
+        bool skip = !crStage && k.name.rfind("cosmic_rays.", 0) == 0;
         for (const char* prefix : kExecution) {
             skip = skip || k.name.rfind(prefix, 0) == 0;
         }
@@ -120,6 +123,19 @@ pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     s.interp.useFallbackValueAtEdge = cfg.getBool("interp.use_fallback_value_at_edge");
     s.interp.negativeFallbackAllowed = cfg.getBool("interp.negative_fallback_allowed");
     s.interp.transpose = cfg.getBool("interp.transpose");
+    s.cosmicRays.detect = cfg.getBool("cosmic_rays.detect");
+    s.cosmicRays.psfSigma = cfg.getDouble("cosmic_rays.psf_sigma");
+    s.cosmicRays.background = cfg.getDouble("cosmic_rays.background");
+    kernel::CosmicRayControl& cr = s.cosmicRays.control;
+    cr.minSigma = cfg.getDouble("cosmic_rays.min_sigma");
+    cr.min_DN = cfg.getDouble("cosmic_rays.min_dn");
+    cr.skySigmaDn = cfg.getDouble("cosmic_rays.sky_sigma_dn");
+    cr.cond3_fac = cfg.getDouble("cosmic_rays.cond3_fac");
+    cr.cond3_fac2 = cfg.getDouble("cosmic_rays.cond3_fac2");
+    cr.niteration = static_cast<int>(cfg.getInt("cosmic_rays.niteration"));
+    cr.nCrPixelMax = static_cast<int>(cfg.getInt("cosmic_rays.n_cr_pixel_max"));
+    cr.keepCRs = true;  // the stage finds; the warps are never repaired
+    cr.validate();
     s.scienceConfig = scienceConfig(cfg);
     s.scienceConfigHash = io::hashStrings(s.scienceConfig);
     if (cfg.getBool("qa.enabled")) {

@@ -13,6 +13,7 @@
 #include "safeclip/io/Manifest.h"
 #include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
+#include "safeclip/pipeline/Driver.h"
 
 namespace safeclip::app {
 
@@ -43,6 +44,7 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
     plan.budgetBytes = geom::parseByteSize(cfg.getString("memory.max_per_rank"), "memory.max_per_rank");
     const bool trialPass = plan.mode == "safeclip";
     const bool validatePixels = cfg.getBool("input.validate_pixels");
+    const std::optional<geom::CosmicRayStage> crStage = pipeline::cosmicRayStage(makePatchSettings(cfg));
     std::vector<double> costs;
     for (const auto& p : manifest.patches) {
         costs.push_back(static_cast<double>(p.box.area()) *
@@ -108,12 +110,13 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
                             pp.warpsOpened, plan.budgetBytes);
         pp.tileSize = tp.tileSize;
         pp.tiles = static_cast<int>(tp.tiles.size());
-        pp.warpBytesRead =
-            geom::expectedWarpBytesRead(pp.box, tp.tiles, pp.halo, opened, trialPass) + validationReads;
         try {
-            pp.perRank =
-                geom::checkedPatchBudget(pp.box, tp, groupSize, static_cast<int>(cfg.getInt("tile.size")),
-                                         opened, trialPass, plan.budgetBytes, pp.name, validationReads);
+            pp.warpBytesRead = geom::expectedWarpBytesRead(pp.box, tp.tiles, pp.halo, opened, trialPass,
+                                                           crStage, plan.budgetBytes) +
+                               validationReads;
+            pp.perRank = geom::checkedPatchBudget(
+                pp.box, tp, groupSize, static_cast<int>(cfg.getInt("tile.size")), opened, trialPass,
+                plan.budgetBytes, pp.name, validationReads, crStage);
         } catch (const ConfigError& e) {
             pp.error = e.what();
         }

@@ -1,6 +1,7 @@
 #include "safeclip/geom/MemoryBudget.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "safeclip/geom/Plan.h"
 #include "safeclip/kernel/Error.h"
@@ -26,6 +27,45 @@ int weightsChunkRows(const Box& warp, std::int64_t budgetBytes) {
     return static_cast<int>(std::clamp<std::int64_t>(
         std::min<std::int64_t>((budgetBytes - sampleBytes) / rowBytes, kChunkCap / rowBytes), 1,
         warp.height));
+}
+
+std::int64_t cosmicRayBytes(const Box& haloBox, int nCrPixelMax) {
+    return haloBox.area() * kCosmicRayBytesPerPixel +
+           static_cast<std::int64_t>(std::max(0, nCrPixelMax)) * kCosmicRayBytesPerCrPixel;
+}
+
+std::vector<Box> cosmicRayTiles(const Box& warp, int halo, std::int64_t budgetBytes, int nCrPixelMax) {
+    if (cosmicRayBytes(warp, nCrPixelMax) <= budgetBytes) {
+        return {warp};
+    }
+    constexpr int kMinSide = 32;
+    const std::int64_t reserve =
+        static_cast<std::int64_t>(std::max(0, nCrPixelMax)) * kCosmicRayBytesPerCrPixel;
+    const std::int64_t minBytes =
+        cosmicRayBytes(Box{0, 0, kMinSide + 2 * halo, kMinSide + 2 * halo}, nCrPixelMax);
+    if (minBytes > budgetBytes) {
+        throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
+                          " cannot hold the cosmic-ray stage's smallest tile (" + std::to_string(kMinSide) +
+                          " px plus a halo of " + std::to_string(halo) + " px and the reserve for " +
+                          std::to_string(nCrPixelMax) + " CR pixels: " + formatByteSize(minBytes) + ")");
+    }
+    // The largest side s (a multiple of 16) with (s + 2 halo)² · 13 B + reserve <= budget.
+    const auto span = static_cast<std::int64_t>(
+        std::sqrt(static_cast<double>(budgetBytes - reserve) / static_cast<double>(kCosmicRayBytesPerPixel)));
+    std::int64_t side = std::max<std::int64_t>(kMinSide, (span - 2 * halo) / 16 * 16);
+    while (side > kMinSide &&
+           cosmicRayBytes(Box{0, 0, static_cast<int>(side + 2 * halo), static_cast<int>(side + 2 * halo)},
+                          nCrPixelMax) > budgetBytes) {
+        side -= 16;
+    }
+    std::vector<Box> tiles;
+    const int s = static_cast<int>(side);
+    for (int y = warp.y0; y < warp.y1(); y += s) {
+        for (int x = warp.x0; x < warp.x1(); x += s) {
+            tiles.push_back(Box{x, y, std::min(s, warp.x1() - x), std::min(s, warp.y1() - y)});
+        }
+    }
+    return tiles;
 }
 
 std::int64_t trialFixedBytes(const Box& haloBox) {
@@ -77,7 +117,8 @@ std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& ti
                                     const std::vector<int>& owner, int halo, int groupSize,
                                     const std::vector<Box>& warpBoxes, bool trialPass,
                                     std::int64_t budgetBytes, const std::string& patchName, int tileSize,
-                                    std::int64_t extraRootReads) {
+                                    std::int64_t extraRootReads,
+                                    const std::optional<CosmicRayStage>& cosmicRays) {
     groupSize = std::max(1, groupSize);
     std::vector<RankBudget> out(static_cast<std::size_t>(groupSize));
     int nUsed = 0;
@@ -97,6 +138,15 @@ std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& ti
             weightsPeak[i % static_cast<std::size_t>(groupSize)],
             weightsSampleBytes(wb) + static_cast<std::int64_t>(rows) * wb.width * kWeightsChunkBytesPerPixel);
         b.warpBytesRead += wb.area() * kWeightsReadBytesPerPixel;
+        if (cosmicRays) {  // the same rank finds the warp's cosmic rays, tile by tile, first
+            for (const Box& t : cosmicRayTiles(wb, cosmicRays->halo, budgetBytes, cosmicRays->nCrPixelMax)) {
+                const Box hb = t.grown(cosmicRays->halo).intersect(wb);
+                weightsPeak[i % static_cast<std::size_t>(groupSize)] =
+                    std::max(weightsPeak[i % static_cast<std::size_t>(groupSize)],
+                             cosmicRayBytes(hb, cosmicRays->nCrPixelMax));
+                b.warpBytesRead += hb.area() * kStackReadBytesPerPixel;
+            }
+        }
     }
     std::vector<std::int64_t> ownArea(out.size(), 0);
     for (std::size_t t = 0; t < tiles.size(); ++t) {
@@ -151,11 +201,11 @@ int countUsed(const std::vector<Box>& warpBoxes) {
 }
 
 bool budgetWorks(const Box& patch, int groupSize, int tileSize, int halo, const std::vector<Box>& warpBoxes,
-                 bool trialPass, std::int64_t budgetBytes) {
+                 bool trialPass, std::int64_t budgetBytes, const std::optional<CosmicRayStage>& cosmicRays) {
     const TilePlan plan = planTiles(patch, groupSize, tileSize, halo, countUsed(warpBoxes), budgetBytes);
     try {
         (void)patchBudget(patch, plan.tiles, plan.owner, halo, groupSize, warpBoxes, trialPass, budgetBytes,
-                          "", plan.tileSize);
+                          "", plan.tileSize, 0, cosmicRays);
         return true;
     } catch (const ConfigError&) {
         return false;
@@ -165,11 +215,12 @@ bool budgetWorks(const Box& patch, int groupSize, int tileSize, int halo, const 
 }  // namespace
 
 std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize, int halo,
-                                   const std::vector<Box>& warpBoxes, bool trialPass) {
+                                   const std::vector<Box>& warpBoxes, bool trialPass,
+                                   const std::optional<CosmicRayStage>& cosmicRays) {
     constexpr std::int64_t kMax = std::int64_t{1} << 62;
     std::int64_t lo = 0;  // does not work (a budget is >= 1 byte)
     std::int64_t hi = 1 << 20;
-    while (!budgetWorks(patch, groupSize, tileSize, halo, warpBoxes, trialPass, hi)) {
+    while (!budgetWorks(patch, groupSize, tileSize, halo, warpBoxes, trialPass, hi, cosmicRays)) {
         lo = hi;
         if (hi >= kMax / 2) {
             return kMax;  // nothing sensible works (cannot happen for a manifest's box)
@@ -179,7 +230,8 @@ std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize
     // Invariant: lo does not work, hi works.
     while (hi - lo > 1) {
         const std::int64_t mid = lo + (hi - lo) / 2;
-        (budgetWorks(patch, groupSize, tileSize, halo, warpBoxes, trialPass, mid) ? hi : lo) = mid;
+        (budgetWorks(patch, groupSize, tileSize, halo, warpBoxes, trialPass, mid, cosmicRays) ? hi : lo) =
+            mid;
     }
     return hi;
 }
@@ -187,13 +239,14 @@ std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize
 std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& plan, int groupSize,
                                            int tileSize, const std::vector<Box>& warpBoxes, bool trialPass,
                                            std::int64_t budgetBytes, const std::string& patchName,
-                                           std::int64_t extraRootReads) {
+                                           std::int64_t extraRootReads,
+                                           const std::optional<CosmicRayStage>& cosmicRays) {
     try {
         return patchBudget(patch, plan.tiles, plan.owner, plan.halo, groupSize, warpBoxes, trialPass,
-                           budgetBytes, patchName, plan.tileSize, extraRootReads);
+                           budgetBytes, patchName, plan.tileSize, extraRootReads, cosmicRays);
     } catch (const ConfigError& e) {
         const std::int64_t need =
-            smallestWorkingBudget(patch, groupSize, tileSize, plan.halo, warpBoxes, trialPass);
+            smallestWorkingBudget(patch, groupSize, tileSize, plan.halo, warpBoxes, trialPass, cosmicRays);
         throw ConfigError(std::string(e.what()) + "; the smallest memory.max_per_rank that works for patch " +
                           patchName + " is " + formatByteSize(need) + " (" + std::to_string(need) +
                           " bytes)");
@@ -201,10 +254,17 @@ std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& pla
 }
 
 std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo,
-                                   const std::vector<Box>& warpBoxes, bool trialPass) {
+                                   const std::vector<Box>& warpBoxes, bool trialPass,
+                                   const std::optional<CosmicRayStage>& cosmicRays,
+                                   std::int64_t budgetBytes) {
     std::int64_t weights = 0;
     for (const Box& wb : warpBoxes) {
         weights += wb.area() * kWeightsReadBytesPerPixel;  // empty box: a warp that is not read
+        if (cosmicRays && !wb.empty()) {
+            for (const Box& t : cosmicRayTiles(wb, cosmicRays->halo, budgetBytes, cosmicRays->nCrPixelMax)) {
+                weights += t.grown(cosmicRays->halo).intersect(wb).area() * kStackReadBytesPerPixel;
+            }
+        }
     }
     std::int64_t perWarp = 0;
     for (const Box& tile : tiles) {

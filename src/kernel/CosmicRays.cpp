@@ -335,7 +335,9 @@ CosmicRayResult findCosmicRays(MaskedImage& mi, double psfSigma, double backgrou
     }
     result.nFirstPass = nFirst;
     // ---- 2. group, restore ----
-    std::vector<SpanSet> crs = connectedComponents8(SpanSet::fromSortedSpans(std::move(firstSpans)));
+    const SpanSet firstPass = SpanSet::fromSortedSpans(std::move(firstSpans));
+    result.firstPass = toParent(firstPass, box);
+    std::vector<SpanSet> crs = connectedComponents8(firstPass);
     undo.restore(p.img);
     // ---- 3. condition 1 (min_DN) on the input values ----
     {

@@ -334,11 +334,15 @@ SpanSet SpanSet::dilateDisk(int r, const Box& clip) const {
 }
 
 void SpanSet::paint(MaskImage& mask, MaskPixel bits) const {
-    const SpanSet inside = clippedTo(mask.box());
+    paint(mask.data().data(), mask.box(), bits);
+}
+
+void SpanSet::paint(MaskPixel* mask, const Box& box, MaskPixel bits) const {
+    const SpanSet inside = clippedTo(box);
     for (const Span& s : inside.spans()) {
-        MaskPixel* row = mask.row(s.y);
+        MaskPixel* row = mask + static_cast<std::ptrdiff_t>(s.y - box.y0) * box.width - box.x0;
         for (int x = s.x0; x <= s.x1; ++x) {
-            row[x - mask.box().x0] |= bits;
+            row[x] |= bits;
         }
     }
 }

@@ -1,8 +1,8 @@
 /// @file CoaddOutput.cpp  Stage "write": the coadd's FITS product (spec §9) on the root — primary
 /// cards, IMAGE/MASK/VARIANCE with the first warp's WCS, NIMAGE, and the tables INPUTS,
-/// FOOTPRINTS, CANDIDATES, CLIPPED_SPANS (safeclip mode) and CONFIG — written atomically once every
-/// used warp is checked to have the size and mtime "open" saw; then
-/// the patch's checkpoints are removed and the settings' afterWrite hook runs.
+/// FOOTPRINTS, CANDIDATES, CLIPPED_SPANS (safeclip mode), CR_SPANS (cosmic_rays.detect) and CONFIG — written
+/// atomically once every used warp is checked to have the size and mtime "open" saw; then the patch's
+/// checkpoints are removed and the settings' afterWrite hook runs.
 #include <cmath>
 
 #include "safeclip/Version.h"
@@ -55,13 +55,24 @@ io::Table inputsTable(const PatchContext& ctx) {
                       {"size", size, "byte"},
                       {"mtime_ns", mtime, "ns"},
                       {"n_big_footprints", nBig, ""}};
+    if (ctx.settings.cosmicRays.detect) {  // only then: outputs without the stage are unchanged
+        std::vector<std::int64_t> nCrPixels;
+        std::vector<std::int64_t> nCr;
+        for (const Warp& w : ctx.warps) {
+            nCrPixels.push_back(w.cosmicRays.area());
+            nCr.push_back(w.nCosmicRays);
+        }
+        inputs.columns.push_back({"n_cr_pixels", nCrPixels, "pixel"});
+        inputs.columns.push_back({"n_cosmic_rays", nCr, ""});
+    }
     return inputs;
 }
 
-std::vector<kernel::ClippedSpanRow> clippedSpans(const PatchContext& ctx) {
+/// (visit, y, x0, x1) rows of one span set per warp: CLIPPED_SPANS and CR_SPANS.
+std::vector<kernel::ClippedSpanRow> spanRows(const PatchContext& ctx, kernel::SpanSet Warp::*member) {
     std::vector<kernel::ClippedSpanRow> rows;
     for (const Warp& w : ctx.warps) {
-        for (const kernel::Span& s : w.clipped.spans()) {
+        for (const kernel::Span& s : (w.*member).spans()) {
             rows.push_back({w.visit, s.y, s.x0, s.x1});
         }
     }
@@ -120,7 +131,11 @@ void write(const PatchContext& ctx) {
     if (safeclip) {
         data.tables.push_back(io::rowsToTable("FOOTPRINTS", ctx.decisions.footprints));
         data.tables.push_back(io::rowsToTable("CANDIDATES", ctx.decisions.candidates));
-        data.tables.push_back(io::rowsToTable("CLIPPED_SPANS", clippedSpans(ctx)));
+        data.tables.push_back(io::rowsToTable("CLIPPED_SPANS", spanRows(ctx, &Warp::clipped)));
+    }
+    if (ctx.settings.cosmicRays.detect) {
+        // Every CR pixel the "cosmic_rays" stage found, per warp (the whole warp box).
+        data.tables.push_back(io::rowsToTable("CR_SPANS", spanRows(ctx, &Warp::cosmicRays)));
     }
     io::Table config{"CONFIG", {}};
     config.columns = {{"line", ctx.settings.scienceConfig, ""}};

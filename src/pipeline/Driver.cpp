@@ -81,16 +81,27 @@ int tileHalo(const kernel::DetectControl& configured, double sigma) {
     return detectionHalo(dc);
 }
 
+std::optional<geom::CosmicRayStage> cosmicRayStage(const PatchSettings& settings) {
+    if (!settings.cosmicRays.detect) {
+        return std::nullopt;
+    }
+    return geom::CosmicRayStage{cosmicRayHalo(settings.cosmicRays.control),
+                                settings.cosmicRays.control.nCrPixelMax};
+}
+
 const std::vector<StageDef>& modeStages(const std::string& mode) {
     // Plain weighted mean of the warps (no clipping, no detection).
     static const std::vector<StageDef> kMean = {
-        {"open", openWarps},   {"weights", measureWeights}, {"setup", planTiles},
-        {"final", finalStack}, {"post", postProcess},       {"write", writeCoadd},
+        {"open", openWarps},         {"cosmic_rays", findWarpCosmicRays},
+        {"weights", measureWeights}, {"setup", planTiles},
+        {"final", finalStack},       {"post", postProcess},
+        {"write", writeCoadd},
     };
     // SafeClip (spec §3-§8).
     static const std::vector<StageDef> kSafeClip = {
         {"open", openWarps},
         {"resume", resumeDecisions},
+        {"cosmic_rays", findWarpCosmicRays},  // also on --resume: the final stack needs its pixels
         {"weights", measureWeights, /*skipWhenResumed=*/true},
         {"detection", setupDetection},
         {"setup", planTiles},

@@ -118,6 +118,7 @@ std::vector<parallel::Tile> stackTiles(PatchContext& ctx, MaskedImage* direct, k
             for (std::size_t i = 0; i < warps.size(); ++i) {
                 warps[i]->reader->read(chunk, bufs[i]);
                 MaskedImage& b = bufs[i];
+                paintCosmicRays(*warps[i], chunk, b.mask.data().data(), bits.cr);
                 if (!warps[i]->clipped.empty()) {
                     warps[i]->clipped.rowsIn(chunk.y0, chunk.y1()).paint(b.mask, bits.clipped);
                 }

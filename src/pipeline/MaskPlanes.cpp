@@ -58,6 +58,13 @@ void resolveMaskPlanes(PatchContext& ctx) {
     for (const auto& name : ctx.settings.removeMaskPlanes) {
         bits.remove |= dict.bitMask(name);
     }
+    bits.cr = dict.bitMask("CR");
+    if (ctx.settings.cosmicRays.detect) {
+        // The pixels the "cosmic_rays" stage finds (and any CR the warps already carry) are left
+        // out of the weights, both trial stacks, the overlap counts and the final stack; in the
+        // coadd they map to REJECTED like every other bad plane (spec §7.2.2).
+        bits.bad |= bits.cr;
+    }
     ctx.bits = bits;
     ctx.meanCtrl = stackControl(ctx, kernel::Statistic::Mean, bits.bad);
     ctx.clipCtrl = stackControl(ctx, kernel::Statistic::MeanClip, bits.bad);

@@ -70,7 +70,7 @@ void planTiles(PatchContext& ctx) {
         }
         (void)geom::checkedPatchBudget(ctx.box, ctx.tiles, parallel::sizeOf(ctx.group), ctx.settings.tileSize,
                                        warpBoxes, ctx.clipStages && !ctx.resumed, ctx.settings.memoryBudget,
-                                       ctx.name);
+                                       ctx.name, 0, cosmicRayStage(ctx.settings));
     });
 }
 

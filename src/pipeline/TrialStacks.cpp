@@ -59,6 +59,7 @@ TileResult trialTile(const PatchContext& ctx, const Box& tile, const std::vector
         for (std::size_t i = 0; i < n; ++i) {
             warps[i]->reader->read(chunk, bufs[i]);
             MaskedImage& b = bufs[i];
+            paintCosmicRays(*warps[i], chunk, b.mask.data().data(), bits.cr);
             for (int y = ty0; y < ty1; ++y) {
                 const kernel::MaskPixel* m = b.mask.row(y) + (tile.x0 - chunk.x0);
                 kernel::appendMaskRuns3(out.bad[i], out.detGood[i], detAllRow, y, tile.x0, m, tile.width,

@@ -112,6 +112,7 @@ std::pair<std::vector<WeightMeasure>, DetectedSpans> measureMine(PatchContext& c
             var.resize(static_cast<std::size_t>(chunk.area()));
             mask.resize(static_cast<std::size_t>(chunk.area()));
             w.reader->readPlanes(chunk, nullptr, mask.data(), var.data());
+            paintCosmicRays(w, chunk, mask.data(), ctx.bits.cr);  // a bad plane when found
             float* dst = sample.get();
             for (std::size_t k = 0; k < var.size(); ++k) {
                 const float v = var[k] * s2;

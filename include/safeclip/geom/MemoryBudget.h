@@ -7,6 +7,7 @@
 /// of every warp file (io::fileChecksum reads each file once, outside warpBytesRead). Chunking
 /// never changes the pixels; the rows computed here are exactly the ones the run uses.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,12 @@ inline constexpr std::int64_t kFinalFixedBytesPerPixel = 14;
 /// planes in the trial and final stacks (io::warpBytesRead counts 4 B per plane and pixel requested).
 inline constexpr std::int64_t kWeightsReadBytesPerPixel = 8;
 inline constexpr std::int64_t kStackReadBytesPerPixel = 12;
+/// Cosmic rays (optional stage): one warp's IMAGE + MASK + VARIANCE on a tile plus halo (12 B/px)
+/// and kernel::findCosmicRays' per-pixel CR flags (1 B/px).
+inline constexpr std::int64_t kCosmicRayBytesPerPixel = 13;
+/// Cosmic rays: the kernel's bookkeeping per CR pixel it may hold (saved values, spans, the CR
+/// sets), reserved for nCrPixelMax pixels.
+inline constexpr std::int64_t kCosmicRayBytesPerCrPixel = 64;
 /// Cap of the warp buffers of one row chunk (all warps together; weights, trial and final stacks):
 /// each warp's rows are then still in cache when they are used (measured on 16 x 2048² and
 /// 64 x 1024²: 7-10 % less CPU than a 64 MiB cap; larger chunks also add page faults: 19 % of the
@@ -59,6 +66,23 @@ std::int64_t weightsSampleBytes(const Box& warp);
 /// @throws ConfigError "memory.max_per_rank = X cannot hold one warp's variance sample for the
 ///         weights (Y for the warp box BOX)" when the sample plus one row does not fit.
 int weightsChunkRows(const Box& warp, std::int64_t budgetBytes);
+
+// ---- optional stage: cosmic rays --------------------------------------------------------------
+/// The "cosmic_rays" stage as the model needs it (absent: the stage is off).
+struct CosmicRayStage {
+    int halo = 0;         ///< the halo each tile starts with (pipeline::cosmicRayHalo)
+    int nCrPixelMax = 0;  ///< cosmic_rays.n_cr_pixel_max
+};
+
+/// Bytes the stage holds for one tile plus halo `haloBox`: 13 B/px plus the CR-pixel reserve.
+std::int64_t cosmicRayBytes(const Box& haloBox, int nCrPixelMax);
+
+/// The stage's tiles over a warp's whole box: the whole box when it fits the budget in one piece,
+/// else square tiles (side a multiple of 16, at least 32) whose box plus `halo` fits. Results do
+/// not depend on this choice (pipeline/CosmicRays.cpp).
+/// @throws ConfigError "memory.max_per_rank = X cannot hold the cosmic-ray stage's smallest tile
+///         (32 px plus a halo of H: Y)" when even that does not fit.
+std::vector<Box> cosmicRayTiles(const Box& warp, int halo, std::int64_t budgetBytes, int nCrPixelMax);
 
 // ---- stages 1 and 2: trial and final stacks ----------------------------------------------------
 /// The trial stage's fixed arrays for a tile whose box plus halo (clipped to the patch) is `haloBox`.
@@ -107,7 +131,8 @@ std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& ti
                                     const std::vector<int>& owner, int halo, int groupSize,
                                     const std::vector<Box>& warpBoxes, bool trialPass,
                                     std::int64_t budgetBytes, const std::string& patchName, int tileSize,
-                                    std::int64_t extraRootReads = 0);
+                                    std::int64_t extraRootReads = 0,
+                                    const std::optional<CosmicRayStage>& cosmicRays = std::nullopt);
 
 /// A budget below which no tile plan can work: the gathered patch (final stage, group root) or
 /// the weights pass's sample plus one row of a patch-sized warp does not fit, whatever the tiles. planTiles
@@ -118,7 +143,8 @@ bool budgetCannotWork(const Box& patch, std::int64_t budgetBytes);
 /// planTiles makes with that budget (tileSize 0: automatic, which depends on the budget) passes
 /// patchBudget, and with one byte less it does not. Found by bisection over the model.
 std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize, int halo,
-                                   const std::vector<Box>& warpBoxes, bool trialPass);
+                                   const std::vector<Box>& warpBoxes, bool trialPass,
+                                   const std::optional<CosmicRayStage>& cosmicRays = std::nullopt);
 
 /// patchBudget of `plan` (planTiles' plan under budgetBytes, with the configured `tileSize`). When
 /// the budget is too small: ConfigError "<patchBudget's reason>; the smallest memory.max_per_rank
@@ -127,12 +153,17 @@ std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize
 std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& plan, int groupSize,
                                            int tileSize, const std::vector<Box>& warpBoxes, bool trialPass,
                                            std::int64_t budgetBytes, const std::string& patchName,
-                                           std::int64_t extraRootReads = 0);
+                                           std::int64_t extraRootReads = 0,
+                                           const std::optional<CosmicRayStage>& cosmicRays = std::nullopt);
 
 /// Expected warp bytes read by the whole group for one patch: weights (8 B/px of each read warp's
 /// whole box) + trial (12 B/px of every tile plus halo per read warp, when trialPass) + final
 /// (12 B/px of every tile per read warp). `warpBoxes` as in patchBudget.
+/// With the cosmic-ray stage: plus 12 B/px of each of its tiles plus halo per read warp (a tile
+/// whose halo the stage must widen for a long CR reads more than this).
 std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo,
-                                   const std::vector<Box>& warpBoxes, bool trialPass);
+                                   const std::vector<Box>& warpBoxes, bool trialPass,
+                                   const std::optional<CosmicRayStage>& cosmicRays = std::nullopt,
+                                   std::int64_t budgetBytes = 0);
 
 }  // namespace safeclip::geom

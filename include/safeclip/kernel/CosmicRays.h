@@ -176,6 +176,7 @@ struct CosmicRayResult {
     std::int64_t nCr = 0;         ///< crs.size()
     std::int64_t nPixels = 0;     ///< pixels.area()
     std::int64_t nFirstPass = 0;  ///< first-pass candidates (before min_DN and growth)
+    SpanSet firstPass;            ///< those candidates (PARENT): what "Reach" measures distances from
 };
 
 /// Find cosmic rays in `mi`, set `crBit` on their pixels and, unless ctrl.keepCRs, replace their

@@ -48,6 +48,8 @@ public:
 
     /// OR `bits` into every pixel of `mask` that lies in this set (pixels outside mask.box() ignored).
     void paint(MaskImage& mask, MaskPixel bits) const;
+    /// The same on a row-major mask buffer covering `box`.
+    void paint(MaskPixel* mask, const Box& box, MaskPixel bits) const;
 
     bool operator==(const SpanSet&) const = default;
 

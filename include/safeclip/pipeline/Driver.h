@@ -18,7 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "safeclip/geom/MemoryBudget.h"
 #include "safeclip/kernel/Box.h"
+#include "safeclip/kernel/CosmicRays.h"
 #include "safeclip/kernel/Detect.h"
 #include "safeclip/parallel/Comm.h"
 #include "safeclip/pipeline/PatchResult.h"
@@ -49,5 +51,11 @@ double haloSigma(const kernel::DetectControl& configured,
                  const std::vector<std::optional<double>>& headerSigmas);
 /// detectionHalo of `configured` with psfSigma = sigma.
 int tileHalo(const kernel::DetectControl& configured, double sigma);
+
+/// The halo the "cosmic_rays" stage starts each of its tiles with (CosmicRays.cpp; it doubles it
+/// for a tile where a CR cluster reaches the edge): what `safeclip plan` models.
+int cosmicRayHalo(const kernel::CosmicRayControl& ctrl);
+/// The "cosmic_rays" stage for the memory model: its halo and nCrPixelMax; nullopt when it is off.
+std::optional<geom::CosmicRayStage> cosmicRayStage(const PatchSettings& settings);
 
 }  // namespace safeclip::pipeline

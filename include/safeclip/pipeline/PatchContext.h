@@ -44,6 +44,8 @@ struct Warp {
     std::int64_t nClippedPixels = 0;
     std::int64_t nBigFootprints = 0;
     std::int64_t nUsedPixels = 0;  ///< pixels this warp contributed to the final stack
+    kernel::SpanSet cosmicRays;    ///< "cosmic_rays": CR pixels found in the warp (whole warp box)
+    std::int64_t nCosmicRays = 0;  ///< "cosmic_rays": how many CRs (each counted once)
     std::string checksum;          ///< "crc32:..." of the file
     std::int64_t fileSize = -1;    ///< "open": the file's size in bytes when it was opened (-1: no stat)
     std::int64_t mtimeNs = -1;     ///< "open": its modification time then (ns since the epoch)

@@ -24,6 +24,7 @@ struct PatchResult {
     std::int64_t nFootprints = 0;           ///< difference-image footprints
     std::int64_t nClippedFootprints = 0;    ///< footprints clipped in at least one warp
     std::int64_t nBigFootprints = 0;
+    std::int64_t nCosmicRayPixels = 0;     ///< CR pixels the "cosmic_rays" stage found (0 when off)
     std::int64_t nSingle = 0;              ///< footprints clipped by the single rule (§6.3.4a)
     std::int64_t nSingleOnly = 0;          ///< by the only-candidate rule (§6.3.3)
     std::int64_t nDouble = 0;              ///< by the double rule (§6.3.4b)
@@ -56,6 +57,7 @@ struct PatchResult {
         v(FieldName{"footprints", "", ""}, r.nFootprints);
         v(FieldName{"footprints_clipped", "", ""}, r.nClippedFootprints);
         v(FieldName{"big_footprints", "", ""}, r.nBigFootprints);
+        v(FieldName{"cosmic_ray_pixels", "", ""}, r.nCosmicRayPixels);
         v(FieldName{"clipped_by_rule.single", "", ""}, r.nSingle);
         v(FieldName{"clipped_by_rule.single_only_candidate", "", ""}, r.nSingleOnly);
         v(FieldName{"clipped_by_rule.double", "", ""}, r.nDouble);

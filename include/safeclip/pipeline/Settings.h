@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "safeclip/kernel/ClipDecision.h"
+#include "safeclip/kernel/CosmicRays.h"
 #include "safeclip/kernel/Detect.h"
 #include "safeclip/kernel/Image.h"
 #include "safeclip/kernel/Interp.h"
@@ -28,6 +29,18 @@ struct MaskBits {
     kernel::MaskPixel edge = 0;
     kernel::MaskPixel intrp = 0;
     kernel::MaskPixel remove = 0;  ///< stack.remove_mask_planes
+    kernel::MaskPixel cr = 0;      ///< CR: where the "cosmic_rays" stage marks the pixels it finds
+};
+
+/// The optional "cosmic_rays" warp stage (cosmic_rays.*): kernel::findCosmicRays on each warp
+/// before any stack; the pixels it finds get the CR plane, which is then a bad plane everywhere.
+struct CosmicRaySettings {
+    bool detect = false;  ///< cosmic_rays.detect
+    /// cosmic_rays.* with upstream's names; keepCRs is always true here (warps are not repaired:
+    /// their CR pixels are left out of every stack instead).
+    kernel::CosmicRayControl control;
+    double psfSigma = 0;    ///< cosmic_rays.psf_sigma (0 = each warp's PSFSIGMA/FWHM card)
+    double background = 0;  ///< cosmic_rays.background (warps are background-subtracted)
 };
 
 /// One patch's settings (the same on every rank).
@@ -55,6 +68,7 @@ struct PatchSettings {
     kernel::ClipControl clipRules;
     kernel::DetectControl detect;  ///< psfSigma = detect.psf_sigma (0 = from the warps' headers)
     kernel::InterpControl interp;
+    CosmicRaySettings cosmicRays;
     std::vector<std::string> scienceConfig;  ///< the pixel-affecting "key = value" lines (CONFIG table)
     std::string scienceConfigHash;           ///< their hash (SCCFGHSH; ties checkpoints to the run)
     /// Called on the group root after the coadd is published (inside the agreed "write" stage),

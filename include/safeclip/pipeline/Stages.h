@@ -12,6 +12,7 @@
 /// open (OpenWarps.cpp,            inputs, settings               warps, box, dict, headerPsfSigmas,
 ///   MaskPlanes.cpp)                                                wcsCards, filter, bits, stack controls
 /// resume (PatchCheckpoint.cpp)    warps, checkpoint file         warps' weights/CLIPPED, decisions, resumed
+/// cosmic_rays (CosmicRays.cpp)    warps (all planes; optional)   warps' cosmicRays, nCosmicRays, used
 /// weights (Weights.cpp)           warps (VARIANCE, MASK, bytes)  warps' weight, checksum, used, detAll
 /// (root) detection (TilePlan.cpp)        warps' PSF cards, weights      detect, psfSource, halo, clipStages
 /// setup (TilePlan.cpp)            box, halo, budget              tiles
@@ -44,6 +45,12 @@ void openWarps(PatchContext& ctx);
 /// and the patch's dictionary. @throws ConfigError for a bad plane no dictionary knows
 void resolveMaskPlanes(PatchContext& ctx);
 void resumeDecisions(PatchContext& ctx);
+/// Optional (cosmic_rays.detect; a no-op when off): each warp's cosmic rays (CosmicRays.cpp).
+void findWarpCosmicRays(PatchContext& ctx);
+/// OR `crBit` into `mask` (row-major over `chunk`) where the "cosmic_rays" stage found CR pixels of
+/// `w`. Every stage that reads a warp's MASK calls it (nothing to do when the stage is off).
+void paintCosmicRays(const Warp& w, const kernel::Box& chunk, kernel::MaskPixel* mask,
+                     kernel::MaskPixel crBit);
 void measureWeights(PatchContext& ctx);
 void setupDetection(PatchContext& ctx);
 void planTiles(PatchContext& ctx);

@@ -73,8 +73,19 @@ TEST(Config, DefaultsMatchTheSpecTable) {
     EXPECT_EQ(c.getString("log.level"), "info");
     EXPECT_EQ(c.getString("log.progress"), "auto");
     EXPECT_FALSE(c.getBool("qa.enabled"));
+    // meas_algorithms FindCosmicRaysConfig defaults; nCrPixelMax as obs_decam/obs_subaru set it.
+    EXPECT_FALSE(c.getBool("cosmic_rays.detect"));
+    EXPECT_EQ(c.getDouble("cosmic_rays.psf_sigma"), 0.0);
+    EXPECT_EQ(c.getDouble("cosmic_rays.background"), 0.0);
+    EXPECT_EQ(c.getDouble("cosmic_rays.min_sigma"), 6.0);
+    EXPECT_EQ(c.getDouble("cosmic_rays.min_dn"), 150.0);
+    EXPECT_EQ(c.getDouble("cosmic_rays.sky_sigma_dn"), 20.0);
+    EXPECT_EQ(c.getDouble("cosmic_rays.cond3_fac"), 2.5);
+    EXPECT_EQ(c.getDouble("cosmic_rays.cond3_fac2"), 0.6);
+    EXPECT_EQ(c.getInt("cosmic_rays.niteration"), 3);
+    EXPECT_EQ(c.getInt("cosmic_rays.n_cr_pixel_max"), 100000);
     EXPECT_EQ(c.getDouble("checkpoint.tile_interval"), 30.0);
-    EXPECT_EQ(configSchema().size(), 34U);
+    EXPECT_EQ(configSchema().size(), 44U);
     for (const auto& k : configSchema()) {
         EXPECT_FALSE(c.isSet(k.name)) << k.name;
         EXPECT_FALSE(k.doc.empty()) << k.name;

@@ -68,9 +68,11 @@ TEST(Modes, SafeClipDetectsAndClipsMeanDoesNot) {
         }
         return out;
     };
-    const std::vector<std::string> mean{"open", "weights", "setup", "final", "post", "write"};
-    const std::vector<std::string> safeclip{"open",   "resume",     "weights", "detection", "setup", "trial",
-                                            "reduce", "checkpoint", "final",   "post",      "write"};
+    // "cosmic_rays" is in both lists and does nothing unless cosmic_rays.detect.
+    const std::vector<std::string> mean{"open", "cosmic_rays", "weights", "setup", "final", "post", "write"};
+    const std::vector<std::string> safeclip{"open",       "resume", "cosmic_rays", "weights",
+                                            "detection",  "setup",  "trial",       "reduce",
+                                            "checkpoint", "final",  "post",        "write"};
     EXPECT_EQ(names("mean"), mean);
     EXPECT_EQ(names("safeclip"), safeclip);
     EXPECT_THROW((void)pipeline::modeStages("clip-everything"), ConfigError);
