@@ -78,6 +78,7 @@ std::int64_t finalFixedBytes(const Box& patch, std::int64_t ownTilesArea, bool g
 
 int stackChunkRows(const Box& box, int nWarps, std::int64_t fixedBytes, std::int64_t budgetBytes,
                    const std::string& patchName, int tileSize, const Box& patch) {
+    nWarps = std::max(1, nWarps);  // (a patch without warps never stacks; no division by zero)
     const std::int64_t avail = budgetBytes - fixedBytes;
     if (avail <= 0) {
         throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +

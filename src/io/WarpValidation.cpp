@@ -298,6 +298,7 @@ std::vector<WarpProblem> validateWarps(const std::vector<std::string>& paths, co
             const PixelStats s = scanPixels(*reader, dict.bitMask("NO_DATA"));
             if (s.nPixels > 0 && s.nNaNImage == s.nPixels) {
                 problem("IMAGE is all NaN (" + std::to_string(s.nPixels) + " pixels)");
+                out.back().upstreamSkips = true;
             } else if (s.nFiniteImage == 0) {
                 problem("IMAGE has no finite pixel outside NO_DATA");
             }
@@ -315,6 +316,8 @@ std::vector<WarpProblem> validateWarps(const std::vector<std::string>& paths, co
                 part(s.nNegVariance, "negative");
                 part(s.nNonFiniteVariance, "NaN/inf");
                 problem(what + parts + ")");
+                // Nowhere a finite positive variance: the weight would not be finite.
+                out.back().upstreamSkips = s.nBadVariance == s.nFiniteImage && s.nNegVariance == 0;
             }
         } catch (const Error& e) {
             problem(withoutPath(e.what(), path));

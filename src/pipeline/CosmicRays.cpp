@@ -209,6 +209,7 @@ void findWarpCosmicRays(PatchContext& ctx) {
             }
         },
         /*injectAtStart=*/false);
+    ctx.requireUsedWarps();
     ctx.result.nCosmicRayPixels = pixels;
     if (ctx.isRoot()) {
         log().info("patch {}: cosmic rays: {} found ({} px) in {} warps in {:.2f} s", ctx.name, crs, pixels,

@@ -28,10 +28,22 @@ void PatchContext::failWarp(Warp& w, const std::string& why, bool upstreamSkips)
     w.reader.reset();
 }
 
+void PatchContext::requireUsedWarps() const {
+    std::string why;
+    for (const Warp& w : warps) {
+        if (w.used) {
+            return;
+        }
+        why += (why.empty() ? "" : "; ") + w.input.path + ": " + w.status;
+    }
+    throw InputError("patch " + name + ": no usable warps (all " + std::to_string(warps.size()) +
+                     " skipped: " + why + ")");
+}
+
 namespace {
 
-using Verdicts =
-    std::vector<std::pair<std::pair<std::string, std::string>, int>>;  ///< ((file, problem), fatal)
+/// ((file, problem), 0 = a warning, 1 = fatal, 2 = fatal but a case upstream's prepareInputs skips)
+using Verdicts = std::vector<std::pair<std::pair<std::string, std::string>, int>>;
 
 /// The checks of `safeclip validate`: headers only (every rank), or with input.validate_pixels
 /// also the pixels (the group root; shared by a broadcast outside any guard).
@@ -43,7 +55,7 @@ Verdicts validateInputs(const PatchContext& ctx, bool pixels) {
     const kernel::Box* patchBox = ctx.box.empty() ? nullptr : &ctx.box;
     Verdicts out;
     for (const io::WarpProblem& p : io::validateWarps(paths, patchBox, pixels)) {
-        out.push_back({{p.file, p.problem}, p.fatal ? 1 : 0});
+        out.push_back({{p.file, p.problem}, !p.fatal ? 0 : p.upstreamSkips ? 2 : 1});
     }
     return out;
 }
@@ -61,8 +73,7 @@ void applyVerdicts(PatchContext& ctx, const Verdicts& verdicts) {
                 continue;
             }
             if (fatal != 0) {
-                // An all-NaN image is one of the cases upstream's prepareInputs skips.
-                ctx.failWarp(w, file + ": " + problem, problem.rfind("IMAGE is all NaN", 0) == 0);
+                ctx.failWarp(w, file + ": " + problem, fatal == 2);
             } else if (ctx.isRoot()) {
                 log().warn("{}: {}", file, problem);
             }

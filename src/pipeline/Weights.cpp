@@ -203,6 +203,7 @@ void measureWeights(PatchContext& ctx) {
     std::pair<std::vector<WeightMeasure>, DetectedSpans> mine;
     guarded(ctx, "weights", [&] { mine = measureMine(ctx, wantDetected); });
     applyWeights(ctx, parallel::allGather(ctx.group, mine.first));
+    ctx.requireUsedWarps();
     if (wantDetected) {
         const auto gathered = parallel::gatherToRoot(ctx.group, mine.second);
         for (const DetectedSpans& fromRank : gathered) {

@@ -23,6 +23,9 @@ struct WarpProblem {
     std::string file;     ///< the path as given
     std::string problem;  ///< one line, without the file name
     bool fatal = true;    ///< false: a warning that does not make the warp unusable
+    /// A case upstream's prepareInputs skips (all-NaN image; a variance that is zero or not finite
+    /// wherever the image is finite, so the weight is not finite): skipped by default.
+    bool upstreamSkips = false;
 };
 
 /// Validate `paths` as the warps of one patch. `patchBox` (may be null): the patch box every warp

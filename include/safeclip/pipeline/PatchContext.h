@@ -106,6 +106,9 @@ struct PatchContext {
     [[nodiscard]] std::vector<float> usedWeights();
     /// Indexes of the tiles this rank owns.
     [[nodiscard]] std::vector<std::size_t> myTiles() const;
+    /// After a stage that may skip warps: InputError "patch NAME: no usable warps (all N skipped:
+    /// FILE: REASON; ...)" when none is left (the same on every rank: statuses are agreed).
+    void requireUsedWarps() const;
     /// Apply input.on_bad_warp: throw InputError(why), or mark the warp skipped and warn.
     /// `upstreamSkips`: a case upstream's prepareInputs skips (settings.skipEmptyWarps decides).
     void failWarp(Warp& w, const std::string& why, bool upstreamSkips = false) const;

@@ -6,6 +6,8 @@
 // accept as a finite negative number) follows input.on_bad_warp, and `strict` fails on all of them.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "PipelineSettings.h"
 #include "TempDir.h"
 #include "TinyWarps.h"
@@ -87,5 +89,62 @@ TEST(BadWarps, TheRestFollowsOnBadWarpAndStrictFailsOnAll) {
                                               nullptr, {}),
                      InputError)
             << bad;
+    }
+}
+
+TEST(BadWarps, APatchWhoseWarpsAreAllSkippedIsAnInputError) {
+    // Every warp all NaN (or all NaN but one with zero variance): upstream would have nothing to
+    // coadd; here a clear input error in both modes, not a crash in the stages after the weights.
+    for (const std::string mode : {"safeclip", "mean"}) {
+        SCOPED_TRACE(mode);
+        TempDir dir;
+        std::vector<pipeline::WarpInput> inputs;
+        for (int i = 0; i < 3; ++i) {
+            test::TinyWarp w;
+            w.visit = 50 + i;
+            w.nanImage = i != 2;
+            if (i == 2) {
+                w.varianceWritten = 0.0F;
+            }
+            const std::string path = dir.file("bad" + std::to_string(i) + ".fits");
+            test::writeTinyWarp(path, w);
+            inputs.push_back({-1, path});
+        }
+        try {
+            (void)pipeline::runPatch("p", kernel::Box{}, inputs, settings(mode), dir.file("out.fits"),
+                                     nullptr, {});
+            ADD_FAILURE() << "no error";
+        } catch (const Error& e) {
+            EXPECT_EQ(e.code(), ExitCode::Input);
+            const std::string what = e.what();
+            EXPECT_NE(what.find("patch p: no usable warps (all 3 skipped: "), std::string::npos) << what;
+            EXPECT_NE(what.find("bad2.fits: skipped: non-finite weight"), std::string::npos) << what;
+        }
+        EXPECT_FALSE(std::filesystem::exists(dir.file("out.fits")));
+    }
+}
+
+TEST(BadWarps, PixelValidationSkipsTheSameWarpsUpstreamSkips) {
+    // input.validate_pixels finds the all-NaN image and the all-zero variance before any work; they
+    // are still upstream's skips (skipped by default), while a negative variance stays a bad warp.
+    for (const std::string bad : {"nan", "zerovar"}) {
+        SCOPED_TRACE(bad);
+        TempDir dir;
+        auto s = settings("safeclip");
+        s.validatePixels = true;
+        const auto r =
+            pipeline::runPatch("p", kernel::Box{}, warps(dir, bad), s, dir.file("o.fits"), nullptr, {});
+        EXPECT_EQ(r.nUsed, 3);
+    }
+    TempDir dir;
+    auto s = settings("safeclip");
+    s.validatePixels = true;
+    try {
+        (void)pipeline::runPatch("p", kernel::Box{}, warps(dir, "negvar"), s, dir.file("o.fits"), nullptr,
+                                 {});
+        ADD_FAILURE() << "negative variance accepted";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ExitCode::Input);
+        EXPECT_NE(std::string(e.what()).find("negative"), std::string::npos) << e.what();
     }
 }
