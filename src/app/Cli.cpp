@@ -353,6 +353,18 @@ int runCli(int argc, char** argv) {
     ing->add_option("--zero-point", ingZp, "AB zero point for every file (default: --zero-point-key card)");
     ing->add_option("--zero-point-key", ingOpts.zeroPointKey,
                     "header card with the zero point (default MAGZERO)");
+    bool ingNoCr = false;
+    ing->add_flag("--no-cosmic-rays", ingNoCr,
+                  "do not find and interpolate cosmic rays (default: on, as LSST's RepairTask; the warps "
+                  "get CR and INTRP planes and NCR/NCRPIX cards)");
+    ing->add_option("--cr-min-sigma", ingOpts.cosmicRays.minSigma,
+                    "cosmic rays: minSigma, threshold in sigma of the pixel above its neighbours")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    ing->add_option("--cr-max-pixels", ingOpts.cosmicRays.nCrPixelMax,
+                    "cosmic rays: nCrPixelMax, more CR pixels in a frame is an error naming the file")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
 
     // qa
     auto* qa = app.add_subcommand(
@@ -445,6 +457,7 @@ int runCli(int argc, char** argv) {
             if (ing->count("--zero-point") > 0) {
                 ingOpts.zeroPoint = ingZp;
             }
+            ingOpts.detectCosmicRays = !ingNoCr;
             ingest(ingOpts);
             return 0;
         }

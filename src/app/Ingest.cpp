@@ -10,6 +10,10 @@
 ///   DETECTED_NEGATIVE from a per-exposure detection as a real single-epoch pipeline would do it
 ///   (spec §11.11: SafeClip can only clip a warp where that warp has DETECTED pixels).
 /// - FLUXMAG0: from --zero-point, the --zero-point-key card, or equal scales (zero point 27).
+/// - Cosmic rays (default; --no-cosmic-rays turns it off): found and repaired per frame as the
+///   single-frame pipeline does before warping (pipe_tasks RepairTask.cosmicRay, run by
+///   characterizeImage): CR plane cleared then set, pixels interpolated and INTRP set
+///   (kernel::findCosmicRays; see repairCosmicRays() for where it runs and why).
 ///
 /// Every input is checked (file, 2-D image, common grid, PSF width, zero point) before anything is
 /// written, so a bad input leaves the output directory untouched.
@@ -32,6 +36,7 @@
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/Manifest.h"
 #include "safeclip/io/WarpReader.h"
+#include "safeclip/kernel/CosmicRays.h"
 #include "safeclip/kernel/Detect.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/kernel/Image.h"
@@ -367,10 +372,55 @@ std::int64_t detect(kernel::MaskedImage& mi, double psfSigma, double threshold,
     return pos.area();
 }
 
+/// Counts of the cosmic-ray step of one file.
+struct CosmicRaySummary {
+    bool ran = false;
+    std::int64_t nCr = 0;
+    std::int64_t nPixels = 0;
+    double background = 0;  ///< the image median passed as bkgd (ADU)
+};
+
+/// RepairTask.cosmicRay (pipe_tasks python/lsst/pipe/tasks/repair.py): clear the CR plane, take
+/// the median of the image as the background (afwMath MEDIAN of the masked image, NaN-safe: here
+/// the median of the finite pixels, `median`), and find the cosmic rays with keepCRs = false so
+/// that their pixels are interpolated (INTRP set) as in the calexp characterizeImage writes.
+/// The PSF is the frame's Gaussian of sigma psfSigma = FWHM / 2.35482. Pixels with NO_DATA, SAT or
+/// BAD are never CR pixels and never used by the interpolation. The variance plane is not
+/// changed (as upstream: a calexp's variance is ISR's, from the raw pixels).
+/// characterizeImage runs RepairTask in each PSF iteration with keepCRs = true and once more with
+/// the final PSF and keepCRs = false, clearing the CR plane each time: with ingest's fixed PSF
+/// (the FWHM) that is this one call.
+/// TooManyCosmicRayPixels becomes an InputError naming the file (exit 3): ingest stops there, as
+/// for its other per-file pixel problems (the warps of the files before it are written, the
+/// manifest is not).
+CosmicRaySummary repairCosmicRays(kernel::MaskedImage& mi, const InputInfo& info, double median,
+                                  const kernel::CosmicRayControl& ctrl, const kernel::MaskDict& dict) {
+    const MaskPixel crBit = dict.bitMask("CR");
+    const MaskPixel intrpBit = dict.bitMask("INTRP");
+    const MaskPixel badBits = dict.bitMask("NO_DATA") | dict.bitMask("SAT") | dict.bitMask("BAD");
+    for (MaskPixel& m : mi.mask.data()) {
+        m &= ~crBit;  // "Blow away old mask" (RepairTask)
+    }
+    CosmicRaySummary out;
+    out.ran = true;
+    out.background = median;
+    try {
+        const kernel::CosmicRayResult r =
+            kernel::findCosmicRays(mi, info.psfSigma, median, ctrl, badBits, crBit, intrpBit);
+        out.nCr = r.nCr;
+        out.nPixels = r.nPixels;
+    } catch (const TooManyCosmicRayPixels& e) {
+        throw InputError(info.path + ": cosmic-ray detection: " + e.what() +
+                         " (raise --cr-max-pixels, or turn the step off with --no-cosmic-rays)");
+    }
+    return out;
+}
+
 /// Counters for the log line of one file.
 struct FileSummary {
     std::string varianceSource;
     VarianceCalibration calibration;
+    CosmicRaySummary cosmicRays;
     std::int64_t nDetected = 0;
     std::int64_t nDetectedNegative = 0;
     std::int64_t nNoData = 0;
@@ -417,6 +467,7 @@ kernel::MaskedImage buildWarp(const InputInfo& info, const IngestOptions& opts, 
         log().warn("ingest: {}: every pixel is NaN: the warp is all NO_DATA (the coadd will skip it)",
                    info.path);
         sum.varianceSource = "none (no finite pixels)";
+        sum.cosmicRays.ran = opts.detectCosmicRays;  // searched: nothing to find
         return mi;
     }
     const RobustStats all = robustStats(finite);
@@ -459,9 +510,21 @@ kernel::MaskedImage buildWarp(const InputInfo& info, const IngestOptions& opts, 
     // The background noise calibration needs the DETECTED pixels excluded, and detection needs the
     // variance: calibrate on the 3σ-clipped background, detect, recalibrate without the DETECTED
     // pixels, and detect again with the final variance.
+    //
+    // Cosmic rays are found and repaired between the final variance and the final detection, the
+    // order of the single-frame pipeline: ISR makes the variance from the raw pixels (CRs
+    // included), characterizeImage repairs the CRs (RepairTask, its σ from that variance), and
+    // the detection whose DETECTED plane the calexp (and so the warp) carries runs on the repaired
+    // image. So: the variance model and its calibration come from the unrepaired image (a CR's
+    // bright pixels are outside the 3σ background cut, and DETECTED by the first detection, so it
+    // hardly moves the calibration), the CR step uses the calibrated variance (and leaves it
+    // unchanged), and the final DETECTED no longer holds the repaired cosmic rays.
     const VarianceCalibration first = calibrateVariance(mi, all, sat, info.path);
     detect(mi, info.psfSigma, opts.detectThreshold, dict);
     VarianceCalibration second = calibrateVariance(mi, all, sat | detBits, info.path);
+    if (opts.detectCosmicRays) {
+        sum.cosmicRays = repairCosmicRays(mi, info, all.median, opts.cosmicRays, dict);
+    }
     sum.nDetected = detect(mi, info.psfSigma, opts.detectThreshold, dict);
     second.factor *= first.factor;
     second.modelSigma = first.modelSigma;
@@ -485,6 +548,13 @@ void ingest(const IngestOptions& opts) {
     if (!(std::isfinite(opts.detectThreshold) && opts.detectThreshold > 0)) {
         throw ConfigError("ingest --threshold: " + std::to_string(opts.detectThreshold) +
                           " is not a positive number");
+    }
+    if (opts.detectCosmicRays) {
+        try {
+            opts.cosmicRays.validate();
+        } catch (const InvalidParameter& e) {
+            throw ConfigError(std::string("ingest: ") + e.what());
+        }
     }
 
     // 1. Check every input before writing anything.
@@ -540,6 +610,9 @@ void ingest(const IngestOptions& opts) {
                           (ec ? ": " + ec.message() : std::string()));
     }
     const kernel::MaskDict dict = kernel::MaskDict::defaults();
+    if (!opts.detectCosmicRays) {
+        log().info("ingest: cosmic-ray detection off (--no-cosmic-rays): CR pixels stay in the warps");
+    }
     io::ManifestPatch patch;
     patch.name = kPatchName;
     // xy0 = (0, 0): the inputs' LTV1/LTV2 (e.g. -1 in DECam CP files) are IRAF's physical-to-image
@@ -571,8 +644,20 @@ void ingest(const IngestOptions& opts) {
         pc.push_back({"INGVAR", sum.varianceSource, "variance source"});
         pc.push_back({"INGVSCL", sum.calibration.factor, "variance rescale to the background MAD"});
         pc.push_back({"INGDETT", opts.detectThreshold, "DETECTED threshold (sigma)"});
+        pc.push_back({"CRDETECT", sum.cosmicRays.ran, "cosmic rays found and interpolated (CR, INTRP)"});
+        if (sum.cosmicRays.ran) {
+            pc.push_back({"NCR", sum.cosmicRays.nCr, "cosmic rays found"});
+            pc.push_back({"NCRPIX", sum.cosmicRays.nPixels, "cosmic-ray pixels (CR plane, interpolated)"});
+        }
 
         const std::string outPath = (fs::path(opts.outDir) / info.outName).string();
+        if (sum.cosmicRays.ran) {
+            log().info(
+                "ingest: {}: {} cosmic rays, {} pixels set CR and interpolated (background {:.4g} ADU, "
+                "PSF sigma {:.3f} px)",
+                info.path, sum.cosmicRays.nCr, sum.cosmicRays.nPixels, sum.cosmicRays.background,
+                info.psfSigma);
+        }
         io::writeExposure(outPath, data);
         patch.warps.push_back(io::ManifestWarp{static_cast<std::int64_t>(i), info.outName});
         log().info(
