@@ -10,9 +10,57 @@
 #include <numbers>
 #include <utility>
 
+#include "Simd.h"
+
 namespace safeclip::kernel {
 
 namespace {
+
+/// The first pass's quick test over one row (a necessary condition for condition 2, evaluated
+/// branch-free so that it vectorises): out[x] = 0 only where condition 2 certainly rejects the
+/// pixel: v < 0 (never a candidate), or v < min(mean) (then v < mean + t in every direction), or
+/// (v - min(mean))² < k·var with k = 0.98 minSigma² (then v - min(mean) < 0.99 t: the 2 % margin is
+/// far above the rounding of the squares). A NaN mean lets the pixel through (its direction never
+/// rejects it in condition 2). The means are formed as isCrPixel forms them.
+template <class Dummy = void>
+inline void prefilterRowImpl(const float* up, const float* row, const float* down, const float* var, int w,
+                             double k, unsigned char* out) {
+    for (int x = 1; x < w - 1; ++x) {
+        const double v = row[x];
+        const double mWe = 0.5 * (static_cast<double>(row[x - 1]) + row[x + 1]);
+        const double mNs = 0.5 * (static_cast<double>(up[x]) + down[x]);
+        const double mSwne = 0.5 * (static_cast<double>(up[x - 1]) + down[x + 1]);
+        const double mNwse = 0.5 * (static_cast<double>(down[x - 1]) + up[x + 1]);
+        const bool nan = (mWe != mWe) | (mNs != mNs) | (mSwne != mSwne) | (mNwse != mNwse);
+        double m = mWe < mNs ? mWe : mNs;
+        m = mSwne < m ? mSwne : m;
+        m = mNwse < m ? mNwse : m;
+        const double d = v - m;
+        const bool reject = !(v >= 0) | (d < 0) | (d * d < k * static_cast<double>(var[x]));
+        out[x] = static_cast<unsigned char>(nan | !reject);
+    }
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+__attribute__((target("avx2"))) void prefilterRowAvx2(const float* up, const float* row, const float* down,
+                                                      const float* var, int w, double k, unsigned char* out) {
+    prefilterRowImpl(up, row, down, var, w, k, out);
+}
+#else
+void prefilterRowAvx2(const float* up, const float* row, const float* down, const float* var, int w, double k,
+                      unsigned char* out) {
+    prefilterRowImpl(up, row, down, var, w, k, out);
+}
+#endif
+
+void prefilterRow(const float* up, const float* row, const float* down, const float* var, int w, double k,
+                  unsigned char* out) {
+    if (detail::useAvx2()) {
+        prefilterRowAvx2(up, row, down, var, w, k, out);
+    } else {
+        prefilterRowImpl(up, row, down, var, w, k, out);
+    }
+}
 
 /// meas_algorithms Interp.h: LPC coefficients for σ = 1 (rows, columns) and σ = 1/√2 (diagonals).
 constexpr double kLpcC1 = 0.7737;
@@ -304,8 +352,25 @@ CosmicRayResult findCosmicRays(MaskedImage& mi, double psfSigma, double backgrou
     // ---- 1. first pass, raster order, in place ----
     std::vector<Span> firstSpans;
     std::int64_t nFirst = 0;
+    // Condition 2 rejects almost every pixel: prefilterRow marks, at the start of each row, the
+    // pixels it might not reject (row y-1 is final then, rows y and y+1 untouched). A candidate
+    // changes its own value in place, which only the next pixel of the row reads before the next
+    // row's prefilter: that pixel is tested in full whatever its mark. So the first pass tests in
+    // full exactly the pixels it could accept and its result is that of testing every pixel.
+    const double k = ctrl.minSigma > 0 ? 0.98 * ctrl.minSigma * ctrl.minSigma : -1.0;
+    std::vector<unsigned char> maybe(static_cast<std::size_t>(p.w), 1);
     for (int y = 1; y < p.h - 1; ++y) {
+        if (k > 0) {
+            const float* row = p.img + static_cast<std::ptrdiff_t>(y) * p.w;
+            prefilterRow(row - p.w, row, row + p.w, p.var + static_cast<std::ptrdiff_t>(y) * p.w, p.w, k,
+                         maybe.data());
+        }
+        bool previousChanged = false;
         for (int x = 1; x < p.w - 1; ++x) {
+            if (maybe[static_cast<std::size_t>(x)] == 0 && !previousChanged) {
+                continue;
+            }
+            previousChanged = false;
             const std::ptrdiff_t i = p.idx(x, y);
             float corr = 0;
             if (!isCrPixel(p, i, ctrl.minSigma, th, bkgd, ctrl.cond3_fac, corr)) {
@@ -321,6 +386,7 @@ CosmicRayResult findCosmicRays(MaskedImage& mi, double psfSigma, double backgrou
             }
             undo.save(i, p.img[i]);
             p.img[i] = corr;
+            previousChanged = true;
             ++nFirst;
             if (nFirst > ctrl.nCrPixelMax) {
                 undo.restore(p.img);

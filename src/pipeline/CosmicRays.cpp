@@ -78,7 +78,10 @@ bool tileIsExact(const kernel::CosmicRayResult& res, const Box& tile, const Box&
     }
     const Box trusted = trustedInterior(hb, warp, ctrl.edgeMargin());
     const Box near = tile.grown(ctrl.niteration + 1 + ctrl.linkDistance());
-    const SpanSet linked = res.firstPass.dilateDisk(ctrl.linkDistance(), hb);
+    // Disks of radius r link pixels up to ~2r + 1 apart: with r = ceil(3L/4) every pair within
+    // Chebyshev distance L (Euclidean L·sqrt(2) on a diagonal) is linked.
+    const int r = (3 * ctrl.linkDistance() + 3) / 4;
+    const SpanSet linked = res.firstPass.dilateDisk(r, hb);
     for (const SpanSet& c : kernel::connectedComponents8(linked)) {
         const Box bb = c.bbox();
         if (!bb.intersect(near).empty() && !trusted.contains(bb)) {

@@ -414,4 +414,23 @@ TEST(CosmicRays, TileWithMarginReproducesWholeImageAndRunsAreDeterministic) {
 }
 
 }  // namespace
+TEST(CosmicRays, QuickRowTestNeverHidesACandidate) {
+    // The first pass skips the pixels a branch-free row test says condition 2 rejects (it must only
+    // skip pixels the full test rejects). Regression cases: (a) a hit with a NaN neighbour, a
+    // candidate through its N-S direction (60σ > 6σ; 0.446·57.5σ > 1.77σ) while its W-E mean is
+    // NaN; (b) a 2-px horizontal hit, whose second pixel is tested after the first was replaced in
+    // place. (The main evidence that the row test changes nothing: the B16 coadd with the stage on
+    // was byte-identical before and after it was added, 4121 CRs.)
+    const Box box{0, 0, 48, 40};
+    MaskedImage mi = flat(box, 0);
+    mi.image(11, 10) = std::numeric_limits<float>::quiet_NaN();
+    mi.image(12, 10) = static_cast<float>(kSky + 60 * kSigma);
+    mi.image(30, 20) = static_cast<float>(kSky + 80 * kSigma);
+    mi.image(31, 20) = static_cast<float>(kSky + 70 * kSigma);
+    const CosmicRayResult r = run(mi, {}, kPsf);
+    EXPECT_TRUE(r.pixels.contains(12, 10));
+    EXPECT_TRUE(r.pixels.contains(30, 20));
+    EXPECT_TRUE(r.pixels.contains(31, 20));
+}
+
 }  // namespace safeclip::kernel
