@@ -139,6 +139,10 @@ std::vector<KeyDef> buildSchema() {
     s.push_back(
         key("cosmic_rays.psf_sigma", K::Double, 0.0,
             "PSF sigma (px) for the sharpness test, in [0, 100]; 0 = each warp's PSFSIGMA/FWHM card"));
+    s.push_back(key("cosmic_rays.cell_size", K::Int, std::int64_t{1024},
+                    "each warp is searched in square cells of this many px (each with a 40-px halo), in "
+                    "[64, 65536]; a warp no larger than a cell is searched whole, as upstream searches an "
+                    "exposure"));
     s.push_back(key("cosmic_rays.background", K::Double, 0.0,
                     "background level of the warps (image units; RepairTask passes the image median, "
                     "warps are background-subtracted)"));
@@ -754,6 +758,7 @@ void Config::validate() const {
     unit("clip.max_foot_overlap_double");
     intIn("clip.min_big_overlap", 0, kMaxBigOverlap);
     doubleIn("cosmic_rays.psf_sigma", 0.0, kMaxPsfSigma);
+    intIn("cosmic_rays.cell_size", 64, 65536);
     finite("cosmic_rays.background");
     positive("cosmic_rays.min_sigma");
     nonNegative("cosmic_rays.min_dn");

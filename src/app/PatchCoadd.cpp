@@ -126,6 +126,7 @@ pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     s.cosmicRays.detect = cfg.getBool("cosmic_rays.detect");
     s.cosmicRays.psfSigma = cfg.getDouble("cosmic_rays.psf_sigma");
     s.cosmicRays.background = cfg.getDouble("cosmic_rays.background");
+    s.cosmicRays.cellSize = static_cast<int>(cfg.getInt("cosmic_rays.cell_size"));
     kernel::CosmicRayControl& cr = s.cosmicRays.control;
     cr.minSigma = cfg.getDouble("cosmic_rays.min_sigma");
     cr.min_DN = cfg.getDouble("cosmic_rays.min_dn");

@@ -111,9 +111,9 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
         pp.tileSize = tp.tileSize;
         pp.tiles = static_cast<int>(tp.tiles.size());
         try {
-            pp.warpBytesRead = geom::expectedWarpBytesRead(pp.box, tp.tiles, pp.halo, opened, trialPass,
-                                                           crStage, plan.budgetBytes) +
-                               validationReads;
+            pp.warpBytesRead =
+                geom::expectedWarpBytesRead(pp.box, tp.tiles, pp.halo, opened, trialPass, crStage) +
+                validationReads;
             pp.perRank = geom::checkedPatchBudget(
                 pp.box, tp, groupSize, static_cast<int>(cfg.getInt("tile.size")), opened, trialPass,
                 plan.budgetBytes, pp.name, validationReads, crStage);

@@ -30,42 +30,34 @@ int weightsChunkRows(const Box& warp, std::int64_t budgetBytes) {
 }
 
 std::int64_t cosmicRayBytes(const Box& haloBox, int nCrPixelMax) {
-    return haloBox.area() * kCosmicRayBytesPerPixel +
-           static_cast<std::int64_t>(std::max(0, nCrPixelMax)) * kCosmicRayBytesPerCrPixel;
+    const std::int64_t crPixels = std::min<std::int64_t>(std::max(0, nCrPixelMax), haloBox.area());
+    return haloBox.area() * kCosmicRayBytesPerPixel + crPixels * kCosmicRayBytesPerCrPixel;
 }
 
-std::vector<Box> cosmicRayTiles(const Box& warp, int halo, std::int64_t budgetBytes, int nCrPixelMax) {
-    if (cosmicRayBytes(warp, nCrPixelMax) <= budgetBytes) {
-        return {warp};
-    }
-    constexpr int kMinSide = 32;
-    const std::int64_t reserve =
-        static_cast<std::int64_t>(std::max(0, nCrPixelMax)) * kCosmicRayBytesPerCrPixel;
-    const std::int64_t minBytes =
-        cosmicRayBytes(Box{0, 0, kMinSide + 2 * halo, kMinSide + 2 * halo}, nCrPixelMax);
-    if (minBytes > budgetBytes) {
-        throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
-                          " cannot hold the cosmic-ray stage's smallest tile (" + std::to_string(kMinSide) +
-                          " px plus a halo of " + std::to_string(halo) + " px and the reserve for " +
-                          std::to_string(nCrPixelMax) + " CR pixels: " + formatByteSize(minBytes) + ")");
-    }
-    // The largest side s (a multiple of 16) with (s + 2 halo)² · 13 B + reserve <= budget.
-    const auto span = static_cast<std::int64_t>(
-        std::sqrt(static_cast<double>(budgetBytes - reserve) / static_cast<double>(kCosmicRayBytesPerPixel)));
-    std::int64_t side = std::max<std::int64_t>(kMinSide, (span - 2 * halo) / 16 * 16);
-    while (side > kMinSide &&
-           cosmicRayBytes(Box{0, 0, static_cast<int>(side + 2 * halo), static_cast<int>(side + 2 * halo)},
-                          nCrPixelMax) > budgetBytes) {
-        side -= 16;
-    }
-    std::vector<Box> tiles;
-    const int s = static_cast<int>(side);
+std::vector<Box> cosmicRayCells(const Box& warp, int cellSize) {
+    std::vector<Box> cells;
+    const int s = std::max(1, cellSize);
     for (int y = warp.y0; y < warp.y1(); y += s) {
         for (int x = warp.x0; x < warp.x1(); x += s) {
-            tiles.push_back(Box{x, y, std::min(s, warp.x1() - x), std::min(s, warp.y1() - y)});
+            cells.push_back(Box{x, y, std::min(s, warp.x1() - x), std::min(s, warp.y1() - y)});
         }
     }
-    return tiles;
+    return cells;
+}
+
+std::int64_t cosmicRayPeakBytes(const Box& warp, const CosmicRayStage& stage, std::int64_t budgetBytes) {
+    std::int64_t peak = 0;
+    for (const Box& c : cosmicRayCells(warp, stage.cellSize)) {
+        peak = std::max(peak, cosmicRayBytes(c.grown(stage.halo).intersect(warp), stage.nCrPixelMax));
+    }
+    if (peak > budgetBytes) {
+        throw ConfigError(
+            "memory.max_per_rank = " + formatByteSize(budgetBytes) +
+            " cannot hold a cosmic-ray cell (cosmic_rays.cell_size = " + std::to_string(stage.cellSize) +
+            " px plus a halo of " + std::to_string(stage.halo) + " px: " + formatByteSize(peak) +
+            "); raise memory.max_per_rank or lower cosmic_rays.cell_size");
+    }
+    return peak;
 }
 
 std::int64_t trialFixedBytes(const Box& haloBox) {
@@ -139,13 +131,12 @@ std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& ti
             weightsPeak[i % static_cast<std::size_t>(groupSize)],
             weightsSampleBytes(wb) + static_cast<std::int64_t>(rows) * wb.width * kWeightsChunkBytesPerPixel);
         b.warpBytesRead += wb.area() * kWeightsReadBytesPerPixel;
-        if (cosmicRays) {  // the same rank finds the warp's cosmic rays, tile by tile, first
-            for (const Box& t : cosmicRayTiles(wb, cosmicRays->halo, budgetBytes, cosmicRays->nCrPixelMax)) {
-                const Box hb = t.grown(cosmicRays->halo).intersect(wb);
-                weightsPeak[i % static_cast<std::size_t>(groupSize)] =
-                    std::max(weightsPeak[i % static_cast<std::size_t>(groupSize)],
-                             cosmicRayBytes(hb, cosmicRays->nCrPixelMax));
-                b.warpBytesRead += hb.area() * kStackReadBytesPerPixel;
+        if (cosmicRays) {  // the same rank finds the warp's cosmic rays first, cell by cell
+            weightsPeak[i % static_cast<std::size_t>(groupSize)] =
+                std::max(weightsPeak[i % static_cast<std::size_t>(groupSize)],
+                         cosmicRayPeakBytes(wb, *cosmicRays, budgetBytes));
+            for (const Box& c : cosmicRayCells(wb, cosmicRays->cellSize)) {
+                b.warpBytesRead += c.grown(cosmicRays->halo).intersect(wb).area() * kStackReadBytesPerPixel;
             }
         }
     }
@@ -256,14 +247,13 @@ std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& pla
 
 std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo,
                                    const std::vector<Box>& warpBoxes, bool trialPass,
-                                   const std::optional<CosmicRayStage>& cosmicRays,
-                                   std::int64_t budgetBytes) {
+                                   const std::optional<CosmicRayStage>& cosmicRays) {
     std::int64_t weights = 0;
     for (const Box& wb : warpBoxes) {
         weights += wb.area() * kWeightsReadBytesPerPixel;  // empty box: a warp that is not read
         if (cosmicRays && !wb.empty()) {
-            for (const Box& t : cosmicRayTiles(wb, cosmicRays->halo, budgetBytes, cosmicRays->nCrPixelMax)) {
-                weights += t.grown(cosmicRays->halo).intersect(wb).area() * kStackReadBytesPerPixel;
+            for (const Box& c : cosmicRayCells(wb, cosmicRays->cellSize)) {
+                weights += c.grown(cosmicRays->halo).intersect(wb).area() * kStackReadBytesPerPixel;
             }
         }
     }

@@ -7,14 +7,15 @@
 /// coadd records them: n_cr_pixels / n_cosmic_rays per warp in INPUTS and every span in CR_SPANS.
 ///
 /// Warp i is searched by group rank i mod R over its whole box (the weights stage, next, samples
-/// the whole warp too), tile by tile when the whole box does not fit memory.max_per_rank
-/// (geom::cosmicRayTiles). Exactness of the tiles: the kernel's answer for a cluster of CRs depends
-/// only on pixels near it (kernel/CosmicRays.h, "Reach"), so a tile keeps the CR pixels inside it
-/// from a run on the tile plus a halo, after checking that every cluster of first-pass candidates
-/// that can reach the tile lies at least edgeMargin() inside that box; when one does not (a long
-/// track), the halo doubles and the tile is searched again, up to the whole warp. So the CR pixels
-/// do not depend on the tiles, the budget or the rank count. The results are all-gathered; the stage
-/// runs again on --resume (it is deterministic; its spans are not checkpointed).
+/// the whole warp too), in cells of cosmic_rays.cell_size px (geom::cosmicRayCells): each cell is
+/// searched with a halo of cosmicRayHalo px around it and keeps the CR pixels inside it. The cells
+/// are a science setting, as upstream's per-detector runs are: they do not depend on ranks, tiles
+/// or memory.max_per_rank, so neither do the CR pixels. A warp no larger than a cell is searched
+/// whole, as upstream searches an exposure; in a larger warp a CR whose first-pass cluster reaches
+/// farther than the halo beyond its cell's edge (kernel/CosmicRays.h, "Reach") can be decided
+/// otherwise than in a whole-warp search (in practice only chains of first-pass candidates along a
+/// bright satellite trail reach so far). The results are all-gathered; the stage runs again on
+/// --resume (it is deterministic; its spans are not checkpointed).
 #include "safeclip/kernel/CosmicRays.h"
 
 #include <algorithm>
@@ -36,8 +37,8 @@ using kernel::SpanSet;
 using parallel::log;
 
 int cosmicRayHalo(const kernel::CosmicRayControl& ctrl) {
-    // The margin a cluster needs, its growth, the linking distance around the tile, and 16 px of
-    // slack so that most clusters never widen it; rounded up to a multiple of 8.
+    // The margin a cluster needs (kernel/CosmicRays.h, "Reach"), its growth, the linking distance
+    // around the cell, and 16 px of slack; rounded up to a multiple of 8 (40 px by default).
     const int h = ctrl.edgeMargin() + ctrl.niteration + 1 + ctrl.linkDistance() + 16;
     return (h + 7) / 8 * 8;
 }
@@ -57,74 +58,26 @@ struct WarpCosmicRays {
     }
 };
 
-/// The part of `hb` at least `margin` px inside it on every side that is not an edge of the warp
-/// (there the data end, for the tile as for the whole warp).
-Box trustedInterior(const Box& hb, const Box& warp, int margin) {
-    const int left = hb.x0 == warp.x0 ? 0 : margin;
-    const int right = hb.x1() == warp.x1() ? 0 : margin;
-    const int bottom = hb.y0 == warp.y0 ? 0 : margin;
-    const int top = hb.y1() == warp.y1() ? 0 : margin;
-    return Box{hb.x0 + left, hb.y0 + bottom, std::max(0, hb.width - left - right),
-               std::max(0, hb.height - bottom - top)};
-}
-
-/// True when every cluster of first-pass candidates that can reach `tile` lies inside the trusted
-/// interior of `hb`: then the kernel's CR pixels inside the tile are those of the whole warp.
-/// Clusters are formed conservatively (candidates dilated by the linking distance, 8-connected).
-bool tileIsExact(const kernel::CosmicRayResult& res, const Box& tile, const Box& hb, const Box& warp,
-                 const kernel::CosmicRayControl& ctrl) {
-    if (hb == warp || res.firstPass.empty()) {
-        return true;
-    }
-    const Box trusted = trustedInterior(hb, warp, ctrl.edgeMargin());
-    const Box near = tile.grown(ctrl.niteration + 1 + ctrl.linkDistance());
-    // Disks of radius r link pixels up to ~2r + 1 apart: with r = ceil(3L/4) every pair within
-    // Chebyshev distance L (Euclidean L·sqrt(2) on a diagonal) is linked.
-    const int r = (3 * ctrl.linkDistance() + 3) / 4;
-    const SpanSet linked = res.firstPass.dilateDisk(r, hb);
-    for (const SpanSet& c : kernel::connectedComponents8(linked)) {
-        const Box bb = c.bbox();
-        if (!bb.intersect(near).empty() && !trusted.contains(bb)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/// The CR pixels of warp `w` inside `tile` and the CRs whose first pixel lies in it.
-std::pair<SpanSet, std::int64_t> searchTile(const PatchContext& ctx, const Warp& w, const Box& warpBox,
-                                            const Box& tile, double psfSigma, kernel::MaskedImage& buf) {
+/// The CR pixels of warp `w` inside `cell` (searched with its halo) and the CRs whose first pixel
+/// lies in it.
+std::pair<SpanSet, std::int64_t> searchCell(const PatchContext& ctx, const Warp& w, const Box& warpBox,
+                                            const Box& cell, double psfSigma, kernel::MaskedImage& buf) {
     const CosmicRaySettings& cr = ctx.settings.cosmicRays;
     kernel::CosmicRayControl ctrl = cr.control;
     ctrl.keepCRs = true;  // find only: the warp's pixels are never changed
-    int halo = cosmicRayHalo(ctrl);
-    for (;;) {
-        const Box hb = tile.grown(halo).intersect(warpBox);
-        const std::int64_t need = geom::cosmicRayBytes(hb, ctrl.nCrPixelMax);
-        if (need > ctx.settings.memoryBudget) {
-            throw ConfigError("memory.max_per_rank = " + geom::formatByteSize(ctx.settings.memoryBudget) +
-                              ": a cosmic-ray cluster in " + w.input.path + " near tile " + tile.str() +
-                              " needs the tile with a halo of " + std::to_string(halo) + " px (" + hb.str() +
-                              ", " + geom::formatByteSize(need) + "); raise memory.max_per_rank");
-        }
-        w.reader->read(hb, buf);
-        // CR on the scratch copy only; pixels with a bad plane (CR included) are never candidates,
-        // and as upstream none may touch an INTRP pixel.
-        const kernel::CosmicRayResult res =
-            kernel::findCosmicRays(buf, psfSigma, cr.background, ctrl, ctx.bits.bad,
-                                   ctx.bits.cr != 0 ? ctx.bits.cr : 1U, ctx.bits.intrp);
-        if (tileIsExact(res, tile, hb, warpBox, ctrl)) {
-            std::int64_t n = 0;
-            for (const SpanSet& one : res.crs) {
-                const kernel::Span& first = one.spans().front();
-                n += tile.contains(first.x0, first.y) ? 1 : 0;
-            }
-            return {res.pixels.clippedTo(tile), n};
-        }
-        log().debug("{}: a cosmic-ray cluster reaches the edge of {} around tile {}: halo {} -> {} px",
-                    w.input.path, hb.str(), tile.str(), halo, 2 * halo);
-        halo *= 2;
+    const Box hb = cell.grown(cosmicRayHalo(ctrl)).intersect(warpBox);
+    w.reader->read(hb, buf);
+    // CR on the scratch copy only; pixels with a bad plane (CR included) are never candidates,
+    // and as upstream none may touch an INTRP pixel.
+    const kernel::CosmicRayResult res =
+        kernel::findCosmicRays(buf, psfSigma, cr.background, ctrl, ctx.bits.bad,
+                               ctx.bits.cr != 0 ? ctx.bits.cr : 1U, ctx.bits.intrp);
+    std::int64_t n = 0;
+    for (const SpanSet& one : res.crs) {
+        const kernel::Span& first = one.spans().front();
+        n += cell.contains(first.x0, first.y) ? 1 : 0;
     }
+    return {res.pixels.clippedTo(cell), n};
 }
 
 /// The warps this rank searches (warp i on group rank i mod R).
@@ -152,11 +105,14 @@ std::vector<WarpCosmicRays> searchMine(const PatchContext& ctx) {
         const Box warpBox = w.reader->header().box;
         std::vector<SpanSet> found;
         std::int64_t pixels = 0;
+        const geom::CosmicRayStage stage{cr.cellSize, cosmicRayHalo(cr.control), cr.control.nCrPixelMax};
+        (void)geom::cosmicRayPeakBytes(warpBox, stage,
+                                       ctx.settings.memoryBudget);  // throws if a cell does not fit
+        const std::vector<Box> cells = geom::cosmicRayCells(warpBox, cr.cellSize);
         try {
-            for (const Box& tile : geom::cosmicRayTiles(warpBox, cosmicRayHalo(cr.control),
-                                                        ctx.settings.memoryBudget, cr.control.nCrPixelMax)) {
+            for (const Box& cell : cells) {
                 parallel::throwIfStopRequested("during the cosmic-ray search");
-                auto [spans, count] = searchTile(ctx, w, warpBox, tile, sigma, buf);
+                auto [spans, count] = searchCell(ctx, w, warpBox, cell, sigma, buf);
                 pixels += spans.area();
                 out.nCosmicRays += count;
                 found.push_back(std::move(spans));
@@ -171,6 +127,8 @@ std::vector<WarpCosmicRays> searchMine(const PatchContext& ctx) {
         } else {
             out.spans = kernel::uniteAll(found).spans();
         }
+        log().debug("cosmic rays in {}: {} CRs, {} px, in {} cells", w.input.path, out.nCosmicRays, pixels,
+                    cells.size());
         mine.push_back(std::move(out));
     }
     return mine;

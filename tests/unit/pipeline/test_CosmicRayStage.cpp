@@ -2,9 +2,7 @@
 // stack; the pixels found get the CR plane, are left out of every stack (REJECTED in the coadd) and
 // are recorded (INPUTS n_cr_pixels / n_cosmic_rays, CR_SPANS). Warps here: 5 warps of 256x256 with
 // unit noise, a static star (psf sigma 1.5) in all of them; warp 0 carries three hot pixels and a
-// 100-px diagonal track, warp 3 a 2-px cluster. Under a budget just too small for a whole warp the
-// stage works in tiles of 160 px with a 40-px halo; the track reaches the edge of the first tile's
-// box, so the stage widens that halo. The result must not change.
+// 100-px diagonal track, warp 3 a 2-px cluster.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -151,14 +149,12 @@ TEST(CosmicRayStage, OffLeavesTheOutputAsBefore) {
 TEST(CosmicRayStage, SameBytesForAnyBudgetAndTileSize) {
     TempDir dir;
     const auto inputs = writeWarps(dir);
-    // 64 MiB: each warp in one piece. `small`: 1 KiB less than a whole warp needs, so tiles of
-    // 160 px (halo 40) that the track makes the stage widen; the stacks are chunked too.
-    const int halo = pipeline::cosmicRayHalo(withStage().cosmicRays.control);
-    ASSERT_EQ(halo, 40);
-    const std::int64_t small = geom::cosmicRayBytes(kBox, kCrPixelMax) - 1024;
-    const auto crTiles = geom::cosmicRayTiles(kBox, halo, small, kCrPixelMax);
-    ASSERT_EQ(crTiles.size(), 4U);
-    ASSERT_EQ(crTiles[0], (Box{0, 0, 160, 160}));
+    // The stage's cells are a science setting: ranks, tiles and the budget never change them. Here
+    // each warp (256 px) is one cell; `small` is just enough for it, and the stacks are chunked.
+    const geom::CosmicRayStage stage{1024, pipeline::cosmicRayHalo(withStage().cosmicRays.control),
+                                     kCrPixelMax};
+    ASSERT_EQ(stage.halo, 40);
+    const std::int64_t small = geom::cosmicRayPeakBytes(kBox, stage, 64LL << 20) + 1024;
     std::string reference;
     for (const auto& [tile, budget] : std::vector<std::pair<int, std::int64_t>>{
              {0, 64LL << 20}, {32, 64LL << 20}, {0, small}, {64, small}}) {
@@ -175,4 +171,39 @@ TEST(CosmicRayStage, SameBytesForAnyBudgetAndTileSize) {
             EXPECT_TRUE(bytes == reference) << "tile " << tile << " budget " << budget;
         }
     }
+    // A budget below one cell is refused before any pixel is searched, naming both keys.
+    auto s = withStage();
+    s.memoryBudget = small - 2048;
+    try {
+        (void)pipeline::runPatch("p", kBox, inputs, s, dir.file("tight.fits"), nullptr, {});
+        ADD_FAILURE() << "a budget below one cosmic-ray cell was accepted";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("cosmic_rays.cell_size"), std::string::npos) << e.what();
+    }
+}
+
+TEST(CosmicRayStage, CellsStitchTheWarpTogether) {
+    // Cells of 64 px (16 per warp, each searched with its 40-px halo) find the same CR pixels as one
+    // 256-px cell here: the hits and the 100-px track cross cell edges, and no first-pass cluster
+    // reaches 40 px beyond an edge (kernel/CosmicRays.h, "Reach"). Only CONFIG and SCCFGHSH differ
+    // (cell_size is a science setting), so the CR_SPANS tables and the pixels are compared.
+    TempDir dir;
+    const auto inputs = writeWarps(dir);
+    auto whole = withStage();
+    auto cells = withStage();
+    cells.cosmicRays.cellSize = 64;
+    ASSERT_EQ(geom::cosmicRayCells(kBox, 64).size(), 16U);
+    (void)pipeline::runPatch("p", kBox, inputs, whole, dir.file("whole.fits"), nullptr, {});
+    (void)pipeline::runPatch("p", kBox, inputs, cells, dir.file("cells.fits"), nullptr, {});
+    const io::Table a = io::readTable(dir.file("whole.fits"), "CR_SPANS");
+    const io::Table b = io::readTable(dir.file("cells.fits"), "CR_SPANS");
+    for (const char* col : {"visit", "y", "x0", "x1"}) {
+        EXPECT_EQ(columnOf<std::int64_t>(a, col), columnOf<std::int64_t>(b, col)) << col;
+    }
+    io::WarpReader ra(dir.file("whole.fits"));
+    io::WarpReader rb(dir.file("cells.fits"));
+    const kernel::MaskedImage ia = ra.read(kBox);
+    const kernel::MaskedImage ib = rb.read(kBox);
+    EXPECT_EQ(ia.image.data(), ib.image.data());
+    EXPECT_EQ(ia.mask.data(), ib.mask.data());
 }
