@@ -56,10 +56,14 @@ bool isTileCheckpointName(const std::string& name) {
 }
 
 /// The HDUs (after the primary) a finished coadd of `mode` has, in order (stage "write").
-std::vector<std::string> expectedHdus(const std::string& mode) {
+/// The HDUs of a coadd written by pipeline::writeCoadd (CoaddOutput.cpp), in order.
+std::vector<std::string> expectedHdus(const std::string& mode, bool cosmicRayStage) {
     std::vector<std::string> hdus = {"IMAGE", "MASK", "VARIANCE", "NIMAGE", "INPUTS"};
     if (mode == "safeclip") {
         hdus.insert(hdus.end(), {"FOOTPRINTS", "CANDIDATES", "CLIPPED_SPANS"});
+    }
+    if (cosmicRayStage) {
+        hdus.emplace_back("CR_SPANS");
     }
     hdus.emplace_back("CONFIG");
     return hdus;
@@ -149,7 +153,8 @@ std::string inputsChange(const io::Table& inputs, const io::ManifestPatch& patch
 /// --resume: is the output at `path` a whole coadd of this configuration made from these inputs?
 /// Damage (size, checksums, missing HDUs, unreadable) is told apart from another configuration
 /// (a readable file with another SCCFGHSH) and from changed inputs.
-OutputCheck checkOutput(const std::string& path, const std::string& cfgHash, const io::ManifestPatch& patch) {
+OutputCheck checkOutput(const std::string& path, const std::string& cfgHash, const io::ManifestPatch& patch,
+                        bool cosmicRayStage) {
     using Kind = OutputCheck::Kind;
     std::error_code ec;
     const auto st = fs::symlink_status(path, ec);
@@ -177,7 +182,8 @@ OutputCheck checkOutput(const std::string& path, const std::string& cfgHash, con
         return {Kind::OtherConfig, hash ? "made with a different configuration (SCCFGHSH differs)"
                                         : "has no SCCFGHSH card (not a coadd of this configuration)"};
     }
-    const std::vector<std::string> want = expectedHdus(mode);
+    // (Same SCCFGHSH: the output was made with this configuration's cosmic_rays.detect.)
+    const std::vector<std::string> want = expectedHdus(mode, cosmicRayStage);
     if (integrity.extnames != want) {
         return {Kind::Damaged, "has HDUs " + joined(integrity.extnames) + ", expected " + joined(want)};
     }
@@ -248,9 +254,9 @@ void removeStaleTemporaries(const std::string& out, const std::string& ckdir, co
 /// warning; one of another configuration or made from other inputs is refused (`why`) unless
 /// --restart, which redoes it.
 OnResume decideOnResume(const std::string& out, const std::string& cfgHash, const io::ManifestPatch& patch,
-                        bool restart, std::string& why) {
+                        bool restart, std::string& why, bool cosmicRayStage) {
     using Kind = OutputCheck::Kind;
-    const OutputCheck c = checkOutput(out, cfgHash, patch);
+    const OutputCheck c = checkOutput(out, cfgHash, patch, cosmicRayStage);
     switch (c.kind) {
         case Kind::Missing:
             return OnResume::Run;

@@ -54,8 +54,10 @@ std::int64_t cosmicRayPeakBytes(const Box& warp, const CosmicRayStage& stage, st
         throw ConfigError(
             "memory.max_per_rank = " + formatByteSize(budgetBytes) +
             " cannot hold a cosmic-ray cell (cosmic_rays.cell_size = " + std::to_string(stage.cellSize) +
-            " px plus a halo of " + std::to_string(stage.halo) + " px: " + formatByteSize(peak) +
-            "); raise memory.max_per_rank or lower cosmic_rays.cell_size");
+            " px plus a halo of " + std::to_string(stage.halo) +
+            " px, and 64 B for each of up to cosmic_rays.n_cr_pixel_max = " +
+            std::to_string(stage.nCrPixelMax) + " CR pixels: " + formatByteSize(peak) +
+            "); raise memory.max_per_rank or lower cosmic_rays.cell_size or cosmic_rays.n_cr_pixel_max");
     }
     return peak;
 }

@@ -96,6 +96,18 @@ bool isCrPixel(const Planes& p, std::ptrdiff_t i, double minSigma, const CosmicR
     const double meanNs = 0.5 * (static_cast<double>(img[i - w]) + img[i + w]);
     const double meanSwne = 0.5 * (static_cast<double>(img[i - w - 1]) + img[i + w + 1]);
     const double meanNwse = 0.5 * (static_cast<double>(img[i + w - 1]) + img[i - w + 1]);
+    // A direction is used only when its mean is finite and not more than kDefectSigma σ below the
+    // background (safeclip's guard; upstream would let a -inf or hugely negative defect pixel make
+    // its neighbours candidates, whose in-place repair then spreads the defect's value along the row
+    // and down the image: one -inf pixel flagged 6172 px). Noise never puts a two-pixel mean 10σ
+    // below the background, so this changes nothing else.
+    constexpr double kDefectSigma = 10.0;
+    const double floor = bkgd - kDefectSigma * std::sqrt(static_cast<double>(var[i]));
+    const auto usable = [floor](double m) { return std::isfinite(m) && m >= floor; };
+    const bool okNs = usable(meanNs);
+    const bool okWe = usable(meanWe);
+    const bool okSwne = usable(meanSwne);
+    const bool okNwse = usable(meanNwse);
     // condition 2
     if (minSigma < 0) {
         if (v00 < -minSigma) {
@@ -103,7 +115,8 @@ bool isCrPixel(const Planes& p, std::ptrdiff_t i, double minSigma, const CosmicR
         }
     } else {
         const double t = minSigma * std::sqrt(static_cast<double>(var[i]));
-        if (v00 < meanNs + t && v00 < meanWe + t && v00 < meanSwne + t && v00 < meanNwse + t) {
+        if ((!okNs || v00 < meanNs + t) && (!okWe || v00 < meanWe + t) && (!okSwne || v00 < meanSwne + t) &&
+            (!okNwse || v00 < meanNwse + t)) {
             return false;
         }
     }
@@ -115,13 +128,13 @@ bool isCrPixel(const Planes& p, std::ptrdiff_t i, double minSigma, const CosmicR
     const double dNwse = std::sqrt(static_cast<double>(var[i + w - 1]) + var[i - w + 1]) / 2;
     const double peak = v00 - bkgd;
     double est = 0;
-    if (th.v * (peak - cond3Fac * dv) > (meanNs - bkgd) + cond3Fac * dNs) {
+    if (okNs && th.v * (peak - cond3Fac * dv) > (meanNs - bkgd) + cond3Fac * dNs) {
         est = meanNs;
-    } else if (th.h * (peak - cond3Fac * dv) > (meanWe - bkgd) + cond3Fac * dWe) {
+    } else if (okWe && th.h * (peak - cond3Fac * dv) > (meanWe - bkgd) + cond3Fac * dWe) {
         est = meanWe;
-    } else if (th.d * (peak - cond3Fac * dv) > (meanSwne - bkgd) + cond3Fac * dSwne) {
+    } else if (okSwne && th.d * (peak - cond3Fac * dv) > (meanSwne - bkgd) + cond3Fac * dSwne) {
         est = meanSwne;
-    } else if (th.d * (peak - cond3Fac * dv) > (meanNwse - bkgd) + cond3Fac * dNwse) {
+    } else if (okNwse && th.d * (peak - cond3Fac * dv) > (meanNwse - bkgd) + cond3Fac * dNwse) {
         est = meanNwse;
     } else {
         return false;

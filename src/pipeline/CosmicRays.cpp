@@ -97,8 +97,8 @@ std::vector<WarpCosmicRays> searchMine(const PatchContext& ctx) {
         const double sigma = cr.psfSigma > 0 ? cr.psfSigma : w.reader->header().psfSigma.value_or(0.0);
         if (!(sigma > 0)) {
             out.problem = w.input.path +
-                          ": no PSFSIGMA or FWHM card, which the cosmic-ray stage needs (or set "
-                          "cosmic_rays.psf_sigma)";
+                          ": no usable PSF width (PSFSIGMA or FWHM card missing or not > 0), which the "
+                          "cosmic-ray stage needs (or set cosmic_rays.psf_sigma)";
             mine.push_back(std::move(out));
             continue;
         }

@@ -71,6 +71,11 @@ for p in p000 p001; do
   cmp -s "c128/$p.fits" "c128np2/$p.fits" && pass "cells of 128 px, -n 2, tile.size=48, 4MiB: $p byte-identical" \
     || fail "cells of 128 px: $p differs between 1 rank and 2 ranks/4MiB"
 done
+# --resume over finished outputs made with the stage skips them (their CR_SPANS table is expected).
+"$SAFECLIP" run cr.toml --resume --log-level info 2>resume-done.log || fail "--resume over finished outputs failed"
+grep -q "damaged output" resume-done.log && fail "--resume took a finished output with CR_SPANS for damaged: $(grep -m1 damaged resume-done.log)"
+grep -qE "0 patches coadded, 2 skipped|2 skipped" resume-done.log && pass "--resume skips the 2 finished patches" \
+  || fail "--resume did not skip the finished patches: $(grep -m1 -E 'coadded|skipped' resume-done.log)"
 # Resume after a failure injected after the decision checkpoint: the stage runs again.
 rc=0
 SAFECLIP_FAIL_AT=0:final "$SAFECLIP" run cr.toml --set output.dir=\"res\" --log-level error 2>/dev/null || rc=$?

@@ -17,8 +17,9 @@ enum class OnResume : int { Run = 0, Skip = 1, Refuse = 2 };
 
 /// Decides on the group root: a whole, current output is skipped; a damaged one is redone with a
 /// warning; one of another configuration or made from other inputs is refused (`why`) unless
-/// --restart, which redoes it.
+/// --restart, which redoes it. `cosmicRayStage`: this configuration has cosmic_rays.detect (an
+/// output of it then also has the CR_SPANS table).
 OnResume decideOnResume(const std::string& out, const std::string& cfgHash, const io::ManifestPatch& patch,
-                        bool restart, std::string& why);
+                        bool restart, std::string& why, bool cosmicRayStage = false);
 
 }  // namespace safeclip::app

@@ -51,6 +51,12 @@
 ///  - upstream debiases by `min2GaussianBias·σ·gaussian()` (a zero-mean draw); safeclip subtracts
 ///    min2GaussianBias·σ, the debias the constant's comment describes (the early LSST port's
 ///    gaussdev() returned 1, which gives exactly this).
+///  - a direction (a pair of opposite neighbours) takes part in conditions 2 and 3 only when its
+///    mean is finite and at least bkgd - 10σ: upstream lets a -inf or hugely negative
+///    defect make its neighbours candidates, whose in-place repair then carries the defect's value
+///    on through the raster (one -inf pixel made a 6172-px "cosmic ray"). Noise never has a
+///    two-pixel mean 10σ below the background, so this changes nothing else (the B16 coadd with
+///    the stage is byte-identical with and without the guard).
 ///  - upstream's growth pass does not look at the mask; safeclip never lets a pixel with badBits
 ///    or intrpBit join a CR (so SAT or NO_DATA pixels are never interpolated as CRs).
 ///  - upstream removes CRs one after another in place (the order of its CR list); safeclip's

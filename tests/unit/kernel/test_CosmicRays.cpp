@@ -433,4 +433,24 @@ TEST(CosmicRays, QuickRowTestNeverHidesACandidate) {
     EXPECT_TRUE(r.pixels.contains(31, 20));
 }
 
+TEST(CosmicRays, ADefectPixelDoesNotSpreadIntoACosmicRay) {
+    // One pixel at -inf, -1e38 or -1e6 on a noisy sky (safeclip's guard, see "Deviations"): its
+    // neighbours must not become candidates through the directions that contain it (their mean is
+    // -inf or far below the background), so nothing is flagged; a real hit next to such a pixel is
+    // still found through its other directions.
+    for (const float defect : {-std::numeric_limits<float>::infinity(), -1e38F, -1e6F}) {
+        SCOPED_TRACE(defect);
+        MaskedImage mi = flat(Box{0, 0, 64, 48}, 7);
+        mi.image(20, 20) = defect;
+        const CosmicRayResult r = run(mi);
+        EXPECT_EQ(r.nPixels, 0);
+        MaskedImage hit = flat(Box{0, 0, 64, 48}, 7);
+        hit.image(20, 20) = defect;
+        hit.image(21, 20) = static_cast<float>(kSky + 80 * kSigma);
+        const CosmicRayResult h = run(hit);
+        EXPECT_TRUE(h.pixels.contains(21, 20));
+        EXPECT_LE(h.nPixels, 3);
+    }
+}
+
 }  // namespace safeclip::kernel
