@@ -149,6 +149,8 @@ MaskedImage psfMatchGaussian(const MaskedImage& in, const Box& outBox, const Mat
     std::vector<std::uint8_t> accBad(aw);
     std::vector<double> rowImg(ow);
     std::vector<double> rowVar(ow);
+    std::vector<MaskPixel> rowMask(ow);
+    std::vector<std::uint8_t> rowBad(ow);
     const float nan = std::numeric_limits<float>::quiet_NaN();
 
     for (int y = outBox.y0; y < outBox.y1(); ++y) {
@@ -178,28 +180,29 @@ MaskedImage psfMatchGaussian(const MaskedImage& in, const Box& outBox, const Mat
         for (std::size_t x = 0; x < ow; ++x) {
             rowImg[x] = 0.0;
             rowVar[x] = 0.0;
+            rowMask[x] = 0;
+            rowBad[x] = 0;
         }
         for (std::size_t t = 0; t < k; ++t) {
             const double gt = g[t];
             const double g2t = g2[t];
             const double* ai = accImg.data() + t;
             const double* av = accVar.data() + t;
+            const MaskPixel* am = accMask.data() + t;
+            const std::uint8_t* ab = accBad.data() + t;
             for (std::size_t x = 0; x < ow; ++x) {
                 rowImg[x] += gt * ai[x];
                 rowVar[x] += g2t * av[x];
+                rowMask[x] |= am[x];
+                rowBad[x] |= ab[x];
             }
         }
         float* oi = out.image.row(y);
         float* ov = out.variance.row(y);
         MaskPixel* om = out.mask.row(y);
         for (std::size_t x = 0; x < ow; ++x) {
-            MaskPixel m = 0;
-            std::uint8_t bad = 0;
-            for (std::size_t t = 0; t < k; ++t) {
-                m |= accMask[x + t];
-                bad |= accBad[x + t];
-            }
-            if (bad != 0) {
+            const MaskPixel m = rowMask[x];
+            if (rowBad[x] != 0) {
                 oi[x] = nan;
                 ov[x] = nan;
                 om[x] = m | noDataBit;
