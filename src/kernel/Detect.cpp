@@ -97,11 +97,42 @@ bool passes(float value, float variance, double threshold, Polarity pol) {
     return false;
 }
 
+/// Pixels of `valid` where pol*img >= threshold*sqrt(var) (NaN/inf never pass); image and
+/// variance may have a larger box than `valid`.
+SpanSet thresholdPlanes(const ImageF& image, const ImageF& variance, const Box& v, double threshold,
+                        Polarity pol) {
+    std::vector<Span> out;
+    if (v.empty()) {
+        return SpanSet{};
+    }
+    for (int y = v.y0; y < v.y1(); ++y) {
+        const float* img = image.row(y) + (v.x0 - image.box().x0);
+        const float* var = variance.row(y) + (v.x0 - variance.box().x0);
+        int k = 0;
+        while (k < v.width) {
+            while (k < v.width && !passes(img[k], var[k], threshold, pol)) {
+                ++k;
+            }
+            if (k >= v.width) {
+                break;
+            }
+            const int start = k;
+            while (k < v.width && passes(img[k], var[k], threshold, pol)) {
+                ++k;
+            }
+            out.push_back(Span{y, v.x0 + start, v.x0 + k - 1});
+        }
+    }
+    return SpanSet::fromSortedSpans(std::move(out));
+}
+
 /// Footprints of one polarity: threshold, 8-connected components with >= minPixels pixels, disk
 /// growth clipped to `full`. Dilation distributes over union, so the union of the grown footprints
 /// is the dilation of the union of the kept components.
-SpanSet grownPolarity(const Smoothed& s, const DetectControl& ctrl, Polarity pol, const Box& full) {
-    const std::vector<SpanSet> comps = connectedComponents8(thresholdSpans(s, ctrl.thresholdValue, pol));
+SpanSet grownPolarity(const ImageF& image, const ImageF& variance, const Box& valid,
+                      const DetectControl& ctrl, Polarity pol, const Box& full) {
+    const std::vector<SpanSet> comps =
+        connectedComponents8(thresholdPlanes(image, variance, valid, ctrl.thresholdValue, pol));
     std::vector<Span> kept;
     for (const SpanSet& c : comps) {
         if (c.area() >= ctrl.minPixels) {
@@ -133,11 +164,13 @@ void DetectControl::validate() const {
     if (minPixels < 0) {
         throw InvalidParameter("DetectControl.minPixels must be >= 0, got " + std::to_string(minPixels));
     }
-    (void)halfWidthFor(psfSigma, nSigmaForKernel);  // throws on a bad nSigmaForKernel
+    if (doSmooth) {
+        (void)halfWidthFor(psfSigma, nSigmaForKernel);  // throws on a bad nSigmaForKernel
+    }
 }
 
 int DetectControl::kernelHalfWidth() const {
-    return halfWidthFor(psfSigma, nSigmaForKernel);
+    return doSmooth ? halfWidthFor(psfSigma, nSigmaForKernel) : 0;
 }
 
 int DetectControl::growRadius() const {
@@ -190,43 +223,31 @@ Smoothed smoothImage(const ImageF& image, const ImageF& variance, double sigma, 
 }
 
 SpanSet thresholdSpans(const Smoothed& s, double threshold, Polarity pol) {
-    std::vector<Span> out;
-    const Box& v = s.valid;
-    if (v.empty()) {
-        return SpanSet{};
-    }
-    for (int y = v.y0; y < v.y1(); ++y) {
-        const float* img = s.image.row(y) + (v.x0 - s.image.box().x0);
-        const float* var = s.variance.row(y) + (v.x0 - s.variance.box().x0);
-        int k = 0;
-        while (k < v.width) {
-            while (k < v.width && !passes(img[k], var[k], threshold, pol)) {
-                ++k;
-            }
-            if (k >= v.width) {
-                break;
-            }
-            const int start = k;
-            while (k < v.width && passes(img[k], var[k], threshold, pol)) {
-                ++k;
-            }
-            out.push_back(Span{y, v.x0 + start, v.x0 + k - 1});
-        }
-    }
-    return SpanSet::fromSortedSpans(std::move(out));
+    return thresholdPlanes(s.image, s.variance, s.valid, threshold, pol);
 }
 
 std::vector<SpanSet> detectFootprints(const ImageF& image, const ImageF& variance,
                                       const DetectControl& ctrl) {
     ctrl.validate();
-    const Smoothed s = smoothImage(image, variance, ctrl.psfSigma, ctrl.nSigmaForKernel);
+    if (!(image.box() == variance.box())) {
+        throw InvalidParameter("detectFootprints: image box " + image.box().str() + " != variance box " +
+                               variance.box().str());
+    }
+    Smoothed s;
+    if (ctrl.doSmooth) {
+        s = smoothImage(image, variance, ctrl.psfSigma, ctrl.nSigmaForKernel);
+    }
+    // Unsmoothed: threshold the input planes themselves over the whole box.
+    const ImageF& img = ctrl.doSmooth ? s.image : image;
+    const ImageF& var = ctrl.doSmooth ? s.variance : variance;
+    const Box valid = ctrl.doSmooth ? s.valid : image.box();
     const Box& full = image.box();
     SpanSet all;
     if (ctrl.polarity == Polarity::Positive || ctrl.polarity == Polarity::Both) {
-        all = all.unite(grownPolarity(s, ctrl, Polarity::Positive, full));
+        all = all.unite(grownPolarity(img, var, valid, ctrl, Polarity::Positive, full));
     }
     if (ctrl.polarity == Polarity::Negative || ctrl.polarity == Polarity::Both) {
-        all = all.unite(grownPolarity(s, ctrl, Polarity::Negative, full));
+        all = all.unite(grownPolarity(img, var, valid, ctrl, Polarity::Negative, full));
     }
     // Per-polarity re-segmentation followed by the union of both polarities gives the same pixel set
     // as uniting first; one 8-connected segmentation of the union is the spec's final result.

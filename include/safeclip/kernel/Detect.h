@@ -3,6 +3,13 @@
 /// separable Gaussian smoothing, per-pixel n-sigma thresholds of both polarities, 8-connected
 /// footprints of >= minPixels, disk growth, polarity merge.
 /// Memory: 2 float planes of the input box (smoothed image, smoothed variance) + 1 temporary.
+///
+/// Without smoothing (DetectControl::doSmooth = false; SourceDetectionTask.detectFootprints with
+/// doSmooth=False, as CompareWarpAssembleCoaddTask runs it on each warp − template difference,
+/// spec §10 step 4): the threshold is applied per pixel to image/sqrt(variance) over the whole
+/// input box (no kernel, no invalid border: kernelHalfWidth() is 0), then the same connected
+/// components, minPixels, disk growth int(nSigmaToGrow·psfSigma + 0.5) and polarity merge. psfSigma
+/// is then used only for the growth radius. No smoothed planes are allocated.
 #include <vector>
 
 #include "safeclip/kernel/Image.h"
@@ -19,10 +26,14 @@ struct DetectControl {
     Polarity polarity = Polarity::Both;
     double nSigmaToGrow = 2.0;     ///< clipDetection.nSigmaToGrow; grow = int(nSigmaToGrow*σ + 0.5)
     int minPixels = 4;             ///< clipDetection.minPixels (before growth)
-    double nSigmaForKernel = 7.0;  ///< full kernel width in σ
+    double nSigmaForKernel = 7.0;  ///< full kernel width in σ (unused when !doSmooth)
+    /// SourceDetectionTask doSmooth: smooth with the PSF Gaussian before thresholding (SafeClip,
+    /// spec §6.1) or threshold the raw pixels (CompareWarp, spec §10 step 4).
+    bool doSmooth = true;
     /// @throws InvalidParameter
     void validate() const;
-    /// Kernel half-width r = (K-1)/2 with K = 2*floor(floor(nSigmaForKernel*σ + 0.5)/2) + 1.
+    /// Kernel half-width r = (K-1)/2 with K = 2*floor(floor(nSigmaForKernel*σ + 0.5)/2) + 1;
+    /// 0 when !doSmooth.
     [[nodiscard]] int kernelHalfWidth() const;
     /// Growth radius int(nSigmaToGrow*σ + 0.5).
     [[nodiscard]] int growRadius() const;
@@ -43,10 +54,10 @@ Smoothed smoothImage(const ImageF& image, const ImageF& variance, double sigma, 
 /// Pixels of `valid` where pol*S.img >= threshold*sqrt(S.var) (NaN/inf never pass).
 SpanSet thresholdSpans(const Smoothed& s, double threshold, Polarity pol);
 
-/// Full detection (spec §6.1.3–8) on image/variance (same box): smooth, threshold each polarity,
-/// 8-connected components with >= minPixels pixels, grow each polarity by the disk and merge
-/// touching footprints (clipped to the full box), then union both polarities and re-segment.
-/// Returns footprints ordered by their first span.
+/// Full detection (spec §6.1.3–8) on image/variance (same box): smooth (if ctrl.doSmooth),
+/// threshold each polarity, 8-connected components with >= minPixels pixels, grow each polarity by
+/// the disk and merge touching footprints (clipped to the full box), then union both polarities and
+/// re-segment. Returns footprints ordered by their first span.
 std::vector<SpanSet> detectFootprints(const ImageF& image, const ImageF& variance, const DetectControl& ctrl);
 
 }  // namespace safeclip::kernel

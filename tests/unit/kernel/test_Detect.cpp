@@ -449,5 +449,122 @@ TEST(Detect, FootprintsOrderedByFirstSpanAndDisjoint) {
     }
 }
 
+// ---- doSmooth = false (CompareWarp: detection on warp - template, spec §10 step 4) ----------
+
+TEST(Detect, NoSmoothingHasNoKernelAndIgnoresKernelWidth) {
+    DetectControl ctrl;
+    ctrl.doSmooth = false;
+    EXPECT_EQ(ctrl.kernelHalfWidth(), 0);
+    ctrl.nSigmaForKernel = -1.0;  // unused without smoothing: accepted
+    EXPECT_NO_THROW(ctrl.validate());
+    ctrl.doSmooth = true;
+    EXPECT_THROW(ctrl.validate(), InvalidParameter);
+    ctrl.nSigmaForKernel = 7.0;
+    EXPECT_EQ(ctrl.kernelHalfWidth(), 7);  // σ 2: K = 2*floor(14/2)+1 = 15
+}
+
+TEST(Detect, NoSmoothingThresholdsEachPixelAndGrowsByTheDisk) {
+    // CompareWarp's detect config: threshold 5 (pixel_stdev), both polarities, minPixels 4,
+    // nSigmaToGrow 0.4; with psfSigma 2.0 the growth is int(0.4*2 + 0.5) = 1 (the 4-neighbour cross).
+    // Variance 4 everywhere, so a pixel passes when |value| >= 5*sqrt(4) = 10 (inclusive).
+    const Box box{0, 0, 48, 40};
+    ImageF img(box, 0.0F);
+    ImageF var(box, 4.0F);
+    // A: positive 2x2 at x 5..6, y 5..6 with one pixel exactly at the threshold (10 passes: >=).
+    img(5, 5) = 12.0F;
+    img(6, 5) = 12.0F;
+    img(5, 6) = 12.0F;
+    img(6, 6) = 10.0F;
+    // B: negative 2x2 at x 30..31, y 8..9.
+    for (int y = 8; y <= 9; ++y) {
+        for (int x = 30; x <= 31; ++x) {
+            img(x, y) = -11.0F;
+        }
+    }
+    // C: 3 bright pixels (< minPixels 4): dropped. D: 4 pixels just below threshold: nothing.
+    img(20, 30) = 50.0F;
+    img(21, 30) = 50.0F;
+    img(22, 30) = 50.0F;
+    for (int x = 10; x < 14; ++x) {
+        img(x, 20) = 9.99F;
+    }
+    // E: positive 2x2 at x 10..11, y 33..34 and negative 2x2 at x 14..15: the columns 12, 13
+    // between them are reached by the growth of each (12 by E+, 13 by E-): they touch after growth
+    // and must merge into one footprint (polarity merge, spec §6.1.8).
+    for (int y = 33; y <= 34; ++y) {
+        img(10, y) = 20.0F;
+        img(11, y) = 20.0F;
+        img(14, y) = -20.0F;
+        img(15, y) = -20.0F;
+    }
+    // F: a NaN pixel with NaN variance next to nothing: never passes.
+    img(40, 20) = kNaN;
+    var(40, 20) = kNaN;
+    DetectControl ctrl;
+    ctrl.doSmooth = false;
+    ctrl.psfSigma = 2.0;
+    ctrl.thresholdValue = 5.0;
+    ctrl.nSigmaToGrow = 0.4;
+    ctrl.minPixels = 4;
+    ctrl.polarity = Polarity::Both;
+    ASSERT_EQ(ctrl.growRadius(), 1);
+
+    auto square = [](int x0, int y0) {
+        return SpanSet::fromSpans({Span{y0, x0, x0 + 1}, Span{y0 + 1, x0, x0 + 1}});
+    };
+    const SpanSet a = bruteDilate(square(5, 5), 1, box);
+    const SpanSet b = bruteDilate(square(30, 8), 1, box);
+    const SpanSet e = bruteDilate(square(10, 33), 1, box).unite(bruteDilate(square(14, 33), 1, box));
+    ASSERT_EQ(connectedComponents8(e).size(), 1U);  // the derivation above: they touch
+    const std::vector<SpanSet> fps = detectFootprints(img, var, ctrl);
+    ASSERT_EQ(fps.size(), 3U);
+    EXPECT_EQ(fps[0], a);  // ordered by first span: y 4, y 7, y 32
+    EXPECT_EQ(fps[1], b);
+    EXPECT_EQ(fps[2], e);
+    EXPECT_EQ(a.area(), 12);  // 2x2 plus 2 on each side
+
+    // Positive only: B and the negative half of E disappear.
+    ctrl.polarity = Polarity::Positive;
+    const std::vector<SpanSet> pos = detectFootprints(img, var, ctrl);
+    ASSERT_EQ(pos.size(), 2U);
+    EXPECT_EQ(pos[0], a);
+    EXPECT_EQ(pos[1], bruteDilate(square(10, 33), 1, box));
+
+    // minPixels 3 keeps C (3 pixels in a row, grown by the cross; first span y 29, before E).
+    ctrl.polarity = Polarity::Both;
+    ctrl.minPixels = 3;
+    const SpanSet c = bruteDilate(SpanSet::fromSpans({Span{30, 20, 22}}), 1, box);
+    const std::vector<SpanSet> withC = detectFootprints(img, var, ctrl);
+    ASSERT_EQ(withC.size(), 4U);
+    EXPECT_EQ(withC[2], c);
+    EXPECT_EQ(withC[3], e);
+
+    // No growth with nSigmaToGrow 0: A is exactly its 4 pixels.
+    ctrl.minPixels = 4;
+    ctrl.nSigmaToGrow = 0.0;
+    const std::vector<SpanSet> bare = detectFootprints(img, var, ctrl);
+    ASSERT_EQ(bare.size(), 4U);  // E's halves no longer touch
+    EXPECT_EQ(bare[0], square(5, 5));
+}
+
+TEST(Detect, NoSmoothingDetectsUpToTheBoxEdge) {
+    // Without a kernel there is no invalid border: a 2x2 source in the corner is found, and with
+    // smoothing (r 7) it is not (its pixels lie outside the valid box).
+    const Box box{3, 4, 30, 30};
+    ImageF img(box, 0.0F);
+    ImageF var(box, 1.0F);
+    img(3, 4) = img(4, 4) = img(3, 5) = img(4, 5) = 100.0F;
+    DetectControl ctrl;
+    ctrl.doSmooth = false;
+    ctrl.nSigmaToGrow = 0.0;
+    const std::vector<SpanSet> fps = detectFootprints(img, var, ctrl);
+    ASSERT_EQ(fps.size(), 1U);
+    EXPECT_EQ(fps[0], SpanSet::fromSpans({Span{4, 3, 4}, Span{5, 3, 4}}));
+    // Smoothed (σ 2, r 7, threshold 2): the nearest valid pixel (10, 11) is 6-7 px from the source;
+    // its smoothed value 100*(g(6)+g(7))^2 ≈ 7e-4 is far below 2*sqrt(Σk²) = 2*Σg² ≈ 0.28.
+    ctrl.doSmooth = true;
+    EXPECT_TRUE(detectFootprints(img, var, ctrl).empty());
+}
+
 }  // namespace
 }  // namespace safeclip::kernel
