@@ -1,8 +1,8 @@
 #!/bin/bash
 # Smoke test of the independent CompareWarp reference (tests/reference/comparewarp_ref.py):
 # generate the tiny cases, run the reference on them and check the obvious properties.
-# Not registered in CTest yet (the C++ comparewarp mode does not exist yet); run it by hand:
-#   tests/reference/test_comparewarp_ref.sh [SCRATCH_DIR]
+# Registered in CTest as `reference_comparewarp` (the C++ comparewarp mode does not exist yet: this
+# checks the reference itself); by hand: tests/reference/test_comparewarp_ref.sh [SCRATCH_DIR]
 # Exits non-zero if any check fails. Needs Debian's /usr/bin/python3 with numpy and astropy.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
