@@ -161,8 +161,8 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         int current = 0;
         std::string why;
         if (group.rank() == 0 && opts.resume) {
-            current = static_cast<int>(decideOnResume(out, cfgHash, patch, opts.restart, why,
-                                                      cfg.getBool("cosmic_rays.detect")));
+            current = static_cast<int>(
+                decideOnResume(out, cfgHash, patch, opts.restart, why, cfg.getBool("cosmic_rays.detect")));
         }
         parallel::broadcastFromRoot(&group, current);
         if (current == static_cast<int>(OnResume::Refuse)) {
