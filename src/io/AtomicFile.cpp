@@ -9,6 +9,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <system_error>
 
 #include "safeclip/kernel/Error.h"
@@ -75,7 +76,22 @@ bool temporaryInUse(const std::string& tmpPath) {
     if (pid <= 0 || pid == ::getpid()) {
         return false;
     }
-    return ::kill(pid, 0) == 0 || errno == EPERM;
+    if (!(::kill(pid, 0) == 0 || errno == EPERM)) {
+        return false;
+    }
+    // A zombie (killed, not yet reaped: in a container whose PID 1 does not reap orphans it can stay
+    // for good) still answers kill(pid, 0) but writes nothing: its temporary is stale. State is the
+    // field after the last ')' of /proc/<pid>/stat; without /proc the process counts as alive.
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (std::getline(stat, line)) {
+        const auto close = line.rfind(')');
+        if (close != std::string::npos && close + 2 < line.size()) {
+            const char state = line[close + 2];
+            return state != 'Z' && state != 'X';
+        }
+    }
+    return true;
 }
 
 void writeAtomically(const std::string& path, const std::function<void(const std::string& tmpPath)>& writeTo,

@@ -13,10 +13,10 @@ namespace safeclip::io {
 [[nodiscard]] std::string temporaryPathFor(const std::string& path);
 
 /// True when the temporary `tmpPath` ("<path>.tmp.<pid>") may belong to a live writer on this host:
-/// its pid is not this process's and the process exists. Sweeps of stale temporaries skip such
-/// files, so a concurrent writer (another run's shard, a `coadd` into the same directory, a run
-/// sharing checkpoint.dir) never loses its temporary. (A writer on another host cannot be seen;
-/// `run` holds output.dir exclusively against that.)
+/// its pid is not this process's and the process exists and is not a zombie. Sweeps of stale temporaries skip
+/// such files, so a concurrent writer (another run's shard, a `coadd` into the same directory, a run sharing
+/// checkpoint.dir) never loses its temporary. (A writer on another host cannot be seen; `run` holds
+/// output.dir exclusively against that.)
 [[nodiscard]] bool temporaryInUse(const std::string& tmpPath);
 
 /// @brief Publish `path` atomically; for library writers that need a file name (cfitsio, HDF5, Cairo).

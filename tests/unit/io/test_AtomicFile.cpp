@@ -2,8 +2,10 @@
 // leave the previous file byte for byte and no temporary, and errors name the final path.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -197,4 +199,36 @@ TEST(AtomicFile, BadTargetsAreRefusedBeforeWriting) {
     expectOutputError([&] { writeTextAtomically(under, "x", "the file"); }, under,
                       "plain is not a directory");
     EXPECT_EQ(dir.list(), (std::set<std::string>{"adir", "plain"}));
+}
+
+TEST(AtomicFile, ATemporaryOfALiveWriterIsInUseOfAZombieIsNot) {
+    // A killed writer whose parent has not reaped it (a zombie; in a container whose PID 1 does not
+    // reap orphans it stays one) answers kill(pid, 0) but writes nothing: its temporary is stale and
+    // a sweep may remove it. A running writer's is in use.
+    const pid_t running = ::fork();
+    ASSERT_GE(running, 0);
+    if (running == 0) {
+        ::pause();
+        ::_exit(0);
+    }
+    const pid_t zombie = ::fork();
+    ASSERT_GE(zombie, 0);
+    if (zombie == 0) {
+        ::_exit(0);
+    }
+    // Wait until the exited child is a zombie (not yet reaped: no waitpid on it until the end).
+    for (int k = 0; k < 200; ++k) {
+        std::ifstream stat("/proc/" + std::to_string(zombie) + "/stat");
+        std::string line;
+        std::getline(stat, line);
+        if (line.find(") Z") != std::string::npos) {
+            break;
+        }
+        ::usleep(10000);
+    }
+    EXPECT_TRUE(safeclip::io::temporaryInUse("out/p.fits.tmp." + std::to_string(running)));
+    EXPECT_FALSE(safeclip::io::temporaryInUse("out/p.fits.tmp." + std::to_string(zombie)));
+    ::kill(running, SIGKILL);
+    ::waitpid(running, nullptr, 0);
+    ::waitpid(zombie, nullptr, 0);
 }
