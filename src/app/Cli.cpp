@@ -427,7 +427,8 @@ int runCli(int argc, char** argv) {
 
     try {
         if (*coadd) {
-            installStopSignals();  // SIGTERM/SIGUSR1/SIGINT: exit 75, temporaries removed, as `run`
+            // SIGTERM/SIGUSR1/SIGINT: exit 75, temporaries removed, as `run` (coadd has no --resume)
+            installStopSignals(parallel::AfterStop::Rerun);
             return cmdCoadd(coaddOut, coaddOverwrite, coaddConfig, coaddSets, logLevel, coaddWarps);
         }
         if (*run) {

@@ -16,6 +16,12 @@ namespace safeclip::parallel {
 namespace {
 // Lock-free, so the handler may set it and the watchdog thread read it.
 std::atomic<int> g_stop{0};
+/// The hint after a stop (set once by installStopSignals, before any signal can arrive).
+std::atomic<bool> g_rerunHint{false};
+
+const char* afterStopHint() {
+    return g_rerunHint.load(std::memory_order_relaxed) ? "rerun the command" : "rerun with --resume";
+}
 static_assert(std::atomic<int>::is_always_lock_free);
 
 extern "C" void onStopSignal(int /*sig*/) {
@@ -34,9 +40,8 @@ void watchdog(double grace) {
     std::this_thread::sleep_for(std::chrono::duration<double>(grace));
     std::fprintf(
         stderr,
-        "safeclip: still running %.0f s after a stop signal (a call does not return); exiting 75 now, "
-        "rerun with --resume\n",
-        grace);
+        "safeclip: still running %.0f s after a stop signal (a call does not return); exiting 75 now, %s\n",
+        grace, afterStopHint());
     std::fflush(stderr);
     std::_Exit(static_cast<int>(ExitCode::Resume));  // no destructors: the main thread is still inside a call
 }
@@ -48,11 +53,19 @@ double graceSeconds() {
     }
     char* end = nullptr;
     const double v = std::strtod(env, &end);
-    return end != env && v >= 0 && v < 1e6 ? v : kDefaultStopGraceSeconds;
+    if (end != env && *end == '\0' && v >= 0 && v < 1e6) {
+        return v;
+    }
+    std::fprintf(stderr,
+                 "safeclip: SAFECLIP_STOP_GRACE_SECONDS='%s' is not a number of seconds in [0, 1e6); using "
+                 "%.0f\n",
+                 env, kDefaultStopGraceSeconds);
+    return kDefaultStopGraceSeconds;
 }
 }  // namespace
 
-void installStopSignals() {
+void installStopSignals(AfterStop after) {
+    g_rerunHint.store(after == AfterStop::Rerun, std::memory_order_relaxed);
     static std::once_flag once;
     std::call_once(once, [] { std::thread(watchdog, graceSeconds()).detach(); });
     struct sigaction sa {};
@@ -70,8 +83,10 @@ bool stopRequested() {
 
 void throwIfStopRequested(const char* where) {
     if (stopRequested()) {
-        throw Error(std::string("stopped by a signal (SIGTERM/SIGUSR1) ") + where +
-                        "; finished work is kept: rerun with --resume",
+        throw Error(std::string("stopped by a signal (SIGTERM/SIGUSR1) ") + where + "; " +
+                        (g_rerunHint.load(std::memory_order_relaxed) ? "nothing was written: "
+                                                                     : "finished work is kept: ") +
+                        afterStopHint(),
                     ExitCode::Resume);
     }
 }

@@ -26,9 +26,11 @@ kernel::StackControl stackControl(const PatchContext& ctx, kernel::Statistic sta
     c.maskMap = {{rejectedSrc, bits.rejected}, {bits.edge, bits.sensorEdge}, {bits.clipped, bits.clipped}};
     for (const auto& [plane, t] : ctx.settings.maskPropagationThresholds) {
         const MaskPixel b = ctx.dict.bitMask(plane);
-        if (b != 0) {
-            c.propagationThresholds.emplace_back(b, t);
+        if (b == 0) {  // as stack.bad_mask_planes: a typo must not silently propagate nothing
+            throw ConfigError("stack.mask_propagation_thresholds: unknown mask plane '" + plane +
+                              "' (not a default plane and not in any input's MP_* cards)");
         }
+        c.propagationThresholds.emplace_back(b, t);
     }
     c.validate();
     return c;

@@ -198,4 +198,24 @@ if [ -n "$need" ]; then
 else
   fail "no smallest budget in: $(cat stderr.txt)"
 fi
+# `coadd` stopped by SIGTERM (here while a test hook hangs in the final stage): exit 75, nothing
+# written, and the hint fits the command (coadd has no --resume). An unusable
+# SAFECLIP_STOP_GRACE_SECONDS is reported and the default used.
+SAFECLIP_TEST_HANG_AT=final SAFECLIP_STOP_GRACE_SECONDS=2 "$SAFECLIP" coadd -o sig.fits data/p000/warp-*.fits \
+  --log-level info 2>sig.log &
+pid=$!
+for _ in $(seq 1 300); do grep -q "test hook: hanging" sig.log && break; sleep 0.1; done
+kill -TERM "$pid"
+set +e; wait "$pid"; rc=$?; set -e
+[ "$rc" -eq 75 ] && grep -q "rerun the command" sig.log && ! grep -q -- "--resume" sig.log && [ ! -e sig.fits ] \
+  && [ -z "$(ls sig.fits.tmp.* 2>/dev/null)" ] \
+  && pass "coadd + SIGTERM: exit 75, nothing written, '$(grep -o -m1 'exiting 75.*' sig.log)'" \
+  || fail "coadd + SIGTERM: exit $rc: $(grep -m1 -E 'exiting|stopped' sig.log)"
+set +e
+SAFECLIP_STOP_GRACE_SECONDS=soon "${T[@]}" "$SAFECLIP" coadd -o grace.fits data/p000/warp-*.fits --log-level warn 2>grace.log
+rc=$?
+set -e
+[ "$rc" -eq 0 ] && grep -q "SAFECLIP_STOP_GRACE_SECONDS='soon' is not a number" grace.log \
+  && pass "bad SAFECLIP_STOP_GRACE_SECONDS reported: $(head -1 grace.log | cut -c1-80)" \
+  || fail "bad SAFECLIP_STOP_GRACE_SECONDS: exit $rc, $(head -1 grace.log)"
 finish

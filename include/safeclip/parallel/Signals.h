@@ -10,9 +10,14 @@ namespace safeclip::parallel {
 
 inline constexpr double kDefaultStopGraceSeconds = 20.0;
 
+/// What to tell the user after a stop: `run` resumes ("rerun with --resume", the default), `coadd`
+/// starts again ("rerun the command").
+enum class AfterStop { Resume, Rerun };
+
 /// Install the handlers and start the watchdog thread (idempotent). The handler only sets a
-/// lock-free atomic flag; the watchdog polls it every 0.1 s.
-void installStopSignals();
+/// lock-free atomic flag; the watchdog polls it every 0.1 s. An unusable
+/// SAFECLIP_STOP_GRACE_SECONDS (not a number in [0, 1e6)) is reported on stderr and the default used.
+void installStopSignals(AfterStop after = AfterStop::Resume);
 /// True once SIGTERM or SIGUSR1 arrived.
 bool stopRequested();
 /// Throws Error(ExitCode::Resume) when a stop was requested (call between units of work).

@@ -324,8 +324,30 @@ TEST(Stages, MaskPlanesOnlyTheWarpsNameAreResolvedAfterOpening) {
         EXPECT_NE(std::string(e.what()).find("NOT_A_PLANE"), std::string::npos) << e.what();
     }
 
-    // Through a whole run: the XTALK pixels are rejected and NOT_DEBLENDED is gone from the coadd.
+    // So is a mask-propagation threshold for such a plane (it would silently propagate nothing);
+    // one for a plane only the warps name (XTALK) is fine.
     s.badMaskPlanes.pop_back();
+    s.maskPropagationThresholds.emplace_back("XTALK", 0.5);
+    EXPECT_NO_THROW({
+        auto ok = context(inputs, s, dir.file("out.fits"));
+        pipeline::openWarps(ok);
+    });
+    s.maskPropagationThresholds.emplace_back("NOT_A_PLANE", 0.5);
+    auto badThreshold = context(inputs, s, dir.file("out.fits"));
+    try {
+        pipeline::openWarps(badThreshold);
+        ADD_FAILURE() << "no error for a threshold on an unknown plane";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ExitCode::Config);
+        EXPECT_NE(
+            std::string(e.what()).find("stack.mask_propagation_thresholds: unknown mask plane 'NOT_A_PLANE'"),
+            std::string::npos)
+            << e.what();
+    }
+    s.maskPropagationThresholds.pop_back();
+    s.maskPropagationThresholds.pop_back();
+
+    // Through a whole run: the XTALK pixels are rejected and NOT_DEBLENDED is gone from the coadd.
     const std::string out = dir.file("coadd.fits");
     (void)pipeline::runPatch("p", kernel::Box{}, inputs, s, out, nullptr, {});
     io::WarpReader coadd(out);
