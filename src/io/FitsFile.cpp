@@ -57,7 +57,10 @@ void throwFitsError(const std::string& path, const std::string& action, int stat
     // EIO) is still in errno right after the failed write.
     const int err = errno;
     std::string why = statusText(status);
-    if (writing && status == WRITE_ERROR && err != 0) {
+    // A full disk can also surface as a read or end-of-file error (the checksum pass reads back
+    // what a short write left); name the system's reason whenever it is a storage one.
+    const bool storage = err == ENOSPC || err == EFBIG || err == EDQUOT || err == EIO;
+    if (writing && err != 0 && (status == WRITE_ERROR || storage)) {
         why += std::string(" (") + std::strerror(err) + ")";
     }
     throwError(path + ": " + action + ": " + why, writing);

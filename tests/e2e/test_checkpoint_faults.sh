@@ -119,6 +119,16 @@ if mount -t tmpfs -o size=1m tmpfs full 2>/dev/null; then
     || fail "full checkpoint disk: exit $rc (139 = segfault): $(head -c 600 nospace.log)"
   [ -z "$(find full -name '*.tmp.*')" ] || fail "temporaries left on the full disk: $(ls full)"
   [ -f full/filler ] || fail "foreign file removed from the checkpoint dir"
+  # The coadd itself on the full disk (its pixels, then the DATASUM/CHECKSUM pass): exit 4 with the
+  # system's reason, whichever cfitsio call meets the full disk first.
+  set +e
+  timeout 300 "$SAFECLIP" coadd -o full/out.fits data/p000/warp-*.fits --log-level warn 2>nospace-out.log
+  rc=$?
+  set -e
+  [ "$rc" -eq 4 ] && grep -q "full/out.fits.*$reason" nospace-out.log \
+    && pass "coadd onto a full disk: exit 4: $(grep -o -m1 'full/out.*' nospace-out.log | cut -c1-140)" \
+    || fail "coadd onto a full disk: exit $rc: $(head -c 400 nospace-out.log)"
+  [ -z "$(find full -name '*.tmp.*')" ] || fail "temporaries left on the full disk: $(ls full)"
   umount full
   trap - EXIT
 else
