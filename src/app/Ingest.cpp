@@ -20,6 +20,7 @@
 #include "safeclip/app/Ingest.h"
 
 #include <fitsio.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -391,8 +392,7 @@ struct CosmicRaySummary {
 /// the final PSF and keepCRs = false, clearing the CR plane each time: with ingest's fixed PSF
 /// (the FWHM) that is this one call.
 /// TooManyCosmicRayPixels becomes an InputError naming the file (exit 3): ingest stops there, as
-/// for its other per-file pixel problems (the warps of the files before it are written, the
-/// manifest is not).
+/// for its other per-file pixel problems, and writes nothing (its output is all or nothing).
 CosmicRaySummary repairCosmicRays(kernel::MaskedImage& mi, const InputInfo& info, double median,
                                   const kernel::CosmicRayControl& ctrl, const kernel::MaskDict& dict) {
     const MaskPixel crBit = dict.bitMask("CR");
@@ -619,6 +619,22 @@ void ingest(const IngestOptions& opts) {
     // offsets of a cut-out, not an afw xy0, so they are ignored. FITS pixel (1,1) is PARENT (0,0),
     // and the copied WCS cards need no shift.
     patch.box = Box{0, 0, inputs.front().width, inputs.front().height};
+    // All or nothing: every warp is first written (atomically) under a staging name, and only when
+    // all of them are there are they renamed into place and the manifest written; a failure on any
+    // frame removes the staged warps, so --out never holds a mix of new warps and an old manifest.
+    std::vector<std::pair<std::string, std::string>> staged;  // (staging path, final path)
+    struct Unstage {
+        std::vector<std::pair<std::string, std::string>>& files;
+        bool done = false;
+        ~Unstage() {
+            if (!done) {
+                for (const auto& [tmp, dst] : files) {
+                    std::error_code ec;
+                    fs::remove(tmp, ec);
+                }
+            }
+        }
+    } unstage{staged};
     for (std::size_t i = 0; i < inputs.size(); ++i) {
         const InputInfo& info = inputs[i];
         FileSummary sum;
@@ -658,7 +674,9 @@ void ingest(const IngestOptions& opts) {
                 info.path, sum.cosmicRays.nCr, sum.cosmicRays.nPixels, sum.cosmicRays.background,
                 info.psfSigma);
         }
-        io::writeExposure(outPath, data);
+        const std::string stagePath = outPath + ".staged." + std::to_string(::getpid());
+        staged.emplace_back(stagePath, outPath);
+        io::writeExposure(stagePath, data);
         patch.warps.push_back(io::ManifestWarp{static_cast<std::int64_t>(i), info.outName});
         log().info(
             "ingest: {} -> {}: variance {} x {:.4f} (model sigma {:.2f}, background sigma {:.2f} ADU on {} "
@@ -669,6 +687,14 @@ void ingest(const IngestOptions& opts) {
             info.zeroPoint, info.zeroPointSource, fluxMag0, sum.nDetected, sum.nDetectedNegative, sum.nNoData,
             sum.nSaturated);
     }
+    for (const auto& [tmp, dst] : staged) {
+        std::error_code ec;
+        fs::rename(tmp, dst, ec);
+        if (ec) {
+            throw OutputError(dst + ": cannot move the ingested warp into place: " + ec.message());
+        }
+    }
+    unstage.done = true;
     io::Manifest manifest;
     manifest.patches.push_back(std::move(patch));
     const std::string manifestPath = (fs::path(opts.outDir) / "manifest.json").string();

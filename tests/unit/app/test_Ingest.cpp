@@ -26,6 +26,7 @@
 #include <variant>
 #include <vector>
 
+#include "Files.h"
 #include "safeclip/app/Config.h"
 #include "safeclip/app/Ingest.h"
 #include "safeclip/app/PatchCoadd.h"
@@ -655,6 +656,39 @@ TEST(Ingest, TooManyCosmicRayPixelsIsAnInputErrorNamingTheFile) {
     EXPECT_EQ(opts.cosmicRays.nCrPixelMax, 10000);
     ingest(opts);
     EXPECT_TRUE(fs::exists(dir.file("out/cr.warp.fits")));
+}
+
+TEST(Ingest, AFailureOnALaterFrameWritesNothing) {
+    // ingest's output is all or nothing: a clean frame first, then one with too many cosmic-ray
+    // pixels. The first frame's warp must not appear, and an earlier ingest's warps and manifest in
+    // --out stay as they were (no mix of new warps and an old manifest), with no staged file left.
+    Scratch dir("allornothing");
+    Synthetic s;
+    const std::vector<double> clean = syntheticPixels(s);
+    std::vector<double> hit = clean;
+    injectCosmicRays(s, hit);
+    const std::string a = dir.file("a.fits");
+    const std::string b = dir.file("b.fits");
+    const std::string c = dir.file("c.fits");
+    writeSynthetic(a, s, clean);
+    writeSynthetic(b, s, hit);
+    writeSynthetic(c, s, clean);
+    IngestOptions opts;
+    opts.outDir = dir.file("out");
+    opts.files = {c};
+    ingest(opts);  // an earlier, successful ingest of `c` alone
+    const std::string manifestBefore = test::readFile(dir.file("out/manifest.json"));
+    opts.files = {a, b};
+    opts.cosmicRays.nCrPixelMax = 5;  // b's track alone has 17
+    const std::string msg = ingestError(opts);
+    EXPECT_EQ(msg.rfind(b + ":", 0), 0U) << msg;
+    EXPECT_EQ(test::readFile(dir.file("out/manifest.json")), manifestBefore);
+    EXPECT_TRUE(fs::exists(dir.file("out/c.warp.fits")));
+    EXPECT_FALSE(fs::exists(dir.file("out/a.warp.fits"))) << "a warp of the failed ingest was published";
+    EXPECT_FALSE(fs::exists(dir.file("out/b.warp.fits")));
+    for (const auto& e : fs::directory_iterator(dir.file("out"))) {
+        EXPECT_EQ(e.path().filename().string().find(".staged."), std::string::npos) << e.path();
+    }
 }
 
 TEST(Ingest, CliExitCodes) {
