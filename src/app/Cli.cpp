@@ -266,6 +266,18 @@ std::pair<int, int> parseSize(const std::string& s) {
     return {w, h};
 }
 
+/// "LO:HI" of --psf-sigma (two numbers; the range itself is checked by simulate()).
+std::pair<double, double> parseRange(const std::string& s, const std::string& option) {
+    double lo = 0;
+    double hi = 0;
+    char sep = 0;
+    char extra = 0;
+    if (std::sscanf(s.c_str(), "%lf%c%lf%c", &lo, &sep, &hi, &extra) != 3 || sep != ':') {
+        throw ConfigError(option + ": '" + s + "' must be LO:HI (e.g. 1.0:2.6)");
+    }
+    return {lo, hi};
+}
+
 }  // namespace
 
 int runCli(int argc, char** argv) {
@@ -322,6 +334,7 @@ int runCli(int argc, char** argv) {
         app.add_subcommand("simulate", "write seeded synthetic warps with known truth and a manifest");
     SimulateOptions simOpts;
     std::string simSize = "256x256";
+    std::string simPsf = "1.3:2.2";
     sim->add_option("--out", simOpts.outDir, "output directory")->required();
     sim->add_option("--warps", simOpts.warps, "warps per patch")->check(CLI::Range(1, 1000));
     sim->add_option("--size", simSize, "patch size WxH in pixels");
@@ -336,6 +349,10 @@ int runCli(int argc, char** argv) {
                     "fraction of the cosmic rays that are 5-40 px tracks at random angles (Poisson count); "
                     "the rest are single-pixel hits and 2-4 px clusters")
         ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
+    sim->add_option("--psf-sigma", simPsf,
+                    "range LO:HI (px) of the warps' Gaussian PSF sigmas, drawn uniformly per warp; "
+                    "0.3 <= LO <= HI <= 20 (e.g. 1.0:2.6 for very different seeing)")
         ->capture_default_str();
 
     // ingest
@@ -446,6 +463,7 @@ int runCli(int argc, char** argv) {
             const auto [w, h] = parseSize(simSize);
             simOpts.width = w;
             simOpts.height = h;
+            std::tie(simOpts.psfSigmaMin, simOpts.psfSigmaMax) = parseRange(simPsf, "--psf-sigma");
             simulate(simOpts);
             log().info("simulate: {} patches x {} warps of {}x{} written to {}", simOpts.patches,
                        simOpts.warps, w, h, simOpts.outDir);

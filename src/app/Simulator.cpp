@@ -202,11 +202,11 @@ struct BoxAcc {
     [[nodiscard]] Box box() const { return x1 < x0 ? Box{} : Box{x0, y0, x1 - x0 + 1, y1 - y0 + 1}; }
 };
 
-Visit makeVisit(std::uint64_t seed, int i) {
+Visit makeVisit(std::uint64_t seed, int i, double psfSigmaMin, double psfSigmaMax) {
     Rng rng(seed, Stream::Visit, static_cast<std::uint64_t>(i), 0);
     Visit v;
     v.visit = 100 + i;
-    v.psfSigma = rng.uniform(1.3, 2.2);
+    v.psfSigma = rng.uniform(psfSigmaMin, psfSigmaMax);
     v.skySigma = rng.uniform(6.0, 12.0);
     const double f27 = std::pow(10.0, 0.4 * kZeroPoint);
     v.fluxMag0 = f27 * rng.uniform(0.6, 1.4);
@@ -786,6 +786,10 @@ void simulate(const SimulateOptions& opts) {
         throw ConfigError("simulate: the cosmic-ray track fraction must be in [0, 1], got " +
                           std::to_string(opts.cosmicRayTrackFraction));
     }
+    if (!(opts.psfSigmaMin >= 0.3 && opts.psfSigmaMax <= 20.0 && opts.psfSigmaMin <= opts.psfSigmaMax)) {
+        throw ConfigError("simulate: the PSF sigma range must satisfy 0.3 <= min <= max <= 20 px, got " +
+                          std::to_string(opts.psfSigmaMin) + ":" + std::to_string(opts.psfSigmaMax));
+    }
     const CosmicRayRates crRates{opts.cosmicRayRate, opts.cosmicRayTrackFraction};
     const fs::path outDir(opts.outDir);
     std::error_code ec;
@@ -798,7 +802,7 @@ void simulate(const SimulateOptions& opts) {
     std::vector<Visit> visits;
     visits.reserve(static_cast<std::size_t>(opts.warps));
     for (int i = 0; i < opts.warps; ++i) {
-        visits.push_back(makeVisit(opts.seed, i));
+        visits.push_back(makeVisit(opts.seed, i, opts.psfSigmaMin, opts.psfSigmaMax));
     }
     const double crpixX = kPatchX0 + opts.patches * opts.width / 2.0;
     const double crpixY = kPatchY0 + opts.height / 2.0;

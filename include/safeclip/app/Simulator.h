@@ -20,6 +20,11 @@ struct SimulateOptions {
     /// Hits and clusters number lround(A * rate * (1 - f) / 1e6) per warp of A pixels, at least one
     /// when rate * (1 - f) > 0 (as before); tracks are Poisson with mean A * rate * f / 1e6.
     double cosmicRayTrackFraction = 0.0;
+    /// Each warp's Gaussian PSF sigma (px) is drawn uniformly from [psfSigmaMin, psfSigmaMax]
+    /// (defaults: the range the simulator has always used). Range [0.3, 20], min <= max. A wide range
+    /// (e.g. 1.0-2.6) is where per-pixel clipping cuts star cores.
+    double psfSigmaMin = 1.3;
+    double psfSigmaMax = 2.2;
 };
 
 /// Writes OUT/manifest.json, OUT/truth.json, OUT/<patch>/warp-<visit>.fits and
