@@ -92,15 +92,15 @@ std::optional<geom::CosmicRayStage> cosmicRayStage(const PatchSettings& settings
 const std::vector<StageDef>& modeStages(const std::string& mode) {
     // Plain weighted mean of the warps (no clipping, no detection).
     static const std::vector<StageDef> kMean = {
-        {"open", openWarps},         {"cosmic_rays", findWarpCosmicRays},
-        {"weights", measureWeights}, {"setup", planTiles},
-        {"final", finalStack},       {"post", postProcess},
-        {"write", writeCoadd},
+        {"open", openWarps},         {"budget", checkBudgetEarly}, {"cosmic_rays", findWarpCosmicRays},
+        {"weights", measureWeights}, {"setup", planTiles},         {"final", finalStack},
+        {"post", postProcess},       {"write", writeCoadd},
     };
     // SafeClip (spec §3-§8).
     static const std::vector<StageDef> kSafeClip = {
         {"open", openWarps},
         {"resume", resumeDecisions},
+        {"budget", checkBudgetEarly},
         {"cosmic_rays", findWarpCosmicRays},  // also on --resume: the final stack needs its pixels
         {"weights", measureWeights, /*skipWhenResumed=*/true},
         {"detection", setupDetection},
@@ -119,6 +119,11 @@ const std::vector<StageDef>& modeStages(const std::string& mode) {
         return kSafeClip;
     }
     throw ConfigError("coadd.mode: unknown mode '" + mode + "' (expected mean|safeclip)");
+}
+
+bool modeHasStage(const std::string& mode, std::string_view stage) {
+    const std::vector<StageDef>& stages = modeStages(mode);
+    return std::any_of(stages.begin(), stages.end(), [&](const StageDef& s) { return stage == s.name; });
 }
 
 PatchResult runPatch(const std::string& name, const kernel::Box& box, const std::vector<WarpInput>& warps,

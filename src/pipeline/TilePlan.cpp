@@ -57,6 +57,30 @@ void setupDetection(PatchContext& ctx) {
     });
 }
 
+void checkBudgetEarly(PatchContext& ctx) {
+    guarded(ctx, "budget", [&] {
+        // The plan `safeclip plan` makes from the headers alone (the halo from the largest header PSF
+        // sigma, every warp that opened), checked before the first pixel is read: a budget that
+        // cannot work fails now, not after the weights pass. The "setup" stage checks again with the
+        // warps left after the weights (it can only need less).
+        const bool trialPass = modeHasStage(ctx.settings.mode, "reduce") && !ctx.resumed;
+        const int halo =
+            trialPass ? tileHalo(ctx.settings.detect, haloSigma(ctx.settings.detect, ctx.headerPsfSigmas))
+                      : 0;
+        std::vector<kernel::Box> warpBoxes;
+        for (const Warp& w : ctx.warps) {
+            warpBoxes.push_back(w.used ? w.reader->header().box : kernel::Box());
+        }
+        const int nUsed = static_cast<int>(ctx.usedWarps().size());
+        const geom::TilePlan plan =
+            geom::planTiles(ctx.box, parallel::sizeOf(ctx.group), ctx.settings.tileSize, halo, nUsed,
+                            ctx.settings.memoryBudget);
+        (void)geom::checkedPatchBudget(ctx.box, plan, parallel::sizeOf(ctx.group), ctx.settings.tileSize,
+                                       warpBoxes, trialPass, ctx.settings.memoryBudget, ctx.name, 0,
+                                       cosmicRayStage(ctx.settings));
+    });
+}
+
 void planTiles(PatchContext& ctx) {
     guarded(ctx, "setup", [&] {
         ctx.tiles = geom::planTiles(ctx.box, parallel::sizeOf(ctx.group), ctx.settings.tileSize, ctx.halo,

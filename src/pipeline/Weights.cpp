@@ -24,6 +24,7 @@
 #include "safeclip/kernel/SampleStats.h"
 #include "safeclip/parallel/Collectives.h"
 #include "safeclip/parallel/Logging.h"
+#include "safeclip/pipeline/Driver.h"
 #include "safeclip/pipeline/Guard.h"
 #include "safeclip/pipeline/Stages.h"
 
@@ -188,18 +189,11 @@ void applyWeights(PatchContext& ctx, const std::vector<std::vector<WeightMeasure
     }
 }
 
-/// True when the patch's mode has the "reduce" stage (the big-footprint rule needs DETECTED).
-bool modeClips(const std::string& mode) {
-    const std::vector<StageDef>& stages = modeStages(mode);
-    return std::any_of(stages.begin(), stages.end(),
-                       [](const StageDef& s) { return std::string_view(s.name) == "reduce"; });
-}
-
 }  // namespace
 
 void measureWeights(PatchContext& ctx) {
     const auto t0 = std::chrono::steady_clock::now();
-    const bool wantDetected = modeClips(ctx.settings.mode);
+    const bool wantDetected = modeHasStage(ctx.settings.mode, "reduce");  // the big-footprint rule
     std::pair<std::vector<WeightMeasure>, DetectedSpans> mine;
     guarded(ctx, "weights", [&] { mine = measureMine(ctx, wantDetected); });
     applyWeights(ctx, parallel::allGather(ctx.group, mine.first));

@@ -16,6 +16,7 @@
 /// output bytes do not depend on rank count, tile size or memory budget.
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "safeclip/geom/MemoryBudget.h"
@@ -56,5 +57,7 @@ int tileHalo(const kernel::DetectControl& configured, double sigma);
 int cosmicRayHalo(const kernel::CosmicRayControl& ctrl);
 /// The "cosmic_rays" stage for the memory model: its halo and nCrPixelMax; nullopt when it is off.
 std::optional<geom::CosmicRayStage> cosmicRayStage(const PatchSettings& settings);
+/// True when the stage list of `mode` has a stage called `stage` (e.g. "reduce": the mode clips).
+bool modeHasStage(const std::string& mode, std::string_view stage);
 
 }  // namespace safeclip::pipeline

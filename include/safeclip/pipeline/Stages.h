@@ -12,6 +12,7 @@
 /// open (OpenWarps.cpp,            inputs, settings               warps, box, dict, headerPsfSigmas,
 ///   MaskPlanes.cpp)                                                wcsCards, filter, bits, stack controls
 /// resume (PatchCheckpoint.cpp)    warps, checkpoint file         warps' weights/CLIPPED, decisions, resumed
+/// budget (TilePlan.cpp)           headers, budget                (checks only: fails before any read)
 /// cosmic_rays (CosmicRays.cpp)    warps (all planes; optional)   warps' cosmicRays, nCosmicRays, used
 /// weights (Weights.cpp)           warps (VARIANCE, MASK, bytes)  warps' weight, checksum, used, detAll
 /// (root) detection (TilePlan.cpp)        warps' PSF cards, weights      detect, psfSource, halo, clipStages
@@ -51,6 +52,9 @@ void findWarpCosmicRays(PatchContext& ctx);
 /// `w`. Every stage that reads a warp's MASK calls it (nothing to do when the stage is off).
 void paintCosmicRays(const Warp& w, const kernel::Box& chunk, kernel::MaskPixel* mask,
                      kernel::MaskPixel crBit);
+/// "budget" (TilePlan.cpp): the memory model of the plan `safeclip plan` makes, checked before any
+/// pixel is read. @throws ConfigError naming the smallest budget that works
+void checkBudgetEarly(PatchContext& ctx);
 void measureWeights(PatchContext& ctx);
 void setupDetection(PatchContext& ctx);
 void planTiles(PatchContext& ctx);

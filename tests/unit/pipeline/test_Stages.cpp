@@ -69,10 +69,12 @@ TEST(Modes, SafeClipDetectsAndClipsMeanDoesNot) {
         return out;
     };
     // "cosmic_rays" is in both lists and does nothing unless cosmic_rays.detect.
-    const std::vector<std::string> mean{"open", "cosmic_rays", "weights", "setup", "final", "post", "write"};
-    const std::vector<std::string> safeclip{"open",       "resume", "cosmic_rays", "weights",
-                                            "detection",  "setup",  "trial",       "reduce",
-                                            "checkpoint", "final",  "post",        "write"};
+    // "budget" checks the memory model before any read.
+    const std::vector<std::string> mean{"open",  "budget", "cosmic_rays", "weights",
+                                        "setup", "final",  "post",        "write"};
+    const std::vector<std::string> safeclip{"open",      "resume", "budget", "cosmic_rays", "weights",
+                                            "detection", "setup",  "trial",  "reduce",      "checkpoint",
+                                            "final",     "post",   "write"};
     EXPECT_EQ(names("mean"), mean);
     EXPECT_EQ(names("safeclip"), safeclip);
     EXPECT_THROW((void)pipeline::modeStages("clip-everything"), ConfigError);
@@ -357,4 +359,25 @@ TEST(Stages, MaskPlanesOnlyTheWarpsNameAreResolvedAfterOpening) {
     coadd.read(kernel::Box{0, 0, 64, 64}, mi);
     EXPECT_EQ(mi.mask(7, 7) & outDict.bitMask("NOT_DEBLENDED"), 0);
     EXPECT_NE(mi.mask(7, 7) & outDict.bitMask("NO_DATA"), 0);  // every input rejected there
+}
+
+TEST(Stages, ABudgetTooSmallForTheStacksFailsBeforeAnyPixelIsRead) {
+    // 56 KiB holds the weights pass of a 64x64 warp (16 KiB sample + rows) but not the gathered patch
+    // with the stacks' chunk rows: the "budget" stage refuses it before the weights pass reads a
+    // pixel (the check used to come after that pass), naming the smallest budget that works.
+    TempDir dir;
+    const auto inputs = writeWarps(dir);
+    auto s = defaultSettings();
+    s.memoryBudget = 56LL << 10;  // = the gathered patch alone (14 B/px): no room for a row of the stacks
+    const std::int64_t before = io::warpBytesRead();
+    try {
+        (void)pipeline::runPatch("p", kernel::Box{}, inputs, s, dir.file("b.fits"), nullptr, {});
+        ADD_FAILURE() << "56 KiB accepted";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ExitCode::Config);
+        EXPECT_NE(std::string(e.what()).find("the smallest memory.max_per_rank that works"),
+                  std::string::npos)
+            << e.what();
+    }
+    EXPECT_EQ(io::warpBytesRead(), before) << "pixels were read before the budget was refused";
 }
