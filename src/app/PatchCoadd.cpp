@@ -94,6 +94,26 @@ int tileHalo(const Config& cfg, double sigma) {
     return pipeline::tileHalo(detectControl(cfg), sigma);
 }
 
+std::string qaPicturePath(const std::string& fits) {
+    const std::filesystem::path out(fits);
+    return (out.parent_path() / (out.stem().string() + ".qa.png")).string();
+}
+
+bool ensureQaPicture(const Config& cfg, const std::string& patch, const std::string& fits) {
+    if (!cfg.getBool("qa.enabled")) {
+        return false;
+    }
+    const std::string png = qaPicturePath(fits);
+    std::error_code ec;
+    const auto pngTime = std::filesystem::last_write_time(png, ec);
+    if (!ec && pngTime >= std::filesystem::last_write_time(fits, ec) && !ec) {
+        return false;
+    }
+    writeQaPng(fits, png);
+    log().info("patch {}: QA picture {} (it was missing)", patch, png);
+    return true;
+}
+
 pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     pipeline::PatchSettings s;
     s.mode = cfg.getString("coadd.mode");
@@ -141,8 +161,7 @@ pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     s.scienceConfigHash = io::hashStrings(s.scienceConfig);
     if (cfg.getBool("qa.enabled")) {
         s.afterWrite = [](const std::string& patch, const std::string& fits) {
-            const std::filesystem::path out(fits);
-            const std::string png = (out.parent_path() / (out.stem().string() + ".qa.png")).string();
+            const std::string png = qaPicturePath(fits);
             writeQaPng(fits, png);
             log().info("patch {}: QA picture {}", patch, png);
         };

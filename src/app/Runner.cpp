@@ -183,7 +183,18 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             if (group.rank() == 0) {
                 pipeline::removeCheckpoints(ckpt.dir, patch.name);  // left if killed before the cleanup
                 ++skipped;
-                outcomes.push_back(finishedFigures(o, previousReport.get(), previousReport.path, cfgHash));
+                PatchOutcome done = finishedFigures(o, previousReport.get(), previousReport.path, cfgHash);
+                try {
+                    (void)ensureQaPicture(cfg, patch.name, out);
+                } catch (const Error& e) {
+                    log().error("patch {}: {}", patch.name, e.what());
+                    done.status = "failed";
+                    done.error = e.what();
+                    --skipped;
+                    ++failed;
+                    code = std::max(code, static_cast<int>(e.code()));
+                }
+                outcomes.push_back(done);
             }
             continue;
         }

@@ -190,4 +190,13 @@ for a, b in zip(ref["patches"], r["patches"]):
     ok = ok and b["figures_from"] == "output"
 sys.exit(0 if ok else 1)
 PYEOF
+# qa.enabled: the QA picture is written after the FITS is published, so a run stopped in between has
+# a finished coadd without its picture; --resume skips the coadd and makes the picture.
+$T "$SAFECLIP" run run.toml --set output.dir=\"qa\" --set qa.enabled=true --log-level warn || fail "qa run failed"
+rm -f qa/p001.qa.png
+$T "$SAFECLIP" run run.toml --set output.dir=\"qa\" --set qa.enabled=true --resume --log-level info 2>qa.log \
+  || fail "qa --resume failed"
+[ -s qa/p001.qa.png ] && grep -q "2 skipped\|skipped" qa.log && grep -q "QA picture.*missing" qa.log \
+  && pass "--resume with qa.enabled makes a missing QA picture of a finished coadd ($(grep -o -m1 'QA picture.*' qa.log))" \
+  || fail "--resume did not make the missing QA picture: $(grep -m2 -E 'QA|skipped' qa.log)"
 finish

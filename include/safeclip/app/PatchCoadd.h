@@ -33,6 +33,13 @@ std::string scienceConfigHash(const Config& cfg);
 /// @throws ConfigError (an unknown mask plane, an invalid control)
 pipeline::PatchSettings makePatchSettings(const Config& cfg);
 
+/// `<dir>/<stem>.qa.png` of a coadd (the QA picture qa.enabled writes next to it).
+std::string qaPicturePath(const std::string& fits);
+/// With qa.enabled, a finished coadd that --resume skips gets its QA picture when it has none or an
+/// older one (the picture is written after the FITS is published: a run stopped in between would
+/// otherwise never make it). Returns true when it wrote one. @throws OutputError, InputError
+bool ensureQaPicture(const Config& cfg, const std::string& patch, const std::string& fits);
+
 /// The tile halo's sigma and halo from the configuration (pipeline::haloSigma, pipeline::tileHalo),
 /// for `safeclip plan`, which computes the run's tile plan from the warp headers alone.
 double haloSigma(const Config& cfg, const std::vector<std::optional<double>>& headerSigmas);
