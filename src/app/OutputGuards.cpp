@@ -146,6 +146,47 @@ OutputDirLock::OutputDirLock(const std::string& dir, int shardIndex, int shardCo
         }
         // Shared: no unsharded run holds it, so any text in it is stale.
         (void)::ftruncate(m_dirFd, 0);
+        // Shards of another split (0/2 beside 0/3) would coadd the same patches twice: while a shard
+        // of another count holds its lock, refuse. The check and our own lock are made under a short
+        // exclusive lock on .safeclip.shards.lock, so two runs of different counts cannot both pass.
+        const std::string mutexPath = (fs::path(dir) / ".safeclip.shards.lock").string();
+        const int mutexFd = openLockFile(mutexPath);
+        struct Release {
+            int fd;
+            ~Release() {
+                ::flock(fd, LOCK_UN);
+                ::close(fd);
+            }
+        } release{mutexFd};
+        if (::flock(mutexFd, LOCK_EX) != 0) {
+            throw OutputError(mutexPath + ": cannot lock: " + std::strerror(errno));
+        }
+        const std::string ownSuffix = "-of-" + std::to_string(shardCount) + ".lock";
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(dir, ec)) {
+            const std::string name = e.path().filename().string();
+            if (name.rfind(".safeclip.shard-", 0) != 0 || name.find("-of-") == std::string::npos ||
+                name.size() < 5 || name.substr(name.size() - 5) != ".lock" ||
+                (name.size() >= ownSuffix.size() &&
+                 name.substr(name.size() - ownSuffix.size()) == ownSuffix)) {
+                continue;
+            }
+            const int fd = ::open(e.path().c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+            if (fd < 0) {
+                continue;
+            }
+            if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+                const std::string holder = lockHolder(fd);
+                ::close(fd);
+                throw OutputError(dir + ": a shard of another split is running here (" +
+                                  (holder.empty() ? std::string("holder unknown") : describeHolder(holder)) +
+                                  "; lock " + e.path().string() + "): shards of " +
+                                  std::to_string(shardCount) +
+                                  " would coadd its patches again; wait for it, or use the same --shard K/N");
+            }
+            ::flock(fd, LOCK_UN);
+            ::close(fd);
+        }
         const std::string shardLock = (fs::path(dir) / (".safeclip.shard-" + std::to_string(shardIndex) +
                                                         "-of-" + std::to_string(shardCount) + ".lock"))
                                           .string();

@@ -82,3 +82,20 @@ TEST(OutputDirLock, ShardsShareTheDirectoryButNotAShard) {
     const std::string whole = errorMessageOf<OutputError>([&] { const OutputDirLock all(d); });
     EXPECT_NE(whole.find("sharded runs"), std::string::npos) << whole;
 }
+
+TEST(OutputDirLock, ShardsOfAnotherSplitAreRefused) {
+    // --shard 0/2 and --shard 0/3 in one output.dir would both coadd patch 0 (and 6, ...): while a
+    // shard of one split holds its lock, a shard of another split is refused, naming the holder;
+    // shards of the same split run side by side, and once the other split ended it can run.
+    TempDir dir;
+    const std::string d = dir.path().string();
+    {
+        const OutputDirLock a(d, 0, 2);
+        const OutputDirLock b(d, 1, 2);  // the same split: fine
+        const std::string what = errorMessageOf<OutputError>([&] { const OutputDirLock c(d, 0, 3); });
+        EXPECT_NE(what.find("a shard of another split is running here"), std::string::npos) << what;
+        EXPECT_NE(what.find(".safeclip.shard-"), std::string::npos) << what;
+        EXPECT_NE(what.find("-of-2.lock"), std::string::npos) << what;
+    }
+    EXPECT_NO_THROW({ const OutputDirLock c(d, 0, 3); });
+}
