@@ -422,6 +422,17 @@ std::unique_ptr<FitsFile> openGuarded(const std::string& path) {
     if (const std::string problem = notRegularFileProblem(path); !problem.empty()) {
         throw InputError(path + ": " + problem);
     }
+    // A gzip-compressed file (.fits.gz): cfitsio would inflate it in memory, and every size check
+    // here would call it truncated. Say what it is and what to do.
+    if (std::ifstream in(path, std::ios::binary); in) {
+        unsigned char magic[2] = {};
+        in.read(reinterpret_cast<char*>(magic), 2);
+        if (in.gcount() == 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
+            throw InputError(path +
+                             ": gzip-compressed file: unpack it first (gunzip), or tile-compress it "
+                             "(fpack), which safeclip reads directly");
+        }
+    }
     if (hasCompressedHdu(path)) {
         const pid_t pid = ::fork();
         if (pid == 0) {

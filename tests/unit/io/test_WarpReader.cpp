@@ -3,6 +3,7 @@
 #include <fitsio.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cmath>
 #include <cstdint>
@@ -797,4 +798,32 @@ TEST(WarpReaderBadInput, NotTwoDimensional) {
     fits_close_file(f, &status);
     check(status, "write cube");
     expectInputError([&] { WarpReader r(path); }, path, "2-D");
+}
+
+TEST(WarpReader, GzipCompressedFileIsNamedAsSuch) {
+    // A .fits.gz warp used to be reported as "truncated file: HDU 3 needs N bytes but the file has
+    // M" (issue 16 item 2): it is now named as gzip-compressed, with what to do.
+    TempDir dir;
+    const std::string path = dir.file("warp.fits");
+    MaskDict planes = MaskDict::defaults();
+    const MaskedImage mi = makeImage(Box{0, 0, 40, 30}, planes, 3);
+    safeclip::io::ExposureData data;
+    data.image = &mi;
+    data.maskPlanes = &planes;
+    safeclip::io::writeExposure(path, data);
+    const std::string bytes = safeclip::test::readFile(path);
+    const std::string gz = dir.file("warp.fits.gz");
+    gzFile out = gzopen(gz.c_str(), "wb");
+    ASSERT_NE(out, nullptr);
+    ASSERT_EQ(gzwrite(out, bytes.data(), static_cast<unsigned>(bytes.size())),
+              static_cast<int>(bytes.size()));
+    ASSERT_EQ(gzclose(out), Z_OK);
+    try {
+        const WarpReader reader(gz);
+        ADD_FAILURE() << "a gzip file opened";
+    } catch (const safeclip::InputError& e) {
+        const std::string what = e.what();
+        EXPECT_EQ(what.rfind(gz + ": gzip-compressed file", 0), 0U) << what;
+        EXPECT_NE(what.find("gunzip"), std::string::npos) << what;
+    }
 }
