@@ -788,10 +788,24 @@ WarpReader::WarpReader(const std::string& path) : m_file(openGuarded(path)) {
         }
     }
     PlaneInfo info[3];
+    // A raw exposure (one image, in the primary HDU or the only extension) is not a warp yet.
+    std::string rawHint;
+    if (nHdus <= 2) {
+        for (int h = 1; h <= nHdus && rawHint.empty(); ++h) {
+            f.moveToHdu(h);
+            int status = 0;
+            int naxis = 0;
+            fits_get_img_dim(fp, &naxis, &status);
+            if (status == 0 && naxis == 2) {
+                rawHint =
+                    "; it looks like a single-HDU exposure: make a warp of it with `safeclip ingest` first";
+            }
+        }
+    }
     for (int i = 0; i < 3; ++i) {
         if (!hdus[i]) {
             fail(path, std::string("no ") + kNames[i] + " HDU (no HDU has EXTNAME or EXTTYPE " + kNames[i] +
-                           ")" + truncatedNote);
+                           ")" + truncatedNote + rawHint);
         }
         info[i].hdu = *hdus[i];
         f.moveToHdu(info[i].hdu);

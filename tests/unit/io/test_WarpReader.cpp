@@ -827,3 +827,28 @@ TEST(WarpReader, GzipCompressedFileIsNamedAsSuch) {
         EXPECT_NE(what.find("gunzip"), std::string::npos) << what;
     }
 }
+
+TEST(WarpReader, ASingleHduExposureIsPointedToIngest) {
+    // A raw exposure given where a warp is expected (issue 16 item 6): the error says what it looks
+    // like and which command makes a warp of it. A file with three unnamed images is not "raw".
+    TempDir dir;
+    const std::string path = dir.file("raw.fits");
+    fitsfile* fp = nullptr;
+    int status = 0;
+    long naxes[2] = {20, 10};
+    std::vector<float> pix(200, 1.0F);
+    fits_create_file(&fp, ("!" + path).c_str(), &status);
+    fits_create_img(fp, FLOAT_IMG, 2, naxes, &status);
+    fits_write_img(fp, TFLOAT, 1, 200, pix.data(), &status);
+    fits_close_file(fp, &status);
+    ASSERT_EQ(status, 0);
+    try {
+        const WarpReader reader(path);
+        ADD_FAILURE() << "a raw exposure opened as a warp";
+    } catch (const safeclip::InputError& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(path + ": no IMAGE HDU"), std::string::npos) << what;
+        EXPECT_NE(what.find("single-HDU exposure"), std::string::npos) << what;
+        EXPECT_NE(what.find("safeclip ingest"), std::string::npos) << what;
+    }
+}
