@@ -108,6 +108,16 @@ void checkCoaddOutput(const std::string& out, const std::vector<std::string>& wa
     if (std::filesystem::is_directory(out, ec)) {
         throw OutputError(out + ": output path is a directory");
     }
+    // Its directory must exist and take a new file now, not after all the computing (exit 4).
+    const std::filesystem::path parent = std::filesystem::path(out).parent_path();
+    const std::string dir = parent.empty() ? std::string(".") : parent.string();
+    if (!std::filesystem::is_directory(dir, ec)) {
+        throw OutputError(out + ": cannot create: " + dir +
+                          (std::filesystem::exists(dir, ec) ? " is not a directory" : " does not exist"));
+    }
+    if (::access(dir.c_str(), W_OK) != 0) {
+        throw OutputError(out + ": cannot create: " + dir + ": " + std::strerror(errno));
+    }
     const auto [o, in] = outputReplacingInput({out}, warpPaths);
     if (!o.empty()) {
         throw ConfigError(out + ": output would replace the input warp " + in + " (give another -o)");

@@ -218,4 +218,14 @@ set -e
 [ "$rc" -eq 0 ] && grep -q "SAFECLIP_STOP_GRACE_SECONDS='soon' is not a number" grace.log \
   && pass "bad SAFECLIP_STOP_GRACE_SECONDS reported: $(head -1 grace.log | cut -c1-80)" \
   || fail "bad SAFECLIP_STOP_GRACE_SECONDS: exit $rc, $(head -1 grace.log)"
+# An -o whose directory does not exist is refused before any pixel is read (it used to be found
+# only when the finished coadd was written).
+set +e
+"${T[@]}" "$SAFECLIP" coadd -o no-such-dir/x.fits data/p000/warp-*.fits --log-level info 2>nodir.log
+rc=$?
+set -e
+[ "$rc" -eq 4 ] && grep -q "no-such-dir/x.fits: cannot create: no-such-dir does not exist" nodir.log \
+  && ! grep -q "weights for" nodir.log \
+  && pass "coadd -o into a missing directory: exit 4 before any work" \
+  || fail "coadd -o into a missing directory: exit $rc: $(grep -m2 -E 'error|weights' nodir.log)"
 finish
