@@ -108,6 +108,14 @@ void checkCoaddOutput(const std::string& out, const std::vector<std::string>& wa
     if (std::filesystem::is_directory(out, ec)) {
         throw OutputError(out + ": output path is a directory");
     }
+    const auto [o, in] = outputReplacingInput({out}, warpPaths);
+    if (!o.empty()) {
+        throw ConfigError(out + ": output would replace the input warp " + in + " (give another -o)");
+    }
+    if (!overwrite &&
+        std::filesystem::symlink_status(out, ec).type() != std::filesystem::file_type::not_found && !ec) {
+        throw ConfigError(out + ": output exists; give --overwrite to replace it");
+    }
     // Its directory must exist and take a new file now, not after all the computing (exit 4).
     const std::filesystem::path parent = std::filesystem::path(out).parent_path();
     const std::string dir = parent.empty() ? std::string(".") : parent.string();
@@ -117,14 +125,6 @@ void checkCoaddOutput(const std::string& out, const std::vector<std::string>& wa
     }
     if (::access(dir.c_str(), W_OK) != 0) {
         throw OutputError(out + ": cannot create: " + dir + ": " + std::strerror(errno));
-    }
-    const auto [o, in] = outputReplacingInput({out}, warpPaths);
-    if (!o.empty()) {
-        throw ConfigError(out + ": output would replace the input warp " + in + " (give another -o)");
-    }
-    if (!overwrite &&
-        std::filesystem::symlink_status(out, ec).type() != std::filesystem::file_type::not_found && !ec) {
-        throw ConfigError(out + ": output exists; give --overwrite to replace it");
     }
 }
 
