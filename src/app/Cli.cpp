@@ -244,12 +244,12 @@ int cmdValidate(const std::string& configFile, const std::vector<std::string>& s
                 paths.push_back(w.path);
             }
             nFiles += paths.size();
-            auto pp = validateWarps(paths, &p.box);
+            auto pp = validateWarps(paths, &p.box, true, cfg.getBool("input.allow_mixed_filters"));
             problems.insert(problems.end(), pp.begin(), pp.end());
         }
     } else {
         nFiles = args.size();
-        problems = validateWarps(args, nullptr);
+        problems = validateWarps(args, nullptr, true, cfg.getBool("input.allow_mixed_filters"));
     }
     std::cout << formatProblems(problems) << std::flush;
     const auto nErrors =

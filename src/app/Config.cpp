@@ -63,6 +63,9 @@ std::vector<KeyDef> buildSchema() {
         key("input.validate_pixels", K::Bool, false,
             "before any work, also scan every warp's pixels as `safeclip validate` does (variance "
             "finite and > 0 where the image is finite, not all NaN); costs one extra read of each warp"));
+    s.push_back(key("input.allow_mixed_filters", K::Bool, false,
+                    "coadd warps whose FILTER cards differ (validate, coadd and run refuse them otherwise, "
+                    "naming both files); the coadd's FILTER card then lists them"));
     s.push_back(key("output.dir", K::String, std::string("out"), "directory for the coadds and reports"));
     s.push_back(key("checkpoint.dir", K::String, std::string(),
                     "directory for restart checkpoints; empty = <output.dir>/checkpoints"));

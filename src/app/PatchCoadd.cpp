@@ -120,6 +120,7 @@ pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     s.skipBadWarps = cfg.getString("input.on_bad_warp") == "skip";
     s.skipEmptyWarps = cfg.getString("input.on_bad_warp") != "strict";
     s.validatePixels = cfg.getBool("input.validate_pixels");
+    s.allowMixedFilters = cfg.getBool("input.allow_mixed_filters");
     s.memoryBudget = geom::parseByteSize(cfg.getString("memory.max_per_rank"), "memory.max_per_rank");
     s.tileSize = static_cast<int>(cfg.getInt("tile.size"));
     s.zeroPoint = cfg.getDouble("stack.zero_point");

@@ -227,8 +227,10 @@ PixelStats scanPixels(const WarpReader& r, kernel::MaskPixel noData) {
 }  // namespace
 
 std::vector<WarpProblem> validateWarps(const std::vector<std::string>& paths, const kernel::Box* patchBox,
-                                       bool pixels) {
+                                       bool pixels, bool allowMixedFilters) {
     std::vector<WarpProblem> out;
+    std::string refFilter;
+    std::string refFilterFile;
     std::optional<kernel::Box> refBox;
     std::optional<WcsMap> refWcs;
     std::string refFile;
@@ -276,6 +278,19 @@ std::vector<WarpProblem> validateWarps(const std::vector<std::string>& paths, co
             }
         } else if (const std::string d = compareWcs(*refWcs, wcs, refFile); !d.empty()) {
             problem(d);
+        }
+        // Band: one coadd, one filter.
+        if (!h.filter.empty()) {
+            if (refFilter.empty()) {
+                refFilter = h.filter;
+                refFilterFile = path;
+            } else if (h.filter != refFilter) {
+                problem("filter '" + h.filter + "' differs from '" + refFilter + "' of " + refFilterFile +
+                            (allowMixedFilters
+                                 ? " (input.allow_mixed_filters = true: mixed on purpose)"
+                                 : " (a coadd mixes bands only with input.allow_mixed_filters = true)"),
+                        !allowMixedFilters);
+            }
         }
         // Calibration.
         if (!h.calibrationMean) {

@@ -2,6 +2,7 @@
 /// input.validate_pixels its pixels), apply input.on_bad_warp, fix the patch box and each warp's
 /// zero-point scale (spec §3.2-3).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -54,7 +55,8 @@ Verdicts validateInputs(const PatchContext& ctx, bool pixels) {
     }
     const kernel::Box* patchBox = ctx.box.empty() ? nullptr : &ctx.box;
     Verdicts out;
-    for (const io::WarpProblem& p : io::validateWarps(paths, patchBox, pixels)) {
+    for (const io::WarpProblem& p :
+         io::validateWarps(paths, patchBox, pixels, ctx.settings.allowMixedFilters)) {
         out.push_back({{p.file, p.problem}, !p.fatal ? 0 : p.upstreamSkips ? 2 : 1});
     }
     return out;
@@ -172,6 +174,21 @@ void settle(PatchContext& ctx) {
             ctx.filter = w.reader->header().filter;
             break;
         }
+    }
+    // With input.allow_mixed_filters the FILTER card says so: "mixed: g DECam, i DECam".
+    std::vector<std::string> filters;
+    for (const Warp& w : ctx.warps) {
+        const std::string& f = w.reader && w.used ? w.reader->header().filter : std::string();
+        if (!f.empty() && std::find(filters.begin(), filters.end(), f) == filters.end()) {
+            filters.push_back(f);
+        }
+    }
+    if (filters.size() > 1) {
+        std::string text = "mixed:";
+        for (const std::string& f : filters) {
+            text += (text.size() > 6 ? ", " : " ") + f;
+        }
+        ctx.filter = text.substr(0, 68);  // a FITS string value holds at most 68 characters
     }
 }
 

@@ -35,6 +35,7 @@ struct TinyWarp {
     bool nanImage = false;    ///< write every IMAGE pixel as NaN
     std::optional<float> varianceWritten;            ///< VARIANCE plane value written (default: `variance`)
     std::function<void(kernel::MaskedImage&)> edit;  ///< applied last, before writing (when set)
+    std::vector<io::HeaderCard> extraCards;          ///< more primary-HDU cards (e.g. FILTER)
 };
 
 inline void gaussianBlob(kernel::ImageF& img, kernel::MaskImage& mask, kernel::MaskPixel det, int cx, int cy,
@@ -105,6 +106,7 @@ inline void writeTinyWarp(const std::string& path, const TinyWarp& w) {
                      "CD2_1   = 0.0",        "CD2_2   = 5.0E-05"};
     data.primaryCards = {io::HeaderCard{"FLUXMAG0", std::pow(10.0, 0.4 * 27.0), "zero point"},
                          io::HeaderCard{"VISIT", w.visit, ""}, io::HeaderCard{"PSFSIGMA", w.psfSigma, "px"}};
+    data.primaryCards.insert(data.primaryCards.end(), w.extraCards.begin(), w.extraCards.end());
     io::writeExposure(path, data);
 }
 

@@ -33,8 +33,11 @@ struct WarpProblem {
 /// Never throws for a bad warp (every problem is returned); files are checked in order.
 /// `pixels` = false skips the pixel scan (all-NaN image, bad variance): headers only, as `coadd`
 /// and `run` do before any work.
+/// Warps whose FILTER cards differ (a coadd of two bands) are a fatal problem naming both files
+/// unless `allowMixedFilters` (input.allow_mixed_filters; then a warning). Warps without a FILTER
+/// card are not compared.
 std::vector<WarpProblem> validateWarps(const std::vector<std::string>& paths, const kernel::Box* patchBox,
-                                       bool pixels = true);
+                                       bool pixels = true, bool allowMixedFilters = false);
 
 /// True when any problem is fatal.
 bool anyFatal(const std::vector<WarpProblem>& problems);

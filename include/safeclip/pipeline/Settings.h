@@ -54,6 +54,7 @@ struct PatchSettings {
     /// non-finite weight), whatever skipBadWarps says. false only with input.on_bad_warp = strict.
     bool skipEmptyWarps = true;
     bool validatePixels = false;             ///< input.validate_pixels
+    bool allowMixedFilters = false;          ///< input.allow_mixed_filters
     std::int64_t memoryBudget = 0;           ///< memory.max_per_rank, bytes
     int tileSize = 0;                        ///< tile.size (0 = automatic)
     double zeroPoint = 27.0;                 ///< stack.zero_point (AB mag of the coadd's unit)

@@ -86,7 +86,8 @@ TEST(Config, DefaultsMatchTheSpecTable) {
     EXPECT_EQ(c.getInt("cosmic_rays.niteration"), 3);
     EXPECT_EQ(c.getInt("cosmic_rays.n_cr_pixel_max"), 100000);
     EXPECT_EQ(c.getDouble("checkpoint.tile_interval"), 30.0);
-    EXPECT_EQ(configSchema().size(), 45U);
+    EXPECT_FALSE(c.getBool("input.allow_mixed_filters"));
+    EXPECT_EQ(configSchema().size(), 46U);
     for (const auto& k : configSchema()) {
         EXPECT_FALSE(c.isSet(k.name)) << k.name;
         EXPECT_FALSE(k.doc.empty()) << k.name;

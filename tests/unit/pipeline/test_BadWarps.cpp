@@ -11,6 +11,7 @@
 #include "PipelineSettings.h"
 #include "TempDir.h"
 #include "TinyWarps.h"
+#include "safeclip/io/FitsFile.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/pipeline/Driver.h"
 #include "safeclip/pipeline/Stages.h"
@@ -147,4 +148,38 @@ TEST(BadWarps, PixelValidationSkipsTheSameWarpsUpstreamSkips) {
         EXPECT_EQ(e.code(), ExitCode::Input);
         EXPECT_NE(std::string(e.what()).find("negative"), std::string::npos) << e.what();
     }
+}
+
+TEST(BadWarps, MixedFiltersAreRefusedUnlessAllowed) {
+    // Issue 16 item 1: a g-band warp with two i-band warps used to coadd silently, labelled g. Now
+    // the warps' FILTER cards must agree (the error names both files), unless
+    // input.allow_mixed_filters, and then the coadd's FILTER card lists the bands.
+    TempDir dir;
+    std::vector<pipeline::WarpInput> inputs;
+    for (int i = 0; i < 3; ++i) {
+        test::TinyWarp w;
+        w.visit = 60 + i;
+        w.seed = 400U + static_cast<unsigned>(i);
+        w.extraCards = {io::HeaderCard{"FILTER", std::string(i == 0 ? "g DECam" : "i DECam"), ""}};
+        const std::string path = dir.file("f" + std::to_string(i) + ".fits");
+        test::writeTinyWarp(path, w);
+        inputs.push_back({-1, path});
+    }
+    auto s = settings("safeclip");
+    try {
+        (void)pipeline::runPatch("p", kernel::Box{}, inputs, s, dir.file("a.fits"), nullptr, {});
+        ADD_FAILURE() << "mixed filters coadded";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ExitCode::Input);
+        const std::string what = e.what();
+        EXPECT_NE(what.find("f1.fits: filter 'i DECam' differs from 'g DECam' of " + inputs[0].path),
+                  std::string::npos)
+            << what;
+    }
+    s.allowMixedFilters = true;
+    const auto r = pipeline::runPatch("p", kernel::Box{}, inputs, s, dir.file("b.fits"), nullptr, {});
+    EXPECT_EQ(r.nUsed, 3);
+    io::FitsFile f(dir.file("b.fits"), io::FitsFile::Mode::Read);
+    f.moveToHdu(1);
+    EXPECT_EQ(f.readString("FILTER").value_or(""), "mixed: g DECam, i DECam");
 }
