@@ -380,6 +380,13 @@ int runCli(int argc, char** argv) {
     ing->add_option("--zero-point", ingZp, "AB zero point for every file (default: --zero-point-key card)");
     ing->add_option("--zero-point-key", ingOpts.zeroPointKey,
                     "header card with the zero point (default MAGZERO)");
+    std::int64_t ingFirstVisit = 0;
+    ing->add_option("--first-visit", ingFirstVisit,
+                    "number the visits N, N+1, ... in input order (default: each file's EXPNUM or VISIT "
+                    "card, else 0, 1, ...)");
+    ing->add_option("--visit-key", ingOpts.visitKey,
+                    "integer header card holding the visit id (default: EXPNUM, "
+                    "then VISIT)");
     bool ingNoCr = false;
     ing->add_flag("--no-cosmic-rays", ingNoCr,
                   "do not find and interpolate cosmic rays (default: on, as LSST's RepairTask; the warps "
@@ -480,6 +487,9 @@ int runCli(int argc, char** argv) {
             return 0;
         }
         if (*ing) {
+            if (ing->count("--first-visit") > 0) {
+                ingOpts.firstVisit = ingFirstVisit;
+            }
             if (ing->count("--fwhm") > 0) {
                 ingOpts.psfFwhm = ingFwhm;
             }

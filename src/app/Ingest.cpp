@@ -37,6 +37,7 @@
 #include "safeclip/io/FitsFile.h"
 #include "safeclip/io/Manifest.h"
 #include "safeclip/io/WarpReader.h"
+#include "safeclip/io/WarpValidation.h"
 #include "safeclip/kernel/CosmicRays.h"
 #include "safeclip/kernel/Detect.h"
 #include "safeclip/kernel/Error.h"
@@ -73,8 +74,10 @@ struct InputInfo {
     std::string psfSource;
     double zeroPoint = kDefaultZeroPoint;
     std::string zeroPointSource;
-    std::string expName;  ///< EXP_BN
-    std::string filter;   ///< FILTER
+    std::string expName;                    ///< EXP_BN
+    std::string filter;                     ///< FILTER
+    std::optional<std::int64_t> visitCard;  ///< the visit id card (IngestOptions::visitKey)
+    std::string visitCardName;
     std::vector<std::string> wcsCards;
     std::string outName;  ///< file name of the warp inside OUT
 };
@@ -210,6 +213,14 @@ InputInfo readInputHeader(const std::string& path, const IngestOptions& opts) {
     }
     info.expName = f.readString("EXP_BN").value_or("");
     info.filter = f.readString("FILTER").value_or("");
+    for (const std::string& key : opts.visitKey.empty() ? std::vector<std::string>{"EXPNUM", "VISIT"}
+                                                        : std::vector<std::string>{opts.visitKey}) {
+        if (const auto v = f.readInt(key)) {
+            info.visitCard = *v;
+            info.visitCardName = key;
+            break;
+        }
+    }
     for (const std::string& card : f.readCards()) {
         if (isWcsKey(cardKey(card))) {
             info.wcsCards.push_back(card);
@@ -613,6 +624,30 @@ void ingest(const IngestOptions& opts) {
     if (!opts.detectCosmicRays) {
         log().info("ingest: cosmic-ray detection off (--no-cosmic-rays): CR pixels stay in the warps");
     }
+    // Visit ids (see IngestOptions::firstVisit): distinct within the batch.
+    std::vector<std::int64_t> visits;
+    const bool allCards =
+        std::all_of(inputs.begin(), inputs.end(), [](const InputInfo& i) { return i.visitCard; });
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+        visits.push_back(opts.firstVisit ? *opts.firstVisit + static_cast<std::int64_t>(i)
+                         : allCards      ? *inputs[i].visitCard
+                                         : static_cast<std::int64_t>(i));
+        for (std::size_t j = 0; j < i; ++j) {
+            if (visits[j] == visits[i]) {
+                throw InputError(inputs[i].path + ": visit " + std::to_string(visits[i]) + " (" +
+                                 inputs[i].visitCardName + " card) is also the visit of " + inputs[j].path +
+                                 "; give --first-visit N to number the batch instead");
+            }
+        }
+    }
+    if (!opts.firstVisit && !allCards) {
+        log().warn(
+            "ingest: {} has no {} card: visits are numbered by position (0..{}); give --first-visit N so "
+            "that "
+            "a second ingest batch does not reuse them",
+            std::find_if(inputs.begin(), inputs.end(), [](const InputInfo& i) { return !i.visitCard; })->path,
+            opts.visitKey.empty() ? std::string("EXPNUM or VISIT") : opts.visitKey, inputs.size() - 1);
+    }
     io::ManifestPatch patch;
     patch.name = kPatchName;
     // xy0 = (0, 0): the inputs' LTV1/LTV2 (e.g. -1 in DECam CP files) are IRAF's physical-to-image
@@ -649,7 +684,10 @@ void ingest(const IngestOptions& opts) {
         pc.push_back(
             {"FLUXMAG0", fluxMag0, "counts of a mag-0 source (zero point " + info.zeroPointSource + ")"});
         pc.push_back({"PSFSIGMA", info.psfSigma, "PSF sigma (px) from " + info.psfSource});
-        pc.push_back({"VISIT", static_cast<std::int64_t>(i), "position in the ingest input list"});
+        pc.push_back({"VISIT", visits[i],
+                      opts.firstVisit ? "--first-visit + position in the input list"
+                      : allCards      ? std::string("from the ") + info.visitCardName + " card"
+                                      : "position in the ingest input list"});
         if (!info.expName.empty()) {
             pc.push_back({"EXPNAME", info.expName, "EXP_BN of the input"});
         }
@@ -677,7 +715,7 @@ void ingest(const IngestOptions& opts) {
         const std::string stagePath = outPath + ".staged." + std::to_string(::getpid());
         staged.emplace_back(stagePath, outPath);
         io::writeExposure(stagePath, data);
-        patch.warps.push_back(io::ManifestWarp{static_cast<std::int64_t>(i), info.outName});
+        patch.warps.push_back(io::ManifestWarp{visits[i], info.outName});
         log().info(
             "ingest: {} -> {}: variance {} x {:.4f} (model sigma {:.2f}, background sigma {:.2f} ADU on {} "
             "px); PSF sigma {:.3f} px ({}); zero point {:.4g} ({}), FLUXMAG0 {:.6g}; {} DETECTED, {} "
@@ -686,6 +724,28 @@ void ingest(const IngestOptions& opts) {
             sum.calibration.backgroundSigma, sum.calibration.nBackground, info.psfSigma, info.psfSource,
             info.zeroPoint, info.zeroPointSource, fluxMag0, sum.nDetected, sum.nDetectedNegative, sum.nNoData,
             sum.nSaturated);
+    }
+    // The checks coadd will make (validate's, headers only): every frame on the first one's grid
+    // (the same celestial WCS), zero points, filters. A frame 10 px off fails here, naming its input.
+    {
+        std::vector<std::string> paths;
+        for (const auto& st : staged) {
+            paths.push_back(st.first);
+        }
+        for (const io::WarpProblem& p : io::validateWarps(paths, nullptr, /*pixels=*/false)) {
+            if (!p.fatal) {
+                continue;
+            }
+            std::string problem = p.problem;
+            for (std::size_t k = 0; k < staged.size(); ++k) {  // name the inputs, not the staged files
+                for (std::size_t at; (at = problem.find(staged[k].first)) != std::string::npos;) {
+                    problem.replace(at, staged[k].first.size(), inputs[k].path);
+                }
+            }
+            const auto k =
+                static_cast<std::size_t>(std::find(paths.begin(), paths.end(), p.file) - paths.begin());
+            throw InputError((k < inputs.size() ? inputs[k].path : p.file) + ": " + problem);
+        }
     }
     for (const auto& [tmp, dst] : staged) {
         std::error_code ec;

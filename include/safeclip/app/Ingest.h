@@ -24,6 +24,11 @@ struct IngestOptions {
     /// override (pipe_tasks' old config/processCcd.py, obs_cfht, obs_mosaic). `--cr-min-sigma` and
     /// `--cr-max-pixels` set minSigma and nCrPixelMax.
     kernel::CosmicRayControl cosmicRays;
+    /// Visit ids: firstVisit + position when given (`--first-visit`); else the integer card
+    /// `visitKey` (`--visit-key`; empty = EXPNUM, then VISIT) of every file; else the position in
+    /// the list (0, 1, ...), with a warning that a second batch would collide.
+    std::optional<std::int64_t> firstVisit;
+    std::string visitKey;
 };
 
 /// Writes OUT/<stem>.warp.fits per input and OUT/manifest.json (one patch "ingest").

@@ -158,6 +158,8 @@ struct Synthetic {
     std::optional<double> magZero;     ///< MAGZERO card
     double noiseSigma = 0;             ///< used when gain is absent: white noise (ADU)
     unsigned seed = 1;
+    std::optional<int> expnum;  ///< EXPNUM card
+    double crpix1 = 32.5;       ///< CRPIX1 (another value puts the frame off the grid)
 };
 
 constexpr int kStarX = 40;  ///< bright saturated star
@@ -216,7 +218,7 @@ void writeSynthetic(const std::string& path, const Synthetic& s, const std::vect
     keyI("WCSAXES", 2);
     keyS("CTYPE1", "RA---TAN");
     keyS("CTYPE2", "DEC--TAN");
-    keyD("CRPIX1", 32.5);
+    keyD("CRPIX1", s.crpix1);
     keyD("CRPIX2", 24.5);
     keyD("CRVAL1", 150.0);
     keyD("CRVAL2", 2.0);
@@ -236,6 +238,9 @@ void writeSynthetic(const std::string& path, const Synthetic& s, const std::vect
     keyD("SATURATE", s.saturate);
     if (s.fwhm) {
         keyD("FWHM", *s.fwhm);
+    }
+    if (s.expnum) {
+        keyI("EXPNUM", *s.expnum);
     }
     if (s.magZero) {
         keyD("MAGZERO", *s.magZero);
@@ -689,6 +694,54 @@ TEST(Ingest, AFailureOnALaterFrameWritesNothing) {
     for (const auto& e : fs::directory_iterator(dir.file("out"))) {
         EXPECT_EQ(e.path().filename().string().find(".staged."), std::string::npos) << e.path();
     }
+}
+
+TEST(Ingest, VisitsFromCardsOrFirstVisitAndFramesOnOneGrid) {
+    // Issue 16 item 5: visits were positions (0, 1, ...), so a second batch collided with the first.
+    // Now: the EXPNUM card when every frame has one, --first-visit N (N, N+1, ...), else positions
+    // with a warning; two frames with one EXPNUM are an error naming both. A frame whose WCS is
+    // 10 px off the first frame's is refused at ingest, naming the input (coadd used to find it).
+    Scratch dir("visits");
+    const std::vector<double> pix = syntheticPixels(Synthetic{});
+    auto frame = [&](const std::string& name, std::optional<int> expnum, double crpix1 = 32.5) {
+        Synthetic s;
+        s.expnum = expnum;
+        s.crpix1 = crpix1;
+        writeSynthetic(dir.file(name), s, pix);
+        return dir.file(name);
+    };
+    auto visitsOf = [&](const std::string& out) {
+        std::vector<std::int64_t> v;
+        const io::Manifest m =
+            io::readManifest(out + "/manifest.json");  // (no range-for over a temporary's member)
+        for (const auto& w : m.patches[0].warps) {
+            v.push_back(w.visit);
+        }
+        return v;
+    };
+    IngestOptions opts;
+    opts.outDir = dir.file("cards");
+    opts.files = {frame("a.fits", 812345), frame("b.fits", 812399)};
+    ingest(opts);
+    EXPECT_EQ(visitsOf(opts.outDir), (std::vector<std::int64_t>{812345, 812399}));
+    opts.outDir = dir.file("first");
+    opts.firstVisit = 1000;
+    ingest(opts);
+    EXPECT_EQ(visitsOf(opts.outDir), (std::vector<std::int64_t>{1000, 1001}));
+    opts.firstVisit.reset();
+    opts.outDir = dir.file("dup");
+    opts.files = {frame("c.fits", 7), frame("d.fits", 7)};
+    std::string msg = ingestError(opts);
+    EXPECT_NE(
+        msg.find(dir.file("d.fits") + ": visit 7 (EXPNUM card) is also the visit of " + dir.file("c.fits")),
+        std::string::npos)
+        << msg;
+    opts.outDir = dir.file("grid");
+    opts.files = {frame("e.fits", 1), frame("f.fits", 2, 42.5)};
+    msg = ingestError(opts);
+    EXPECT_EQ(msg.rfind(dir.file("f.fits") + ":", 0), 0U) << msg;
+    EXPECT_NE(msg.find("CRPIX1"), std::string::npos) << msg;
+    EXPECT_FALSE(fs::exists(dir.file("grid/e.warp.fits")));  // all or nothing
 }
 
 TEST(Ingest, CliExitCodes) {
