@@ -79,8 +79,12 @@ std::vector<KeyDef> buildSchema() {
     s.push_back(key("memory.max_per_rank", K::String, std::string("1GiB"),
                     "memory budget per MPI rank, e.g. \"512MiB\", \"2GiB\""));
     // algorithm
-    s.push_back(key("coadd.mode", K::String, std::string("safeclip"),
-                    "safeclip (SafeClipAssembleCoaddTask) or mean (plain weighted mean, no clipping)"));
+    s.push_back(key(
+        "coadd.mode", K::String, std::string("safeclip"),
+        "safeclip (SafeClipAssembleCoaddTask), comparewarp (CompareWarpAssembleCoaddTask: each PSF-matched "
+        "warp against a template, [comparewarp]; unless set, stack.bad_mask_planes = [NO_DATA, BAD, "
+        "SAT], stack.remove_mask_planes = [NOT_DEBLENDED, EDGE], stack.sigma_clip = 3.0, "
+        "stack.clip_iter = 2) or mean (plain weighted mean, no clipping)"));
     s.push_back(key("stack.bad_mask_planes", K::StringList, StringList{"NO_DATA", "BAD", "SAT", "EDGE"},
                     "mask planes excluded from weights, trial coadds, overlap counts and the final "
                     "stack (badMaskPlanes)"));
@@ -167,6 +171,50 @@ std::vector<KeyDef> buildSchema() {
     s.push_back(key("cosmic_rays.n_cr_pixel_max", K::Int, std::int64_t{100000},
                     "more CR pixels than this in one warp is a bad warp (input.on_bad_warp), in [1, 10^9] "
                     "(nCrPixelMax; 100000 as obs_decam and obs_subaru set it)"));
+    // comparewarp mode (spec §10; upstream CompareWarpAssembleCoaddConfig names in parentheses)
+    s.push_back(key("comparewarp.model_psf_sigma", K::Double, 0.0,
+                    "sigma (px) of the Gaussian model PSF every warp is matched to, in [0, 100]; 0 = the "
+                    "largest warp PSFSIGMA/FWHM card (modelPsf)"));
+    s.push_back(key("comparewarp.template_sigma_clip", K::Double, 2.5,
+                    "N-sigma of the template's MEANCLIP and of its weights, > 0 "
+                    "(assembleStaticSkyModel.sigmaClip)"));
+    s.push_back(key("comparewarp.template_clip_iter", K::Int, std::int64_t{3},
+                    "clipping iterations of the template and its weights, in [1, 100] "
+                    "(assembleStaticSkyModel.clipIter)"));
+    s.push_back(key("comparewarp.threshold", K::Double, 5.0,
+                    "detection threshold on each warp - template, per-pixel sigma, > 0 "
+                    "(detect.thresholdValue; modern drp_tasks: 7.5)"));
+    s.push_back(key("comparewarp.n_sigma_to_grow", K::Double, 0.4,
+                    "growth of the difference detections in model PSF sigma, in [0, 100] "
+                    "(detect.nSigmaToGrow)"));
+    s.push_back(key("comparewarp.min_pixels", K::Int, std::int64_t{4},
+                    "minimum difference detection size before growth, in [1, 100000] (detect.minPixels)"));
+    s.push_back(key("comparewarp.max_num_epochs", K::Int, std::int64_t{2},
+                    "temporal criterion: at most this many epochs plus max_fraction_epochs_high x nImage, "
+                    "in [0, 10000] (maxNumEpochs)"));
+    s.push_back(key("comparewarp.max_fraction_epochs_low", K::Double, 0.4,
+                    "temporal criterion: at most this fraction of nImage, in [0, 1] (maxFractionEpochsLow)"));
+    s.push_back(key("comparewarp.max_fraction_epochs_high", K::Double, 0.03,
+                    "temporal criterion: fraction of nImage added to max_num_epochs, in [0, 1] "
+                    "(maxFractionEpochsHigh)"));
+    s.push_back(key("comparewarp.spatial_threshold", K::Double, 0.5,
+                    "a candidate is an artefact when more than this fraction of its pixels passes the "
+                    "temporal criterion, in [0, 1] (spatialThreshold)"));
+    s.push_back(key("comparewarp.scale_warp_variance", K::Bool, true,
+                    "rescale each PSF-matched warp's variance (ScaleVarianceTask) before the comparison "
+                    "(doScaleWarpVariance)"));
+    s.push_back(key("comparewarp.prefilter", K::Bool, true,
+                    "drop candidates with too few good pixels (doPrefilterArtifacts)"));
+    s.push_back(key("comparewarp.prefilter_ratio", K::Double, 0.05,
+                    "keep a candidate when its good-pixel fraction is above this, in [0, 1] "
+                    "(prefilterArtifactsRatio)"));
+    s.push_back(key("comparewarp.prefilter_mask_planes", K::StringList,
+                    StringList{"NO_DATA", "BAD", "SAT", "SUSPECT"},
+                    "mask planes that make a pixel bad for the prefilter (prefilterArtifactsMaskPlanes; "
+                    "modern drp_tasks: NO_DATA, BAD, SUSPECT)"));
+    s.push_back(key("comparewarp.preserve_contained_by_source", K::Bool, true,
+                    "keep an artefact that lies entirely inside one footprint of the template "
+                    "(doPreserveContainedBySource)"));
     s.push_back(key("qa.enabled", K::Bool, false,
                     "also write a QA picture <patch>.qa.png next to each coadd (image, CLIPPED outlines, "
                     "NO_DATA, NIMAGE, per-warp clipped counts; same as `safeclip qa`)"));
@@ -737,7 +785,7 @@ void Config::validate() const {
     }
     (void)geom::parseByteSize(getString("memory.max_per_rank"), "memory.max_per_rank");
     nonNegative("checkpoint.tile_interval");
-    choice("coadd.mode", {"safeclip", "mean"});
+    choice("coadd.mode", {"safeclip", "mean", "comparewarp"});
     planeNames("stack.bad_mask_planes");
     positive("stack.sigma_clip");
     intIn("stack.clip_iter", 1, kMaxClipIter);
@@ -770,6 +818,18 @@ void Config::validate() const {
     positive("cosmic_rays.cond3_fac2");
     intIn("cosmic_rays.niteration", 0, 20);
     intIn("cosmic_rays.n_cr_pixel_max", 1, 1000000000);
+    doubleIn("comparewarp.model_psf_sigma", 0.0, kMaxPsfSigma);
+    positive("comparewarp.template_sigma_clip");
+    intIn("comparewarp.template_clip_iter", 1, kMaxClipIter);
+    positive("comparewarp.threshold");
+    doubleIn("comparewarp.n_sigma_to_grow", 0.0, kMaxSigmaMultiple);
+    intIn("comparewarp.min_pixels", 1, kMaxMinPixels);
+    intIn("comparewarp.max_num_epochs", 0, 10000);
+    unit("comparewarp.max_fraction_epochs_low");
+    unit("comparewarp.max_fraction_epochs_high");
+    unit("comparewarp.spatial_threshold");
+    unit("comparewarp.prefilter_ratio");
+    planeNames("comparewarp.prefilter_mask_planes");
     choice("log.level", {"trace", "debug", "info", "warn", "error", "off"});
     choice("log.progress", {"auto", "on", "off"});
 }

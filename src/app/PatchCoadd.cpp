@@ -3,6 +3,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <optional>
+#include <variant>
 
 #include "safeclip/app/Logging.h"
 #include "safeclip/app/Qa.h"
@@ -18,15 +20,58 @@ using kernel::MaskPixel;
 /// The keys that change pixels, as "key = value" lines in schema order. Execution keys (memory,
 /// tiles, logging, paths, bad-warp policy) are left out so that the coadd's bytes do not depend
 /// on them (determinism across budgets, tile sizes and rank counts).
+namespace {
+
+/// coadd.mode = comparewarp changes four base defaults (spec §10 setDefaults) when the user did not
+/// set them: the value of `key` to use, as a config value.
+std::optional<ConfigValue> compareWarpBaseDefault(const Config& cfg, const std::string& key) {
+    if (cfg.getString("coadd.mode") != "comparewarp" || cfg.isSet(key)) {
+        return std::nullopt;
+    }
+    if (key == "stack.bad_mask_planes") {
+        return ConfigValue(std::vector<std::string>{"NO_DATA", "BAD", "SAT"});
+    }
+    if (key == "stack.remove_mask_planes") {
+        return ConfigValue(std::vector<std::string>{"NOT_DEBLENDED", "EDGE"});
+    }
+    if (key == "stack.sigma_clip") {
+        return ConfigValue(3.0);
+    }
+    if (key == "stack.clip_iter") {
+        return ConfigValue(std::int64_t{2});
+    }
+    return std::nullopt;
+}
+
+std::vector<std::string> stringListOf(const Config& cfg, const std::string& key) {
+    const auto d = compareWarpBaseDefault(cfg, key);
+    return d ? std::get<std::vector<std::string>>(*d) : cfg.getStringList(key);
+}
+
+double doubleOf(const Config& cfg, const std::string& key) {
+    const auto d = compareWarpBaseDefault(cfg, key);
+    return d ? std::get<double>(*d) : cfg.getDouble(key);
+}
+
+std::int64_t intOf(const Config& cfg, const std::string& key) {
+    const auto d = compareWarpBaseDefault(cfg, key);
+    return d ? std::get<std::int64_t>(*d) : cfg.getInt(key);
+}
+
+}  // namespace
+
 std::vector<std::string> scienceConfig(const Config& cfg) {
     static const char* const kExecution[] = {"input.manifest", "output.", "checkpoint.", "qa.",
                                              "tile.",          "memory.", "log."};
     // With the cosmic-ray stage off its parameters change no pixel: left out, so that a coadd made
     // without it keeps the bytes (CONFIG table, SCCFGHSH) it had before the stage existed.
     const bool crStage = cfg.getBool("cosmic_rays.detect");
+    // The same for [comparewarp] outside coadd.mode = comparewarp (safeclip-mode outputs keep their bytes).
+    const bool cwMode = cfg.getString("coadd.mode") == "comparewarp";
     std::vector<std::string> lines;
     for (const KeyDef& k : configSchema()) {
         bool skip = !crStage && k.name.rfind("cosmic_rays.", 0) == 0;
+        skip = skip || (!cwMode && k.name.rfind("comparewarp.", 0) == 0);
         for (const char* prefix : kExecution) {
             skip = skip || k.name.rfind(prefix, 0) == 0;
         }
@@ -40,17 +85,17 @@ std::vector<std::string> scienceConfig(const Config& cfg) {
                 v = cfg.getBool(k.name) ? "true" : "false";
                 break;
             case KeyType::Int:
-                v = std::to_string(cfg.getInt(k.name));
+                v = std::to_string(intOf(cfg, k.name));
                 break;
             case KeyType::Double:
-                std::snprintf(buf, sizeof buf, "%.17g", cfg.getDouble(k.name));
+                std::snprintf(buf, sizeof buf, "%.17g", doubleOf(cfg, k.name));
                 v = buf;
                 break;
             case KeyType::String:
                 v = "\"" + cfg.getString(k.name) + "\"";
                 break;
             case KeyType::StringList:
-                for (const auto& e : cfg.getStringList(k.name)) {
+                for (const auto& e : stringListOf(cfg, k.name)) {
                     v += (v.empty() ? "" : ", ") + ("\"" + e + "\"");
                 }
                 v = "[" + v + "]";
@@ -124,11 +169,11 @@ pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     s.memoryBudget = geom::parseByteSize(cfg.getString("memory.max_per_rank"), "memory.max_per_rank");
     s.tileSize = static_cast<int>(cfg.getInt("tile.size"));
     s.zeroPoint = cfg.getDouble("stack.zero_point");
-    s.sigmaClip = cfg.getDouble("stack.sigma_clip");
-    s.clipIter = static_cast<int>(cfg.getInt("stack.clip_iter"));
+    s.sigmaClip = doubleOf(cfg, "stack.sigma_clip");
+    s.clipIter = static_cast<int>(intOf(cfg, "stack.clip_iter"));
     s.calcErrorFromInputVariance = cfg.getBool("stack.calc_error_from_input_variance");
-    s.badMaskPlanes = cfg.getStringList("stack.bad_mask_planes");
-    s.removeMaskPlanes = cfg.getStringList("stack.remove_mask_planes");
+    s.badMaskPlanes = stringListOf(cfg, "stack.bad_mask_planes");
+    s.removeMaskPlanes = stringListOf(cfg, "stack.remove_mask_planes");
     for (const auto& [plane, t] : cfg.getDoubleTable("stack.mask_propagation_thresholds")) {
         s.maskPropagationThresholds.emplace_back(plane, t);
     }
@@ -158,6 +203,22 @@ pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     cr.nCrPixelMax = static_cast<int>(cfg.getInt("cosmic_rays.n_cr_pixel_max"));
     cr.keepCRs = true;  // the stage finds; the warps are never repaired
     cr.validate();
+    pipeline::CompareWarpSettings& cw = s.compareWarp;
+    cw.modelPsfSigma = cfg.getDouble("comparewarp.model_psf_sigma");
+    cw.templateSigmaClip = cfg.getDouble("comparewarp.template_sigma_clip");
+    cw.templateClipIter = static_cast<int>(cfg.getInt("comparewarp.template_clip_iter"));
+    cw.threshold = cfg.getDouble("comparewarp.threshold");
+    cw.nSigmaToGrow = cfg.getDouble("comparewarp.n_sigma_to_grow");
+    cw.minPixels = static_cast<int>(cfg.getInt("comparewarp.min_pixels"));
+    cw.maxNumEpochs = static_cast<int>(cfg.getInt("comparewarp.max_num_epochs"));
+    cw.maxFractionEpochsLow = cfg.getDouble("comparewarp.max_fraction_epochs_low");
+    cw.maxFractionEpochsHigh = cfg.getDouble("comparewarp.max_fraction_epochs_high");
+    cw.spatialThreshold = cfg.getDouble("comparewarp.spatial_threshold");
+    cw.scaleWarpVariance = cfg.getBool("comparewarp.scale_warp_variance");
+    cw.prefilter = cfg.getBool("comparewarp.prefilter");
+    cw.prefilterRatio = cfg.getDouble("comparewarp.prefilter_ratio");
+    cw.prefilterMaskPlanes = cfg.getStringList("comparewarp.prefilter_mask_planes");
+    cw.preserveContainedBySource = cfg.getBool("comparewarp.preserve_contained_by_source");
     s.scienceConfig = scienceConfig(cfg);
     s.scienceConfigHash = io::hashStrings(s.scienceConfig);
     if (cfg.getBool("qa.enabled")) {

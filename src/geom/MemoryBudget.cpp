@@ -62,6 +62,32 @@ std::int64_t cosmicRayPeakBytes(const Box& warp, const CosmicRayStage& stage, st
     return peak;
 }
 
+std::int64_t checkedCompareWarpStatsBytes(const Box& warp, std::int64_t budgetBytes) {
+    const std::int64_t bytes = warp.area() * kCompareWarpStatsBytesPerPixel;
+    if (bytes > budgetBytes) {
+        throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
+                          " cannot hold one whole warp and its PSF-matched copy for the comparewarp "
+                          "statistics (" +
+                          formatByteSize(bytes) + " for the warp box " + warp.str() +
+                          "); raise memory.max_per_rank");
+    }
+    return bytes;
+}
+
+std::int64_t checkedCompareWarpTileBytes(const Box& haloBox, int nWarps, std::int64_t budgetBytes) {
+    const std::int64_t bytes =
+        haloBox.area() * (kCompareWarpTileFixedBytesPerPixel +
+                          kCompareWarpMatchedBytesPerPixel * static_cast<std::int64_t>(std::max(1, nWarps)));
+    if (bytes > budgetBytes) {
+        throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
+                          " cannot hold the PSF-matched warps of one comparewarp tile (" +
+                          formatByteSize(bytes) + " for " + std::to_string(nWarps) +
+                          " warps on the tile plus halo " + haloBox.str() +
+                          "); raise memory.max_per_rank or lower tile.size");
+    }
+    return bytes;
+}
+
 std::int64_t trialFixedBytes(const Box& haloBox) {
     return haloBox.area() * kTrialFixedBytesPerPixel;
 }

@@ -1,8 +1,9 @@
 /// @file CoaddOutput.cpp  Stage "write": the coadd's FITS product (spec §9) on the root — primary
 /// cards, IMAGE/MASK/VARIANCE with the first warp's WCS, NIMAGE, and the tables INPUTS,
-/// FOOTPRINTS, CANDIDATES, CLIPPED_SPANS (safeclip mode), CR_SPANS (cosmic_rays.detect) and CONFIG — written
-/// atomically once every used warp is checked to have the size and mtime "open" saw; then the patch's
-/// checkpoints are removed and the settings' afterWrite hook runs.
+/// FOOTPRINTS, CANDIDATES, CLIPPED_SPANS (safeclip mode; comparewarp: FOOTPRINTS of its candidates and
+/// CLIPPED_SPANS), CR_SPANS (cosmic_rays.detect) and CONFIG — written atomically once every used warp is
+/// checked to have the size and mtime "open" saw; then the patch's checkpoints are removed and the settings'
+/// afterWrite hook runs.
 #include <cmath>
 
 #include "safeclip/Version.h"
@@ -55,6 +56,16 @@ io::Table inputsTable(const PatchContext& ctx) {
                       {"size", size, "byte"},
                       {"mtime_ns", mtime, "ns"},
                       {"n_big_footprints", nBig, ""}};
+    if (ctx.settings.mode == "comparewarp") {
+        std::vector<double> tw;
+        std::vector<double> factor;
+        for (const Warp& w : ctx.warps) {
+            tw.push_back(w.used ? static_cast<double>(w.templateWeight) : std::nan(""));
+            factor.push_back(w.used ? w.varianceFactor : std::nan(""));
+        }
+        inputs.columns.push_back({"template_weight", tw, ""});
+        inputs.columns.push_back({"variance_factor", factor, ""});
+    }
     if (ctx.settings.cosmicRays.detect) {  // only then: outputs without the stage are unchanged
         std::vector<std::int64_t> nCrPixels;
         std::vector<std::int64_t> nCr;
@@ -113,8 +124,12 @@ void write(const PatchContext& ctx) {
     pc.push_back({"SCVERS", std::string(kVersion), "safeclip version"});
     pc.push_back({"SCGITREV", std::string(kGitRevision), "safeclip git revision"});
     pc.push_back({"SCCFGHSH", ctx.settings.scienceConfigHash, "hash of the pixel-affecting configuration"});
+    const bool compareWarp = ctx.settings.mode == "comparewarp";
     if (safeclip) {
         pc.push_back({"PSFSIGMA", ctx.detect.psfSigma, "detection smoothing sigma (px)"});
+        pc.push_back({"PSFSRC", ctx.psfSource, "where PSFSIGMA came from"});
+    } else if (compareWarp) {
+        pc.push_back({"PSFSIGMA", ctx.cwModelSigma, "model PSF sigma of the PSF-matched warps (px)"});
         pc.push_back({"PSFSRC", ctx.psfSource, "where PSFSIGMA came from"});
     }
     if (!ctx.filter.empty()) {
@@ -131,6 +146,10 @@ void write(const PatchContext& ctx) {
     if (safeclip) {
         data.tables.push_back(io::rowsToTable("FOOTPRINTS", ctx.decisions.footprints));
         data.tables.push_back(io::rowsToTable("CANDIDATES", ctx.decisions.candidates));
+        data.tables.push_back(io::rowsToTable("CLIPPED_SPANS", spanRows(ctx, &Warp::clipped)));
+    } else if (compareWarp) {
+        // One row per candidate of each warp (spec §10 steps 5-8), and the artefacts per warp.
+        data.tables.push_back(io::rowsToTable("FOOTPRINTS", ctx.cwRows));
         data.tables.push_back(io::rowsToTable("CLIPPED_SPANS", spanRows(ctx, &Warp::clipped)));
     }
     if (ctx.settings.cosmicRays.detect) {

@@ -112,13 +112,31 @@ const std::vector<StageDef>& modeStages(const std::string& mode) {
         {"post", postProcess},
         {"write", writeCoadd},
     };
+    // CompareWarp (spec §10): no decision checkpoint, so no "resume" either.
+    static const std::vector<StageDef> kCompareWarp = {
+        {"open", openWarps},
+        {"cosmic_rays", findWarpCosmicRays},
+        {"weights", measureWeights},
+        {"cw_setup", compareWarpSetup},
+        {"setup", planTiles},
+        {"cw_stats", compareWarpStats},
+        {"cw_compare", compareWarpCompare},
+        {"cw_decide", compareWarpDecide},
+        {"final", finalStack},
+        {"cw_edge", compareWarpEdge},
+        {"post", postProcess},
+        {"write", writeCoadd},
+    };
+    if (mode == "comparewarp") {
+        return kCompareWarp;
+    }
     if (mode == "mean") {
         return kMean;
     }
     if (mode == "safeclip") {
         return kSafeClip;
     }
-    throw ConfigError("coadd.mode: unknown mode '" + mode + "' (expected mean|safeclip)");
+    throw ConfigError("coadd.mode: unknown mode '" + mode + "' (expected mean|safeclip|comparewarp)");
 }
 
 bool modeHasStage(const std::string& mode, std::string_view stage) {

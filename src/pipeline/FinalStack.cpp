@@ -3,6 +3,7 @@
 /// and each warp's used pixels. The root stacks its tiles straight into the patch; the other ranks'
 /// tiles are gathered to it. With checkpoints, finished tiles are saved every
 /// checkpoint.tile_interval seconds and reloaded on --resume.
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 
@@ -121,6 +122,17 @@ std::vector<parallel::Tile> stackTiles(PatchContext& ctx, MaskedImage* direct, k
                 paintCosmicRays(*warps[i], chunk, b.mask.data().data(), bits.cr);
                 if (!warps[i]->clipped.empty()) {
                     warps[i]->clipped.rowsIn(chunk.y0, chunk.y1()).paint(b.mask, bits.clipped);
+                }
+                if (!warps[i]->noData.empty()) {
+                    // comparewarp (spec §10 step 9, doUsePsfMatchedPolygons): where the warp − template
+                    // difference has no value, clear the bad planes B, then set NO_DATA.
+                    const kernel::SpanSet rows = warps[i]->noData.rowsIn(chunk.y0, chunk.y1());
+                    for (const kernel::Span& sp : rows.spans()) {
+                        for (int x = std::max(sp.x0, chunk.x0); x <= std::min(sp.x1, chunk.x1() - 1); ++x) {
+                            kernel::MaskPixel& mp = b.mask(x, sp.y);
+                            mp = (mp & ~bits.bad) | bits.noData;
+                        }
+                    }
                 }
                 kernel::scaleInPlace(b, warps[i]->scale);
                 tileUsed[warpIndex[i]] += kernel::countAccepted(b, ctrl.andMask, chunk, targetN);

@@ -48,6 +48,16 @@ inline constexpr std::int64_t kCosmicRayBytesPerPixel = 13;
 /// Cosmic rays: the kernel's bookkeeping per CR pixel it may hold (saved values, spans, the CR
 /// sets), reserved for nCrPixelMax pixels.
 inline constexpr std::int64_t kCosmicRayBytesPerCrPixel = 64;
+/// comparewarp "cw_stats" (one whole warp at a time, by design: the template weight and the
+/// ScaleVariance factor are statistics of the whole PSF-matched warp): the warp read whole (12 B/px),
+/// its PSF-matched copy (12 B/px), the template-weight variance sample (4 B/px) and ScaleVariance's
+/// samples and background (8 B/px).
+inline constexpr std::int64_t kCompareWarpStatsBytesPerPixel = 36;
+/// comparewarp "cw_compare", per used warp: its PSF-matched copy on the tile plus halo (12 B/px).
+inline constexpr std::int64_t kCompareWarpMatchedBytesPerPixel = 12;
+/// comparewarp "cw_compare", fixed per pixel of the tile plus halo: one raw warp read (12), the
+/// template (12), the difference image and variance (8) and detection's working copy (16).
+inline constexpr std::int64_t kCompareWarpTileFixedBytesPerPixel = 48;
 /// Cap of the warp buffers of one row chunk (all warps together; weights, trial and final stacks):
 /// each warp's rows are then still in cache when they are used (measured on 16 x 2048² and
 /// 64 x 1024²: 7-10 % less CPU than a 64 MiB cap; larger chunks also add page faults: 19 % of the
@@ -88,6 +98,16 @@ std::vector<Box> cosmicRayCells(const Box& warp, int cellSize);
 /// @throws ConfigError "memory.max_per_rank = X cannot hold a cosmic-ray cell (cosmic_rays.cell_size
 ///         = C px plus a halo of H px: Y); raise memory.max_per_rank or lower cosmic_rays.cell_size"
 std::int64_t cosmicRayPeakBytes(const Box& warp, const CosmicRayStage& stage, std::int64_t budgetBytes);
+
+// ---- comparewarp mode ------------------------------------------------------------------------------
+/// "cw_stats" bytes for a warp whose whole box is `warp` (kCompareWarpStatsBytesPerPixel).
+/// @throws ConfigError naming memory.max_per_rank when they exceed budgetBytes.
+std::int64_t checkedCompareWarpStatsBytes(const Box& warp, std::int64_t budgetBytes);
+
+/// "cw_compare" bytes of one tile plus halo `haloBox` with nWarps used warps (not chunked: every
+/// PSF-matched warp of the tile is held at once for the template).
+/// @throws ConfigError naming memory.max_per_rank (and tile.size) when they exceed budgetBytes.
+std::int64_t checkedCompareWarpTileBytes(const Box& haloBox, int nWarps, std::int64_t budgetBytes);
 
 // ---- stages 1 and 2: trial and final stacks ----------------------------------------------------
 /// The trial stage's fixed arrays for a tile whose box plus halo (clipped to the patch) is `haloBox`.

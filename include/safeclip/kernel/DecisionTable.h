@@ -97,6 +97,41 @@ struct ClippedSpanRow {
 };
 
 /// The decisions of one patch.
+/// comparewarp mode (spec §10 steps 5-8): one artefact candidate of one warp, with its rule
+/// ("artefact", "kept: spatial", "kept: contained by source", "dropped: prefilter").
+struct CompareWarpRow {
+    std::int64_t id = 0;
+    std::int64_t visit = 0;
+    std::int64_t x0 = 0;  ///< bounding box, inclusive, PARENT pixels
+    std::int64_t y0 = 0;
+    std::int64_t x1 = 0;
+    std::int64_t y1 = 0;
+    std::int64_t area = 0;
+    std::int64_t nGood = 0;      ///< pixels without a prefilter plane (and with a finite difference)
+    double meanNImage = 0;       ///< N̄: mean approximate nImage over the candidate
+    std::int64_t maxEpochs = 0;  ///< E = int(min(low·N̄, maxNumEpochs + high·N̄))
+    double epochFraction = 0;    ///< #{p: 0 < epochCount(p) <= E} / area
+    std::string rule;
+
+    template <class Row, class V>
+    static void fields(Row& r, V&& v) {
+        v(FieldName{"id", "id", ""}, r.id);
+        v(FieldName{"visit", "visit", ""}, r.visit);
+        v(FieldName{"bbox_x0", "x0", "pixel"}, r.x0);
+        v(FieldName{"bbox_y0", "y0", "pixel"}, r.y0);
+        v(FieldName{"bbox_x1", "x1", "pixel"}, r.x1);
+        v(FieldName{"bbox_y1", "y1", "pixel"}, r.y1);
+        v(FieldName{"area", "area", "pixel"}, r.area);
+        v(FieldName{"n_good", "n_good", "pixel"}, r.nGood);
+        v(FieldName{"mean_nimage", "mean_nimage", ""}, r.meanNImage);
+        v(FieldName{"max_epochs", "max_epochs", ""}, r.maxEpochs);
+        v(FieldName{"epoch_fraction", "epoch_fraction", ""}, r.epochFraction);
+        v(FieldName{"rule", "rule", ""}, r.rule);
+    }
+    SAFECLIP_ROW_SERIALIZE
+    bool operator==(const CompareWarpRow&) const = default;
+};
+
 struct DecisionTable {
     std::vector<FootprintRow> footprints;
     std::vector<CandidateRow> candidates;

@@ -20,6 +20,7 @@
 #include "safeclip/kernel/FootprintMerge.h"
 #include "safeclip/kernel/Image.h"
 #include "safeclip/kernel/MaskDict.h"
+#include "safeclip/kernel/PsfMatch.h"
 #include "safeclip/kernel/SpanSet.h"
 #include "safeclip/kernel/Stack.h"
 #include "safeclip/parallel/Comm.h"
@@ -49,6 +50,13 @@ struct Warp {
     std::string checksum;          ///< "crc32:..." of the file
     std::int64_t fileSize = -1;    ///< "open": the file's size in bytes when it was opened (-1: no stat)
     std::int64_t mtimeNs = -1;     ///< "open": its modification time then (ns since the epoch)
+    // comparewarp mode only (CompareWarp.cpp):
+    kernel::MatchingKernel matchKernel;  ///< "cw_setup": its Gaussian PSF-matching kernel
+    float templateWeight = 0.0F;         ///< "cw_stats": its weight in the template
+    double varianceFactor = 1.0;         ///< "cw_stats": ScaleVariance factor (1 when off or failed)
+    /// "cw_compare": this rank's tiles' pixels where the warp − template difference is not finite
+    /// (the PSF-matched warp's rim excepted): painted NO_DATA by "final" (spec §10 step 9).
+    kernel::SpanSet noData;
 };
 
 struct PatchContext {
@@ -88,6 +96,17 @@ struct PatchContext {
     // ---- trial stacks (TrialStacks.cpp) -> decisions (Decide.cpp) -------------------------------
     std::vector<kernel::FootprintPiece> pieces;  ///< root: every tile's footprint pieces
     kernel::DecisionTable decisions;             ///< root (and every rank after a resume)
+
+    // ---- comparewarp mode (CompareWarp.cpp): cw_setup, cw_stats, cw_compare, cw_decide ----------
+    double cwModelSigma = 0;                                    ///< σ_m of the model PSF
+    int cwMaxRadius = 0;                                        ///< largest matching-kernel half-width
+    kernel::DetectControl cwDetect;                             ///< detection on each warp − template
+    kernel::DetectControl cwTemplateDetect;                     ///< detectTemplate (simplified)
+    std::vector<std::vector<kernel::FootprintPiece>> cwPieces;  ///< root: per used warp
+    std::vector<kernel::SpanSet> cwInvalid;      ///< root: per used warp, not in approximate nImage
+    kernel::SpanSet cwTemplateFootprints;        ///< root: union of the template's footprints
+    kernel::SpanSet cwEdge;                      ///< root: union of the PSF-matched warps' EDGE pixels
+    std::vector<kernel::CompareWarpRow> cwRows;  ///< root: one row per candidate (FOOTPRINTS)
 
     // ---- final stack (FinalStack.cpp) -> post-processing and output ----------------------------
     kernel::MaskedImage coadd;            ///< root: the whole patch

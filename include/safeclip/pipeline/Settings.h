@@ -44,6 +44,28 @@ struct CosmicRaySettings {
     double background = 0;  ///< cosmic_rays.background (warps are background-subtracted)
 };
 
+/// coadd.mode = "comparewarp" (spec §10; the [comparewarp] config section, upstream
+/// CompareWarpAssembleCoaddConfig names in the comments).
+struct CompareWarpSettings {
+    /// σ_m of the model PSF the warps are matched to, px (modelPsf); 0 = the largest warp PSFSIGMA.
+    double modelPsfSigma = 0;
+    double templateSigmaClip = 2.5;       ///< assembleStaticSkyModel.sigmaClip
+    int templateClipIter = 3;             ///< assembleStaticSkyModel.clipIter
+    double threshold = 5.0;               ///< detect.thresholdValue (modern drp_tasks: 7.5)
+    double nSigmaToGrow = 0.4;            ///< detect.nSigmaToGrow
+    int minPixels = 4;                    ///< detect.minPixels
+    int maxNumEpochs = 2;                 ///< maxNumEpochs
+    double maxFractionEpochsLow = 0.4;    ///< maxFractionEpochsLow
+    double maxFractionEpochsHigh = 0.03;  ///< maxFractionEpochsHigh
+    double spatialThreshold = 0.5;        ///< spatialThreshold
+    bool scaleWarpVariance = true;        ///< doScaleWarpVariance
+    bool prefilter = true;                ///< doPrefilterArtifacts
+    double prefilterRatio = 0.05;         ///< prefilterArtifactsRatio
+    /// prefilterArtifactsMaskPlanes (modern drp_tasks: NO_DATA, BAD, SUSPECT)
+    std::vector<std::string> prefilterMaskPlanes{"NO_DATA", "BAD", "SAT", "SUSPECT"};
+    bool preserveContainedBySource = true;  ///< doPreserveContainedBySource
+};
+
 /// One patch's settings (the same on every rank).
 struct PatchSettings {
     std::string mode = "safeclip";  ///< coadd.mode: a key of pipeline::modeStages
@@ -71,6 +93,7 @@ struct PatchSettings {
     kernel::DetectControl detect;  ///< psfSigma = detect.psf_sigma (0 = from the warps' headers)
     kernel::InterpControl interp;
     CosmicRaySettings cosmicRays;
+    CompareWarpSettings compareWarp;         ///< [comparewarp] (used only by coadd.mode = comparewarp)
     std::vector<std::string> scienceConfig;  ///< the pixel-affecting "key = value" lines (CONFIG table)
     std::string scienceConfigHash;           ///< their hash (SCCFGHSH; ties checkpoints to the run)
     /// Called on the group root after the coadd is published (inside the agreed "write" stage),

@@ -23,6 +23,13 @@
 /// final (FinalStack.cpp)          warps, CLIPPED, tiles          coadd, nImage (root), warps' nUsedPixels
 /// post (PostProcess.cpp)          coadd (root)                   coadd masks/variance, result counts
 /// write (CoaddOutput.cpp)         everything (root)              <patch>.fits; checkpoints removed
+/// comparewarp mode (CompareWarp.cpp, spec §10):
+/// cw_setup                        warps' PSF cards               warps' matchKernel, cwModelSigma, halo
+/// cw_stats                        warps (whole, all planes)      warps' templateWeight, varianceFactor
+/// cw_compare                      warps (all planes), tiles      cwPieces, cwInvalid, cwTemplateFootprints,
+///                                                                cwEdge (root); warps' noData (own tiles)
+/// cw_decide                       cw* (root)                     cwRows (root), warps' CLIPPED (all ranks)
+/// cw_edge                         coadd, cwEdge (root)           coadd SENSOR_EDGE | INEXACT_PSF
 #include <string>
 #include <vector>
 
@@ -38,7 +45,7 @@ struct StageDef {
     bool skipWhenResumed = false;  ///< its results come from the decision checkpoint on --resume
 };
 
-/// The stage list of a mode ("mean", "safeclip"). @throws ConfigError for an unknown mode
+/// The stage list of a mode ("mean", "safeclip", "comparewarp"). @throws ConfigError for an unknown mode
 const std::vector<StageDef>& modeStages(const std::string& mode);
 
 void openWarps(PatchContext& ctx);
@@ -63,6 +70,12 @@ void decideClipping(PatchContext& ctx);
 void saveDecisions(PatchContext& ctx);
 void finalStack(PatchContext& ctx);
 void postProcess(PatchContext& ctx);
+/// comparewarp mode (CompareWarp.cpp).
+void compareWarpSetup(PatchContext& ctx);
+void compareWarpStats(PatchContext& ctx);
+void compareWarpCompare(PatchContext& ctx);
+void compareWarpDecide(PatchContext& ctx);
+void compareWarpEdge(PatchContext& ctx);
 void writeCoadd(PatchContext& ctx);
 
 }  // namespace safeclip::pipeline

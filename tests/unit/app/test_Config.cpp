@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "ExpectError.h"
 #include "TempDir.h"
 #include "safeclip/app/Config.h"
+#include "safeclip/app/PatchCoadd.h"
 #include "safeclip/io/Hash.h"
 #include "safeclip/kernel/Error.h"
 
@@ -87,7 +89,24 @@ TEST(Config, DefaultsMatchTheSpecTable) {
     EXPECT_EQ(c.getInt("cosmic_rays.n_cr_pixel_max"), 100000);
     EXPECT_EQ(c.getDouble("checkpoint.tile_interval"), 30.0);
     EXPECT_FALSE(c.getBool("input.allow_mixed_filters"));
-    EXPECT_EQ(configSchema().size(), 46U);
+    // CompareWarpAssembleCoaddConfig defaults (spec §10).
+    EXPECT_EQ(c.getDouble("comparewarp.model_psf_sigma"), 0.0);
+    EXPECT_EQ(c.getDouble("comparewarp.template_sigma_clip"), 2.5);
+    EXPECT_EQ(c.getInt("comparewarp.template_clip_iter"), 3);
+    EXPECT_EQ(c.getDouble("comparewarp.threshold"), 5.0);
+    EXPECT_EQ(c.getDouble("comparewarp.n_sigma_to_grow"), 0.4);
+    EXPECT_EQ(c.getInt("comparewarp.min_pixels"), 4);
+    EXPECT_EQ(c.getInt("comparewarp.max_num_epochs"), 2);
+    EXPECT_EQ(c.getDouble("comparewarp.max_fraction_epochs_low"), 0.4);
+    EXPECT_EQ(c.getDouble("comparewarp.max_fraction_epochs_high"), 0.03);
+    EXPECT_EQ(c.getDouble("comparewarp.spatial_threshold"), 0.5);
+    EXPECT_TRUE(c.getBool("comparewarp.scale_warp_variance"));
+    EXPECT_TRUE(c.getBool("comparewarp.prefilter"));
+    EXPECT_EQ(c.getDouble("comparewarp.prefilter_ratio"), 0.05);
+    EXPECT_EQ(c.getStringList("comparewarp.prefilter_mask_planes"),
+              (std::vector<std::string>{"NO_DATA", "BAD", "SAT", "SUSPECT"}));
+    EXPECT_TRUE(c.getBool("comparewarp.preserve_contained_by_source"));
+    EXPECT_EQ(configSchema().size(), 61U);
     for (const auto& k : configSchema()) {
         EXPECT_FALSE(c.isSet(k.name)) << k.name;
         EXPECT_FALSE(k.doc.empty()) << k.name;
@@ -342,4 +361,36 @@ TEST(Config, NonUtf8FilesAreRefusedNamingFileAndLine) {
     EXPECT_THROW((void)Config::fromFile(nul), safeclip::ConfigError);
     const std::string good = dir.write("good.toml", "# σ-clipping, 1.5σ\n[stack]\nsigma_clip = 1.5\n");
     EXPECT_EQ(Config::fromFile(good).getDouble("stack.sigma_clip"), 1.5);
+}
+
+TEST(Config, CompareWarpKeysAndBaseChanges) {
+    // Outside coadd.mode = comparewarp the [comparewarp] keys change no pixel: not in the science
+    // config, so safeclip-mode outputs keep their CONFIG table and SCCFGHSH.
+    Config c;
+    for (const auto& line : scienceConfig(c)) {
+        EXPECT_EQ(line.rfind("comparewarp.", 0), std::string::npos) << line;
+    }
+    const std::string safeclipHash = scienceConfigHash(c);
+    c.set("comparewarp.threshold = 7.5");
+    EXPECT_EQ(scienceConfigHash(c), safeclipHash);
+    // In comparewarp mode they are, and §10's base changes apply to the stack keys not set.
+    c.set("coadd.mode = \"comparewarp\"");
+    EXPECT_NO_THROW(c.validate());
+    const auto lines = scienceConfig(c);
+    EXPECT_NE(std::find(lines.begin(), lines.end(), "comparewarp.threshold = 7.5"), lines.end());
+    EXPECT_NE(
+        std::find(lines.begin(), lines.end(), "stack.bad_mask_planes = [\"NO_DATA\", \"BAD\", \"SAT\"]"),
+        lines.end());
+    const safeclip::pipeline::PatchSettings s = makePatchSettings(c);
+    EXPECT_EQ(s.mode, "comparewarp");
+    EXPECT_EQ(s.compareWarp.threshold, 7.5);
+    EXPECT_EQ(s.badMaskPlanes, (std::vector<std::string>{"NO_DATA", "BAD", "SAT"}));
+    EXPECT_EQ(s.removeMaskPlanes, (std::vector<std::string>{"NOT_DEBLENDED", "EDGE"}));
+    EXPECT_EQ(s.sigmaClip, 3.0);
+    EXPECT_EQ(s.clipIter, 2);
+    // A key the user set wins.
+    c.set("stack.clip_iter = 3");
+    EXPECT_EQ(makePatchSettings(c).clipIter, 3);
+    c.set("coadd.mode = \"nope\"");
+    EXPECT_THROW(c.validate(), ConfigError);
 }
