@@ -626,6 +626,7 @@ void ingest(const IngestOptions& opts) {
     }
     // Visit ids (see IngestOptions::firstVisit): distinct within the batch.
     std::vector<std::int64_t> visits;
+    visits.reserve(inputs.size());
     const bool allCards =
         std::all_of(inputs.begin(), inputs.end(), [](const InputInfo& i) { return i.visitCard; });
     for (std::size_t i = 0; i < inputs.size(); ++i) {
@@ -729,6 +730,7 @@ void ingest(const IngestOptions& opts) {
     // (the same celestial WCS), zero points, filters. A frame 10 px off fails here, naming its input.
     {
         std::vector<std::string> paths;
+        paths.reserve(staged.size());
         for (const auto& st : staged) {
             paths.push_back(st.first);
         }
