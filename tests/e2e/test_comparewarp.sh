@@ -54,4 +54,15 @@ done
   || fail "same_psf with tile.size=16 failed"
 cmp -s cases/same_psf/out/same_psf.fits cases/same_psf/t16/same_psf.fits \
   && pass "same_psf: tile.size=16 byte-identical" || fail "same_psf: tile.size=16 differs"
+# Resume: no decision checkpoint yet for this mode, so --resume recomputes the decisions (the same:
+# deterministic) and reloads the finished final tiles; the bytes are those of an uninterrupted run.
+rc=0
+SAFECLIP_FAIL_AT=0:tile-checkpoint "$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"res\" --set tile.size=16 \
+  --set checkpoint.tile_interval=0.0 --log-level error 2>/dev/null || rc=$?
+[ "$rc" -ne 0 ] || fail "the injected failure did not fail the run"
+mpirun -n 2 "$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"res\" --set tile.size=16 \
+  --set checkpoint.tile_interval=0.0 --resume --log-level warn || fail "--resume failed"
+cmp -s cases/same_psf/out/same_psf.fits cases/same_psf/res/same_psf.fits \
+  && pass "same_psf: failure after a tile checkpoint, --resume at -n 2: byte-identical" \
+  || fail "same_psf: the resumed coadd differs"
 finish
