@@ -276,6 +276,12 @@ Manifest readManifest(const std::string& path) {
                 }
                 warp.visit = visitIt->get<std::int64_t>();
             }
+            if (const auto pmIt = warpJson.find("psf_matched"); pmIt != warpJson.end()) {
+                if (!pmIt->is_string() || pmIt->get<std::string>().empty()) {
+                    fail(path, wat + ".psf_matched must be a non-empty path string");
+                }
+                warp.psfMatched = resolve(path, baseDir, wat + ".psf_matched", pmIt->get<std::string>());
+            }
             patch.warps.push_back(std::move(warp));
             ++w;
         }
@@ -296,7 +302,11 @@ void writeManifest(const std::string& path, const Manifest& manifest) {
         patch["box"] = json::array({p.box.x0, p.box.y0, p.box.width, p.box.height});
         patch["warps"] = json::array();
         for (const ManifestWarp& w : p.warps) {
-            patch["warps"].push_back(json{{"visit", w.visit}, {"path", w.path}});
+            json entry{{"visit", w.visit}, {"path", w.path}};
+            if (!w.psfMatched.empty()) {
+                entry["psf_matched"] = w.psfMatched;
+            }
+            patch["warps"].push_back(std::move(entry));
         }
         root["patches"].push_back(std::move(patch));
     }

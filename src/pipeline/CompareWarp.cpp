@@ -125,9 +125,23 @@ Box matchedDomain(const PatchContext& ctx, const Warp& w) {
 
 void setup(PatchContext& ctx) {
     const CompareWarpSettings& cs = ctx.settings.compareWarp;
+    // PSF-matched companions (the manifest's "psf_matched", LSST's psfMatchedWarps): read instead of
+    // matching; on the direct warp's box, with its own mask planes conformed to the patch's dictionary.
+    for (Warp* w : ctx.usedWarps()) {
+        if (w->input.psfMatchedPath.empty()) {
+            continue;
+        }
+        w->matchedReader = std::make_unique<io::WarpReader>(w->input.psfMatchedPath);
+        const Box mb = w->matchedReader->header().box;
+        if (mb != w->reader->header().box) {
+            throw InputError(w->input.psfMatchedPath + ": PSF-matched companion of " + w->input.path +
+                             " has the box " + mb.str() + ", the warp " + w->reader->header().box.str());
+        }
+        w->matchedReader->conformTo(ctx.dict);
+    }
     double sigmaMax = 0;
     for (Warp* w : ctx.usedWarps()) {
-        const auto& s = w->reader->header().psfSigma;
+        const auto& s = w->matchedReader ? w->matchedReader->header().psfSigma : w->reader->header().psfSigma;
         if (!s) {
             throw InputError(w->input.path +
                              ": no PSFSIGMA or FWHM card; coadd.mode = comparewarp PSF-matches each warp "
@@ -138,6 +152,10 @@ void setup(PatchContext& ctx) {
     ctx.cwModelSigma = cs.modelPsfSigma > 0 ? cs.modelPsfSigma : sigmaMax;
     ctx.cwMaxRadius = 0;
     for (Warp* w : ctx.usedWarps()) {
+        if (w->matchedReader) {  // already matched: nothing to convolve
+            w->matchKernel = kernel::gaussianMatchingKernel(ctx.cwModelSigma, ctx.cwModelSigma);
+            continue;
+        }
         const double s = *w->reader->header().psfSigma;
         if (s > ctx.cwModelSigma) {
             throw ConfigError("comparewarp.model_psf_sigma = " + std::to_string(ctx.cwModelSigma) +
@@ -199,7 +217,10 @@ std::vector<WarpStats> measureStats(const PatchContext& ctx) {
         const Box warpBox = w.reader->header().box;
         (void)geom::checkedCompareWarpStatsBytes(warpBox, ctx.settings.memoryBudget);
         MaskedImage matched;
-        {
+        if (w.matchedReader) {
+            matched = w.matchedReader->readAll();
+            paintCosmicRays(w, warpBox, matched.mask.data().data(), ctx.bits.cr);
+        } else {
             MaskedImage raw = w.reader->readAll();
             paintCosmicRays(w, warpBox, raw.mask.data().data(), ctx.bits.cr);
             matched = kernel::psfMatchGaussian(raw, w.matchKernel, bits.match, ctx.bits.noData);
@@ -288,9 +309,15 @@ TileResult compareTile(PatchContext& ctx, const Box& tile, const std::vector<War
         MaskedImage raw;
         for (std::size_t i = 0; i < n; ++i) {
             const Warp& w = *warps[i];
+            MaskedImage& m = matched[i];
+            if (w.matchedReader) {  // the companion, read on cb as it is
+                w.matchedReader->read(cb, m);
+                paintCosmicRays(w, cb, m.mask.data().data(), ctx.bits.cr);
+                kernel::scaleInPlace(m, w.scale);
+                continue;
+            }
             warps[i]->reader->read(hb, raw);
             paintCosmicRays(w, hb, raw.mask.data().data(), ctx.bits.cr);
-            MaskedImage& m = matched[i];
             m = MaskedImage(cb);
             m.image.fill(kNaN);
             m.variance.fill(kNaN);

@@ -22,7 +22,8 @@ inline constexpr std::int64_t kMaxPatchPixels = std::int64_t{1} << 31;
 
 struct ManifestWarp {
     std::int64_t visit = -1;
-    std::string path;  ///< resolved (absolute or relative to the current directory)
+    std::string path;        ///< resolved (absolute or relative to the current directory)
+    std::string psfMatched;  ///< "psf_matched": the PSF-matched companion (resolved), or ""
 };
 
 struct ManifestPatch {

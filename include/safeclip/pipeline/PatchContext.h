@@ -52,8 +52,11 @@ struct Warp {
     std::int64_t mtimeNs = -1;     ///< "open": its modification time then (ns since the epoch)
     // comparewarp mode only (CompareWarp.cpp):
     kernel::MatchingKernel matchKernel;  ///< "cw_setup": its Gaussian PSF-matching kernel
-    float templateWeight = 0.0F;         ///< "cw_stats": its weight in the template
-    double varianceFactor = 1.0;         ///< "cw_stats": ScaleVariance factor (1 when off or failed)
+    /// "cw_setup": the PSF-matched companion (input.psfMatchedPath), read instead of matching
+    /// (matchKernel is then the identity); null = the warp is matched to the model PSF here.
+    std::unique_ptr<io::WarpReader> matchedReader;
+    float templateWeight = 0.0F;  ///< "cw_stats": its weight in the template
+    double varianceFactor = 1.0;  ///< "cw_stats": ScaleVariance factor (1 when off or failed)
     /// "cw_compare": this rank's tiles' pixels where the warp − template difference is not finite
     /// (the PSF-matched warp's rim excepted): painted NO_DATA by "final" (spec §10 step 9).
     kernel::SpanSet noData;

@@ -105,6 +105,9 @@ struct PatchSettings {
 struct WarpInput {
     std::int64_t visit = -1;  ///< -1: take VISIT/EXPID from the header, else the warp's position
     std::string path;
+    /// coadd.mode = comparewarp: its PSF-matched companion (LSST's psfMatchedWarp; the manifest's
+    /// "psf_matched"), read instead of PSF-matching the warp. "" = match the warp itself.
+    std::string psfMatchedPath;
 };
 
 /// Checkpointing of a patch (`safeclip run`): the stage-R state (weights, decisions, CLIPPED

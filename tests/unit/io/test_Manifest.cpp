@@ -217,3 +217,23 @@ TEST(Manifest, RelativeWarpPathsMayNotEscapeTheManifestDirectory) {
     EXPECT_EQ(fs::path(readManifest(viaLink).patches[0].warps[0].path),
               dir.path() / "run-link" / "inner/w.fits");
 }
+
+TEST(Manifest, PsfMatchedCompanionsAreResolvedWrittenAndChecked) {
+    // A warp entry may name its PSF-matched companion (coadd.mode = comparewarp reads it instead of
+    // matching the warp): resolved like "path", written back, and a wrong type is a config error.
+    TempDir dir;
+    const std::string path = write(dir.file("m/manifest.json"), R"({"patches": [
+        {"name": "p", "box": [0, 0, 10, 10],
+         "warps": [{"visit": 1, "path": "w1.fits", "psf_matched": "psfm-1.fits"},
+                   {"visit": 2, "path": "w2.fits"}]}]})");
+    const Manifest m = readManifest(path);
+    ASSERT_EQ(m.patches[0].warps.size(), 2U);
+    EXPECT_EQ(fs::path(m.patches[0].warps[0].psfMatched), dir.path() / "m" / "psfm-1.fits");
+    EXPECT_TRUE(m.patches[0].warps[1].psfMatched.empty());
+    const std::string copy = dir.file("m/copy.json");
+    writeManifest(copy, m);
+    EXPECT_EQ(readManifest(copy).patches[0].warps[0].psfMatched, m.patches[0].warps[0].psfMatched);
+    const std::string bad = write(dir.file("m/bad.json"), patchJson(R"(
+        {"name": "p", "box": [0, 0, 10, 10], "warps": [{"path": "w1.fits", "psf_matched": 3}]})"));
+    expectConfigError(bad, "psf_matched must be a non-empty path string");
+}
