@@ -156,6 +156,12 @@ std::string planText(const RunPlan& plan) {
         os << "; shard " << plan.shardIndex << "/" << plan.shardCount;
     }
     os << "\n";
+    if (plan.mode == "comparewarp") {
+        os << "note: coadd.mode = comparewarp: this model covers the weights and final stacks only; the "
+              "mode's whole-warp statistics (36 B/px of a warp, geom::kCompareWarpStatsBytesPerPixel) and "
+              "its per-tile template (all warps "
+              "PSF-matched on a tile plus halo) are checked by the run itself\n";
+    }
     for (const PatchPlan& pp : plan.patches) {
         os << "patch " << pp.name << ": " << pp.box.width << "x" << pp.box.height << ", " << pp.warps
            << " warps, group " << pp.group << " (ranks";
@@ -190,6 +196,8 @@ std::string planJson(const RunPlan& plan) {
     j["group_count"] = plan.nGroups;
     j["shard"] = {{"index", plan.shardIndex}, {"count", plan.shardCount}};
     j["mode"] = plan.mode;
+    // comparewarp's own stages (whole-warp statistics, per-tile template) are not in this model yet.
+    j["memory_model_complete"] = plan.mode != "comparewarp";
     j["memory_max_per_rank"] = plan.budgetBytes;
     auto& patches = j["patches"];
     patches = nlohmann::json::array();
