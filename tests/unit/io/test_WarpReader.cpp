@@ -79,6 +79,16 @@ MaskedImage makeImage(const Box& box, const MaskDict& planes, unsigned seed, boo
     return mi;
 }
 
+/// A warp of makeImage(box, default planes, seed) written to `path` with writeExposure.
+void writeWarpFile(const std::string& path, const Box& box, unsigned seed) {
+    MaskDict planes = MaskDict::defaults();
+    const MaskedImage mi = makeImage(box, planes, seed);
+    safeclip::io::ExposureData data;
+    data.image = &mi;
+    data.maskPlanes = &planes;
+    safeclip::io::writeExposure(path, data);
+}
+
 /// How to build a raw test warp with cfitsio directly (also for the broken ones).
 struct RawWarp {
     Box box{5, -3, 23, 17};
@@ -709,12 +719,7 @@ TEST(WarpReaderBadInput, TruncatedFile) {
     TempDir dir;
     // A file written by safeclip, cut in half.
     const std::string path = dir.file("cut.fits");
-    MaskDict planes = MaskDict::defaults();
-    const MaskedImage mi = makeImage(Box{0, 0, 100, 80}, planes, 4);
-    safeclip::io::ExposureData data;
-    data.image = &mi;
-    data.maskPlanes = &planes;
-    safeclip::io::writeExposure(path, data);
+    writeWarpFile(path, Box{0, 0, 100, 80}, 4);
     fs::resize_file(path, fs::file_size(path) / 2);
     expectInputError([&] { WarpReader r(path); }, path, "truncated");
     // The HSC file, cut in half.
@@ -805,12 +810,7 @@ TEST(WarpReader, GzipCompressedFileIsNamedAsSuch) {
     // M" (issue 16 item 2): it is now named as gzip-compressed, with what to do.
     TempDir dir;
     const std::string path = dir.file("warp.fits");
-    MaskDict planes = MaskDict::defaults();
-    const MaskedImage mi = makeImage(Box{0, 0, 40, 30}, planes, 3);
-    safeclip::io::ExposureData data;
-    data.image = &mi;
-    data.maskPlanes = &planes;
-    safeclip::io::writeExposure(path, data);
+    writeWarpFile(path, Box{0, 0, 40, 30}, 3);
     const std::string bytes = safeclip::test::readFile(path);
     const std::string gz = dir.file("warp.fits.gz");
     gzFile out = gzopen(gz.c_str(), "wb");
