@@ -156,5 +156,5 @@ for s in $SETS; do
             "numpy + sigma_clip=$D/out/np_clip.fits:1"; do
     [ -f "${kv#*=}" ] || [ -f "$(echo "${kv#*=}" | sed 's/:[0-9]*$//')" ] && args+=("$kv")
   done
-  $PY bench/quality.py "$D" p000 "${args[@]}" | sed 's/^/| /; s/$/ |/' | sed '2i |---|---|---|---|---|'
+  $PY bench/quality.py "$D" p000 "${args[@]}" | sed 's/^/| /; s/$/ |/' | sed '2i |---|---|---|---|---|---|'
 done

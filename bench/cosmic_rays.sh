@@ -48,6 +48,6 @@ for s in $SETS; do
   echo "| true | $(med "${ons[@]}") |"
   awk -v a="$mo" -v b="$mn" 'BEGIN {printf "stage cost: %+.1f %% of the run without it\n", 100 * (b / a - 1)}'
   echo
-  $PY bench/quality.py "$D" p000 "off=$out/off.fits" "on=$out/on.fits" | sed 's/^/| /; s/$/ |/' | sed '2i |---|---|---|---|---|'
+  $PY bench/quality.py "$D" p000 "off=$out/off.fits" "on=$out/on.fits" | sed 's/^/| /; s/$/ |/' | sed '2i |---|---|---|---|---|---|'
   $PY bench/star_flux.py "$D" p000 "$out/off.fits" "$out/on.fits"
 done

@@ -16,6 +16,9 @@ can score below 1 without any rejection).
   trail left sum(coadd - T_W) / sum(I) over trail pixels where |T| < 3 sigma_T (TRANSIENT of the trail's warp above 1 sigma
              of that warp's sky); core = at least half of the trail's peak, wings = the rest
   CR left    the same over cosmic-ray pixels
+  trail alone  trail left over the trail pixels where no other warp has a transient (its cosmic
+             rays): "trail left" also counts other warps' unclipped cosmic rays that land on the
+             trail (on B64 most of what it reports), this one measures the trail's own rejection
 """
 import json
 import sys
@@ -67,6 +70,7 @@ def main():
             clean = np.ones(wi.shape, bool)
             trail_core = np.zeros(wi.shape, bool); trail_wing = np.zeros(wi.shape, bool)
             crpix = np.zeros(wi.shape, bool)
+            ntr = np.zeros(wi.shape, np.int32)
         S = np.nan_to_num(S)
         TR = np.nan_to_num(TR)
         W = 1.0 / np.median(var[ok] * s * s)  # one weight per warp, like safeclip's (spec §3.4)
@@ -78,6 +82,7 @@ def main():
         sWS += np.where(ok, W * S, 0.0)
         sWT += np.where(ok, W * TR, 0.0)
         clean &= ok & (TR == 0)
+        ntr += (TR != 0)
         sky1 = float(w["sky_sigma"]) * s  # 1 sigma of this warp's sky in ZP27 units
         arts = [a for a in p["artifacts"] if str(a["visit"]) == v]
         other = np.zeros(wi.shape, bool)  # pixels of this warp's non-trail artifacts
@@ -107,7 +112,8 @@ def main():
         I = sWT / sW
     faint = np.abs(T) < 3.0 * sigT  # leave static sources out of the transient regions
     clean &= sw > 0
-    print("tool | noise (1.000 = ideal) | trail flux left all / core / wings | CR flux left | clean px")
+    print("tool | noise (1.000 = ideal) | trail flux left all / core / wings | CR flux left | clean px"
+          " | trail alone left")
     for arg in sys.argv[3:]:
         label, _, spec = arg.partition("=")
         c = load(spec)
@@ -121,8 +127,9 @@ def main():
             m = m & fin & (sw > 0) & faint
             return float((c[m] - TW[m]).sum() / I[m].sum()) if m.any() else float("nan")
         tr = trail_core | trail_wing
-        print("%s | %.4f | %+.4f / %+.4f / %+.4f | %+.4f | %d" % (
-            label, noise, left(tr), left(trail_core), left(trail_wing), left(crpix), int(rc.size)))
+        print("%s | %.4f | %+.4f / %+.4f / %+.4f | %+.4f | %d | %+.4f" % (
+            label, noise, left(tr), left(trail_core), left(trail_wing), left(crpix), int(rc.size),
+            left(tr & (ntr == 1))))
 
 
 if __name__ == "__main__":
