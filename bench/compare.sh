@@ -4,7 +4,8 @@
 #
 # usage: bench/compare.sh [REPEATS]            (default 3)
 #   env: SETS="B16 B64"  BUDGET=256MiB  BENCH_DIR=build/bench/compare  SAFECLIP_BIN=build/safeclip
-#        TOOLS="sc_r1 sc_r2 sc_mean swarp montage numpy cat"
+#        TOOLS="sc_r1 sc_r2 sc_mean sc_cw sc_cw_cr swarp montage numpy cat"
+#        (sc_cw: coadd.mode = "comparewarp" at mpirun -n 2; sc_cw_cr: the same with cosmic_rays.detect)
 #        BASE_BIN=<another safeclip build>: adds base_r1 base_r2 base_mean (the same three runs with that
 #        binary, interleaved with the others in every round), to compare two commits side by side
 #
@@ -22,7 +23,7 @@ SETS=${SETS:-B16 B64}
 BUDGET=${BUDGET:-256MiB}
 BD=${BENCH_DIR:-build/bench/compare}
 BIN=${SAFECLIP_BIN:-build/safeclip}
-TOOLS=${TOOLS:-sc_r1 sc_r2 sc_mean swarp montage numpy cat}
+TOOLS=${TOOLS:-sc_r1 sc_r2 sc_mean sc_cw sc_cw_cr swarp montage numpy cat}
 BASE=${BASE_BIN:-}
 if [ -n "$BASE" ]; then
   BASE=$(cd "$(dirname "$BASE")" && pwd)/$(basename "$BASE")
@@ -79,6 +80,8 @@ cmdline() {  # the command of tool $1 on data set dir $2
   case $1 in
     sc_r1) echo "mpirun -n 1 $BIN run $D/safeclip.toml --set output.dir=\"$D/out/r1\"" ;;
     sc_r2) echo "mpirun -n 2 $BIN run $D/safeclip.toml --set output.dir=\"$D/out/r2\"" ;;
+    sc_cw) echo "mpirun -n 2 $BIN run $D/safeclip.toml --set coadd.mode=\"comparewarp\" --set output.dir=\"$D/out/cw\"" ;;
+    sc_cw_cr) echo "mpirun -n 2 $BIN run $D/safeclip.toml --set coadd.mode=\"comparewarp\" --set cosmic_rays.detect=true --set output.dir=\"$D/out/cwcr\"" ;;
     base_r1) echo "mpirun -n 1 $BASE run $D/safeclip.toml --set output.dir=\"$D/out/b1\"" ;;
     base_r2) echo "mpirun -n 2 $BASE run $D/safeclip.toml --set output.dir=\"$D/out/b2\"" ;;
     base_mean) echo "$BASE coadd --log-level warn --set coadd.mode=\"mean\" --set memory.max_per_rank=\"$BUDGET\" -o $D/out/bmean/p000.fits $D/p000/warp-*.fits" ;;
@@ -94,6 +97,7 @@ label() {
   case $1 in
     sc_r1) echo "safeclip SafeClip, mpirun -n 1" ;; sc_r2) echo "safeclip SafeClip, mpirun -n 2" ;;
     sc_mean) echo "safeclip weighted mean" ;;
+    sc_cw) echo "safeclip CompareWarp, mpirun -n 2" ;; sc_cw_cr) echo "safeclip CompareWarp + cosmic rays, -n 2" ;;
     base_r1) echo "BASE_BIN SafeClip, mpirun -n 1" ;; base_r2) echo "BASE_BIN SafeClip, mpirun -n 2" ;;
     base_mean) echo "BASE_BIN weighted mean" ;; swarp) echo "SWarp CLIPPED (NTHREADS 2)" ;;
     montage) echo "Montage mAdd mean" ;; numpy) echo "numpy + astropy sigma_clip" ;;
@@ -104,7 +108,7 @@ label() {
 run_one() {  # tool, set, round -> appends "set tool round wall rss" to $RES
   local D=$BD/$2 c; c=$(cmdline "$1" "$D")
   mkdir -p "$D/out/mean" "$D/out/bmean"
-  rm -rf "$D/out/r1" "$D/out/r2" "$D/out/b1" "$D/out/b2"
+  rm -rf "$D/out/r1" "$D/out/r2" "$D/out/b1" "$D/out/b2" "$D/out/cw" "$D/out/cwcr"
   rm -f "$D/out/mean/p000.fits" "$D/out/bmean/p000.fits"  # `coadd` refuses to replace a file without --overwrite
   local t0 t1
   t0=$(date +%s%N)
@@ -151,7 +155,10 @@ for s in $SETS; do
   echo
   args=()
   [ -f "$D/out/r2/p000.fits" ] || mpirun -n 1 "$BIN" run "$D/safeclip.toml" --set output.dir=\""$D/out/r2"\" >/dev/null 2>&1 || true
+  [ -f "$D/out/cw/p000.fits" ] || mpirun -n 2 "$BIN" run "$D/safeclip.toml" --set coadd.mode=\"comparewarp\" --set output.dir=\""$D/out/cw"\" >/dev/null 2>&1 || true
+  [ -f "$D/out/cwcr/p000.fits" ] || mpirun -n 2 "$BIN" run "$D/safeclip.toml" --set coadd.mode=\"comparewarp\" --set cosmic_rays.detect=true --set output.dir=\""$D/out/cwcr"\" >/dev/null 2>&1 || true
   for kv in "safeclip SafeClip=$D/out/r2/p000.fits:1" "safeclip weighted mean=$D/out/mean/p000.fits:1" \
+            "safeclip CompareWarp=$D/out/cw/p000.fits:1" "safeclip CompareWarp + CR=$D/out/cwcr/p000.fits:1" \
             "SWarp CLIPPED=$D/out/swarp_CLIPPED.fits:0" "Montage mAdd mean=$D/out/montage_mean.fits:0" \
             "numpy + sigma_clip=$D/out/np_clip.fits:1"; do
     [ -f "${kv#*=}" ] || [ -f "$(echo "${kv#*=}" | sed 's/:[0-9]*$//')" ] && args+=("$kv")

@@ -208,6 +208,11 @@ std::vector<WarpStats> measureStats(const PatchContext& ctx) {
     const int me = ctx.rank();
     const int n = parallel::sizeOf(ctx.group);
     std::vector<WarpStats> out;
+    // Reused from warp to warp: a fresh whole-warp allocation per warp cost more in page faults
+    // than the PSF matching itself (perf, B16 at 1 rank).
+    MaskedImage raw;
+    MaskedImage matched;
+    std::vector<float> sample;
     for (std::size_t i = 0; i < ctx.warps.size(); ++i) {
         const Warp& w = ctx.warps[i];
         if (!w.used || static_cast<int>(i % static_cast<std::size_t>(n)) != me) {
@@ -216,19 +221,24 @@ std::vector<WarpStats> measureStats(const PatchContext& ctx) {
         parallel::throwIfStopRequested("during the comparewarp statistics");
         const Box warpBox = w.reader->header().box;
         (void)geom::checkedCompareWarpStatsBytes(warpBox, ctx.settings.memoryBudget);
-        MaskedImage matched;
         if (w.matchedReader) {
-            matched = w.matchedReader->readAll();
+            w.matchedReader->read(warpBox, matched);
             paintCosmicRays(w, warpBox, matched.mask.data().data(), ctx.bits.cr);
         } else {
-            MaskedImage raw = w.reader->readAll();
+            w.reader->read(warpBox, raw);
             paintCosmicRays(w, warpBox, raw.mask.data().data(), ctx.bits.cr);
-            matched = kernel::psfMatchGaussian(raw, w.matchKernel, bits.match, ctx.bits.noData);
+            const int r = w.matchKernel.halfWidth;
+            Box valid = warpBox.grown(-r);
+            if (valid.width <= 0 || valid.height <= 0) {
+                valid = Box{warpBox.x0 + r, warpBox.y0 + r, 0, 0};
+            }
+            matched.reshape(valid);  // every pixel is written
+            kernel::psfMatchGaussianInto(raw, valid, w.matchKernel, bits.match, ctx.bits.noData, matched);
         }
         kernel::scaleInPlace(matched, w.scale);
         WarpStats st;
         st.index = static_cast<std::int64_t>(i);
-        std::vector<float> sample;
+        sample.clear();
         sample.reserve(static_cast<std::size_t>(matched.box().area()));
         const auto& var = matched.variance.data();
         const auto& mask = matched.mask.data();
@@ -238,7 +248,6 @@ std::vector<WarpStats> measureStats(const PatchContext& ctx) {
             }
         }
         const double meanVar = kernel::meanClipUnweighted(sample, cs.templateSigmaClip, cs.templateClipIter);
-        sample = {};
         st.templateWeight = static_cast<float>(1.0 / meanVar);
         if (!std::isfinite(st.templateWeight) || !(st.templateWeight > 0)) {
             st.problem = w.input.path + ": no positive finite template weight for comparewarp (clipped " +
@@ -297,16 +306,27 @@ std::vector<kernel::Span> flagSpans(const Box& box, const std::vector<char>& fla
     return out;
 }
 
+/// Pixel buffers of compareTile, kept from tile to tile of one rank: the next tile reshapes them
+/// (same or smaller size: no allocation, no page faults). The memory model counts them per tile.
+struct TileWorkspace {
+    std::vector<MaskedImage> matched;  ///< per used warp, on cb
+    MaskedImage raw;                   ///< one warp on hb
+    MaskedImage tmpl;
+    kernel::ImageF dImage;
+    kernel::ImageF dVar;
+};
+
 TileResult compareTile(PatchContext& ctx, const Box& tile, const std::vector<Warp*>& warps,
-                       const std::vector<float>& templateWeights, const CwBits& bits) {
+                       const std::vector<float>& templateWeights, const CwBits& bits, TileWorkspace& ws) {
     const std::size_t n = warps.size();
     const Box hb = tile.grown(ctx.halo).intersect(ctx.box);                    // raw reads
     const Box cb = tile.grown(ctx.halo - ctx.cwMaxRadius).intersect(ctx.box);  // matched, template, Δ
     (void)geom::checkedCompareWarpTileBytes(hb, static_cast<int>(n), ctx.settings.memoryBudget);
     // 1. PSF-matched, scaled warps on cb; the rim (outside the matched domain) is NaN + NO_DATA.
-    std::vector<MaskedImage> matched(n);
+    std::vector<MaskedImage>& matched = ws.matched;
+    matched.resize(n);
     {
-        MaskedImage raw;
+        MaskedImage& raw = ws.raw;
         for (std::size_t i = 0; i < n; ++i) {
             const Warp& w = *warps[i];
             MaskedImage& m = matched[i];
@@ -318,19 +338,15 @@ TileResult compareTile(PatchContext& ctx, const Box& tile, const std::vector<War
             }
             warps[i]->reader->read(hb, raw);
             paintCosmicRays(w, hb, raw.mask.data().data(), ctx.bits.cr);
-            m = MaskedImage(cb);
-            m.image.fill(kNaN);
-            m.variance.fill(kNaN);
-            m.mask.fill(ctx.bits.noData);
+            m.reshape(cb);
             const Box valid = cb.intersect(matchedDomain(ctx, w));
+            if (!(valid == cb)) {  // the rim outside the matched domain
+                m.image.fill(kNaN);
+                m.variance.fill(kNaN);
+                m.mask.fill(ctx.bits.noData);
+            }
             if (!valid.empty()) {
-                const MaskedImage part =
-                    kernel::psfMatchGaussian(raw, valid, w.matchKernel, bits.match, ctx.bits.noData);
-                for (int y = valid.y0; y < valid.y1(); ++y) {
-                    std::copy_n(part.image.row(y), valid.width, &m.image(valid.x0, y));
-                    std::copy_n(part.mask.row(y), valid.width, &m.mask(valid.x0, y));
-                    std::copy_n(part.variance.row(y), valid.width, &m.variance(valid.x0, y));
-                }
+                kernel::psfMatchGaussianInto(raw, valid, w.matchKernel, bits.match, ctx.bits.noData, m);
             }
             kernel::scaleInPlace(m, w.scale);
         }
@@ -345,7 +361,8 @@ TileResult compareTile(PatchContext& ctx, const Box& tile, const std::vector<War
     tc.noGoodPixelsMask = ctx.bits.noData;
     tc.calcErrorFromInputVariance = false;
     tc.validate();
-    MaskedImage tmpl(cb);
+    MaskedImage& tmpl = ws.tmpl;
+    tmpl.reshape(cb);  // stackRegion writes every pixel of cb
     {
         std::vector<const MaskedImage*> ptrs;
         ptrs.reserve(matched.size());
@@ -370,8 +387,10 @@ TileResult compareTile(PatchContext& ctx, const Box& tile, const std::vector<War
         out.templateFootprints = fps.spans();
     }
     // 3. Per warp: Δ_i, detection, pieces, invalid / noData / EDGE pixels of the tile.
-    kernel::ImageF dImage(cb);
-    kernel::ImageF dVar(cb);
+    kernel::ImageF& dImage = ws.dImage;
+    kernel::ImageF& dVar = ws.dVar;
+    dImage.reshape(cb);  // written in full per warp below
+    dVar.reshape(cb);
     std::vector<char> invalid(static_cast<std::size_t>(tile.area()));
     std::vector<char> noData(static_cast<std::size_t>(tile.area()));
     std::vector<char> prefilterBad(static_cast<std::size_t>(tile.area()));
@@ -594,9 +613,10 @@ void compareWarpCompare(PatchContext& ctx) {
         for (Warp& w : ctx.warps) {
             w.noData = SpanSet();
         }
+        TileWorkspace ws;
         for (std::size_t t : ctx.myTiles()) {
             parallel::throwIfStopRequested("during the comparewarp comparison");
-            mine.push_back(compareTile(ctx, ctx.tiles.tiles[t], warps, weights, bits));
+            mine.push_back(compareTile(ctx, ctx.tiles.tiles[t], warps, weights, bits, ws));
         }
     });
     const auto gathered = parallel::gatherToRoot(ctx.group, mine);

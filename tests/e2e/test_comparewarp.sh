@@ -4,7 +4,9 @@
 #   spec §10 without reading src/) on its tiny cases: `same_psf` (warps that need no matching),
 #   `few_warps`, and `psf_matched` (direct warps of PSF σ 1.0-2.6 with PSF-matched companion files
 #   named by the manifest's "psf_matched", which both read): the same CLIPPED pixels per visit;
-# - the same bytes for 1, 2 and 3 ranks, tile size 16 and after --resume on `same_psf`.
+# - the same bytes for 1, 2 and 3 ranks, tile size 16 and after --resume on `same_psf`;
+# - safeclip's own PSF matching (psf_matched's direct warps without their companions): the same bytes
+#   for 1 and 2 ranks, tile size 16, and with the AVX2 loops off (SAFECLIP_NO_AVX2=1).
 source "$(dirname "$0")/common.sh"
 PY=/usr/bin/python3
 REF="$SAFECLIP_SOURCE_DIR/tests/reference"
@@ -73,4 +75,29 @@ mpirun -n 2 "$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"res\" --se
 cmp -s cases/same_psf/out/same_psf.fits cases/same_psf/res/same_psf.fits \
   && pass "same_psf: failure after a tile checkpoint, --resume at -n 2: byte-identical" \
   || fail "same_psf: the resumed coadd differs"
+# Self-matched: the psf_matched case's direct warps without the companions, so safeclip matches
+# PSF σ 1.0-2.6 to the model itself (kernel/PsfMatch: AVX2 and scalar loops must give the same bits).
+$PY - cases/psf_matched/manifest.json cases/psf_matched/self.json <<'PY' || fail "could not write the self-matched manifest"
+import json, sys
+m = json.load(open(sys.argv[1]))
+for p in m["patches"]:
+    for w in p["warps"]:
+        w.pop("psf_matched", None)
+json.dump(m, open(sys.argv[2], "w"))
+PY
+cfg=(cases/psf_matched/cw.toml --set input.manifest=\"self.json\" --log-level warn)
+"$SAFECLIP" run "${cfg[@]}" --set output.dir=\"self1\" || fail "self-matched run failed"
+if [ -f cases/psf_matched/self1/psf_matched.fits ]; then
+  n=$($PY -c 'import sys; from astropy.io import fits; print(len(fits.open(sys.argv[1])["CLIPPED_SPANS"].data))' \
+    cases/psf_matched/self1/psf_matched.fits)
+  [ "${n:-0}" -gt 0 ] && pass "self-matched: $n CLIPPED spans" || fail "self-matched: nothing CLIPPED"
+  mpirun -n 2 "$SAFECLIP" run "${cfg[@]}" --set output.dir=\"self2\" --set tile.size=16 \
+    || fail "self-matched at -n 2, tile 16 failed"
+  SAFECLIP_NO_AVX2=1 "$SAFECLIP" run "${cfg[@]}" --set output.dir=\"selfs\" --set tile.size=16 \
+    || fail "self-matched without AVX2 failed"
+  for d in self2 selfs; do
+    cmp -s cases/psf_matched/self1/psf_matched.fits "cases/psf_matched/$d/psf_matched.fits" \
+      && pass "self-matched: $d byte-identical to 1 rank" || fail "self-matched: $d differs from 1 rank"
+  done
+fi
 finish

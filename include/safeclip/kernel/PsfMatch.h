@@ -95,6 +95,12 @@ MatchingKernel gaussianMatchingKernel(double warpSigma, double modelSigma, const
 MaskedImage psfMatchGaussian(const MaskedImage& in, const Box& outBox, const MatchingKernel& kernel,
                              MaskPixel noDataBits, MaskPixel noDataBit);
 
+/// The same into `out`, whose planes must hold outBox; only outBox's pixels are written, so a
+/// caller can reuse one buffer (no allocation, no zero fill) or fill a part of a larger image.
+/// @throws InvalidParameter as psfMatchGaussian, or when `out` does not hold outBox.
+void psfMatchGaussianInto(const MaskedImage& in, const Box& outBox, const MatchingKernel& kernel,
+                          MaskPixel noDataBits, MaskPixel noDataBit, MaskedImage& out);
+
 /// The same on the largest valid box, in.box().grown(−r) (an empty image when `in` is too small).
 MaskedImage psfMatchGaussian(const MaskedImage& in, const MatchingKernel& kernel, MaskPixel noDataBits,
                              MaskPixel noDataBit);
