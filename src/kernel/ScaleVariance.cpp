@@ -3,6 +3,7 @@
 /// pixels.
 #include "safeclip/kernel/ScaleVariance.h"
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "Simd.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/kernel/SampleStats.h"
 
@@ -56,6 +58,32 @@ double lerpValue(const Lerp& l, const std::vector<double>& vs) {
     const double va = vs[l.a];
     return va + (vs[l.b] - va) * l.t;
 }
+
+/// One row of (image − background)/sqrt(variance) into out[0, n) and a good flag per pixel
+/// (isGoodPixel); no branch, so that both twins vectorize. Values of bad pixels are garbage.
+inline void snrRowImpl(const float* im, const float* va, const MaskPixel* ma, const float* b, int n,
+                       MaskPixel ignoreBits, float* out, unsigned char* good) {
+    for (int x = 0; x < n; ++x) {
+        const float resid = static_cast<float>(static_cast<double>(im[x]) - static_cast<double>(b[x]));
+        out[x] = static_cast<float>(static_cast<double>(resid) / std::sqrt(static_cast<double>(va[x])));
+        const bool finite = (std::bit_cast<std::uint32_t>(im[x]) & 0x7f800000U) != 0x7f800000U &&
+                            (std::bit_cast<std::uint32_t>(va[x]) & 0x7f800000U) != 0x7f800000U;
+        good[x] = static_cast<unsigned char>(((ma[x] & ignoreBits) == 0) & finite & (va[x] > 0.0F));
+    }
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+__attribute__((target("avx2"))) void snrRowAvx2(const float* im, const float* va, const MaskPixel* ma,
+                                                const float* b, int n, MaskPixel ignoreBits, float* out,
+                                                unsigned char* good) {
+    snrRowImpl(im, va, ma, b, n, ignoreBits, out, good);
+}
+#else
+void snrRowAvx2(const float* im, const float* va, const MaskPixel* ma, const float* b, int n,
+                MaskPixel ignoreBits, float* out, unsigned char* good) {
+    snrRowImpl(im, va, ma, b, n, ignoreBits, out, good);
+}
+#endif
 
 bool isGoodPixel(float img, float var, MaskPixel m, MaskPixel ignoreBits) {
     return (m & ignoreBits) == 0 && std::isfinite(img) && std::isfinite(var) && var > 0.0F;
@@ -170,20 +198,22 @@ ScaleVarianceResult scaleVarianceFactor(const MaskedImage& mi, MaskPixel ignoreB
     }
     ScaleVarianceResult res;
     const ImageF bg = fitBackground(mi.image, mi.mask, ignoreBits, ctrl);
-    std::vector<float> snr;
-    for (int y = box.y0; y < box.y1(); ++y) {
-        const float* im = mi.image.row(y);
-        const float* va = mi.variance.row(y);
-        const MaskPixel* ma = mi.mask.row(y);
-        const float* b = bg.row(y);
-        for (int x = 0; x < box.width; ++x) {
-            if (isGoodPixel(im[x], va[x], ma[x], ignoreBits)) {
-                const float resid =
-                    static_cast<float>(static_cast<double>(im[x]) - static_cast<double>(b[x]));
-                snr.push_back(
-                    static_cast<float>(static_cast<double>(resid) / std::sqrt(static_cast<double>(va[x]))));
+    // The good pixels' S/N in pixel order: each row computed whole (vectorized), then compacted.
+    std::vector<float> snr(static_cast<std::size_t>(box.area()));
+    {
+        const auto snrRow = detail::useAvx2() ? snrRowAvx2 : snrRowImpl;
+        std::vector<float> rowVal(static_cast<std::size_t>(box.width));
+        std::vector<unsigned char> rowGood(static_cast<std::size_t>(box.width));
+        std::size_t n = 0;
+        for (int y = box.y0; y < box.y1(); ++y) {
+            snrRow(mi.image.row(y), mi.variance.row(y), mi.mask.row(y), bg.row(y), box.width, ignoreBits,
+                   rowVal.data(), rowGood.data());
+            for (int x = 0; x < box.width; ++x) {
+                snr[n] = rowVal[static_cast<std::size_t>(x)];
+                n += rowGood[static_cast<std::size_t>(x)];
             }
         }
+        snr.resize(n);
     }
     res.nGood = static_cast<std::int64_t>(snr.size());
     if (snr.size() < 2) {
