@@ -88,6 +88,18 @@ std::int64_t checkedCompareWarpTileBytes(const Box& haloBox, int nWarps, std::in
     return bytes;
 }
 
+std::int64_t checkedCompareWarpTemplateBytes(const Box& patch, std::int64_t budgetBytes) {
+    const std::int64_t bytes = patch.area() * kCompareWarpTemplateDetectBytesPerPixel;
+    if (bytes > budgetBytes) {
+        throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
+                          " cannot hold the comparewarp template of patch box " + patch.str() + " (" +
+                          formatByteSize(bytes) +
+                          " to detect its sources); raise memory.max_per_rank or set "
+                          "comparewarp.preserve_contained_by_source = false");
+    }
+    return bytes;
+}
+
 std::int64_t trialFixedBytes(const Box& haloBox) {
     return haloBox.area() * kTrialFixedBytesPerPixel;
 }

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "safeclip/kernel/Error.h"
+#include "safeclip/kernel/SampleStats.h"
 
 namespace safeclip::kernel {
 
@@ -252,6 +253,70 @@ std::vector<SpanSet> detectFootprints(const ImageF& image, const ImageF& varianc
     // Per-polarity re-segmentation followed by the union of both polarities gives the same pixel set
     // as uniting first; one 8-connected segmentation of the union is the spec's final result.
     return connectedComponents8(all);
+}
+
+TemplateDetection detectTemplate(const ImageF& image, double sigma, double nSigmaForKernel,
+                                 double thresholdValue, double nSigmaToGrow, double statsSigma,
+                                 int statsIter) {
+    if (!(std::isfinite(sigma) && sigma > 0.0) || !(std::isfinite(thresholdValue) && thresholdValue > 0.0) ||
+        !(std::isfinite(nSigmaToGrow) && nSigmaToGrow >= 0.0)) {
+        throw InvalidParameter("detectTemplate: need sigma > 0, thresholdValue > 0 and nSigmaToGrow >= 0");
+    }
+    TemplateDetection out;
+    const std::vector<double> g = gaussianKernel1D(sigma, nSigmaForKernel);
+    const int r = static_cast<int>(g.size() / 2);
+    const Box& box = image.box();
+    const long long vw = static_cast<long long>(box.width) - 2LL * r;
+    const long long vh = static_cast<long long>(box.height) - 2LL * r;
+    if (box.empty() || vw <= 0 || vh <= 0) {
+        out.stdev = out.threshold = std::numeric_limits<double>::quiet_NaN();
+        return out;
+    }
+    const Box valid{box.x0 + r, box.y0 + r, static_cast<int>(vw), static_cast<int>(vh)};
+    ImageF smoothed(box, std::numeric_limits<float>::quiet_NaN());
+    {
+        std::vector<double> acc(static_cast<std::size_t>(box.width));
+        std::vector<double> rowOut(static_cast<std::size_t>(vw));
+        convolvePlane(image, smoothed, g, r, valid, acc, rowOut);
+    }
+    std::vector<float> sample;
+    sample.reserve(static_cast<std::size_t>(valid.area()));
+    for (int y = valid.y0; y < valid.y1(); ++y) {
+        const float* row = smoothed.row(y);  // row[i] is x = box.x0 + i
+        for (int i = valid.x0 - box.x0; i < valid.x1() - box.x0; ++i) {
+            if (std::isfinite(row[i])) {
+                sample.push_back(row[i]);
+            }
+        }
+    }
+    out.stdev = stdevClipUnweighted(sample, statsSigma, statsIter);
+    out.threshold = thresholdValue * out.stdev;
+    sample = {};
+    if (!std::isfinite(out.threshold)) {
+        return out;
+    }
+    std::vector<Span> above;
+    for (int y = valid.y0; y < valid.y1(); ++y) {
+        const float* row = smoothed.row(y);  // row[i] is x = box.x0 + i
+        auto passes = [&](int x) {
+            return static_cast<double>(row[x - box.x0]) >= out.threshold;
+        };  // NaN: no
+        int x = valid.x0;
+        while (x < valid.x1()) {
+            if (!passes(x)) {
+                ++x;
+                continue;
+            }
+            const int x0 = x;
+            while (x < valid.x1() && passes(x)) {
+                ++x;
+            }
+            above.push_back(Span{y, x0, x - 1});
+        }
+    }
+    const int grow = static_cast<int>(nSigmaToGrow * sigma + 0.5);
+    out.footprints = SpanSet::fromSortedSpans(std::move(above)).dilateManhattan(grow, box);
+    return out;
 }
 
 }  // namespace safeclip::kernel

@@ -624,6 +624,41 @@ std::vector<double> sampleQuantiles(std::span<const float> values, std::span<con
 }
 
 /// Precondition: values are NaN-free (the caller keeps only finite, unmasked pixels, spec §3.4).
+namespace {
+
+/// The clipping of meanClipUnweighted; the last iteration's moments (with s² when lastVar).
+Moments clipUnweighted(std::span<const float> values, double sigmaClip, int clipIter, bool lastVar,
+                       const char* who) {
+    const std::size_t n0 = values.size();
+    if (!(std::isfinite(sigmaClip) && sigmaClip > 0.0) || clipIter < 1) {
+        throw InvalidParameter(std::string(who) + ": need sigmaClip > 0 and clipIter >= 1");
+    }
+    if (n0 == 0) {
+        return Moments{};
+    }
+    const double qs[3] = {0.5, 0.25, 0.75};
+    const std::vector<double> quart = sampleQuantiles(values, qs);
+    const double median = quart[0];
+    const double iqrHalfWidth = sigmaClip * kIqToStdev * (quart[2] - quart[1]);
+    Moments cur;
+    for (int k = 0; k < clipIter; ++k) {
+        const double c = k == 0 ? median : cur.mean;
+        const double h = (k > 0 && n0 > 1) ? sigmaClip * std::sqrt(cur.sampleVar) : iqrHalfWidth;
+        if (std::isnan(c) || std::isnan(h)) {
+            return Moments{};
+        }
+        cur = clipMoments(values.data(), n0, c, h, k + 1 < clipIter || lastVar);
+    }
+    return cur;
+}
+
+}  // namespace
+
+double stdevClipUnweighted(std::span<const float> values, double sigmaClip, int clipIter) {
+    const Moments m = clipUnweighted(values, sigmaClip, clipIter, true, "stdevClipUnweighted");
+    return m.n > 1 ? std::sqrt(m.sampleVar) : kNaN;
+}
+
 double meanClipUnweighted(std::span<const float> values, double sigmaClip, int clipIter) {
     const std::size_t n0 = values.size();
     if (n0 == 0) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <cstdlib>
 #include <iterator>
 #include <limits>
 #include <numeric>
@@ -310,6 +311,22 @@ SpanSet SpanSet::dilateDisk(int r, const Box& clip) const {
     for (int dy = -r; dy <= r; ++dy) {
         half[static_cast<std::size_t>(dy + r)] = isqrt(r2 - static_cast<long long>(dy) * dy);
     }
+    return dilateRows(half, clip);
+}
+
+SpanSet SpanSet::dilateManhattan(int r, const Box& clip) const {
+    if (r <= 0 || clip.empty() || m_spans.empty()) {
+        return clippedTo(clip);
+    }
+    std::vector<int> half(static_cast<std::size_t>(2 * r + 1));
+    for (int dy = -r; dy <= r; ++dy) {
+        half[static_cast<std::size_t>(dy + r)] = r - std::abs(dy);
+    }
+    return dilateRows(half, clip);
+}
+
+SpanSet SpanSet::dilateRows(const std::vector<int>& half, const Box& clip) const {
+    const int r = static_cast<int>(half.size() / 2);
     const long long cx0 = clip.x0;
     const long long cx1 = static_cast<long long>(clip.x1()) - 1;
     const long long cy0 = clip.y0;

@@ -7,8 +7,7 @@
 ///  - cw_setup (every rank, identical): σ_i of each used warp (PSFSIGMA/FWHM card), the model σ_m
 ///    (comparewarp.model_psf_sigma, 0 = the largest σ_i), each warp's Gaussian matching kernel
 ///    (kernel::gaussianMatchingKernel), the detection controls and the tile halo
-///    = largest kernel radius + the reach of detection on a difference (growth + minPixels − 1) +
-///    the template detection's halo (detectionHalo with σ = σ_m).
+///    = largest kernel radius + the reach of detection on a difference (growth + minPixels − 1).
 ///  - cw_stats (warp i on group rank i mod R, all-gathered): the whole warp read and PSF-matched; its
 ///    template weight 1 / MEANCLIP(σ template_sigma_clip, template_clip_iter) of the scaled matched
 ///    variance over finite pixels without NO_DATA; with scale_warp_variance the ScaleVariance factor
@@ -21,8 +20,10 @@
 ///    detected pixels inside the tile cut into 8-connected pieces with an additive count of the
 ///    pixels bad for the prefilter; per warp the tile's "invalid" pixels (not in the approximate
 ///    nImage), "noData" pixels (kept on this rank for the final stack) and the matched EDGE pixels;
-///    with preserve_contained_by_source the template's footprints inside the tile. Gathered to
-///    the root.
+///    with preserve_contained_by_source the template's pixels inside the tile. Gathered to the
+///    root, which assembles the whole template and detects its sources (kernel::detectTemplate:
+///    threshold 5 × STDEVCLIP of the smoothed template, a statistic of the whole patch;
+///    geom::checkedCompareWarpTemplateBytes).
 ///  - cw_decide (root): per warp its pieces merged into whole candidates (kernel::mergePieces),
 ///    prefilter, epoch counts, the temporal and spatial criteria, containment in a template
 ///    footprint; CLIPPED_i broadcast to the group.
@@ -43,9 +44,8 @@
 ///    the patch; safeclip's often equal it). Rim pixels are not comparable (left out of the
 ///    template, the approximate nImage and detection) but are NOT made NO_DATA for the final
 ///    stack, so the coadd keeps its rim;
-///  - detectTemplate is simplified to kernel::detectFootprints on the template (smoothing σ_m,
-///    per-pixel threshold 5 with the template's variance instead of 5 × the clipped stdev of the
-///    smoothed template, positive polarity, minPixels 1, disk growth int(2.4·σ_m + 0.5));
+///  - detectTemplate smooths with σ_m (upstream: the template's CoaddPsf, which is σ_m when every
+///    PSF-matched warp has the model PSF) and runs no background steps (as configured upstream);
 ///  - the template's own prepareInputs skipping a PSF-matched warp is not separate from the direct
 ///    warp's: a warp with a non-finite template weight is a bad warp (input.on_bad_warp);
 ///  - with the cosmic-ray stage on, CR pixels are a bad plane of the template and invalid for the
@@ -85,7 +85,7 @@ namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-/// Template detection (detectTemplate, simplified; see the file comment).
+/// Template detection (detectTemplate: SourceDetectionConfig defaults, thresholdType "stdev").
 constexpr double kTemplateThreshold = 5.0;
 constexpr double kTemplateNSigmaToGrow = 2.4;
 
@@ -183,7 +183,8 @@ void setup(PatchContext& ctx) {
     t.minPixels = 1;
     t.nSigmaForKernel = ctx.settings.detect.nSigmaForKernel;
     t.validate();
-    ctx.halo = ctx.cwMaxRadius + detectionHalo(d) + (cs.preserveContainedBySource ? detectionHalo(t) : 0);
+    // The template's sources are detected on the root over the whole patch: no halo for them.
+    ctx.halo = ctx.cwMaxRadius + detectionHalo(d);
     ctx.detect.psfSigma = ctx.cwModelSigma;  // PSFSIGMA card of the coadd
     ctx.psfSource = "comparewarp model PSF sigma";
 }
@@ -276,12 +277,13 @@ std::vector<WarpStats> measureStats(const PatchContext& ctx) {
 struct TileResult {
     std::vector<std::vector<kernel::FootprintPiece>> pieces;  ///< per used warp
     std::vector<std::vector<kernel::Span>> invalid;           ///< per used warp
-    std::vector<kernel::Span> templateFootprints;
-    std::vector<kernel::Span> edge;  ///< union over warps of the matched EDGE pixels
+    std::vector<float> templateImage;           ///< the template on the tile, row-major (preserve only)
+    int x0 = 0, y0 = 0, width = 0, height = 0;  ///< the tile
+    std::vector<kernel::Span> edge;             ///< union over warps of the matched EDGE pixels
 
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar& pieces& invalid& templateFootprints& edge;
+        ar& pieces& invalid& templateImage& x0& y0& width& height& edge;
     }
 };
 
@@ -380,11 +382,16 @@ TileResult compareTile(PatchContext& ctx, const Box& tile, const std::vector<War
     TileResult out;
     out.pieces.resize(n);
     out.invalid.resize(n);
-    if (ctx.settings.compareWarp.preserveContainedBySource) {
-        const SpanSet fps =
-            kernel::uniteAll(kernel::detectFootprints(tmpl.image, tmpl.variance, ctx.cwTemplateDetect))
-                .clippedTo(tile);
-        out.templateFootprints = fps.spans();
+    out.x0 = tile.x0;
+    out.y0 = tile.y0;
+    out.width = tile.width;
+    out.height = tile.height;
+    if (ctx.settings.compareWarp.preserveContainedBySource) {  // detected on the root (whole patch)
+        out.templateImage.reserve(static_cast<std::size_t>(tile.area()));
+        for (int y = tile.y0; y < tile.y1(); ++y) {
+            const float* row = &tmpl.image(tile.x0, y);
+            out.templateImage.insert(out.templateImage.end(), row, row + tile.width);
+        }
     }
     // 3. Per warp: Δ_i, detection, pieces, invalid / noData / EDGE pixels of the tile.
     kernel::ImageF& dImage = ws.dImage;
@@ -627,23 +634,43 @@ void compareWarpCompare(PatchContext& ctx) {
     const std::size_t n = ctx.usedWarps().size();
     ctx.cwPieces.assign(n, {});
     std::vector<std::vector<kernel::Span>> invalid(n);
-    std::vector<kernel::Span> tfp;
     std::vector<kernel::Span> edge;
+    const bool preserve = ctx.settings.compareWarp.preserveContainedBySource;
+    kernel::ImageF templateImage;
+    if (preserve) {
+        (void)geom::checkedCompareWarpTemplateBytes(ctx.box, ctx.settings.memoryBudget);
+        templateImage = kernel::ImageF(ctx.box, kNaN);
+    }
     for (const auto& fromRank : gathered) {
         for (const TileResult& r : fromRank) {
             for (std::size_t i = 0; i < n; ++i) {
                 ctx.cwPieces[i].insert(ctx.cwPieces[i].end(), r.pieces[i].begin(), r.pieces[i].end());
                 invalid[i].insert(invalid[i].end(), r.invalid[i].begin(), r.invalid[i].end());
             }
-            tfp.insert(tfp.end(), r.templateFootprints.begin(), r.templateFootprints.end());
+            if (preserve) {
+                for (int y = 0; y < r.height; ++y) {
+                    std::copy_n(r.templateImage.data() + static_cast<std::size_t>(y) * r.width, r.width,
+                                &templateImage(r.x0, r.y0 + y));
+                }
+            }
             edge.insert(edge.end(), r.edge.begin(), r.edge.end());
         }
+    }
+    ctx.cwTemplateFootprints = SpanSet();
+    if (preserve) {
+        const kernel::DetectControl& t = ctx.cwTemplateDetect;
+        const kernel::TemplateDetection td = kernel::detectTemplate(
+            templateImage, t.psfSigma, t.nSigmaForKernel, t.thresholdValue, t.nSigmaToGrow);
+        ctx.cwTemplateFootprints = td.footprints;
+        log().info(
+            "patch {}: comparewarp: template sources above {:.6g} (5 x clipped stdev {:.6g} of the "
+            "smoothed template): {} px",
+            ctx.name, td.threshold, td.stdev, td.footprints.area());
     }
     ctx.cwInvalid.clear();
     for (auto& s : invalid) {
         ctx.cwInvalid.push_back(SpanSet::fromSpans(std::move(s)));
     }
-    ctx.cwTemplateFootprints = SpanSet::fromSpans(std::move(tfp));
     ctx.cwEdge = SpanSet::fromSpans(std::move(edge));
     log().info(
         "patch {}: comparewarp: template and differences of {} warps in {} tiles of {} px (halo {}) "

@@ -13,13 +13,8 @@ REF="$SAFECLIP_SOURCE_DIR/tests/reference"
 $PY -c 'import numpy, astropy' 2>/dev/null || { fail "/usr/bin/python3 lacks numpy/astropy"; finish; }
 $PY "$REF/make_cw_cases.py" cases >/dev/null
 for c in same_psf few_warps psf_matched; do
-  # On psf_matched the template's sources are left out on both sides: safeclip's template detection
-  # is a simplification (a per-pixel 5 sigma threshold; upstream's detectTemplate thresholds at 5 x
-  # the clipped stdev of the smoothed template, as the reference does), and there it keeps warp 101's
-  # transient as "contained by source" where the reference clips it.
   refopts=()
-  preserve=true
-  if [ "$c" = psf_matched ]; then refopts=(--no-preserve-contained); preserve=false; fi
+  preserve=true  # template sources on both sides (kernel::detectTemplate vs the reference's)
   cat > "cases/$c/cw.toml" <<TOML
 [input]
 manifest = "manifest.json"

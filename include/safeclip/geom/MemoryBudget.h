@@ -109,6 +109,15 @@ std::int64_t checkedCompareWarpStatsBytes(const Box& warp, std::int64_t budgetBy
 /// @throws ConfigError naming memory.max_per_rank (and tile.size) when they exceed budgetBytes.
 std::int64_t checkedCompareWarpTileBytes(const Box& haloBox, int nWarps, std::int64_t budgetBytes);
 
+/// comparewarp template detection on the group root (preserve_contained_by_source; detectTemplate's
+/// threshold is a statistic of the whole patch): the gathered template tiles and the assembled
+/// template (4 + 4 B/px of the patch), its smoothed copy (4 B/px) and the STDEVCLIP sample (4 B/px).
+inline constexpr std::int64_t kCompareWarpTemplateDetectBytesPerPixel = 16;
+
+/// "cw_compare" template-detection bytes on the root for `patch`.
+/// @throws ConfigError naming memory.max_per_rank when they exceed the budget.
+std::int64_t checkedCompareWarpTemplateBytes(const Box& patch, std::int64_t budgetBytes);
+
 // ---- stages 1 and 2: trial and final stacks ----------------------------------------------------
 /// The trial stage's fixed arrays for a tile whose box plus halo (clipped to the patch) is `haloBox`.
 std::int64_t trialFixedBytes(const Box& haloBox);

@@ -60,4 +60,19 @@ SpanSet thresholdSpans(const Smoothed& s, double threshold, Polarity pol);
 /// re-segment. Returns footprints ordered by their first span.
 std::vector<SpanSet> detectFootprints(const ImageF& image, const ImageF& variance, const DetectControl& ctrl);
 
+/// detectTemplate of CompareWarp (spec §10 step 1; SourceDetectionTask with thresholdType "stdev"):
+/// smooth `image` with the Gaussian (sigma, nSigmaForKernel; as smoothImage), threshold =
+/// thresholdValue × STDEVCLIP (statsSigma, statsIter: afw StatisticsControl defaults 3, 3) of the
+/// finite smoothed pixels of the valid region in row order; positive polarity, the valid pixels with
+/// S >= threshold (compared in double); minPixels 1; Manhattan growth int(nSigmaToGrow·sigma + 0.5)
+/// clipped to the image box. The whole patch in one call: the threshold is a statistic of it.
+struct TemplateDetection {
+    SpanSet footprints;  ///< union of the grown footprints
+    double stdev = 0.0;  ///< STDEVCLIP of the smoothed template (NaN: no finite smoothed pixel)
+    double threshold = 0.0;
+};
+TemplateDetection detectTemplate(const ImageF& image, double sigma, double nSigmaForKernel,
+                                 double thresholdValue, double nSigmaToGrow, double statsSigma = 3.0,
+                                 int statsIter = 3);
+
 }  // namespace safeclip::kernel

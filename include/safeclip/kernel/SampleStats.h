@@ -14,6 +14,12 @@ namespace safeclip::kernel {
 /// @throws InvalidParameter unless sigmaClip > 0 and clipIter >= 1
 double meanClipUnweighted(std::span<const float> values, double sigmaClip, int clipIter);
 
+/// Unweighted STDEVCLIP: the same clipping as meanClipUnweighted, then the square root of the
+/// debiased s² of the last iteration's selection (afw STDEVCLIP with StatisticsControl defaults
+/// when sigmaClip = 3, clipIter = 3). NaN for an empty sample or a selection of one value.
+/// @throws InvalidParameter unless sigmaClip > 0 and clipIter >= 1
+double stdevClipUnweighted(std::span<const float> values, double sigmaClip, int clipIter);
+
 /// afw percentiles (linear interpolation at fractional rank q(n-1)) of a NaN-free sample, one per q,
 /// without reordering it. Exact: small samples are selected in a copy; large ones are bracketed
 /// by a regular subsample, counted in one vectorised pass and selected among the few values

@@ -45,6 +45,9 @@ public:
     /// Dilation by the disk stencil {(dx,dy): |dy| <= r, |dx| <= floor(sqrt(r*r - dy*dy))},
     /// clipped to `clip` (spec §6.1.7). r <= 0 returns a copy clipped to `clip`.
     [[nodiscard]] SpanSet dilateDisk(int r, const Box& clip) const;
+    /// Dilation by the Manhattan (diamond) stencil |dx| + |dy| <= r (afw Stencil MANHATTAN, the
+    /// non-isotropic growth of FootprintSet), clipped to `clip`.
+    [[nodiscard]] SpanSet dilateManhattan(int r, const Box& clip) const;
 
     /// OR `bits` into every pixel of `mask` that lies in this set (pixels outside mask.box() ignored).
     void paint(MaskImage& mask, MaskPixel bits) const;
@@ -54,6 +57,8 @@ public:
     bool operator==(const SpanSet&) const = default;
 
 private:
+    /// Dilation by a stencil symmetric in y: row dy in [-r, r] spans |dx| <= half[dy + r].
+    [[nodiscard]] SpanSet dilateRows(const std::vector<int>& half, const Box& clip) const;
     std::vector<Span> m_spans;
 };
 

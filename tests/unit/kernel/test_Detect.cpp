@@ -566,5 +566,39 @@ TEST(Detect, NoSmoothingDetectsUpToTheBoxEdge) {
     EXPECT_TRUE(detectFootprints(img, var, ctrl).empty());
 }
 
+// detectTemplate (CompareWarp, spec §10 step 1): threshold = 5 x STDEVCLIP of the smoothed image,
+// positive polarity, Manhattan growth; the same footprints (shifted) wherever the box lies.
+TEST(Detect, TemplateThresholdIsFiveClippedStdevsOfTheSmoothedImage) {
+    auto make = [](int x0, int y0) {
+        ImageF im(Box{x0, y0, 96, 80});
+        std::mt19937 rng(11);
+        std::normal_distribution<float> noise(0.0F, 1.0F);
+        for (int y = 0; y < 80; ++y) {
+            for (int x = 0; x < 96; ++x) {
+                const double r2 = (x - 40.0) * (x - 40.0) + (y - 30.0) * (y - 30.0);
+                im(x0 + x, y0 + y) = noise(rng) + static_cast<float>(200.0 * std::exp(-r2 / 8.0));
+            }
+        }
+        return im;
+    };
+    const ImageF a = make(0, 0);
+    const TemplateDetection ta = detectTemplate(a, 2.0, 7.0, 5.0, 2.4);
+    // Smoothed unit noise has stdev 1/(2 sqrt(pi) sigma) = 0.141 for sigma 2; the clip keeps ~99 %.
+    EXPECT_NEAR(ta.stdev, 0.141, 0.02);
+    EXPECT_DOUBLE_EQ(ta.threshold, 5.0 * ta.stdev);
+    EXPECT_TRUE(ta.footprints.contains(40, 30));
+    EXPECT_FALSE(ta.footprints.contains(80, 70));
+    // Another box origin: the same threshold and the same footprints, shifted.
+    const ImageF b = make(1000, 2000);
+    const TemplateDetection tb = detectTemplate(b, 2.0, 7.0, 5.0, 2.4);
+    EXPECT_EQ(tb.threshold, ta.threshold);
+    std::vector<Span> shifted;
+    for (const Span& sp : ta.footprints.spans()) {
+        shifted.push_back(Span{sp.y + 2000, sp.x0 + 1000, sp.x1 + 1000});
+    }
+    EXPECT_EQ(tb.footprints, SpanSet::fromSpans(shifted));
+    EXPECT_THROW((void)detectTemplate(a, 0.0, 7.0, 5.0, 2.4), InvalidParameter);
+}
+
 }  // namespace
 }  // namespace safeclip::kernel

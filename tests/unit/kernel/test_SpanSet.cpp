@@ -317,5 +317,20 @@ TEST(SpanSet, AppendMaskRuns3EqualsThreeSeparatePasses) {
     }
 }
 
+// detectTemplate's non-isotropic growth: the diamond |dx| + |dy| <= r, clipped to the box.
+TEST(SpanSet, ManhattanDilationIsADiamondClippedToTheBox) {
+    const SpanSet point = SpanSet::fromSpans({Span{10, 10, 10}});
+    const SpanSet d = point.dilateManhattan(2, Box{0, 0, 100, 100});
+    EXPECT_EQ(d.area(), 13);  // 1 + 3 + 5 + 3 + 1
+    for (int y = 7; y <= 13; ++y) {
+        for (int x = 7; x <= 13; ++x) {
+            EXPECT_EQ(d.contains(x, y), std::abs(x - 10) + std::abs(y - 10) <= 2) << x << "," << y;
+        }
+    }
+    const SpanSet edge = SpanSet::fromSpans({Span{0, 0, 0}}).dilateManhattan(2, Box{0, 0, 100, 100});
+    EXPECT_EQ(edge.area(), 6);  // the quarter diamond inside the box
+    EXPECT_EQ(point.dilateManhattan(0, Box{0, 0, 100, 100}), point);
+}
+
 }  // namespace
 }  // namespace safeclip::kernel

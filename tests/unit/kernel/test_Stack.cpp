@@ -737,6 +737,17 @@ TEST(Stack, QuantileLinearInterpolation) {
     EXPECT_THROW(quantile(a, 1.5), InvalidParameter);
 }
 
+// STDEVCLIP (detectTemplate's threshold): the debiased stdev of the last clip selection.
+TEST(SampleStats, StdevClipLeavesTheOutlierOut) {
+    const std::vector<float> v = {1, 2, 3, 4, 5, 1000};
+    // Pass 1 around the median 3.5 with 3 x 0.7413 x IQR(2.5) = 5.56 keeps 1..5; then the same.
+    EXPECT_DOUBLE_EQ(stdevClipUnweighted(v, 3.0, 3), std::sqrt(2.5));
+    EXPECT_DOUBLE_EQ(meanClipUnweighted(v, 3.0, 3), 3.0);
+    EXPECT_TRUE(std::isnan(stdevClipUnweighted(std::vector<float>{}, 3.0, 3)));
+    EXPECT_TRUE(std::isnan(stdevClipUnweighted(std::vector<float>{2.0F}, 3.0, 3)));
+    EXPECT_THROW((void)stdevClipUnweighted(v, 0.0, 3), InvalidParameter);
+}
+
 TEST(Stack, MeanClipUnweightedBasics) {
     std::vector<float> empty;
     EXPECT_TRUE(std::isnan(meanClipUnweighted(empty, 1.5, 3)));
