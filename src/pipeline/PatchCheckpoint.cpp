@@ -223,9 +223,9 @@ void resumeDecisions(PatchContext& ctx) {
             clippedPixels += w.nClippedPixels;
         }
         log().info(
-            "patch {}: resumed from {} (weights, comparewarp statistics and decisions: model psf sigma "
-            "{:.3f} "
-            "px, {} candidates, {} artefacts; {} CLIPPED warp pixels; mean approximate nImage {:.2f})",
+            "patch {}: resumed from {} (weights, comparewarp statistics and decisions: model psf "
+            "sigma {:.3f} px, {} candidates, {} artefacts; {} CLIPPED warp pixels; mean approximate "
+            "nImage {:.2f})",
             ctx.name, path, ctx.cwModelSigma, state.nFootprints, state.nClippedFootprints, clippedPixels,
             ctx.cwMeanNImage);
         if (ctx.cwMeanNImage < 2.5) {
