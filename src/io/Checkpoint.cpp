@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <string_view>
 #include <type_traits>
 
@@ -234,6 +235,8 @@ struct WarpRecord {
     std::uint8_t used;
     std::int64_t nClipped;
     std::int64_t nBig;
+    float templateWeight;  // comparewarp (format 3)
+    double varianceFactor;
 };
 struct SpanRecord {
     std::int32_t warp, y, x0, x1;
@@ -344,6 +347,8 @@ hid_t warpType() {
     H5Tinsert(t, "used", HOFFSET(WarpRecord, used), H5T_NATIVE_UINT8);
     H5Tinsert(t, "n_clipped", HOFFSET(WarpRecord, nClipped), H5T_NATIVE_INT64);
     H5Tinsert(t, "n_big", HOFFSET(WarpRecord, nBig), H5T_NATIVE_INT64);
+    H5Tinsert(t, "template_weight", HOFFSET(WarpRecord, templateWeight), H5T_NATIVE_FLOAT);
+    H5Tinsert(t, "variance_factor", HOFFSET(WarpRecord, varianceFactor), H5T_NATIVE_DOUBLE);
     return t;
 }
 hid_t spanType() {
@@ -688,14 +693,22 @@ void writePatchCheckpoint(const std::string& path, const CheckpointKey& key, con
         std::vector<WarpRecord> warps;
         std::vector<std::string> status;
         std::vector<SpanRecord> spans;
+        std::vector<SpanRecord> noData;
         for (std::size_t i = 0; i < s.warps.size(); ++i) {
             const WarpState& w = s.warps[i];
             warps.push_back({w.visit, w.scale, w.weight, static_cast<std::uint8_t>(w.used ? 1 : 0),
-                             w.nClippedPixels, w.nBigFootprints});
+                             w.nClippedPixels, w.nBigFootprints, w.templateWeight, w.varianceFactor});
             status.push_back(w.status);
             for (const kernel::Span& sp : w.clipped) {
                 spans.push_back({static_cast<std::int32_t>(i), sp.y, sp.x0, sp.x1});
             }
+            for (const kernel::Span& sp : w.noData) {
+                noData.push_back({static_cast<std::int32_t>(i), sp.y, sp.x0, sp.x1});
+            }
+        }
+        std::vector<SpanRecord> edge;
+        for (const kernel::Span& sp : s.cwEdge) {
+            edge.push_back({-1, sp.y, sp.x0, sp.x1});
         }
         H5Handle wt(warpType(), H5Tclose);
         writeDataset(file, "warps", wt.get(), warps.size(), warps.data(), path);
@@ -709,7 +722,13 @@ void writePatchCheckpoint(const std::string& path, const CheckpointKey& key, con
         writeDataset(file, "clipped_spans", st.get(), spans.size(), spans.data(), path);
         writeRows(file, "footprints", s.decisions.footprints, path);
         writeRows(file, "candidates", s.decisions.candidates, path);
+        writeDataset(file, "nodata_spans", st.get(), noData.size(), noData.data(), path);
+        writeDataset(file, "cw_edge_spans", st.get(), edge.size(), edge.data(), path);
+        writeRows(file, "cw_footprints", s.cwRows, path);
         H5Handle root(H5Gopen2(file, "/", H5P_DEFAULT), H5Gclose);
+        writeStringAttr(root.get(), "mode", s.mode, path);
+        writeScalarAttr<std::int64_t>(root.get(), "cw_max_radius", H5T_NATIVE_INT64, s.cwMaxRadius, path);
+        writeScalarAttr<double>(root.get(), "cw_mean_nimage", H5T_NATIVE_DOUBLE, s.cwMeanNImage, path);
         writeScalarAttr<std::int64_t>(root.get(), "n_footprints", H5T_NATIVE_INT64, s.nFootprints, path);
         writeScalarAttr<std::int64_t>(root.get(), "n_clipped_footprints", H5T_NATIVE_INT64,
                                       s.nClippedFootprints, path);
@@ -732,6 +751,8 @@ CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey&
     std::vector<std::string> status;
     std::vector<std::string> sums;
     std::vector<SpanRecord> spans;
+    std::vector<SpanRecord> noData;
+    std::vector<SpanRecord> edge;
     H5Handle wt(warpType(), H5Tclose);
     H5Handle st(spanType(), H5Tclose);
     const bool ok =
@@ -739,18 +760,32 @@ CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey&
         readStrings(file.get(), "warp_checksum", sums) && sums.size() == warps.size() &&
         readDataset(file.get(), "clipped_spans", st.get(), spans) &&
         readRows(file.get(), "footprints", s.decisions.footprints) &&
-        readRows(file.get(), "candidates", s.decisions.candidates) && status.size() == warps.size();
+        readRows(file.get(), "candidates", s.decisions.candidates) && status.size() == warps.size() &&
+        readDataset(file.get(), "nodata_spans", st.get(), noData) &&
+        readDataset(file.get(), "cw_edge_spans", st.get(), edge) &&
+        readRows(file.get(), "cw_footprints", s.cwRows);
     const auto nf = readScalarAttr<std::int64_t>(root.get(), "n_footprints", H5T_NATIVE_INT64);
     const auto ncf = readScalarAttr<std::int64_t>(root.get(), "n_clipped_footprints", H5T_NATIVE_INT64);
     const auto psf = readScalarAttr<double>(root.get(), "psf_sigma", H5T_NATIVE_DOUBLE);
-    if (!ok || !nf || !ncf || !psf) {
+    const auto mode = readStringAttr(root.get(), "mode");
+    const auto radius = readScalarAttr<std::int64_t>(root.get(), "cw_max_radius", H5T_NATIVE_INT64);
+    const auto meanNImage = readScalarAttr<double>(root.get(), "cw_mean_nimage", H5T_NATIVE_DOUBLE);
+    if (!ok || !nf || !ncf || !psf || !mode || !radius || !meanNImage) {
         out.status = CheckpointStatus::Invalid;
         out.reason = path + ": checkpoint is missing datasets or attributes";
+        return out;
+    }
+    if (*radius < 0 || *radius > std::numeric_limits<int>::max()) {
+        out.status = CheckpointStatus::Invalid;
+        out.reason = path + ": checkpoint has a matching-kernel radius out of range";
         return out;
     }
     s.nFootprints = *nf;
     s.nClippedFootprints = *ncf;
     s.psfSigma = *psf;
+    s.mode = *mode;
+    s.cwMaxRadius = static_cast<int>(*radius);
+    s.cwMeanNImage = *meanNImage;
     s.psfSource = readStringAttr(root.get(), "psf_source").value_or("");
     for (std::size_t i = 0; i < warps.size(); ++i) {
         WarpState w;
@@ -762,15 +797,28 @@ CheckpointRead readPatchCheckpoint(const std::string& path, const CheckpointKey&
         w.checksum = sums[i];
         w.nClippedPixels = warps[i].nClipped;
         w.nBigFootprints = warps[i].nBig;
+        w.templateWeight = warps[i].templateWeight;
+        w.varianceFactor = warps[i].varianceFactor;
         s.warps.push_back(std::move(w));
     }
-    for (const SpanRecord& r : spans) {
-        if (r.warp < 0 || static_cast<std::size_t>(r.warp) >= s.warps.size()) {
-            out.status = CheckpointStatus::Invalid;
-            out.reason = path + ": clipped span of an unknown warp";
-            return out;
+    // Each span record to its warp's list; false for a warp index out of range.
+    auto toWarps = [&s](const std::vector<SpanRecord>& records,
+                        std::vector<kernel::Span> WarpState::*member) {
+        for (const SpanRecord& r : records) {
+            if (r.warp < 0 || static_cast<std::size_t>(r.warp) >= s.warps.size()) {
+                return false;
+            }
+            (s.warps[static_cast<std::size_t>(r.warp)].*member).push_back({r.y, r.x0, r.x1});
         }
-        s.warps[static_cast<std::size_t>(r.warp)].clipped.push_back({r.y, r.x0, r.x1});
+        return true;
+    };
+    if (!toWarps(spans, &WarpState::clipped) || !toWarps(noData, &WarpState::noData)) {
+        out.status = CheckpointStatus::Invalid;
+        out.reason = path + ": clipped or NO_DATA span of an unknown warp";
+        return out;
+    }
+    for (const SpanRecord& r : edge) {
+        s.cwEdge.push_back({r.y, r.x0, r.x1});
     }
     out.status = CheckpointStatus::Ok;
     return out;

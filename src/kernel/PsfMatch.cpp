@@ -212,7 +212,7 @@ __attribute__((target("avx2"))) void columnPassAvx2(const float* const* im, cons
         for (std::size_t t = 0; t < k; ++t) {
             const __m256d gt = _mm256_set1_pd(g[t]);
             const __m256d g2t = _mm256_set1_pd(g2[t]);
-            for (int h = 0; h < 2; ++h) {
+            for (std::size_t h = 0; h < 2; ++h) {
                 const __m256 a = _mm256_loadu_ps(im[t] + x + 8 * h);
                 const __m256 v = _mm256_loadu_ps(va[t] + x + 8 * h);
                 const __m256i mm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ma[t] + x + 8 * h));
@@ -234,7 +234,7 @@ __attribute__((target("avx2"))) void columnPassAvx2(const float* const* im, cons
                 b[h] = _mm256_or_si256(b[h], _mm256_or_si256(_mm256_or_si256(badA, badV), badM));
             }
         }
-        for (int h = 0; h < 2; ++h) {
+        for (std::size_t h = 0; h < 2; ++h) {
             _mm256_storeu_pd(accImg + x + 8 * h, si[2 * h]);
             _mm256_storeu_pd(accImg + x + 8 * h + 4, si[2 * h + 1]);
             _mm256_storeu_pd(accVar + x + 8 * h, sv[2 * h]);
@@ -291,22 +291,22 @@ __attribute__((target("avx2"))) void rowPassAvx2(const double* ai, const double*
         for (std::size_t t = 0; t < k; ++t) {
             const __m256d gt = _mm256_set1_pd(g[t]);
             const __m256d g2t = _mm256_set1_pd(g2[t]);
-            for (int q = 0; q < 4; ++q) {
+            for (std::size_t q = 0; q < 4; ++q) {
                 si[q] = _mm256_add_pd(si[q], _mm256_mul_pd(gt, _mm256_loadu_pd(ai + x + t + 4 * q)));
                 sv[q] = _mm256_add_pd(sv[q], _mm256_mul_pd(g2t, _mm256_loadu_pd(av + x + t + 4 * q)));
             }
-            for (int h = 0; h < 2; ++h) {
+            for (std::size_t h = 0; h < 2; ++h) {
                 m[h] = _mm256_or_si256(
                     m[h], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(am + x + t + 8 * h)));
                 b[h] = _mm256_or_si256(
                     b[h], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab + x + t + 8 * h)));
             }
         }
-        for (int q = 0; q < 4; ++q) {
+        for (std::size_t q = 0; q < 4; ++q) {
             _mm256_storeu_pd(rowImg + x + 4 * q, si[q]);
             _mm256_storeu_pd(rowVar + x + 4 * q, sv[q]);
         }
-        for (int h = 0; h < 2; ++h) {
+        for (std::size_t h = 0; h < 2; ++h) {
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(rowMask + x + 8 * h), m[h]);
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(rowBad + x + 8 * h), b[h]);
         }

@@ -1,8 +1,9 @@
 /// @file CompareWarp.cpp  The stages of coadd.mode = "comparewarp" (spec §10:
 /// CompareWarpAssembleCoaddTask, pipe_tasks 5ad17f2c): cw_setup, cw_stats, cw_compare, cw_decide and
-/// cw_edge. The mode's list (modeStages, Driver.cpp) is open, cosmic_rays, weights, cw_setup, setup,
-/// cw_stats, cw_compare, cw_decide, final, cw_edge, post, write: the direct warps' weights (§3) and
-/// the final MEAN stack (§7.2, CLIPPED a bad plane) are the safeclip mode's stages.
+/// cw_edge. The mode's list (modeStages, Driver.cpp) is open, resume, cosmic_rays, weights,
+/// cw_setup, setup, cw_stats, cw_compare, cw_decide, checkpoint, final, cw_edge, post, write: the
+/// direct warps' weights (§3), the final MEAN stack (§7.2, CLIPPED a bad plane) and the decision
+/// checkpoint are the safeclip mode's stages.
 ///
 ///  - cw_setup (every rank, identical): σ_i of each used warp (PSFSIGMA/FWHM card), the model σ_m
 ///    (comparewarp.model_psf_sigma, 0 = the largest σ_i), each warp's Gaussian matching kernel
@@ -19,7 +20,8 @@
 ///    Δ_i = warp − template (variances add), detection on Δ_i (no smoothing, both polarities), its
 ///    detected pixels inside the tile cut into 8-connected pieces with an additive count of the
 ///    pixels bad for the prefilter; per warp the tile's "invalid" pixels (not in the approximate
-///    nImage), "noData" pixels (kept on this rank for the final stack) and the matched EDGE pixels;
+///    nImage), "noData" pixels (kept on this rank for the final stack, and gathered to the root for
+///    the decision checkpoint) and the matched EDGE pixels;
 ///    with preserve_contained_by_source the template's pixels inside the tile. Gathered to the
 ///    root, which assembles the whole template and detects its sources (kernel::detectTemplate:
 ///    threshold 5 × STDEVCLIP of the smoothed template, a statistic of the whole patch;
@@ -27,6 +29,12 @@
 ///  - cw_decide (root): per warp its pieces merged into whole candidates (kernel::mergePieces),
 ///    prefilter, epoch counts, the temporal and spatial criteria, containment in a template
 ///    footprint; CLIPPED_i broadcast to the group.
+///  - checkpoint (PatchCheckpoint.cpp, root, deferred): the decision checkpoint <patch>.reduced.h5,
+///    which for this mode also holds each warp's template weight, variance factor and whole-patch
+///    noData spans, σ_m and the largest kernel radius, the FOOTPRINTS rows, the EDGE spans and the
+///    mean approximate nImage. With --resume, "resume" loads it and weights, cw_stats, cw_compare,
+///    cw_decide and checkpoint are skipped; cw_setup keeps the checkpoint's σ_m and kernel radius
+///    (the halo and PSFSIGMA of the first run). cosmic_rays runs again: "final" paints its pixels.
 ///  - cw_edge (root, after "final"): SENSOR_EDGE | INEXACT_PSF where any PSF-matched warp has EDGE
 ///    (applyAltEdgeMask).
 ///
@@ -49,8 +57,7 @@
 ///  - the template's own prepareInputs skipping a PSF-matched warp is not separate from the direct
 ///    warp's: a warp with a non-finite template weight is a bad warp (input.on_bad_warp);
 ///  - with the cosmic-ray stage on, CR pixels are a bad plane of the template and invalid for the
-///    approximate nImage and the prefilter too;
-///  - no decision checkpoint for this mode (no --resume of its decisions).
+///    approximate nImage and the prefilter too.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -149,8 +156,12 @@ void setup(PatchContext& ctx) {
         }
         sigmaMax = std::max(sigmaMax, *s);
     }
-    ctx.cwModelSigma = cs.modelPsfSigma > 0 ? cs.modelPsfSigma : sigmaMax;
-    ctx.cwMaxRadius = 0;
+    // After a resume, σ_m and the largest kernel radius are the first run's (the decision
+    // checkpoint's): cw_stats may have dropped a warp since that run's cw_setup measured them.
+    if (!ctx.resumed) {
+        ctx.cwModelSigma = cs.modelPsfSigma > 0 ? cs.modelPsfSigma : sigmaMax;
+    }
+    int maxRadius = 0;
     for (Warp* w : ctx.usedWarps()) {
         if (w->matchedReader) {  // already matched: nothing to convolve
             w->matchKernel = kernel::gaussianMatchingKernel(ctx.cwModelSigma, ctx.cwModelSigma);
@@ -163,7 +174,10 @@ void setup(PatchContext& ctx) {
                               " (no deconvolution); set 0 to use the largest warp PSF sigma");
         }
         w->matchKernel = kernel::gaussianMatchingKernel(s, ctx.cwModelSigma);
-        ctx.cwMaxRadius = std::max(ctx.cwMaxRadius, w->matchKernel.halfWidth);
+        maxRadius = std::max(maxRadius, w->matchKernel.halfWidth);
+    }
+    if (!ctx.resumed) {
+        ctx.cwMaxRadius = maxRadius;
     }
     kernel::DetectControl& d = ctx.cwDetect;
     d = kernel::DetectControl{};
@@ -277,13 +291,14 @@ std::vector<WarpStats> measureStats(const PatchContext& ctx) {
 struct TileResult {
     std::vector<std::vector<kernel::FootprintPiece>> pieces;  ///< per used warp
     std::vector<std::vector<kernel::Span>> invalid;           ///< per used warp
+    std::vector<std::vector<kernel::Span>> noData;            ///< per used warp (Warp::noData)
     std::vector<float> templateImage;           ///< the template on the tile, row-major (preserve only)
     int x0 = 0, y0 = 0, width = 0, height = 0;  ///< the tile
     std::vector<kernel::Span> edge;             ///< union over warps of the matched EDGE pixels
 
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar& pieces& invalid& templateImage& x0& y0& width& height& edge;
+        ar& pieces& invalid& noData& templateImage& x0& y0& width& height& edge;
     }
 };
 
@@ -382,6 +397,7 @@ TileResult compareTile(PatchContext& ctx, const Box& tile, const std::vector<War
     TileResult out;
     out.pieces.resize(n);
     out.invalid.resize(n);
+    out.noData.resize(n);
     out.x0 = tile.x0;
     out.y0 = tile.y0;
     out.width = tile.width;
@@ -428,7 +444,8 @@ TileResult compareTile(PatchContext& ctx, const Box& tile, const std::vector<War
             }
         }
         out.invalid[i] = flagSpans(tile, invalid);
-        w.noData = w.noData.unite(SpanSet::fromSortedSpans(flagSpans(tile, noData)));
+        out.noData[i] = flagSpans(tile, noData);
+        w.noData = w.noData.unite(SpanSet::fromSortedSpans(out.noData[i]));
         const SpanSet bad = SpanSet::fromSortedSpans(flagSpans(tile, prefilterBad));
         for (const SpanSet& piece : kernel::connectedComponents8(detected)) {
             kernel::FootprintPiece p;
@@ -547,6 +564,7 @@ void decide(PatchContext& ctx) {
         clippedPixels += w.nClippedPixels;
     }
     ctx.cwInvalid.clear();
+    ctx.cwMeanNImage = meanNImage;  // for the decision checkpoint
     ctx.result.nFootprints = static_cast<std::int64_t>(ctx.cwRows.size());
     ctx.result.nClippedFootprints = nArtefacts;
     if (meanNImage < 2.5) {
@@ -631,9 +649,11 @@ void compareWarpCompare(PatchContext& ctx) {
     if (!ctx.isRoot()) {
         return;
     }
-    const std::size_t n = ctx.usedWarps().size();
+    const std::vector<Warp*> used = ctx.usedWarps();
+    const std::size_t n = used.size();
     ctx.cwPieces.assign(n, {});
     std::vector<std::vector<kernel::Span>> invalid(n);
+    std::vector<std::vector<kernel::Span>> noData(n);  // the whole patch's, for the decision checkpoint
     std::vector<kernel::Span> edge;
     const bool preserve = ctx.settings.compareWarp.preserveContainedBySource;
     kernel::ImageF templateImage;
@@ -646,6 +666,7 @@ void compareWarpCompare(PatchContext& ctx) {
             for (std::size_t i = 0; i < n; ++i) {
                 ctx.cwPieces[i].insert(ctx.cwPieces[i].end(), r.pieces[i].begin(), r.pieces[i].end());
                 invalid[i].insert(invalid[i].end(), r.invalid[i].begin(), r.invalid[i].end());
+                noData[i].insert(noData[i].end(), r.noData[i].begin(), r.noData[i].end());
             }
             if (preserve) {
                 for (int y = 0; y < r.height; ++y) {
@@ -672,6 +693,9 @@ void compareWarpCompare(PatchContext& ctx) {
         ctx.cwInvalid.push_back(SpanSet::fromSpans(std::move(s)));
     }
     ctx.cwEdge = SpanSet::fromSpans(std::move(edge));
+    for (std::size_t i = 0; i < n; ++i) {  // the root's tiles' spans are among them
+        used[i]->noData = SpanSet::fromSpans(std::move(noData[i]));
+    }
     log().info(
         "patch {}: comparewarp: template and differences of {} warps in {} tiles of {} px (halo {}) "
         "in {:.2f} s",

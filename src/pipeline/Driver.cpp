@@ -112,16 +112,18 @@ const std::vector<StageDef>& modeStages(const std::string& mode) {
         {"post", postProcess},
         {"write", writeCoadd},
     };
-    // CompareWarp (spec §10): no decision checkpoint, so no "resume" either.
+    // CompareWarp (spec §10), with the decision checkpoint of the safeclip mode (its state: io::PatchState).
     static const std::vector<StageDef> kCompareWarp = {
         {"open", openWarps},
-        {"cosmic_rays", findWarpCosmicRays},
-        {"weights", measureWeights},
-        {"cw_setup", compareWarpSetup},
+        {"resume", resumeDecisions},
+        {"cosmic_rays", findWarpCosmicRays},  // also on --resume: the final stack needs its pixels
+        {"weights", measureWeights, /*skipWhenResumed=*/true},
+        {"cw_setup", compareWarpSetup},  // on --resume: σ_m and the kernel radius from the checkpoint
         {"setup", planTiles},
-        {"cw_stats", compareWarpStats},
-        {"cw_compare", compareWarpCompare},
-        {"cw_decide", compareWarpDecide},
+        {"cw_stats", compareWarpStats, true},
+        {"cw_compare", compareWarpCompare, true},
+        {"cw_decide", compareWarpDecide, true},
+        {"checkpoint", saveDecisions, true},
         {"final", finalStack},
         {"cw_edge", compareWarpEdge},
         {"post", postProcess},

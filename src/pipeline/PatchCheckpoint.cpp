@@ -34,9 +34,14 @@ std::string tileCheckpointPath(const std::string& dir, const std::string& patch,
 io::CheckpointKey checkpointKey(const PatchContext& ctx) {
     io::CheckpointKey key;
     key.configHash = ctx.settings.scienceConfigHash;
+    const bool compareWarp = ctx.settings.mode == "comparewarp";
     for (const Warp& w : ctx.warps) {
         // The manifest's visit too (-1: from the header): it names the warp in the decision tables.
-        key.inputs.push_back(io::fileFingerprint(w.input.path) + "|visit " + std::to_string(w.input.visit));
+        std::string line = io::fileFingerprint(w.input.path) + "|visit " + std::to_string(w.input.visit);
+        if (compareWarp && !w.input.psfMatchedPath.empty()) {  // its pixels decide the comparewarp decisions
+            line += "|psf_matched " + io::fileFingerprint(w.input.psfMatchedPath);
+        }
+        key.inputs.push_back(std::move(line));
     }
     // The patch box decides every pixel: a manifest whose box changed must not reuse decisions.
     key.inputs.push_back("patch " + ctx.name + " box " + ctx.box.str());
@@ -127,8 +132,11 @@ void removeCheckpointDirIfEmpty(const std::string& dir) {
 }
 
 /// With --resume: the root reads the decision checkpoint and broadcasts it. A checkpoint of another
-/// configuration or input list is refused (ConfigError) unless --restart; an invalid one is
-/// reported and recomputed.
+/// configuration (coadd.mode included) or input list is refused (ConfigError) unless --restart; an
+/// invalid one is reported and recomputed. comparewarp: also each warp's template weight, variance
+/// factor and whole-patch NO_DATA spans (every rank: its final tiles may be any), σ_m and the largest
+/// kernel radius (for cw_setup: the halo and PSFSIGMA of the first run, whichever warps cw_stats
+/// dropped), the FOOTPRINTS rows and the EDGE spans (root).
 void resumeDecisions(PatchContext& ctx) {
     if (ctx.ckpt.dir.empty() || !ctx.ckpt.resume) {
         return;
@@ -140,7 +148,13 @@ void resumeDecisions(PatchContext& ctx) {
         if (!ctx.isRoot()) {
             return;
         }
-        const io::CheckpointRead r = io::readPatchCheckpoint(path, checkpointKey(ctx));
+        io::CheckpointRead r = io::readPatchCheckpoint(path, checkpointKey(ctx));
+        if (r.status == io::CheckpointStatus::Ok && r.state.mode != ctx.settings.mode) {
+            // The config hash covers coadd.mode, so only a hand-made file gets here.
+            r.status = io::CheckpointStatus::ConfigChanged;
+            r.reason = path + ": made with coadd.mode = \"" + r.state.mode + "\", this run has \"" +
+                       ctx.settings.mode + "\"";
+        }
         switch (r.status) {
             case io::CheckpointStatus::Ok:
                 state = r.state;
@@ -183,15 +197,45 @@ void resumeDecisions(PatchContext& ctx) {
         w.nClippedPixels = ws.nClippedPixels;
         w.nBigFootprints = ws.nBigFootprints;
         w.checksum = ws.checksum;
+        w.templateWeight = ws.templateWeight;
+        w.varianceFactor = ws.varianceFactor;
+        w.noData = kernel::SpanSet::fromSortedSpans(ws.noData);
     }
     ctx.result.nFootprints = state.nFootprints;
     ctx.result.nClippedFootprints = state.nClippedFootprints;
     ctx.decisions = std::move(state.decisions);
     ctx.resumed = true;
-    if (ctx.isRoot()) {
-        log().info("patch {}: resumed from {} (weights, {} footprints and their decisions)", ctx.name, path,
-                   state.nFootprints);
+    if (ctx.settings.mode == "comparewarp") {
+        ctx.cwModelSigma = state.psfSigma;
+        ctx.cwMaxRadius = state.cwMaxRadius;
+        ctx.cwMeanNImage = state.cwMeanNImage;
+        if (ctx.isRoot()) {
+            ctx.cwRows = std::move(state.cwRows);
+            ctx.cwEdge = kernel::SpanSet::fromSortedSpans(std::move(state.cwEdge));
+        }
     }
+    if (!ctx.isRoot()) {
+        return;
+    }
+    if (ctx.settings.mode == "comparewarp") {
+        std::int64_t clippedPixels = 0;
+        for (const Warp& w : ctx.warps) {
+            clippedPixels += w.nClippedPixels;
+        }
+        log().info(
+            "patch {}: resumed from {} (weights, comparewarp statistics and decisions: model psf "
+            "sigma {:.3f} px, {} candidates, {} artefacts; {} CLIPPED warp pixels; mean approximate "
+            "nImage {:.2f})",
+            ctx.name, path, ctx.cwModelSigma, state.nFootprints, state.nClippedFootprints, clippedPixels,
+            ctx.cwMeanNImage);
+        if (ctx.cwMeanNImage < 2.5) {
+            log().warn("patch {}: mean approximate nImage {:.2f} < 2.5: nothing can be clipped (resumed)",
+                       ctx.name, ctx.cwMeanNImage);
+        }
+        return;
+    }
+    log().info("patch {}: resumed from {} (weights, {} footprints and their decisions)", ctx.name, path,
+               state.nFootprints);
 }
 
 /// Root: publish the decision checkpoint. Deferred (no agreement of its own): the other ranks
@@ -205,15 +249,22 @@ void saveDecisions(PatchContext& ctx) {
         const auto t0 = std::chrono::steady_clock::now();
         io::PatchState s;
         s.stage = "reduced";
+        s.mode = ctx.settings.mode;
         for (const Warp& w : ctx.warps) {
+            // comparewarp: the root's noData is the whole patch's (gathered by cw_compare).
             s.warps.push_back({w.visit, w.scale, w.weight, w.used, w.status, w.nClippedPixels,
-                               w.nBigFootprints, w.checksum, w.clipped.spans()});
+                               w.nBigFootprints, w.checksum, w.clipped.spans(), w.templateWeight,
+                               w.varianceFactor, w.noData.spans()});
         }
         s.nFootprints = ctx.result.nFootprints;
         s.nClippedFootprints = ctx.result.nClippedFootprints;
-        s.psfSigma = ctx.detect.psfSigma;
+        s.psfSigma = ctx.detect.psfSigma;  // comparewarp: σ_m (cw_setup)
         s.psfSource = ctx.psfSource;
         s.decisions = ctx.decisions;
+        s.cwMaxRadius = ctx.cwMaxRadius;
+        s.cwMeanNImage = ctx.cwMeanNImage;
+        s.cwRows = ctx.cwRows;
+        s.cwEdge = ctx.cwEdge.spans();
         const std::string path = decisionCheckpointPath(ctx.ckpt.dir, ctx.name);
         io::writePatchCheckpoint(path, checkpointKey(ctx), s);
         std::error_code ec;

@@ -5,8 +5,14 @@
 #   `few_warps`, and `psf_matched` (direct warps of PSF σ 1.0-2.6 with PSF-matched companion files
 #   named by the manifest's "psf_matched", which both read): the same CLIPPED pixels per visit;
 # - the same bytes for 1, 2 and 3 ranks, tile size 16 and after --resume on `same_psf`;
+# - the decision checkpoint (issue 15 item 7): a run failing after it (in "final", or after the first
+#   tile checkpoint) resumes at another rank count from it -- "resumed from" in the log, no
+#   "template and differences" line, cw_compare not run -- to the same bytes; a checkpoint of another
+#   [comparewarp] configuration or of the safeclip mode is refused (exit 2) unless --restart;
 # - safeclip's own PSF matching (psf_matched's direct warps without their companions): the same bytes
-#   for 1 and 2 ranks, tile size 16, and with the AVX2 loops off (SAFECLIP_NO_AVX2=1).
+#   for 1 and 2 ranks, tile size 16, and with the AVX2 loops off (SAFECLIP_NO_AVX2=1); with a NaN +
+#   NO_DATA block in one warp, whose PSF-matched band only the checkpoint's whole-patch NO_DATA spans
+#   (gathered from every rank) reproduce on --resume.
 source "$(dirname "$0")/common.sh"
 PY=/usr/bin/python3
 REF="$SAFECLIP_SOURCE_DIR/tests/reference"
@@ -59,17 +65,57 @@ done
   || fail "same_psf with tile.size=16 failed"
 cmp -s cases/same_psf/out/same_psf.fits cases/same_psf/t16/same_psf.fits \
   && pass "same_psf: tile.size=16 byte-identical" || fail "same_psf: tile.size=16 differs"
-# Resume: no decision checkpoint yet for this mode, so --resume recomputes the decisions (the same:
-# deterministic) and reloads the finished final tiles; the bytes are those of an uninterrupted run.
+# Resume from the decision checkpoint (kept by a failure right after it, in "final", or after the first
+# tile checkpoint): at another rank count and tile size, the decisions are loaded, not recomputed
+# (SAFECLIP_FAIL_AT=0:cw_compare would fail the resumed run if cw_compare ran), and the bytes are those
+# of an uninterrupted run.
+for at in final tile-checkpoint; do
+  d="res-$at"
+  rc=0
+  SAFECLIP_FAIL_AT=0:$at mpirun -n 2 "$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"$d\" --set tile.size=16 \
+    --set checkpoint.tile_interval=0.0 --log-level error 2>/dev/null || rc=$?
+  [ "$rc" -ne 0 ] || fail "$at: the injected failure did not fail the run"
+  [ -f "cases/same_psf/$d/checkpoints/same_psf.reduced.h5" ] || fail "$at: no decision checkpoint kept: $(ls -R "cases/same_psf/$d")"
+  tile=24; [ "$at" = final ] || tile=16  # after a tile checkpoint: the same tiling, so its tiles are reused
+  SAFECLIP_FAIL_AT=0:cw_compare mpirun -n 3 "$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"$d\" --set tile.size=$tile \
+    --set checkpoint.tile_interval=0.0 --resume --log-level info 2>"$d.log" || fail "$at: --resume failed: $(grep -i error "$d.log" | head -2)"
+  grep -q "resumed from .*same_psf.reduced.h5 (weights, comparewarp statistics and decisions" "$d.log" \
+    && ! grep -q "template and differences" "$d.log" \
+    && pass "$at: --resume at -n 3 loaded the decisions: $(grep -o -m1 'comparewarp statistics and decisions.*' "$d.log" | cut -c1-110)" \
+    || fail "$at: the decisions were not resumed: $(grep -E 'resumed|template and|checkpoint' "$d.log" | head -3)"
+  cmp -s cases/same_psf/out/same_psf.fits "cases/same_psf/$d/same_psf.fits" \
+    && pass "same_psf: failure in $at, --resume at -n 3: byte-identical" || fail "same_psf: failure in $at: the resumed coadd differs"
+  [ -z "$(find "cases/same_psf/$d" -name '*.h5')" ] || fail "$at: checkpoints left: $(find "cases/same_psf/$d" -name '*.h5')"
+done
+# A checkpoint of another [comparewarp] configuration, or of the safeclip mode (coadd.mode is in the
+# config hash), is refused with exit 2 naming the cause; --restart coadds the patch again.
 rc=0
-SAFECLIP_FAIL_AT=0:tile-checkpoint "$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"res\" --set tile.size=16 \
-  --set checkpoint.tile_interval=0.0 --log-level error 2>/dev/null || rc=$?
-[ "$rc" -ne 0 ] || fail "the injected failure did not fail the run"
-mpirun -n 2 "$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"res\" --set tile.size=16 \
-  --set checkpoint.tile_interval=0.0 --resume --log-level warn || fail "--resume failed"
-cmp -s cases/same_psf/out/same_psf.fits cases/same_psf/res/same_psf.fits \
-  && pass "same_psf: failure after a tile checkpoint, --resume at -n 2: byte-identical" \
-  || fail "same_psf: the resumed coadd differs"
+SAFECLIP_FAIL_AT=0:final "$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"cfg\" --log-level error 2>/dev/null || rc=$?
+[ "$rc" -ne 0 ] && [ -f cases/same_psf/cfg/checkpoints/same_psf.reduced.h5 ] || fail "config: no decision checkpoint kept (exit $rc)"
+rc=0
+"$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"cfg\" --set comparewarp.threshold=6.0 --resume 2>cfg.log || rc=$?
+[ "$rc" -eq 2 ] && grep -q "same_psf.reduced.h5: made with a different configuration.*--restart" cfg.log \
+  && pass "changed [comparewarp] config refused: $(grep -o -m1 'different configuration.*' cfg.log | cut -c1-100)" \
+  || fail "changed [comparewarp] config: exit $rc: $(grep -i error cfg.log | head -2)"
+"$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"cfg\" --set comparewarp.threshold=6.0 --resume --restart \
+  --log-level info 2>cfgr.log || fail "--restart after a [comparewarp] change failed"
+"$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"t6\" --set comparewarp.threshold=6.0 --log-level warn \
+  || fail "threshold 6 run failed"
+grep -q "discarding checkpoint" cfgr.log && ! grep -q "resumed from" cfgr.log \
+  && cmp -s cases/same_psf/t6/same_psf.fits cases/same_psf/cfg/same_psf.fits \
+  && pass "--restart discards it and coadds with the new [comparewarp] config" || fail "--restart after a [comparewarp] change"
+sed 's/mode = "comparewarp"/mode = "safeclip"/' cases/same_psf/cw.toml > cases/same_psf/sc.toml
+rc=0
+SAFECLIP_FAIL_AT=0:final "$SAFECLIP" run cases/same_psf/sc.toml --set output.dir=\"mode\" --log-level error 2>/dev/null || rc=$?
+[ "$rc" -ne 0 ] && [ -f cases/same_psf/mode/checkpoints/same_psf.reduced.h5 ] || fail "safeclip mode: no decision checkpoint kept (exit $rc)"
+rc=0
+"$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"mode\" --resume 2>mode.log || rc=$?
+[ "$rc" -eq 2 ] && grep -q "same_psf.reduced.h5: made with a different configuration" mode.log \
+  && pass "a safeclip-mode checkpoint is refused by a comparewarp --resume" || fail "safeclip-mode checkpoint: exit $rc: $(grep -i error mode.log | head -2)"
+"$SAFECLIP" run cases/same_psf/cw.toml --set output.dir=\"mode\" --resume --restart --log-level warn \
+  || fail "--restart after a mode change failed"
+cmp -s cases/same_psf/out/same_psf.fits cases/same_psf/mode/same_psf.fits \
+  && pass "--restart after a mode change: the comparewarp bytes" || fail "--restart after a mode change differs"
 # Self-matched: the psf_matched case's direct warps without the companions, so safeclip matches
 # PSF σ 1.0-2.6 to the model itself (kernel/PsfMatch: AVX2 and scalar loops must give the same bits).
 $PY - cases/psf_matched/manifest.json cases/psf_matched/self.json <<'PY' || fail "could not write the self-matched manifest"
@@ -95,4 +141,43 @@ if [ -f cases/psf_matched/self1/psf_matched.fits ]; then
       && pass "self-matched: $d byte-identical to 1 rank" || fail "self-matched: $d differs from 1 rank"
   done
 fi
+# A NaN + NO_DATA stripe (rows 40-45) in warp 100 (PSF σ 1.0, the widest matching kernel): its
+# PSF-matched copy has no value on a band around the stripe where the direct warp has data, which the
+# final stack leaves out (noData, spec §10 step 9). A failure after the decision checkpoint at -n 2,
+# tile 16 (the band crosses tiles of both ranks), then --resume at 1 rank, tile 24: the root paints
+# all of it from the checkpoint.
+mkdir -p cases/holes
+cp cases/psf_matched/warp-*.fits cases/holes/
+sed 's/self.json/manifest.json/' cases/psf_matched/cw.toml > cases/holes/cw.toml
+$PY - cases/psf_matched/self.json cases/holes <<'PY' || fail "could not write the holes case"
+import json, sys
+import numpy as np
+from astropy.io import fits
+m = json.load(open(sys.argv[1]))
+json.dump(m, open(sys.argv[2] + "/manifest.json", "w"))
+with fits.open(sys.argv[2] + "/warp-100.fits", mode="update") as f:
+    bit = 1 << int(f["MASK"].header["MP_NO_DATA"])
+    f["IMAGE"].data[40:46, :] = np.nan
+    f["MASK"].data[40:46, :] |= bit
+PY
+hcfg=(cases/holes/cw.toml --set input.manifest=\"manifest.json\" --set checkpoint.tile_interval=0.0)
+"$SAFECLIP" run "${hcfg[@]}" --set output.dir=\"ref\" --log-level warn || fail "holes: run failed"
+$PY - cases/holes/ref/psf_matched.fits <<'PY' && pass "holes: the PSF-matched band is left out (NIMAGE 7 beside the stripe, 8 away)" \
+  || fail "holes: NIMAGE beside the NO_DATA stripe: $(cat nimage.txt)"
+import sys
+from astropy.io import fits
+n = fits.open(sys.argv[1])["NIMAGE"].data
+open("nimage.txt", "w").write(f"beside {n[48, 30]}, away {n[10, 30]}")
+sys.exit(0 if n[48, 30] == 7 and n[10, 30] == 8 else 1)
+PY
+rc=0
+SAFECLIP_FAIL_AT=0:final mpirun -n 2 "$SAFECLIP" run "${hcfg[@]}" --set output.dir=\"res\" --set tile.size=16 \
+  --log-level error 2>/dev/null || rc=$?
+[ "$rc" -ne 0 ] && [ -f cases/holes/res/checkpoints/psf_matched.reduced.h5 ] || fail "holes: no decision checkpoint kept (exit $rc)"
+SAFECLIP_FAIL_AT=0:cw_compare "$SAFECLIP" run "${hcfg[@]}" --set output.dir=\"res\" --set tile.size=24 --resume \
+  --log-level info 2>holes.log \
+  || fail "holes: --resume failed: $(grep -i error holes.log | head -2)"
+grep -q "resumed from" holes.log || fail "holes: the decisions were not resumed"
+cmp -s cases/holes/ref/psf_matched.fits cases/holes/res/psf_matched.fits \
+  && pass "holes: failure at -n 2, --resume at 1 rank, tile 24: byte-identical" || fail "holes: the resumed coadd differs"
 finish

@@ -4,23 +4,32 @@
 /// The file is built in memory (HDF5's core driver: HDF5 does no file I/O), then written under
 /// "<path>.tmp.<pid>", fsynced and renamed over <path> (io::writeAtomically): a reader never sees a
 /// torn file, and a failed write is an OutputError naming <path> and the system's reason.
-/// Integrity (format version 2): the first 512 bytes are an HDF5 user block holding the text
-///   "SAFECLIP-CHECKPOINT 2\nsize <bytes of the file>\ncrc32 <8 hex>\n", NUL-padded,
+/// Integrity: the first 512 bytes are an HDF5 user block holding the text
+///   "SAFECLIP-CHECKPOINT <kCheckpointFormatVersion>\nsize <bytes of the file>\ncrc32 <8 hex>\n", NUL-padded,
 /// the CRC-32 (zlib's, as fileChecksum) of bytes [512, size). A reader reads the whole file with
 /// POSIX I/O (a regular file only), checks the header, size and CRC, and only then lets HDF5 parse
 /// the verified bytes in memory: damage (bit flips, zeroed blocks, truncation, appended bytes) and
-/// version-1 files (no header) are Invalid with a reason, never parsed.
+/// version-1 files (no header) are Invalid with a reason, never parsed; so is any other version
+/// (version 2 lacked the comparewarp state: a file of it is recomputed, tiles included).
 /// Every file also carries `format_version`, `safeclip_version`, `config_hash`, `input_hash`,
 /// `stage` and `complete = 1` (written last); readPatchCheckpoint() refuses files that fail any
-/// check and says why.
+/// check and says why. The decision checkpoint also has the attributes `mode` (coadd.mode),
+/// `n_footprints`, `n_clipped_footprints`, `psf_sigma`, `psf_source`, and for comparewarp
+/// `cw_max_radius`, `cw_mean_nimage`.
 /// Layout (HDF5, Debian's parallel build, written by one rank; strings are fixed-length, NUL-padded):
-///   /warps          compound {visit i64, scale f32, weight f32, used u8, n_clipped i64, n_big i64}
+///   /warps          compound {visit i64, scale f32, weight f32, used u8, n_clipped i64, n_big i64,
+///                   template_weight f32, variance_factor f64} (the last two: comparewarp; 0 and 1 else)
 ///   /warp_checksum  strings, one per warp
 ///   /warp_status    strings, one per warp
 ///   /clipped_spans  compound {warp i32, y i32, x0 i32, x1 i32}, chunked + deflate
 ///   /footprints     compound {id, x0, y0, x1, y1, area: i64}; /fp_rule /fp_reason /fp_clipped strings
 ///   /candidates     compound {footprint_id i64, visit i64, det i64, ign i64, fraction f64, clipped i64}
 ///                   (both made from the row descriptions kernel::FootprintRow/CandidateRow::fields)
+///   comparewarp mode (empty in the others):
+///   /nodata_spans   compound {warp i32, y i32, x0 i32, x1 i32}: each warp's NO_DATA spans of the
+///                   whole patch (where warp − template has no value), chunked + deflate
+///   /cw_edge_spans  the same compound, warp -1: the PSF-matched warps' EDGE pixels
+///   /cw_footprints  kernel::CompareWarpRow::fields (numeric members), /cw_rule strings
 ///   /inputs         strings "path|size|mtime_ns" (to name what changed)
 ///   tile files: /image /variance (f32), /mask (i32), /nimage (u16), chunked + deflate, attr box,
 ///               /used_per_warp (i64: pixels each warp contributed to the tile).
@@ -36,7 +45,7 @@
 
 namespace safeclip::io {
 
-inline constexpr int kCheckpointFormatVersion = 2;
+inline constexpr int kCheckpointFormatVersion = 3;
 
 /// What identifies the run a checkpoint belongs to.
 struct CheckpointKey {
@@ -56,26 +65,39 @@ struct WarpState {
     std::int64_t nBigFootprints = 0;
     std::string checksum;  ///< "crc32:..." of the warp file
     std::vector<kernel::Span> clipped;
+    // comparewarp mode only (defaults in the others):
+    float templateWeight = 0;          ///< "cw_stats": the warp's weight in the template
+    double varianceFactor = 1.0;       ///< "cw_stats": its ScaleVariance factor
+    std::vector<kernel::Span> noData;  ///< "cw_compare": NO_DATA spans of the final stack, whole patch
 
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
         ar& visit& scale& weight& used& status& nClippedPixels& nBigFootprints& checksum& clipped;
+        ar& templateWeight& varianceFactor& noData;
     }
 };
 
-/// A patch after stage R (decisions made): enough to run the final stack.
+/// A patch after its decisions (safeclip: "reduce"; comparewarp: "cw_decide"): enough to run the
+/// final stack and write the coadd.
 struct PatchState {
     std::string stage;  ///< "weights" or "reduced"
+    std::string mode;   ///< coadd.mode that made it (the config hash covers it too)
     std::vector<WarpState> warps;
     std::int64_t nFootprints = 0;
     std::int64_t nClippedFootprints = 0;
-    double psfSigma = 0;
+    double psfSigma = 0;  ///< safeclip: detection σ; comparewarp: the model PSF σ_m
     std::string psfSource;
-    kernel::DecisionTable decisions;
+    kernel::DecisionTable decisions;  ///< safeclip mode
+    // comparewarp mode only (empty in the others):
+    int cwMaxRadius = 0;                         ///< largest matching-kernel half-width (sets the halo)
+    double cwMeanNImage = 0;                     ///< mean approximate nImage of the patch
+    std::vector<kernel::CompareWarpRow> cwRows;  ///< FOOTPRINTS rows of the mode
+    std::vector<kernel::Span> cwEdge;            ///< union of the PSF-matched warps' EDGE pixels
 
     template <class Archive>
     void serialize(Archive& ar, const unsigned int /*version*/) {
-        ar& stage& warps& nFootprints& nClippedFootprints& psfSigma& psfSource& decisions;
+        ar& stage& mode& warps& nFootprints& nClippedFootprints& psfSigma& psfSource& decisions;
+        ar& cwMaxRadius& cwMeanNImage& cwRows& cwEdge;
     }
 };
 

@@ -126,7 +126,7 @@ struct CompareWarpRow {
         v(FieldName{"mean_nimage", "mean_nimage", ""}, r.meanNImage);
         v(FieldName{"max_epochs", "max_epochs", ""}, r.maxEpochs);
         v(FieldName{"epoch_fraction", "epoch_fraction", ""}, r.epochFraction);
-        v(FieldName{"rule", "rule", ""}, r.rule);
+        v(FieldName{"rule", "cw_rule", ""}, r.rule);
     }
     SAFECLIP_ROW_SERIALIZE
     bool operator==(const CompareWarpRow&) const = default;

@@ -2,7 +2,8 @@
 /// @file PatchCheckpoint.h  The on-disk checkpoints of one patch (their format: io/Checkpoint.h):
 /// names, the key that ties them to a run, and the final stage's tile checkpoints. The stages
 /// "resume" and "checkpoint" (Stages.h) read and write the decision checkpoint.
-///   <checkpoint.dir>/<patch>.reduced.h5          weights, decisions, CLIPPED spans (after "reduce")
+///   <checkpoint.dir>/<patch>.reduced.h5          weights, decisions, CLIPPED spans (after "reduce" or
+///                                                "cw_decide"; comparewarp: its state too)
 ///   <checkpoint.dir>/<patch>.tiles/tile_X_Y_WxH.h5  one finished final tile
 /// Temporaries are "<name>.tmp.<pid>" (swept by `safeclip run` before a patch starts).
 #include <string>

@@ -57,8 +57,10 @@ struct Warp {
     std::unique_ptr<io::WarpReader> matchedReader;
     float templateWeight = 0.0F;  ///< "cw_stats": its weight in the template
     double varianceFactor = 1.0;  ///< "cw_stats": ScaleVariance factor (1 when off or failed)
-    /// "cw_compare": this rank's tiles' pixels where the warp − template difference is not finite
-    /// (the PSF-matched warp's rim excepted): painted NO_DATA by "final" (spec §10 step 9).
+    /// "cw_compare": pixels where the warp − template difference is not finite (the PSF-matched
+    /// warp's rim excepted): painted NO_DATA by "final" (spec §10 step 9). This rank's tiles' on the
+    /// other ranks, the whole patch on the root (for the decision checkpoint) and, after a resume,
+    /// on every rank.
     kernel::SpanSet noData;
 };
 
@@ -87,7 +89,8 @@ struct PatchContext {
     std::string filter;
 
     // ---- resume (PatchCheckpoint.cpp) -----------------------------------------------------------
-    bool resumed = false;  ///< weights and decisions came from the decision checkpoint
+    bool resumed =
+        false;  ///< weights and decisions (comparewarp: and its statistics) came from the decision checkpoint
 
     // ---- detection setup and tile plan (TilePlan.cpp) -------------------------------------------
     kernel::DetectControl detect;  ///< with the patch's psfSigma
@@ -110,6 +113,7 @@ struct PatchContext {
     kernel::SpanSet cwTemplateFootprints;        ///< root: union of the template's footprints
     kernel::SpanSet cwEdge;                      ///< root: union of the PSF-matched warps' EDGE pixels
     std::vector<kernel::CompareWarpRow> cwRows;  ///< root: one row per candidate (FOOTPRINTS)
+    double cwMeanNImage = 0;  ///< "cw_decide" (every rank after a resume): mean approximate nImage
 
     // ---- final stack (FinalStack.cpp) -> post-processing and output ----------------------------
     kernel::MaskedImage coadd;            ///< root: the whole patch

@@ -12,6 +12,10 @@
 /// open (OpenWarps.cpp,            inputs, settings               warps, box, dict, headerPsfSigmas,
 ///   MaskPlanes.cpp)                                                wcsCards, filter, bits, stack controls
 /// resume (PatchCheckpoint.cpp)    warps, checkpoint file         warps' weights/CLIPPED, decisions, resumed
+///                                                                (comparewarp: also warps' templateWeight,
+///                                                                varianceFactor, noData; cwModelSigma,
+///                                                                cwMaxRadius, cwMeanNImage; root: cwRows,
+///                                                                cwEdge)
 /// budget (TilePlan.cpp)           headers, budget                (checks only: fails before any read)
 /// cosmic_rays (CosmicRays.cpp)    warps (all planes; optional)   warps' cosmicRays, nCosmicRays, used
 /// weights (Weights.cpp)           warps (VARIANCE, MASK, bytes)  warps' weight, checksum, used, detAll
@@ -19,16 +23,19 @@
 /// setup (TilePlan.cpp)            box, halo, budget              tiles
 /// trial (TrialStacks.cpp)         warps (all planes), tiles      pieces (root)
 /// reduce (Decide.cpp)             pieces, detAll (root)          decisions, warps' CLIPPED (all ranks)
-/// checkpoint (PatchCheckpoint.cpp) decisions, warps (root)       <patch>.reduced.h5
+/// checkpoint (PatchCheckpoint.cpp) decisions, warps (root)       <patch>.reduced.h5 (both modes that clip)
 /// final (FinalStack.cpp)          warps, CLIPPED, tiles          coadd, nImage (root), warps' nUsedPixels
 /// post (PostProcess.cpp)          coadd (root)                   coadd masks/variance, result counts
 /// write (CoaddOutput.cpp)         everything (root)              <patch>.fits; checkpoints removed
-/// comparewarp mode (CompareWarp.cpp, spec §10):
+/// comparewarp mode (CompareWarp.cpp, spec §10; also resume, checkpoint):
 /// cw_setup                        warps' PSF cards               warps' matchKernel, cwModelSigma, halo
+///                                 (resumed: cwModelSigma, cwMaxRadius)
 /// cw_stats                        warps (whole, all planes)      warps' templateWeight, varianceFactor
 /// cw_compare                      warps (all planes), tiles      cwPieces, cwInvalid, cwTemplateFootprints,
-///                                                                cwEdge (root); warps' noData (own tiles)
-/// cw_decide                       cw* (root)                     cwRows (root), warps' CLIPPED (all ranks)
+///                                                                cwEdge (root); warps' noData (own tiles;
+///                                                                root: whole patch)
+/// cw_decide                       cw* (root)                     cwRows, cwMeanNImage (root), warps' CLIPPED
+///                                                                (all ranks)
 /// cw_edge                         coadd, cwEdge (root)           coadd SENSOR_EDGE | INEXACT_PSF
 #include <string>
 #include <vector>

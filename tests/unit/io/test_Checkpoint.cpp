@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "TempDir.h"
 #include "safeclip/io/Checkpoint.h"
@@ -30,9 +31,21 @@ io::CheckpointKey key() {
 io::PatchState state() {
     io::PatchState s;
     s.stage = "reduced";
-    s.warps.push_back({100, 1.25F, 0.5F, true, "used", 12, 1, "crc32:0000abcd", {{3, 1, 4}, {4, 0, 9}}});
+    s.mode = "safeclip";
     s.warps.push_back(
-        {101, 0.75F, 0.0F, false, "skipped: every image pixel is NaN", 0, 0, "crc32:ffff0000", {}});
+        {100, 1.25F, 0.5F, true, "used", 12, 1, "crc32:0000abcd", {{3, 1, 4}, {4, 0, 9}}, 0.0F, 1.0, {}});
+    s.warps.push_back({101,
+                       0.75F,
+                       0.0F,
+                       false,
+                       "skipped: every image pixel is NaN",
+                       0,
+                       0,
+                       "crc32:ffff0000",
+                       {},
+                       0.0F,
+                       1.0,
+                       {}});
     s.nFootprints = 2;
     s.nClippedFootprints = 1;
     s.psfSigma = 1.7;
@@ -70,6 +83,82 @@ TEST(Checkpoint, PatchStateRoundTrips) {
     EXPECT_EQ(s.psfSource, "config");
     EXPECT_EQ(s.decisions.footprints, e.decisions.footprints);  // every field of every row
     EXPECT_EQ(s.decisions.candidates, e.decisions.candidates);
+    EXPECT_EQ(s.mode, "safeclip");
+    EXPECT_TRUE(s.cwRows.empty());
+    EXPECT_TRUE(s.cwEdge.empty());
+}
+
+// The comparewarp mode's state (issue 15 item 7): template weights, variance factors, whole-patch
+// NO_DATA spans, σ_m, the kernel radius, the mean approximate nImage, FOOTPRINTS rows, EDGE spans.
+TEST(Checkpoint, CompareWarpStateRoundTrips) {
+    TempDir dir;
+    const std::string path = dir.file("cw.reduced.h5");
+    io::PatchState e = state();
+    e.mode = "comparewarp";
+    e.decisions = {};
+    e.psfSigma = 2.8;
+    e.psfSource = "comparewarp model PSF sigma";
+    e.cwMaxRadius = 7;
+    e.cwMeanNImage = 7.375;
+    e.warps[0].templateWeight = 0.8125F;
+    e.warps[0].varianceFactor = 1.0625;
+    e.warps[0].noData = {{-2, 5, 9}, {0, -3, 4}};
+    e.warps[1].noData = {{11, 0, 0}};
+    e.cwEdge = {{1, 2, 3}, {2, 2, 3}};
+    kernel::CompareWarpRow a;
+    a.id = 0;
+    a.visit = 100;
+    a.x0 = -1;
+    a.y0 = 2;
+    a.x1 = 30;
+    a.y1 = 40;
+    a.area = 77;
+    a.nGood = 70;
+    a.meanNImage = 7.25;
+    a.maxEpochs = 2;
+    a.epochFraction = 0.875;
+    a.rule = "artefact";
+    kernel::CompareWarpRow b = a;
+    b.id = 1;
+    b.rule = "kept: contained by source";
+    e.cwRows = {a, b};
+    io::writePatchCheckpoint(path, key(), e);
+    const io::CheckpointRead r = io::readPatchCheckpoint(path, key());
+    ASSERT_EQ(r.status, io::CheckpointStatus::Ok) << r.reason;
+    const io::PatchState& s = r.state;
+    EXPECT_EQ(s.mode, "comparewarp");
+    EXPECT_EQ(s.psfSigma, 2.8);
+    EXPECT_EQ(s.cwMaxRadius, 7);
+    EXPECT_EQ(s.cwMeanNImage, 7.375);
+    ASSERT_EQ(s.warps.size(), 2U);
+    EXPECT_EQ(s.warps[0].templateWeight, 0.8125F);
+    EXPECT_EQ(s.warps[0].varianceFactor, 1.0625);
+    EXPECT_EQ(s.warps[1].varianceFactor, 1.0);
+    EXPECT_EQ(s.warps[0].noData, e.warps[0].noData);
+    EXPECT_EQ(s.warps[1].noData, e.warps[1].noData);
+    EXPECT_EQ(s.warps[0].clipped, e.warps[0].clipped);
+    EXPECT_EQ(s.cwEdge, e.cwEdge);
+    EXPECT_EQ(s.cwRows, e.cwRows);  // every field of every row, the rule strings included
+}
+
+// A checkpoint of another format version (2: no comparewarp state) is Invalid with the reason, so
+// the stage is recomputed, as for a damaged file.
+TEST(Checkpoint, AnotherFormatVersionIsInvalid) {
+    TempDir dir;
+    const std::string path = dir.file("p.reduced.h5");
+    io::writePatchCheckpoint(path, key(), state());
+    std::string bytes;
+    {
+        std::ifstream in(path, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const std::string now = "SAFECLIP-CHECKPOINT " + std::to_string(io::kCheckpointFormatVersion) + "\n";
+    ASSERT_EQ(bytes.compare(0, now.size(), now), 0);
+    bytes.replace(0, now.size(), "SAFECLIP-CHECKPOINT 2\n");  // the CRC covers bytes 512 on: still whole
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+    const io::CheckpointRead r = io::readPatchCheckpoint(path, key());
+    EXPECT_EQ(r.status, io::CheckpointStatus::Invalid);
+    EXPECT_NE(r.reason.find("unsupported checkpoint format version 2"), std::string::npos) << r.reason;
 }
 
 TEST(Checkpoint, TileRoundTripsBitForBit) {
@@ -180,7 +269,9 @@ TEST(Checkpoint, EveryCorruptionIsCaughtBeforeParsing) {
     io::writePatchCheckpoint(good, key(), state());
     const std::string bytes = readAll(good);
     ASSERT_GT(bytes.size(), 4096U + 1024U);
-    EXPECT_EQ(bytes.compare(0, 22, "SAFECLIP-CHECKPOINT 2\n"), 0);
+    EXPECT_EQ(
+        bytes.compare(0, 22, "SAFECLIP-CHECKPOINT " + std::to_string(io::kCheckpointFormatVersion) + "\n"),
+        0);
     const std::string bad = dir.file("bad.h5");
     auto expectInvalid = [&](const std::string& damaged, const std::string& what, const char* reason) {
         writeAll(bad, damaged);
@@ -227,7 +318,7 @@ TEST(Checkpoint, StringsAreFixedLength) {
     const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);  // finds the superblock at 512
     ASSERT_GE(f, 0);
     for (const char* name :
-         {"warp_status", "warp_checksum", "inputs", "fp_rule", "fp_reason", "fp_clipped"}) {
+         {"warp_status", "warp_checksum", "inputs", "fp_rule", "fp_reason", "fp_clipped", "cw_rule"}) {
         const hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
         ASSERT_GE(ds, 0) << name;
         const hid_t t = H5Dget_type(ds);

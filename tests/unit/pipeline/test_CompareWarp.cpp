@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
 #include <set>
 
 #include "Files.h"
@@ -31,7 +34,8 @@ constexpr int kTrX = 42;
 constexpr int kTrY = 40;
 constexpr int kTransientWarp = 2;
 
-std::vector<pipeline::WarpInput> writeWarps(const TempDir& dir, int n) {
+std::vector<pipeline::WarpInput> writeWarps(const TempDir& dir, int n,
+                                            const std::function<void(int, test::TinyWarp&)>& tweak = {}) {
     std::vector<pipeline::WarpInput> inputs;
     for (int i = 0; i < n; ++i) {
         test::TinyWarp w;
@@ -44,6 +48,9 @@ std::vector<pipeline::WarpInput> writeWarps(const TempDir& dir, int n) {
         w.tx = kTrX;
         w.ty = kTrY;
         w.transientFlux = i == kTransientWarp ? 600.0 : 0.0;
+        if (tweak) {
+            tweak(i, w);
+        }
         const std::string path = dir.file("w" + std::to_string(i) + ".fits");
         test::writeTinyWarp(path, w);
         inputs.push_back({-1, path});
@@ -91,10 +98,84 @@ TEST(CompareWarp, ModeIsListed) {
     for (const auto& s : stages) {
         names.emplace_back(s.name);
     }
-    const std::vector<std::string> want = {"open",  "cosmic_rays", "weights",    "cw_setup",
-                                           "setup", "cw_stats",    "cw_compare", "cw_decide",
-                                           "final", "cw_edge",     "post",       "write"};
+    const std::vector<std::string> want = {"open",  "resume",   "cosmic_rays", "weights",   "cw_setup",
+                                           "setup", "cw_stats", "cw_compare",  "cw_decide", "checkpoint",
+                                           "final", "cw_edge",  "post",        "write"};
     EXPECT_EQ(names, want);
+    // On --resume the decision checkpoint stands for exactly these.
+    std::vector<std::string> skipped;
+    for (const auto& s : stages) {
+        if (s.skipWhenResumed) {
+            skipped.emplace_back(s.name);
+        }
+    }
+    EXPECT_EQ(skipped,
+              (std::vector<std::string>{"weights", "cw_stats", "cw_compare", "cw_decide", "checkpoint"}));
+}
+
+namespace {
+
+/// Sets SAFECLIP_FAIL_AT for its lifetime.
+class FailAt {
+public:
+    explicit FailAt(const char* spec) { ::setenv("SAFECLIP_FAIL_AT", spec, 1); }
+    ~FailAt() { ::unsetenv("SAFECLIP_FAIL_AT"); }
+    FailAt(const FailAt&) = delete;
+    FailAt& operator=(const FailAt&) = delete;
+};
+
+}  // namespace
+
+// Issue 15 item 7: the mode's decision checkpoint. A run that fails after it (at the start of
+// "final") keeps <patch>.reduced.h5; --resume (another tile size) loads it, skips weights, cw_stats,
+// cw_compare and cw_decide (a failure injected into cw_compare or cw_stats does not fire) and writes
+// the bytes of an uninterrupted run. Warp 0 (σ 1.2, the widest matching kernel) has a NaN + NO_DATA
+// block: its PSF-matched copy has no value on a band around it where the direct warp has data, so
+// the coadd there depends on the checkpoint's whole-patch noData spans (nImage 7, not 8).
+TEST(CompareWarp, ResumeFromTheDecisionCheckpointGivesTheSameBytes) {
+    TempDir dir;
+    const Box hole{6, 48, 6, 6};
+    const auto inputs = writeWarps(dir, 8, [&](int i, test::TinyWarp& w) {
+        if (i == 0) {
+            w.edit = [hole](kernel::MaskedImage& mi) {
+                const kernel::MaskPixel noData = kernel::MaskDict::canonical().bitMask("NO_DATA");
+                for (int y = hole.y0; y < hole.y1(); ++y) {
+                    for (int x = hole.x0; x < hole.x1(); ++x) {
+                        mi.image(x, y) = std::nanf("");
+                        mi.mask(x, y) |= noData;
+                    }
+                }
+            };
+        }
+    });
+    auto s = cwSettings();
+    s.tileSize = 16;
+    const std::string ref = dir.file("ref.fits");
+    (void)pipeline::runPatch("p", kBox, inputs, s, ref, nullptr, {});
+    ASSERT_FALSE(clippedPixels(ref).empty());
+    const kernel::ImageU16 n = io::readNImage(ref);
+    EXPECT_EQ(n(hole.x1() + 1, hole.y0 + 2), 7) << "the band of warp 0's NO_DATA is not left out";
+    EXPECT_EQ(n(hole.x1() + 12, hole.y0 + 2), 8);
+
+    const std::string ckdir = dir.file("ck");
+    for (const char* stage : {"0:cw_compare", "0:cw_stats"}) {
+        s.tileSize = 16;
+        {
+            const FailAt failAt("0:final");
+            EXPECT_THROW((void)pipeline::runPatch("p", kBox, inputs, s, dir.file("x.fits"), nullptr,
+                                                  {ckdir, false, false, 0.0}),
+                         Error);
+        }
+        ASSERT_TRUE(std::filesystem::exists(ckdir + "/p.reduced.h5"));
+        s.tileSize = 24;
+        const FailAt failAt(stage);  // fires only if the stage runs
+        const std::string path = dir.file(std::string("res-") + (stage + 2) + ".fits");
+        ASSERT_NO_THROW(
+            (void)pipeline::runPatch("p", kBox, inputs, s, path, nullptr, {ckdir, true, false, 0.0}))
+            << stage << " ran on --resume";
+        EXPECT_TRUE(test::readFile(path) == test::readFile(ref)) << "resumed with " << stage << " armed";
+        EXPECT_FALSE(std::filesystem::exists(ckdir + "/p.reduced.h5")) << "not removed once written";
+    }
 }
 
 TEST(CompareWarp, TransientIsClippedInItsWarpOnlyAndTheStarIsKept) {
