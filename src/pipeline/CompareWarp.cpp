@@ -124,7 +124,6 @@ Box matchedDomain(const PatchContext& ctx, const Warp& w) {
 // ---- cw_setup -------------------------------------------------------------------------------------
 
 void setup(PatchContext& ctx) {
-    const CompareWarpSettings& cs = ctx.settings.compareWarp;
     // PSF-matched companions (the manifest's "psf_matched", LSST's psfMatchedWarps): read instead of
     // matching; on the direct warp's box, with its own mask planes conformed to the patch's dictionary.
     for (Warp* w : ctx.usedWarps()) {
@@ -139,7 +138,7 @@ void setup(PatchContext& ctx) {
         }
         w->matchedReader->conformTo(ctx.dict);
     }
-    double sigmaMax = 0;
+    std::vector<CompareWarpPsf> psfs;
     for (Warp* w : ctx.usedWarps()) {
         const auto& s = w->matchedReader ? w->matchedReader->header().psfSigma : w->reader->header().psfSigma;
         if (!s) {
@@ -147,44 +146,18 @@ void setup(PatchContext& ctx) {
                              ": no PSFSIGMA or FWHM card; coadd.mode = comparewarp PSF-matches each warp "
                              "and needs its PSF sigma");
         }
-        sigmaMax = std::max(sigmaMax, *s);
+        psfs.push_back({w->input.path, *s, w->matchedReader != nullptr});
     }
-    ctx.cwModelSigma = cs.modelPsfSigma > 0 ? cs.modelPsfSigma : sigmaMax;
-    ctx.cwMaxRadius = 0;
+    CompareWarpGeometry g = compareWarpGeometry(ctx.settings, psfs);
+    ctx.cwModelSigma = g.modelSigma;
+    ctx.cwMaxRadius = g.maxRadius;
+    std::size_t k = 0;
     for (Warp* w : ctx.usedWarps()) {
-        if (w->matchedReader) {  // already matched: nothing to convolve
-            w->matchKernel = kernel::gaussianMatchingKernel(ctx.cwModelSigma, ctx.cwModelSigma);
-            continue;
-        }
-        const double s = *w->reader->header().psfSigma;
-        if (s > ctx.cwModelSigma) {
-            throw ConfigError("comparewarp.model_psf_sigma = " + std::to_string(ctx.cwModelSigma) +
-                              " is smaller than the PSF sigma " + std::to_string(s) + " of " + w->input.path +
-                              " (no deconvolution); set 0 to use the largest warp PSF sigma");
-        }
-        w->matchKernel = kernel::gaussianMatchingKernel(s, ctx.cwModelSigma);
-        ctx.cwMaxRadius = std::max(ctx.cwMaxRadius, w->matchKernel.halfWidth);
+        w->matchKernel = std::move(g.kernels[k++]);
     }
-    kernel::DetectControl& d = ctx.cwDetect;
-    d = kernel::DetectControl{};
-    d.doSmooth = false;
-    d.psfSigma = ctx.cwModelSigma;  // the PSF-matched warps' PSF: only the growth radius uses it
-    d.thresholdValue = cs.threshold;
-    d.polarity = kernel::Polarity::Both;
-    d.nSigmaToGrow = cs.nSigmaToGrow;
-    d.minPixels = cs.minPixels;
-    d.validate();
-    kernel::DetectControl& t = ctx.cwTemplateDetect;
-    t = kernel::DetectControl{};
-    t.psfSigma = ctx.cwModelSigma;
-    t.thresholdValue = kTemplateThreshold;
-    t.polarity = kernel::Polarity::Positive;
-    t.nSigmaToGrow = kTemplateNSigmaToGrow;
-    t.minPixels = 1;
-    t.nSigmaForKernel = ctx.settings.detect.nSigmaForKernel;
-    t.validate();
-    // The template's sources are detected on the root over the whole patch: no halo for them.
-    ctx.halo = ctx.cwMaxRadius + detectionHalo(d);
+    ctx.cwDetect = g.detect;
+    ctx.cwTemplateDetect = g.templateDetect;
+    ctx.halo = g.halo;
     ctx.detect.psfSigma = ctx.cwModelSigma;  // PSFSIGMA card of the coadd
     ctx.psfSource = "comparewarp model PSF sigma";
 }
@@ -579,6 +552,54 @@ void broadcastClipped(PatchContext& ctx) {
 }
 
 }  // namespace
+
+CompareWarpGeometry compareWarpGeometry(const PatchSettings& settings,
+                                        const std::vector<CompareWarpPsf>& psfs) {
+    const CompareWarpSettings& cs = settings.compareWarp;
+    CompareWarpGeometry g;
+    double sigmaMax = 0;
+    for (const CompareWarpPsf& p : psfs) {
+        sigmaMax = std::max(sigmaMax, p.sigma);
+    }
+    g.modelSigma = cs.modelPsfSigma > 0 ? cs.modelPsfSigma : sigmaMax;
+    for (const CompareWarpPsf& p : psfs) {
+        if (p.psfMatched) {  // already matched: nothing to convolve
+            g.kernels.push_back(kernel::gaussianMatchingKernel(g.modelSigma, g.modelSigma));
+            continue;
+        }
+        if (p.sigma > g.modelSigma) {
+            throw ConfigError("comparewarp.model_psf_sigma = " + std::to_string(g.modelSigma) +
+                              " is smaller than the PSF sigma " + std::to_string(p.sigma) + " of " + p.path +
+                              " (no deconvolution); set 0 to use the largest warp PSF sigma");
+        }
+        g.kernels.push_back(kernel::gaussianMatchingKernel(p.sigma, g.modelSigma));
+        g.maxRadius = std::max(g.maxRadius, g.kernels.back().halfWidth);
+    }
+    kernel::DetectControl& d = g.detect;
+    d.doSmooth = false;
+    d.psfSigma = g.modelSigma;  // the PSF-matched warps' PSF: only the growth radius uses it
+    d.thresholdValue = cs.threshold;
+    d.polarity = kernel::Polarity::Both;
+    d.nSigmaToGrow = cs.nSigmaToGrow;
+    d.minPixels = cs.minPixels;
+    d.validate();
+    kernel::DetectControl& t = g.templateDetect;
+    t.psfSigma = g.modelSigma;
+    t.thresholdValue = kTemplateThreshold;
+    t.polarity = kernel::Polarity::Positive;
+    t.nSigmaToGrow = kTemplateNSigmaToGrow;
+    t.minPixels = 1;
+    t.nSigmaForKernel = settings.detect.nSigmaForKernel;
+    t.validate();
+    // The template's sources are detected on the root over the whole patch: no halo for them.
+    g.halo = g.maxRadius + detectionHalo(d);
+    g.detectTemplate = cs.preserveContainedBySource;
+    return g;
+}
+
+geom::CompareWarpStage compareWarpStage(const CompareWarpGeometry& geometry, std::vector<bool> psfMatched) {
+    return geom::CompareWarpStage{geometry.maxRadius, std::move(psfMatched), geometry.detectTemplate};
+}
 
 void compareWarpSetup(PatchContext& ctx) {
     guarded(ctx, "cw_setup", [&] { setup(ctx); });

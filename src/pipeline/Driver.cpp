@@ -115,6 +115,7 @@ const std::vector<StageDef>& modeStages(const std::string& mode) {
     // CompareWarp (spec §10): no decision checkpoint, so no "resume" either.
     static const std::vector<StageDef> kCompareWarp = {
         {"open", openWarps},
+        {"budget", checkBudgetEarly},
         {"cosmic_rays", findWarpCosmicRays},
         {"weights", measureWeights},
         {"cw_setup", compareWarpSetup},

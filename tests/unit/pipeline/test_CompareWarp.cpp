@@ -91,9 +91,9 @@ TEST(CompareWarp, ModeIsListed) {
     for (const auto& s : stages) {
         names.emplace_back(s.name);
     }
-    const std::vector<std::string> want = {"open",  "cosmic_rays", "weights",    "cw_setup",
-                                           "setup", "cw_stats",    "cw_compare", "cw_decide",
-                                           "final", "cw_edge",     "post",       "write"};
+    const std::vector<std::string> want = {"open",    "budget",   "cosmic_rays", "weights",   "cw_setup",
+                                           "setup",   "cw_stats", "cw_compare",  "cw_decide", "final",
+                                           "cw_edge", "post",     "write"};
     EXPECT_EQ(names, want);
 }
 
