@@ -417,6 +417,25 @@ TileResult compareTile(PatchContext& ctx, const Box& tile, const std::vector<War
 
 // ---- cw_decide ------------------------------------------------------------------------------------
 
+/// The temporal criterion's epoch limit for a mean approximate nImage nBar (spec §10 step 8):
+/// E = int(min(maxFractionEpochsLow·N̄, maxNumEpochs + maxFractionEpochsHigh·N̄)).
+int maxEpochsAt(const CompareWarpSettings& cs, double nBar) {
+    return static_cast<int>(
+        std::min(cs.maxFractionEpochsLow * nBar, cs.maxNumEpochs + cs.maxFractionEpochsHigh * nBar));
+}
+
+/// The smallest N̄ with E >= 1 by the config (2.5 with the defaults: 0.4·N̄ >= 1); +inf when no N̄
+/// gives an epoch (a zero low fraction, or maxNumEpochs < 1 without a high fraction). For the log
+/// line only: the flag itself is maxEpochsAt(mean) == 0, the decision's own formula.
+double smallestNImageWithAnEpoch(const CompareWarpSettings& cs) {
+    const double inf = std::numeric_limits<double>::infinity();
+    const double low = cs.maxFractionEpochsLow > 0 ? 1.0 / cs.maxFractionEpochsLow : inf;
+    const double high = cs.maxNumEpochs >= 1           ? 0.0
+                        : cs.maxFractionEpochsHigh > 0 ? (1.0 - cs.maxNumEpochs) / cs.maxFractionEpochsHigh
+                                                       : inf;
+    return std::max(low, high);
+}
+
 void decide(PatchContext& ctx) {
     const auto t0 = std::chrono::steady_clock::now();
     const CompareWarpSettings& cs = ctx.settings.compareWarp;
@@ -489,8 +508,7 @@ void decide(PatchContext& ctx) {
                 continue;
             }
             const double nBar = row.meanNImage;
-            const int maxEpochs = static_cast<int>(
-                std::min(cs.maxFractionEpochsLow * nBar, cs.maxNumEpochs + cs.maxFractionEpochsHigh * nBar));
+            const int maxEpochs = maxEpochsAt(cs, nBar);
             std::int64_t pass = 0;
             for (const kernel::Span& s : c.spans()) {
                 const std::uint16_t* r = epochs.row(s.y);
@@ -522,11 +540,18 @@ void decide(PatchContext& ctx) {
     ctx.cwInvalid.clear();
     ctx.result.nFootprints = static_cast<std::int64_t>(ctx.cwRows.size());
     ctx.result.nClippedFootprints = nArtefacts;
-    if (meanNImage < 2.5) {
+    // "Nothing can be clipped" (spec §10 step 8): E = 0 at the patch's mean nImage. The threshold
+    // follows from comparewarp.max_fraction_epochs_low/high and max_num_epochs (2.5 with the
+    // defaults), not a fixed number. A footprint whose own mean nImage is higher can still pass.
+    ctx.result.nothingClippable = maxEpochsAt(cs, meanNImage) <= 0;
+    if (ctx.result.nothingClippable) {
         log().warn(
-            "patch {}: mean approximate nImage {:.2f} < 2.5: the temporal criterion allows no epoch, "
-            "nothing can be clipped (spec §10 step 8)",
-            ctx.name, meanNImage);
+            "patch {}: comparewarp: mean nImage {:.2f} < {:.2f}: no artefact can be clipped (E = 0: "
+            "int(min({}·N, {} + {}·N)) with comparewarp.max_fraction_epochs_low, max_num_epochs, "
+            "max_fraction_epochs_high) where the coverage is the mean; report.json "
+            "nothing_can_be_clipped, FITS card CWNOCLIP (spec §10 step 8)",
+            ctx.name, meanNImage, smallestNImageWithAnEpoch(cs), cs.maxFractionEpochsLow, cs.maxNumEpochs,
+            cs.maxFractionEpochsHigh);
     }
     log().info(
         "patch {}: comparewarp: model psf sigma {:.3f} px, {} candidates, {} artefacts; {} CLIPPED warp "
