@@ -43,8 +43,10 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
     plan.mode = cfg.getString("coadd.mode");
     plan.budgetBytes = geom::parseByteSize(cfg.getString("memory.max_per_rank"), "memory.max_per_rank");
     const bool trialPass = plan.mode == "safeclip";
+    const bool compareWarp = plan.mode == "comparewarp";
     const bool validatePixels = cfg.getBool("input.validate_pixels");
-    const std::optional<geom::CosmicRayStage> crStage = pipeline::cosmicRayStage(makePatchSettings(cfg));
+    const pipeline::PatchSettings settings = makePatchSettings(cfg);
+    const std::optional<geom::CosmicRayStage> crStage = pipeline::cosmicRayStage(settings);
     std::vector<double> costs;
     for (const auto& p : manifest.patches) {
         costs.push_back(static_cast<double>(p.box.area()) *
@@ -73,9 +75,30 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
         std::string noSigma;  // a warp the "detection" stage would refuse (no PSF card, no override)
         std::vector<kernel::Box> opened;   // each warp's box; empty for one that does not open
         std::int64_t validationReads = 0;  // input.validate_pixels: the group root scans every warp
+        std::vector<pipeline::CompareWarpPsf> cwPsfs;  // comparewarp: the PSF of each warp that opens
+        std::vector<bool> cwCompanion;                 // comparewarp: per warp, read from "psf_matched"
+        std::string cwError;                           // what "cw_setup" would refuse
         for (const auto& w : patch.warps) {
+            cwCompanion.push_back(!w.psfMatched.empty());
             try {
                 const io::WarpReader reader(w.path);
+                if (compareWarp) {  // as "cw_setup": the companion's PSF card when there is one
+                    std::optional<double> s = reader.header().psfSigma;
+                    if (!w.psfMatched.empty()) {
+                        try {
+                            s = io::WarpReader(w.psfMatched).header().psfSigma;
+                        } catch (const Error& e) {
+                            cwError = cwError.empty() ? std::string(e.what()) : cwError;
+                        }
+                    }
+                    if (!s && cwError.empty()) {
+                        cwError =
+                            w.path +
+                            ": no PSFSIGMA or FWHM card; coadd.mode = comparewarp PSF-matches each warp "
+                            "and needs its PSF sigma";
+                    }
+                    cwPsfs.push_back({w.path, s.value_or(0.0), !w.psfMatched.empty()});
+                }
                 sigmas.push_back(reader.header().psfSigma);
                 if (!reader.header().psfSigma && noSigma.empty()) {
                     noSigma = w.path;
@@ -104,21 +127,42 @@ RunPlan makePlan(const Config& cfg, int nRanks, int shardIndex, int shardCount) 
             pp.error = noSigma + ": no PSFSIGMA or FWHM card and detect.psf_sigma = 0; set detect.psf_sigma";
         }
         pp.halo = trialPass ? tileHalo(cfg, pp.haloSigma) : 0;  // the "detection" stage (none in mean mode)
+        std::optional<geom::CompareWarpStage> cwStage;
+        if (compareWarp) {  // the "cw_setup" stage: halo and kernels from the model PSF
+            pp.error = cwError;
+            try {
+                const pipeline::CompareWarpGeometry g = pipeline::compareWarpGeometry(settings, cwPsfs);
+                pp.haloSigma = g.modelSigma;
+                pp.haloSigmaSource =
+                    settings.compareWarp.modelPsfSigma > 0
+                        ? "comparewarp model PSF sigma: config comparewarp.model_psf_sigma"
+                        : "comparewarp model PSF sigma: the largest PSFSIGMA/FWHM of the warp "
+                          "headers (a companion's when the manifest names one)";
+                pp.halo = g.halo;
+                cwStage = pipeline::compareWarpStage(g, cwCompanion);
+            } catch (const Error& e) {
+                pp.error = pp.error.empty() ? std::string(e.what()) : pp.error;
+            }
+            if (!cwStage) {  // still model the stages (with no halo) to report the budget
+                cwStage =
+                    geom::CompareWarpStage{0, cwCompanion, settings.compareWarp.preserveContainedBySource};
+            }
+        }
         const auto groupSize = static_cast<int>(pp.ranks.size());
         const geom::TilePlan tp =
             geom::planTiles(pp.box, groupSize, static_cast<int>(cfg.getInt("tile.size")), pp.halo,
-                            pp.warpsOpened, plan.budgetBytes);
+                            pp.warpsOpened, plan.budgetBytes, compareWarp);
         pp.tileSize = tp.tileSize;
         pp.tiles = static_cast<int>(tp.tiles.size());
         try {
             pp.warpBytesRead =
-                geom::expectedWarpBytesRead(pp.box, tp.tiles, pp.halo, opened, trialPass, crStage) +
+                geom::expectedWarpBytesRead(pp.box, tp.tiles, pp.halo, opened, trialPass, crStage, cwStage) +
                 validationReads;
             pp.perRank = geom::checkedPatchBudget(
                 pp.box, tp, groupSize, static_cast<int>(cfg.getInt("tile.size")), opened, trialPass,
-                plan.budgetBytes, pp.name, validationReads, crStage);
+                plan.budgetBytes, pp.name, validationReads, crStage, cwStage);
         } catch (const ConfigError& e) {
-            pp.error = e.what();
+            pp.error = pp.error.empty() ? std::string(e.what()) : pp.error;
         }
         for (const geom::RankBudget& b : pp.perRank) {
             if (b.weightsRows > 0) {
@@ -156,12 +200,6 @@ std::string planText(const RunPlan& plan) {
         os << "; shard " << plan.shardIndex << "/" << plan.shardCount;
     }
     os << "\n";
-    if (plan.mode == "comparewarp") {
-        os << "note: coadd.mode = comparewarp: this model covers the weights and final stacks only; the "
-              "mode's whole-warp statistics (36 B/px of a warp, geom::kCompareWarpStatsBytesPerPixel) and "
-              "its per-tile template (all warps "
-              "PSF-matched on a tile plus halo) are checked by the run itself\n";
-    }
     for (const PatchPlan& pp : plan.patches) {
         os << "patch " << pp.name << ": " << pp.box.width << "x" << pp.box.height << ", " << pp.warps
            << " warps, group " << pp.group << " (ranks";
@@ -172,9 +210,23 @@ std::string planText(const RunPlan& plan) {
         if (pp.halo > 0) {
             os << " (PSF sigma " << std::fixed << std::setprecision(2) << pp.haloSigma << " px)";
         }
-        os << "; chunk rows: weights " << pp.weightsRows << ", trial " << pp.trialRows << ", final "
-           << pp.finalRows << "; reads about " << geom::formatByteSize(pp.warpBytesRead)
-           << " (weights pass, trial and final stacks)\n";
+        if (plan.mode == "comparewarp") {
+            std::int64_t stats = 0;
+            std::int64_t compare = 0;
+            for (const geom::RankBudget& b : pp.perRank) {
+                stats = std::max(stats, b.cwStatsBytes);
+                compare = std::max(compare, b.cwCompareBytes);
+            }
+            os << "; chunk rows: weights " << pp.weightsRows << ", final " << pp.finalRows
+               << "; comparewarp statistics " << geom::formatByteSize(stats) << " (largest warp), compare "
+               << geom::formatByteSize(compare) << " (largest tile plus halo); reads about "
+               << geom::formatByteSize(pp.warpBytesRead)
+               << " (weights pass, comparewarp statistics and tiles, final stack)\n";
+        } else {
+            os << "; chunk rows: weights " << pp.weightsRows << ", trial " << pp.trialRows << ", final "
+               << pp.finalRows << "; reads about " << geom::formatByteSize(pp.warpBytesRead)
+               << " (weights pass, trial and final stacks)\n";
+        }
         if (!pp.error.empty()) {
             os << "  error: " << pp.error << "\n";
         }
@@ -196,8 +248,8 @@ std::string planJson(const RunPlan& plan) {
     j["group_count"] = plan.nGroups;
     j["shard"] = {{"index", plan.shardIndex}, {"count", plan.shardCount}};
     j["mode"] = plan.mode;
-    // comparewarp's own stages (whole-warp statistics, per-tile template) are not in this model yet.
-    j["memory_model_complete"] = plan.mode != "comparewarp";
+    // Every mode's stages are in the model (comparewarp: cw_stats and cw_compare too).
+    j["memory_model_complete"] = true;
     j["memory_max_per_rank"] = plan.budgetBytes;
     auto& patches = j["patches"];
     patches = nlohmann::json::array();
@@ -214,6 +266,10 @@ std::string planJson(const RunPlan& plan) {
                  {"warp_bytes_read", b.warpBytesRead},
                  {"chunk_rows",
                   {{"weights", b.weightsRows}, {"trial", b.trialRows}, {"final", b.finalRows}}}});
+            if (plan.mode == "comparewarp") {  // the mode's own stages: largest warp, largest tile
+                perRank.back()["comparewarp_bytes"] = {{"stats", b.cwStatsBytes},
+                                                       {"compare", b.cwCompareBytes}};
+            }
         }
         patches.push_back(
             {{"name", pp.name},

@@ -62,8 +62,12 @@ std::int64_t cosmicRayPeakBytes(const Box& warp, const CosmicRayStage& stage, st
     return peak;
 }
 
+std::int64_t compareWarpStatsBytes(const Box& warp) {
+    return warp.area() * kCompareWarpStatsBytesPerPixel;
+}
+
 std::int64_t checkedCompareWarpStatsBytes(const Box& warp, std::int64_t budgetBytes) {
-    const std::int64_t bytes = warp.area() * kCompareWarpStatsBytesPerPixel;
+    const std::int64_t bytes = compareWarpStatsBytes(warp);
     if (bytes > budgetBytes) {
         throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
                           " cannot hold one whole warp and its PSF-matched copy for the comparewarp "
@@ -74,10 +78,14 @@ std::int64_t checkedCompareWarpStatsBytes(const Box& warp, std::int64_t budgetBy
     return bytes;
 }
 
+std::int64_t compareWarpTileBytes(const Box& haloBox, int nWarps) {
+    return haloBox.area() *
+           (kCompareWarpTileFixedBytesPerPixel +
+            kCompareWarpMatchedBytesPerPixel * static_cast<std::int64_t>(std::max(1, nWarps)));
+}
+
 std::int64_t checkedCompareWarpTileBytes(const Box& haloBox, int nWarps, std::int64_t budgetBytes) {
-    const std::int64_t bytes =
-        haloBox.area() * (kCompareWarpTileFixedBytesPerPixel +
-                          kCompareWarpMatchedBytesPerPixel * static_cast<std::int64_t>(std::max(1, nWarps)));
+    const std::int64_t bytes = compareWarpTileBytes(haloBox, nWarps);
     if (bytes > budgetBytes) {
         throw ConfigError("memory.max_per_rank = " + formatByteSize(budgetBytes) +
                           " cannot hold the PSF-matched warps of one comparewarp tile (" +
@@ -98,6 +106,29 @@ std::int64_t checkedCompareWarpTemplateBytes(const Box& patch, std::int64_t budg
                           "comparewarp.preserve_contained_by_source = false");
     }
     return bytes;
+}
+
+namespace {
+
+/// The largest extent, over the tiles of `side` px of [0, length), of a tile grown by `halo` on
+/// both sides and clipped to [0, length) (geom::tiles: from the origin, the last one narrower).
+std::int64_t largestHaloExtent(int length, int side, int halo) {
+    std::int64_t best = 0;
+    const std::int64_t s = std::max(1, side);
+    for (std::int64_t x = 0; x < length; x += s) {
+        const std::int64_t lo = std::max<std::int64_t>(0, x - halo);
+        const std::int64_t hi = std::min<std::int64_t>(length, x + s + halo);
+        best = std::max(best, hi - lo);
+    }
+    return best;
+}
+
+}  // namespace
+
+std::int64_t compareWarpTilePlanBytes(const Box& patch, int side, int halo, int nWarps) {
+    const Box largest{0, 0, static_cast<int>(largestHaloExtent(patch.width, side, halo)),
+                      static_cast<int>(largestHaloExtent(patch.height, side, halo))};
+    return std::max(tilePlanBytes(patch, side, halo, nWarps), compareWarpTileBytes(largest, nWarps));
 }
 
 std::int64_t trialFixedBytes(const Box& haloBox) {
@@ -146,12 +177,33 @@ std::int64_t tilePlanFixedBytes(const Box& patch, const Box& firstTile, int halo
     return std::max(trialFixedBytes(firstTile.grown(halo).intersect(patch)), finalFixedBytes(patch, 0, true));
 }
 
+namespace {
+
+/// cw_compare's warp reads for one tile: every read warp on the tile plus halo, a PSF-matched
+/// companion on the tile grown by halo − matchRadius (12 B/px).
+std::int64_t compareWarpTileReads(const Box& patch, const Box& tile, int halo,
+                                  const std::vector<Box>& warpBoxes, const CompareWarpStage& stage) {
+    std::int64_t bytes = 0;
+    for (std::size_t i = 0; i < warpBoxes.size(); ++i) {
+        if (warpBoxes[i].empty()) {
+            continue;
+        }
+        const bool companion = i < stage.psfMatched.size() && stage.psfMatched[i];
+        bytes += tile.grown(companion ? halo - stage.matchRadius : halo).intersect(patch).area() *
+                 kStackReadBytesPerPixel;
+    }
+    return bytes;
+}
+
+}  // namespace
+
 std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& tiles,
                                     const std::vector<int>& owner, int halo, int groupSize,
                                     const std::vector<Box>& warpBoxes, bool trialPass,
                                     std::int64_t budgetBytes, const std::string& patchName, int tileSize,
                                     std::int64_t extraRootReads,
-                                    const std::optional<CosmicRayStage>& cosmicRays) {
+                                    const std::optional<CosmicRayStage>& cosmicRays,
+                                    const std::optional<CompareWarpStage>& compareWarp) {
     groupSize = std::max(1, groupSize);
     std::vector<RankBudget> out(static_cast<std::size_t>(groupSize));
     int nUsed = 0;
@@ -178,6 +230,10 @@ std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& ti
             for (const Box& c : cosmicRayCells(wb, cosmicRays->cellSize)) {
                 b.warpBytesRead += c.grown(cosmicRays->halo).intersect(wb).area() * kStackReadBytesPerPixel;
             }
+        }
+        if (compareWarp) {  // cw_stats: the same rank reads the whole warp (or its companion) again
+            b.cwStatsBytes = std::max(b.cwStatsBytes, checkedCompareWarpStatsBytes(wb, budgetBytes));
+            b.warpBytesRead += wb.area() * kStackReadBytesPerPixel;
         }
     }
     std::vector<std::int64_t> ownArea(out.size(), 0);
@@ -207,13 +263,24 @@ std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& ti
                                                                                 hb.width * perPixelRow);
                 b.warpBytesRead += hb.area() * kStackReadBytesPerPixel * nUsed;
             }
+            if (compareWarp) {
+                const Box hb = tile.grown(halo).intersect(patch);
+                b.cwCompareBytes =
+                    std::max(b.cwCompareBytes, checkedCompareWarpTileBytes(hb, nUsed, budgetBytes));
+                b.warpBytesRead += compareWarpTileReads(patch, tile, halo, warpBoxes, *compareWarp);
+            }
             const int rows = stackChunkRows(tile, nUsed, finalFixed, budgetBytes, patchName, tileSize, patch);
             b.finalRows = b.finalRows == 0 ? rows : std::min(b.finalRows, rows);
             finalPeak[r] = std::max(finalPeak[r],
                                     finalFixed + static_cast<std::int64_t>(rows) * tile.width * perPixelRow);
             b.warpBytesRead += tile.area() * kStackReadBytesPerPixel * nUsed;
         }
-        b.peakBytes = std::max({weightsPeak[r], trialPeak[r], finalPeak[r]});
+        if (compareWarp && compareWarp->templateOnRoot && r == 0) {  // after the tiles, on the root
+            b.cwCompareBytes =
+                std::max(b.cwCompareBytes, checkedCompareWarpTemplateBytes(patch, budgetBytes));
+        }
+        b.peakBytes =
+            std::max({weightsPeak[r], b.cwStatsBytes, trialPeak[r], b.cwCompareBytes, finalPeak[r]});
     }
     out[0].warpBytesRead += extraRootReads;
     return out;
@@ -233,11 +300,13 @@ int countUsed(const std::vector<Box>& warpBoxes) {
 }
 
 bool budgetWorks(const Box& patch, int groupSize, int tileSize, int halo, const std::vector<Box>& warpBoxes,
-                 bool trialPass, std::int64_t budgetBytes, const std::optional<CosmicRayStage>& cosmicRays) {
-    const TilePlan plan = planTiles(patch, groupSize, tileSize, halo, countUsed(warpBoxes), budgetBytes);
+                 bool trialPass, std::int64_t budgetBytes, const std::optional<CosmicRayStage>& cosmicRays,
+                 const std::optional<CompareWarpStage>& compareWarp) {
+    const TilePlan plan = planTiles(patch, groupSize, tileSize, halo, countUsed(warpBoxes), budgetBytes,
+                                    compareWarp.has_value());
     try {
         (void)patchBudget(patch, plan.tiles, plan.owner, halo, groupSize, warpBoxes, trialPass, budgetBytes,
-                          "", plan.tileSize, 0, cosmicRays);
+                          "", plan.tileSize, 0, cosmicRays, compareWarp);
         return true;
     } catch (const ConfigError&) {
         return false;
@@ -248,11 +317,13 @@ bool budgetWorks(const Box& patch, int groupSize, int tileSize, int halo, const 
 
 std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize, int halo,
                                    const std::vector<Box>& warpBoxes, bool trialPass,
-                                   const std::optional<CosmicRayStage>& cosmicRays) {
+                                   const std::optional<CosmicRayStage>& cosmicRays,
+                                   const std::optional<CompareWarpStage>& compareWarp) {
     constexpr std::int64_t kMax = std::int64_t{1} << 62;
     std::int64_t lo = 0;  // does not work (a budget is >= 1 byte)
     std::int64_t hi = 1 << 20;
-    while (!budgetWorks(patch, groupSize, tileSize, halo, warpBoxes, trialPass, hi, cosmicRays)) {
+    while (
+        !budgetWorks(patch, groupSize, tileSize, halo, warpBoxes, trialPass, hi, cosmicRays, compareWarp)) {
         lo = hi;
         if (hi >= kMax / 2) {
             return kMax;  // nothing sensible works (cannot happen for a manifest's box)
@@ -262,8 +333,9 @@ std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize
     // Invariant: lo does not work, hi works.
     while (hi - lo > 1) {
         const std::int64_t mid = lo + (hi - lo) / 2;
-        (budgetWorks(patch, groupSize, tileSize, halo, warpBoxes, trialPass, mid, cosmicRays) ? hi : lo) =
-            mid;
+        (budgetWorks(patch, groupSize, tileSize, halo, warpBoxes, trialPass, mid, cosmicRays, compareWarp)
+             ? hi
+             : lo) = mid;
     }
     return hi;
 }
@@ -272,13 +344,14 @@ std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& pla
                                            int tileSize, const std::vector<Box>& warpBoxes, bool trialPass,
                                            std::int64_t budgetBytes, const std::string& patchName,
                                            std::int64_t extraRootReads,
-                                           const std::optional<CosmicRayStage>& cosmicRays) {
+                                           const std::optional<CosmicRayStage>& cosmicRays,
+                                           const std::optional<CompareWarpStage>& compareWarp) {
     try {
         return patchBudget(patch, plan.tiles, plan.owner, plan.halo, groupSize, warpBoxes, trialPass,
-                           budgetBytes, patchName, plan.tileSize, extraRootReads, cosmicRays);
+                           budgetBytes, patchName, plan.tileSize, extraRootReads, cosmicRays, compareWarp);
     } catch (const ConfigError& e) {
-        const std::int64_t need =
-            smallestWorkingBudget(patch, groupSize, tileSize, plan.halo, warpBoxes, trialPass, cosmicRays);
+        const std::int64_t need = smallestWorkingBudget(patch, groupSize, tileSize, plan.halo, warpBoxes,
+                                                        trialPass, cosmicRays, compareWarp);
         throw ConfigError(std::string(e.what()) + "; the smallest memory.max_per_rank that works for patch " +
                           patchName + " is " + formatByteSize(need) + " (" + std::to_string(need) +
                           " bytes)");
@@ -287,10 +360,14 @@ std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& pla
 
 std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo,
                                    const std::vector<Box>& warpBoxes, bool trialPass,
-                                   const std::optional<CosmicRayStage>& cosmicRays) {
+                                   const std::optional<CosmicRayStage>& cosmicRays,
+                                   const std::optional<CompareWarpStage>& compareWarp) {
     std::int64_t weights = 0;
     for (const Box& wb : warpBoxes) {
         weights += wb.area() * kWeightsReadBytesPerPixel;  // empty box: a warp that is not read
+        if (compareWarp) {
+            weights += wb.area() * kStackReadBytesPerPixel;  // cw_stats: the whole warp again
+        }
         if (cosmicRays && !wb.empty()) {
             for (const Box& c : cosmicRayCells(wb, cosmicRays->cellSize)) {
                 weights += c.grown(cosmicRays->halo).intersect(wb).area() * kStackReadBytesPerPixel;
@@ -303,6 +380,9 @@ std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& til
             perWarp += tile.grown(halo).intersect(patch).area() * kStackReadBytesPerPixel;
         }
         perWarp += tile.area() * kStackReadBytesPerPixel;
+        if (compareWarp) {
+            weights += compareWarpTileReads(patch, tile, halo, warpBoxes, *compareWarp);
+        }
     }
     return weights + perWarp * countUsed(warpBoxes);
 }

@@ -144,12 +144,16 @@ std::vector<int> assignToRanks(const std::vector<double>& costs, int nRanks) {
 }
 
 TilePlan planTiles(const Box& patch, int groupSize, int tileSize, int halo, int nWarps,
-                   std::int64_t budgetBytes) {
+                   std::int64_t budgetBytes, bool compareWarp) {
     TilePlan plan;
     plan.halo = halo;
     int t = tileSize;
-    // Peak of the trial or the final stage plus a few rows of chunk buffers (geom/MemoryBudget.h).
-    auto cost = [&](int side) { return tilePlanBytes(patch, side, halo, nWarps); };
+    // Peak of the trial or the final stage plus a few rows of chunk buffers (geom/MemoryBudget.h); in
+    // comparewarp mode also the largest cw_compare tile plus halo.
+    auto cost = [&](int side) {
+        return compareWarp ? compareWarpTilePlanBytes(patch, side, halo, nWarps)
+                           : tilePlanBytes(patch, side, halo, nWarps);
+    };
     if (t <= 0) {
         if (groupSize <= 1) {
             t = std::max(patch.width, patch.height);

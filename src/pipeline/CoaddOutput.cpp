@@ -131,6 +131,8 @@ void write(const PatchContext& ctx) {
     } else if (compareWarp) {
         pc.push_back({"PSFSIGMA", ctx.cwModelSigma, "model PSF sigma of the PSF-matched warps (px)"});
         pc.push_back({"PSFSRC", ctx.psfSource, "where PSFSIGMA came from"});
+        pc.push_back(
+            {"CWNOCLIP", ctx.result.nothingClippable, "E = 0 at the mean nImage: nothing clippable"});
     }
     if (!ctx.filter.empty()) {
         pc.push_back({"FILTER", ctx.filter, "filter of the first warp"});

@@ -63,6 +63,7 @@
 #include <cmath>
 #include <iterator>
 #include <limits>
+#include <optional>
 
 #include "safeclip/geom/MemoryBudget.h"
 #include "safeclip/kernel/Detect.h"
@@ -131,7 +132,6 @@ Box matchedDomain(const PatchContext& ctx, const Warp& w) {
 // ---- cw_setup -------------------------------------------------------------------------------------
 
 void setup(PatchContext& ctx) {
-    const CompareWarpSettings& cs = ctx.settings.compareWarp;
     // PSF-matched companions (the manifest's "psf_matched", LSST's psfMatchedWarps): read instead of
     // matching; on the direct warp's box, with its own mask planes conformed to the patch's dictionary.
     for (Warp* w : ctx.usedWarps()) {
@@ -146,7 +146,7 @@ void setup(PatchContext& ctx) {
         }
         w->matchedReader->conformTo(ctx.dict);
     }
-    double sigmaMax = 0;
+    std::vector<CompareWarpPsf> psfs;
     for (Warp* w : ctx.usedWarps()) {
         const auto& s = w->matchedReader ? w->matchedReader->header().psfSigma : w->reader->header().psfSigma;
         if (!s) {
@@ -154,52 +154,24 @@ void setup(PatchContext& ctx) {
                              ": no PSFSIGMA or FWHM card; coadd.mode = comparewarp PSF-matches each warp "
                              "and needs its PSF sigma");
         }
-        sigmaMax = std::max(sigmaMax, *s);
+        psfs.push_back({w->input.path, *s, w->matchedReader != nullptr});
     }
     // After a resume, σ_m and the largest kernel radius are the first run's (the decision
     // checkpoint's): cw_stats may have dropped a warp since that run's cw_setup measured them.
+    CompareWarpGeometry g = compareWarpGeometry(
+        ctx.settings, psfs, ctx.resumed ? std::optional<double>(ctx.cwModelSigma) : std::nullopt);
+    ctx.cwModelSigma = g.modelSigma;
     if (!ctx.resumed) {
-        ctx.cwModelSigma = cs.modelPsfSigma > 0 ? cs.modelPsfSigma : sigmaMax;
+        ctx.cwMaxRadius = g.maxRadius;
     }
-    int maxRadius = 0;
+    std::size_t k = 0;
     for (Warp* w : ctx.usedWarps()) {
-        if (w->matchedReader) {  // already matched: nothing to convolve
-            w->matchKernel = kernel::gaussianMatchingKernel(ctx.cwModelSigma, ctx.cwModelSigma);
-            continue;
-        }
-        const double s = *w->reader->header().psfSigma;
-        if (s > ctx.cwModelSigma) {
-            throw ConfigError("comparewarp.model_psf_sigma = " + std::to_string(ctx.cwModelSigma) +
-                              " is smaller than the PSF sigma " + std::to_string(s) + " of " + w->input.path +
-                              " (no deconvolution); set 0 to use the largest warp PSF sigma");
-        }
-        w->matchKernel = kernel::gaussianMatchingKernel(s, ctx.cwModelSigma);
-        maxRadius = std::max(maxRadius, w->matchKernel.halfWidth);
+        w->matchKernel = std::move(g.kernels[k++]);
     }
-    if (!ctx.resumed) {
-        ctx.cwMaxRadius = maxRadius;
-    }
-    kernel::DetectControl& d = ctx.cwDetect;
-    d = kernel::DetectControl{};
-    d.doSmooth = false;
-    d.psfSigma = ctx.cwModelSigma;  // the PSF-matched warps' PSF: only the growth radius uses it
-    d.thresholdValue = cs.threshold;
-    d.polarity = kernel::Polarity::Both;
-    d.nSigmaToGrow = cs.nSigmaToGrow;
-    d.minPixels = cs.minPixels;
-    d.validate();
-    kernel::DetectControl& t = ctx.cwTemplateDetect;
-    t = kernel::DetectControl{};
-    t.psfSigma = ctx.cwModelSigma;
-    t.thresholdValue = kTemplateThreshold;
-    t.polarity = kernel::Polarity::Positive;
-    t.nSigmaToGrow = kTemplateNSigmaToGrow;
-    t.minPixels = 1;
-    t.nSigmaForKernel = ctx.settings.detect.nSigmaForKernel;
-    t.validate();
-    // The template's sources are detected on the root over the whole patch: no halo for them.
-    ctx.halo = ctx.cwMaxRadius + detectionHalo(d);
-    ctx.detect.psfSigma = ctx.cwModelSigma;  // PSFSIGMA card of the coadd
+    ctx.cwDetect = g.detect;
+    ctx.cwTemplateDetect = g.templateDetect;
+    ctx.halo = ctx.cwMaxRadius + detectionHalo(g.detect);  // = g.halo unless resumed
+    ctx.detect.psfSigma = ctx.cwModelSigma;                // PSFSIGMA card of the coadd
     ctx.psfSource = "comparewarp model PSF sigma";
 }
 
@@ -459,7 +431,83 @@ TileResult compareTile(PatchContext& ctx, const Box& tile, const std::vector<War
     return out;
 }
 
+/// Root: the tiles' results into the patch's candidates, invalid/NO_DATA/EDGE spans, and the
+/// template's sources (detected here, over the whole patch).
+void collectTiles(PatchContext& ctx, const std::vector<std::vector<TileResult>>& gathered,
+                  std::chrono::steady_clock::time_point t0) {
+    const std::vector<Warp*> used = ctx.usedWarps();
+    const std::size_t n = used.size();
+    ctx.cwPieces.assign(n, {});
+    std::vector<std::vector<kernel::Span>> invalid(n);
+    std::vector<std::vector<kernel::Span>> noData(n);  // the whole patch's, for the decision checkpoint
+    std::vector<kernel::Span> edge;
+    const bool preserve = ctx.settings.compareWarp.preserveContainedBySource;
+    kernel::ImageF templateImage;
+    if (preserve) {  // its bytes were checked on every rank in the tiles' stage
+        templateImage = kernel::ImageF(ctx.box, kNaN);
+    }
+    for (const auto& fromRank : gathered) {
+        for (const TileResult& r : fromRank) {
+            for (std::size_t i = 0; i < n; ++i) {
+                ctx.cwPieces[i].insert(ctx.cwPieces[i].end(), r.pieces[i].begin(), r.pieces[i].end());
+                invalid[i].insert(invalid[i].end(), r.invalid[i].begin(), r.invalid[i].end());
+                noData[i].insert(noData[i].end(), r.noData[i].begin(), r.noData[i].end());
+            }
+            if (preserve) {
+                for (int y = 0; y < r.height; ++y) {
+                    std::copy_n(r.templateImage.data() + static_cast<std::size_t>(y) * r.width, r.width,
+                                &templateImage(r.x0, r.y0 + y));
+                }
+            }
+            edge.insert(edge.end(), r.edge.begin(), r.edge.end());
+        }
+    }
+    ctx.cwTemplateFootprints = SpanSet();
+    if (preserve) {
+        const kernel::DetectControl& t = ctx.cwTemplateDetect;
+        const kernel::TemplateDetection td = kernel::detectTemplate(
+            templateImage, t.psfSigma, t.nSigmaForKernel, t.thresholdValue, t.nSigmaToGrow);
+        ctx.cwTemplateFootprints = td.footprints;
+        log().info(
+            "patch {}: comparewarp: template sources above {:.6g} (5 x clipped stdev {:.6g} of the "
+            "smoothed template): {} px",
+            ctx.name, td.threshold, td.stdev, td.footprints.area());
+    }
+    ctx.cwInvalid.clear();
+    for (auto& s : invalid) {
+        ctx.cwInvalid.push_back(SpanSet::fromSpans(std::move(s)));
+    }
+    ctx.cwEdge = SpanSet::fromSpans(std::move(edge));
+    for (std::size_t i = 0; i < n; ++i) {  // the root's tiles' spans are among them
+        used[i]->noData = SpanSet::fromSpans(std::move(noData[i]));
+    }
+    log().info(
+        "patch {}: comparewarp: template and differences of {} warps in {} tiles of {} px (halo {}) "
+        "in {:.2f} s",
+        ctx.name, n, ctx.tiles.tiles.size(), ctx.tiles.tileSize, ctx.halo,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+}
+
 // ---- cw_decide ------------------------------------------------------------------------------------
+
+/// The temporal criterion's epoch limit for a mean approximate nImage nBar (spec §10 step 8):
+/// E = int(min(maxFractionEpochsLow·N̄, maxNumEpochs + maxFractionEpochsHigh·N̄)).
+int maxEpochsAt(const CompareWarpSettings& cs, double nBar) {
+    return static_cast<int>(
+        std::min(cs.maxFractionEpochsLow * nBar, cs.maxNumEpochs + cs.maxFractionEpochsHigh * nBar));
+}
+
+/// The smallest N̄ with E >= 1 by the config (2.5 with the defaults: 0.4·N̄ >= 1); +inf when no N̄
+/// gives an epoch (a zero low fraction, or maxNumEpochs < 1 without a high fraction). For the log
+/// line only: the flag itself is maxEpochsAt(mean) == 0, the decision's own formula.
+double smallestNImageWithAnEpoch(const CompareWarpSettings& cs) {
+    const double inf = std::numeric_limits<double>::infinity();
+    const double low = cs.maxFractionEpochsLow > 0 ? 1.0 / cs.maxFractionEpochsLow : inf;
+    const double high = cs.maxNumEpochs >= 1           ? 0.0
+                        : cs.maxFractionEpochsHigh > 0 ? (1.0 - cs.maxNumEpochs) / cs.maxFractionEpochsHigh
+                                                       : inf;
+    return std::max(low, high);
+}
 
 void decide(PatchContext& ctx) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -533,8 +581,7 @@ void decide(PatchContext& ctx) {
                 continue;
             }
             const double nBar = row.meanNImage;
-            const int maxEpochs = static_cast<int>(
-                std::min(cs.maxFractionEpochsLow * nBar, cs.maxNumEpochs + cs.maxFractionEpochsHigh * nBar));
+            const int maxEpochs = maxEpochsAt(cs, nBar);
             std::int64_t pass = 0;
             for (const kernel::Span& s : c.spans()) {
                 const std::uint16_t* r = epochs.row(s.y);
@@ -567,11 +614,18 @@ void decide(PatchContext& ctx) {
     ctx.cwMeanNImage = meanNImage;  // for the decision checkpoint
     ctx.result.nFootprints = static_cast<std::int64_t>(ctx.cwRows.size());
     ctx.result.nClippedFootprints = nArtefacts;
-    if (meanNImage < 2.5) {
+    // "Nothing can be clipped" (spec §10 step 8): E = 0 at the patch's mean nImage. The threshold
+    // follows from comparewarp.max_fraction_epochs_low/high and max_num_epochs (2.5 with the
+    // defaults), not a fixed number. A footprint whose own mean nImage is higher can still pass.
+    ctx.result.nothingClippable = compareWarpNothingClippable(cs, meanNImage);
+    if (ctx.result.nothingClippable) {
         log().warn(
-            "patch {}: mean approximate nImage {:.2f} < 2.5: the temporal criterion allows no epoch, "
-            "nothing can be clipped (spec §10 step 8)",
-            ctx.name, meanNImage);
+            "patch {}: comparewarp: mean nImage {:.2f} < {:.2f}: no artefact can be clipped (E = 0: "
+            "int(min({}·N, {} + {}·N)) with comparewarp.max_fraction_epochs_low, max_num_epochs, "
+            "max_fraction_epochs_high) where the coverage is the mean; report.json "
+            "nothing_can_be_clipped, FITS card CWNOCLIP (spec §10 step 8)",
+            ctx.name, meanNImage, smallestNImageWithAnEpoch(cs), cs.maxFractionEpochsLow, cs.maxNumEpochs,
+            cs.maxFractionEpochsHigh);
     }
     log().info(
         "patch {}: comparewarp: model psf sigma {:.3f} px, {} candidates, {} artefacts; {} CLIPPED warp "
@@ -597,6 +651,59 @@ void broadcastClipped(PatchContext& ctx) {
 }
 
 }  // namespace
+
+CompareWarpGeometry compareWarpGeometry(const PatchSettings& settings,
+                                        const std::vector<CompareWarpPsf>& psfs,
+                                        std::optional<double> modelSigma) {
+    const CompareWarpSettings& cs = settings.compareWarp;
+    CompareWarpGeometry g;
+    double sigmaMax = 0;
+    for (const CompareWarpPsf& p : psfs) {
+        sigmaMax = std::max(sigmaMax, p.sigma);
+    }
+    g.modelSigma = modelSigma ? *modelSigma : cs.modelPsfSigma > 0 ? cs.modelPsfSigma : sigmaMax;
+    for (const CompareWarpPsf& p : psfs) {
+        if (p.psfMatched) {  // already matched: nothing to convolve
+            g.kernels.push_back(kernel::gaussianMatchingKernel(g.modelSigma, g.modelSigma));
+            continue;
+        }
+        if (p.sigma > g.modelSigma) {
+            throw ConfigError("comparewarp.model_psf_sigma = " + std::to_string(g.modelSigma) +
+                              " is smaller than the PSF sigma " + std::to_string(p.sigma) + " of " + p.path +
+                              " (no deconvolution); set 0 to use the largest warp PSF sigma");
+        }
+        g.kernels.push_back(kernel::gaussianMatchingKernel(p.sigma, g.modelSigma));
+        g.maxRadius = std::max(g.maxRadius, g.kernels.back().halfWidth);
+    }
+    kernel::DetectControl& d = g.detect;
+    d.doSmooth = false;
+    d.psfSigma = g.modelSigma;  // the PSF-matched warps' PSF: only the growth radius uses it
+    d.thresholdValue = cs.threshold;
+    d.polarity = kernel::Polarity::Both;
+    d.nSigmaToGrow = cs.nSigmaToGrow;
+    d.minPixels = cs.minPixels;
+    d.validate();
+    kernel::DetectControl& t = g.templateDetect;
+    t.psfSigma = g.modelSigma;
+    t.thresholdValue = kTemplateThreshold;
+    t.polarity = kernel::Polarity::Positive;
+    t.nSigmaToGrow = kTemplateNSigmaToGrow;
+    t.minPixels = 1;
+    t.nSigmaForKernel = settings.detect.nSigmaForKernel;
+    t.validate();
+    // The template's sources are detected on the root over the whole patch: no halo for them.
+    g.halo = g.maxRadius + detectionHalo(d);
+    g.detectTemplate = cs.preserveContainedBySource;
+    return g;
+}
+
+geom::CompareWarpStage compareWarpStage(const CompareWarpGeometry& geometry, std::vector<bool> psfMatched) {
+    return geom::CompareWarpStage{geometry.maxRadius, std::move(psfMatched), geometry.detectTemplate};
+}
+
+bool compareWarpNothingClippable(const CompareWarpSettings& cs, double meanNImage) {
+    return maxEpochsAt(cs, meanNImage) <= 0;
+}
 
 void compareWarpSetup(PatchContext& ctx) {
     guarded(ctx, "cw_setup", [&] { setup(ctx); });
@@ -628,6 +735,9 @@ void compareWarpCompare(PatchContext& ctx) {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<TileResult> mine;
     guarded(ctx, "cw_compare", [&] {
+        if (ctx.settings.compareWarp.preserveContainedBySource) {  // the root's template, checked on all
+            (void)geom::checkedCompareWarpTemplateBytes(ctx.box, ctx.settings.memoryBudget);
+        }
         const std::vector<Warp*> warps = ctx.usedWarps();
         std::vector<float> weights;
         weights.reserve(warps.size());
@@ -646,61 +756,7 @@ void compareWarpCompare(PatchContext& ctx) {
     });
     const auto gathered = parallel::gatherToRoot(ctx.group, mine);
     mine.clear();
-    if (!ctx.isRoot()) {
-        return;
-    }
-    const std::vector<Warp*> used = ctx.usedWarps();
-    const std::size_t n = used.size();
-    ctx.cwPieces.assign(n, {});
-    std::vector<std::vector<kernel::Span>> invalid(n);
-    std::vector<std::vector<kernel::Span>> noData(n);  // the whole patch's, for the decision checkpoint
-    std::vector<kernel::Span> edge;
-    const bool preserve = ctx.settings.compareWarp.preserveContainedBySource;
-    kernel::ImageF templateImage;
-    if (preserve) {
-        (void)geom::checkedCompareWarpTemplateBytes(ctx.box, ctx.settings.memoryBudget);
-        templateImage = kernel::ImageF(ctx.box, kNaN);
-    }
-    for (const auto& fromRank : gathered) {
-        for (const TileResult& r : fromRank) {
-            for (std::size_t i = 0; i < n; ++i) {
-                ctx.cwPieces[i].insert(ctx.cwPieces[i].end(), r.pieces[i].begin(), r.pieces[i].end());
-                invalid[i].insert(invalid[i].end(), r.invalid[i].begin(), r.invalid[i].end());
-                noData[i].insert(noData[i].end(), r.noData[i].begin(), r.noData[i].end());
-            }
-            if (preserve) {
-                for (int y = 0; y < r.height; ++y) {
-                    std::copy_n(r.templateImage.data() + static_cast<std::size_t>(y) * r.width, r.width,
-                                &templateImage(r.x0, r.y0 + y));
-                }
-            }
-            edge.insert(edge.end(), r.edge.begin(), r.edge.end());
-        }
-    }
-    ctx.cwTemplateFootprints = SpanSet();
-    if (preserve) {
-        const kernel::DetectControl& t = ctx.cwTemplateDetect;
-        const kernel::TemplateDetection td = kernel::detectTemplate(
-            templateImage, t.psfSigma, t.nSigmaForKernel, t.thresholdValue, t.nSigmaToGrow);
-        ctx.cwTemplateFootprints = td.footprints;
-        log().info(
-            "patch {}: comparewarp: template sources above {:.6g} (5 x clipped stdev {:.6g} of the "
-            "smoothed template): {} px",
-            ctx.name, td.threshold, td.stdev, td.footprints.area());
-    }
-    ctx.cwInvalid.clear();
-    for (auto& s : invalid) {
-        ctx.cwInvalid.push_back(SpanSet::fromSpans(std::move(s)));
-    }
-    ctx.cwEdge = SpanSet::fromSpans(std::move(edge));
-    for (std::size_t i = 0; i < n; ++i) {  // the root's tiles' spans are among them
-        used[i]->noData = SpanSet::fromSpans(std::move(noData[i]));
-    }
-    log().info(
-        "patch {}: comparewarp: template and differences of {} warps in {} tiles of {} px (halo {}) "
-        "in {:.2f} s",
-        ctx.name, n, ctx.tiles.tiles.size(), ctx.tiles.tileSize, ctx.halo,
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    guardedOnRoot(ctx, "cw_compare", [&] { collectTiles(ctx, gathered, t0); });
 }
 
 void compareWarpDecide(PatchContext& ctx) {

@@ -116,6 +116,7 @@ const std::vector<StageDef>& modeStages(const std::string& mode) {
     static const std::vector<StageDef> kCompareWarp = {
         {"open", openWarps},
         {"resume", resumeDecisions},
+        {"budget", checkBudgetEarly},
         {"cosmic_rays", findWarpCosmicRays},  // also on --resume: the final stack needs its pixels
         {"weights", measureWeights, /*skipWhenResumed=*/true},
         {"cw_setup", compareWarpSetup},  // on --resume: σ_m and the kernel radius from the checkpoint

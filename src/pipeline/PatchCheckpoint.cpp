@@ -11,6 +11,7 @@
 #include "safeclip/kernel/Error.h"
 #include "safeclip/parallel/Collectives.h"
 #include "safeclip/parallel/Logging.h"
+#include "safeclip/pipeline/Driver.h"
 #include "safeclip/pipeline/Guard.h"
 #include "safeclip/pipeline/Stages.h"
 
@@ -228,9 +229,12 @@ void resumeDecisions(PatchContext& ctx) {
             "nImage {:.2f})",
             ctx.name, path, ctx.cwModelSigma, state.nFootprints, state.nClippedFootprints, clippedPixels,
             ctx.cwMeanNImage);
-        if (ctx.cwMeanNImage < 2.5) {
-            log().warn("patch {}: mean approximate nImage {:.2f} < 2.5: nothing can be clipped (resumed)",
-                       ctx.name, ctx.cwMeanNImage);
+        ctx.result.nothingClippable = compareWarpNothingClippable(ctx.settings.compareWarp, ctx.cwMeanNImage);
+        if (ctx.result.nothingClippable) {
+            log().warn(
+                "patch {}: comparewarp: mean nImage {:.2f}: no artefact can be clipped (E = 0; resumed; "
+                "report.json nothing_can_be_clipped, FITS card CWNOCLIP)",
+                ctx.name, ctx.cwMeanNImage);
         }
         return;
     }

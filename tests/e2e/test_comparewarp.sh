@@ -13,6 +13,9 @@
 #   for 1 and 2 ranks, tile size 16, and with the AVX2 loops off (SAFECLIP_NO_AVX2=1); with a NaN +
 #   NO_DATA block in one warp, whose PSF-matched band only the checkpoint's whole-patch NO_DATA spans
 #   (gathered from every rank) reproduce on --resume.
+# - `safeclip plan --json` in this mode: memory_model_complete, and at 2 ranks under a budget that
+#   needs several tiles the run's halo, tile size, tiles and warp bytes read (with and without
+#   companions); a budget too small for one warp's statistics is the run's own error (exit 2).
 source "$(dirname "$0")/common.sh"
 PY=/usr/bin/python3
 REF="$SAFECLIP_SOURCE_DIR/tests/reference"
@@ -116,6 +119,35 @@ rc=0
   || fail "--restart after a mode change failed"
 cmp -s cases/same_psf/out/same_psf.fits cases/same_psf/mode/same_psf.fits \
   && pass "--restart after a mode change: the comparewarp bytes" || fail "--restart after a mode change differs"
+# The plan of this mode is the run's (memory model incl. cw_stats and cw_compare, tile plan, reads).
+for c in same_psf psf_matched; do
+  opts=(--set memory.max_per_rank=\"400KiB\" --set output.dir=\"plan2\")
+  "$SAFECLIP" plan "cases/$c/cw.toml" -n 2 "${opts[@]}" --json >"$c.plan.json" || fail "$c: plan --json failed"
+  mpirun -n 2 "$SAFECLIP" run "cases/$c/cw.toml" "${opts[@]}" --log-level warn || fail "$c: run at 400KiB failed"
+  $PY - "$c.plan.json" "cases/$c/plan2/report.json" <<'PY' && pass "$c: plan --json matches the run at 2 ranks ($(cat cmp.txt))" || fail "$c: plan and run disagree: $(cat cmp.txt)"
+import json, sys
+plan, rep = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+p, r = plan["patches"][0], rep["patches"][0]
+bad = [k for k in ("halo", "tile_size", "tiles", "warp_bytes_read") if p[k] != r[k]]
+if not plan["memory_model_complete"]: bad.append("memory_model_complete")
+if p["tiles"] < 2: bad.append("tiles < 2")
+if any(m["peak_bytes"] > plan["memory_max_per_rank"] for m in p["memory_per_rank"]): bad.append("peak > budget")
+with open("cmp.txt", "w") as f:
+    f.write(", ".join(f'{k} {p[k]}/{r[k]}' for k in ("halo", "tile_size", "tiles", "warp_bytes_read"))
+            + (" BAD: " + ", ".join(bad) if bad else "") + f' ({r["status"]})')
+sys.exit(1 if bad or r["status"] != "done" else 0)
+PY
+done
+small=(--set memory.max_per_rank=\"100KiB\" --set output.dir=\"tiny\")
+prc=0
+"$SAFECLIP" plan cases/same_psf/cw.toml -n 1 "${small[@]}" --json >tiny.plan.json 2>/dev/null || prc=$?
+[ "$prc" -eq 2 ] || fail "plan at 100KiB: exit $prc, not 2"
+want=$($PY -c 'import json,sys; print(json.load(open("tiny.plan.json"))["patches"][0]["error"])')
+rc=0
+"$SAFECLIP" run cases/same_psf/cw.toml "${small[@]}" --log-level error 2>tiny.log || rc=$?
+[ "$rc" -eq 2 ] && [ -n "$want" ] && grep -qF -- "$want" tiny.log \
+  && pass "a budget too small: plan and run give the same error (exit 2): ${want:0:90}..." \
+  || fail "a budget too small: run exit $rc, plan '$want', run: $(head -c 300 tiny.log)"
 # Self-matched: the psf_matched case's direct warps without the companions, so safeclip matches
 # PSF σ 1.0-2.6 to the model itself (kernel/PsfMatch: AVX2 and scalar loops must give the same bits).
 $PY - cases/psf_matched/manifest.json cases/psf_matched/self.json <<'PY' || fail "could not write the self-matched manifest"

@@ -1,6 +1,7 @@
 #pragma once
 /// @file RunPlan.h  `safeclip plan`: the work plan of `run` on R ranks — rank groups, each patch's
-/// tile plan (halo from pipeline::haloSigma over the warp headers), the memory model's figures
+/// tile plan (halo from pipeline::haloSigma over the warp headers; in comparewarp mode from
+/// pipeline::compareWarpGeometry), the memory model's figures
 /// (geom/MemoryBudget.h) per rank, the expected warp reads — computed without MPI exactly as `run`
 /// computes it, as text or JSON (`plan --json`, read by scripts/submit.sh).
 #include <cstdint>
@@ -22,7 +23,9 @@ struct PatchPlan {
     int warpsOpened = 0;  ///< whose header opens (the plan counts them all as used)
     int group = 0;
     std::vector<int> ranks;  ///< world ranks of the group (group rank i = ranks[i])
-    double haloSigma = 0;    ///< haloSigma(): detect.psf_sigma, else the largest header PSF sigma
+    /// haloSigma(): detect.psf_sigma, else the largest header PSF sigma; comparewarp: the model PSF
+    /// sigma (pipeline::compareWarpGeometry)
+    double haloSigma = 0;
     std::string haloSigmaSource;
     int halo = 0;
     int tileSize = 0;

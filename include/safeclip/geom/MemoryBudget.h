@@ -2,10 +2,11 @@
 /// @file MemoryBudget.h  The one memory model of a patch (memory.max_per_rank): the bytes per pixel
 /// of every buffer the patch stages hold, the rows per chunk of each stage under the budget, the
 /// tile plan's cost, and the warp bytes a patch reads. Used by the pipeline's stages (weights,
-/// trial, final: src/pipeline/), geom::planTiles and `safeclip plan`, so the plan and the run cannot
-/// disagree. Pure: no MPI, no I/O. Not counted in the expected reads: the weights stage's CRC-32
-/// of every warp file (io::fileChecksum reads each file once, outside warpBytesRead). Chunking
-/// never changes the pixels; the rows computed here are exactly the ones the run uses.
+/// trial, final, and comparewarp's cw_stats and cw_compare: src/pipeline/), geom::planTiles and
+/// `safeclip plan`, so the plan and the run cannot disagree. Pure: no MPI, no I/O. Not counted in the
+/// expected reads: the weights stage's CRC-32 of every warp file (io::fileChecksum reads each file once,
+/// outside warpBytesRead). Chunking never changes the pixels; the rows computed here are exactly the ones the
+/// run uses.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -100,12 +101,33 @@ std::vector<Box> cosmicRayCells(const Box& warp, int cellSize);
 std::int64_t cosmicRayPeakBytes(const Box& warp, const CosmicRayStage& stage, std::int64_t budgetBytes);
 
 // ---- comparewarp mode ------------------------------------------------------------------------------
+/// The comparewarp stages as the model needs them (absent: another mode). Their buffers are kept from
+/// warp to warp (cw_stats) and from tile to tile (cw_compare), so a stage's peak is its largest warp
+/// or its largest tile plus halo.
+struct CompareWarpStage {
+    /// pipeline::CompareWarpGeometry::maxRadius: a PSF-matched companion is read on the tile grown by
+    /// halo − matchRadius (a warp matched here on the tile grown by the halo).
+    int matchRadius = 0;
+    /// per warp, as warpBoxes: read from its PSF-matched companion (the manifest's "psf_matched").
+    /// Only the expected reads use it; empty = none.
+    std::vector<bool> psfMatched;
+    /// preserve_contained_by_source: after its tiles the group root detects the template's sources
+    /// over the whole patch (checkedCompareWarpTemplateBytes; the tiles' buffers are freed by then).
+    bool templateOnRoot = false;
+};
+
 /// "cw_stats" bytes for a warp whose whole box is `warp` (kCompareWarpStatsBytesPerPixel).
+std::int64_t compareWarpStatsBytes(const Box& warp);
+
+/// compareWarpStatsBytes.
 /// @throws ConfigError naming memory.max_per_rank when they exceed budgetBytes.
 std::int64_t checkedCompareWarpStatsBytes(const Box& warp, std::int64_t budgetBytes);
 
 /// "cw_compare" bytes of one tile plus halo `haloBox` with nWarps used warps (not chunked: every
 /// PSF-matched warp of the tile is held at once for the template).
+std::int64_t compareWarpTileBytes(const Box& haloBox, int nWarps);
+
+/// compareWarpTileBytes.
 /// @throws ConfigError naming memory.max_per_rank (and tile.size) when they exceed budgetBytes.
 std::int64_t checkedCompareWarpTileBytes(const Box& haloBox, int nWarps, std::int64_t budgetBytes);
 
@@ -117,6 +139,11 @@ inline constexpr std::int64_t kCompareWarpTemplateDetectBytesPerPixel = 16;
 /// "cw_compare" template-detection bytes on the root for `patch`.
 /// @throws ConfigError naming memory.max_per_rank when they exceed the budget.
 std::int64_t checkedCompareWarpTemplateBytes(const Box& patch, std::int64_t budgetBytes);
+
+/// planTiles' cost of tiles of `side` px in coadd.mode = comparewarp: tilePlanBytes (the final
+/// stack) or compareWarpTileBytes of the largest tile plus halo (clipped to the patch) of that
+/// tiling, whichever is larger. A size whose cost fits the budget passes every cw_compare check.
+std::int64_t compareWarpTilePlanBytes(const Box& patch, int side, int halo, int nWarps);
 
 // ---- stages 1 and 2: trial and final stacks ----------------------------------------------------
 /// The trial stage's fixed arrays for a tile whose box plus halo (clipped to the patch) is `haloBox`.
@@ -146,12 +173,14 @@ std::int64_t tilePlanFixedBytes(const Box& patch, const Box& firstTile, int halo
 // ---- reads and memory of one patch ---------------------------------------------------------------
 /// What one rank of a patch's group reads and holds, by the model above.
 struct RankBudget {
-    int tiles = 0;                   ///< tiles this rank stacks
-    std::int64_t warpBytesRead = 0;  ///< expected io::warpBytesRead() increase for this patch
-    std::int64_t peakBytes = 0;      ///< largest modelled stage footprint (<= the budget when it fits)
-    int weightsRows = 0;             ///< rows per chunk: weights pass
-    int trialRows = 0;               ///< rows per chunk: trial stacks (smallest over its tiles; 0: none)
-    int finalRows = 0;               ///< rows per chunk: final stack (smallest over its tiles; 0: none)
+    int tiles = 0;                    ///< tiles this rank stacks
+    std::int64_t warpBytesRead = 0;   ///< expected io::warpBytesRead() increase for this patch
+    std::int64_t peakBytes = 0;       ///< largest modelled stage footprint (<= the budget when it fits)
+    int weightsRows = 0;              ///< rows per chunk: weights pass
+    int trialRows = 0;                ///< rows per chunk: trial stacks (smallest over its tiles; 0: none)
+    int finalRows = 0;                ///< rows per chunk: final stack (smallest over its tiles; 0: none)
+    std::int64_t cwStatsBytes = 0;    ///< comparewarp: cw_stats bytes of its largest warp (0: none)
+    std::int64_t cwCompareBytes = 0;  ///< comparewarp: cw_compare bytes of its largest tile (0: none)
 };
 
 /// The model of one patch on a group of ranks, with the run's tile plan (`tiles`, `owner`, `halo`).
@@ -160,13 +189,17 @@ struct RankBudget {
 ///        rank i mod groupSize, as the run does.
 /// @param trialPass false in coadd.mode = mean (no trial stacks).
 /// @param extraRootReads bytes the group root reads besides the stages (input.validate_pixels).
+/// @param compareWarp coadd.mode = comparewarp (then trialPass is false): cw_stats (warp i on group
+///        rank i mod groupSize, as the weights) and cw_compare (each rank's tiles plus halo; on the
+///        root, the larger of that and the whole-patch template detection when templateOnRoot).
 /// @throws ConfigError (the texts above) when the budget is too small for a stage.
 std::vector<RankBudget> patchBudget(const Box& patch, const std::vector<Box>& tiles,
                                     const std::vector<int>& owner, int halo, int groupSize,
                                     const std::vector<Box>& warpBoxes, bool trialPass,
                                     std::int64_t budgetBytes, const std::string& patchName, int tileSize,
                                     std::int64_t extraRootReads = 0,
-                                    const std::optional<CosmicRayStage>& cosmicRays = std::nullopt);
+                                    const std::optional<CosmicRayStage>& cosmicRays = std::nullopt,
+                                    const std::optional<CompareWarpStage>& compareWarp = std::nullopt);
 
 /// A budget below which no tile plan can work: the gathered patch (final stage, group root) or
 /// the weights pass's sample plus one row of a patch-sized warp does not fit, whatever the tiles. planTiles
@@ -178,24 +211,29 @@ bool budgetCannotWork(const Box& patch, std::int64_t budgetBytes);
 /// patchBudget, and with one byte less it does not. Found by bisection over the model.
 std::int64_t smallestWorkingBudget(const Box& patch, int groupSize, int tileSize, int halo,
                                    const std::vector<Box>& warpBoxes, bool trialPass,
-                                   const std::optional<CosmicRayStage>& cosmicRays = std::nullopt);
+                                   const std::optional<CosmicRayStage>& cosmicRays = std::nullopt,
+                                   const std::optional<CompareWarpStage>& compareWarp = std::nullopt);
 
 /// patchBudget of `plan` (planTiles' plan under budgetBytes, with the configured `tileSize`). When
 /// the budget is too small: ConfigError "<patchBudget's reason>; the smallest memory.max_per_rank
-/// that works for patch NAME is X (N bytes)". Used by the "setup" stage before any trial or final
-/// stack, and by `safeclip plan`.
+/// that works for patch NAME is X (N bytes)". Used by the "budget" stage before any pixel is read,
+/// the "setup" stage before any stack, and by `safeclip plan`.
 std::vector<RankBudget> checkedPatchBudget(const Box& patch, const TilePlan& plan, int groupSize,
                                            int tileSize, const std::vector<Box>& warpBoxes, bool trialPass,
                                            std::int64_t budgetBytes, const std::string& patchName,
                                            std::int64_t extraRootReads = 0,
-                                           const std::optional<CosmicRayStage>& cosmicRays = std::nullopt);
+                                           const std::optional<CosmicRayStage>& cosmicRays = std::nullopt,
+                                           const std::optional<CompareWarpStage>& compareWarp = std::nullopt);
 
 /// Expected warp bytes read by the whole group for one patch: weights (8 B/px of each read warp's
 /// whole box) + trial (12 B/px of every tile plus halo per read warp, when trialPass) + final
 /// (12 B/px of every tile per read warp). `warpBoxes` as in patchBudget.
 /// With the cosmic-ray stage: plus 12 B/px of each of its cells plus halo per read warp.
+/// In comparewarp mode: plus 12 B/px of each read warp's whole box (cw_stats) and, per tile and
+/// read warp, 12 B/px of the tile plus halo (a companion: of the tile grown by halo − matchRadius).
 std::int64_t expectedWarpBytesRead(const Box& patch, const std::vector<Box>& tiles, int halo,
                                    const std::vector<Box>& warpBoxes, bool trialPass,
-                                   const std::optional<CosmicRayStage>& cosmicRays = std::nullopt);
+                                   const std::optional<CosmicRayStage>& cosmicRays = std::nullopt,
+                                   const std::optional<CompareWarpStage>& compareWarp = std::nullopt);
 
 }  // namespace safeclip::geom

@@ -43,10 +43,11 @@ struct TilePlan {
 
 /// Tile a patch for a group of `groupSize` ranks. tileSize > 0 is used as given; 0 means the whole
 /// patch for one rank or about two tiles per rank (a multiple of 16), shrunk until the fixed arrays
-/// plus 8 rows of chunk buffers for nWarps warps fit in budgetBytes. Pure: every rank gets the
-/// same plan.
+/// plus 8 rows of chunk buffers for nWarps warps fit in budgetBytes (with `compareWarp`, also the
+/// largest cw_compare tile plus halo: geom::compareWarpTilePlanBytes). Pure: every rank gets the
+/// same plan; the run's "budget" and "setup" stages and `safeclip plan` all call it.
 TilePlan planTiles(const Box& patch, int groupSize, int tileSize, int halo, int nWarps,
-                   std::int64_t budgetBytes);
+                   std::int64_t budgetBytes, bool compareWarp = false);
 
 /// Ranks split into groups, one group per patch at a time: with nPatches >= nRanks every rank is
 /// its own group and owns whole patches (no halo overhead, no communication); with fewer patches

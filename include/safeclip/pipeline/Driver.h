@@ -23,6 +23,7 @@
 #include "safeclip/kernel/Box.h"
 #include "safeclip/kernel/CosmicRays.h"
 #include "safeclip/kernel/Detect.h"
+#include "safeclip/kernel/PsfMatch.h"
 #include "safeclip/parallel/Comm.h"
 #include "safeclip/pipeline/PatchResult.h"
 #include "safeclip/pipeline/Settings.h"
@@ -57,6 +58,41 @@ int tileHalo(const kernel::DetectControl& configured, double sigma);
 int cosmicRayHalo(const kernel::CosmicRayControl& ctrl);
 /// The "cosmic_rays" stage for the memory model: its halo and nCrPixelMax; nullopt when it is off.
 std::optional<geom::CosmicRayStage> cosmicRayStage(const PatchSettings& settings);
+/// One used warp's PSF as coadd.mode = comparewarp needs it (CompareWarp.cpp).
+struct CompareWarpPsf {
+    std::string path;         ///< the direct warp (for messages)
+    double sigma = 0;         ///< PSF sigma, px: PSFSIGMA/FWHM of the companion when it has one
+    bool psfMatched = false;  ///< read from its PSF-matched companion: not convolved here
+};
+
+/// What "cw_setup" derives from the used warps' PSFs, and `safeclip plan` (and the "budget" stage)
+/// from the warp headers, so that plan and run agree on the halo and the tile plan.
+struct CompareWarpGeometry {
+    double modelSigma = 0;                        ///< σ_m: comparewarp.model_psf_sigma, or the largest σ
+    int maxRadius = 0;                            ///< largest half-width of the kernels applied here
+    int halo = 0;                                 ///< the tile halo (CompareWarp.cpp, cw_setup)
+    std::vector<kernel::MatchingKernel> kernels;  ///< per CompareWarpPsf (identity for a companion)
+    kernel::DetectControl detect;                 ///< detection on each warp − template
+    kernel::DetectControl templateDetect;         ///< detectTemplate (on the root, whole patch)
+    bool detectTemplate = false;                  ///< comparewarp.preserve_contained_by_source
+};
+
+/// comparewarp's model PSF, matching kernels, detection controls and tile halo. `modelSigma`, when
+/// given, replaces the configured/derived σ_m (a resumed patch keeps its checkpoint's).
+/// @throws ConfigError when the model sigma is smaller than a warp's sigma (no deconvolution).
+CompareWarpGeometry compareWarpGeometry(const PatchSettings& settings,
+                                        const std::vector<CompareWarpPsf>& psfs,
+                                        std::optional<double> modelSigma = std::nullopt);
+
+/// "Nothing can be clipped" (spec §10 step 8): the temporal criterion's E is 0 at the patch's mean
+/// approximate nImage (N̄ < 2.5 with the defaults; derived from the [comparewarp] keys).
+bool compareWarpNothingClippable(const CompareWarpSettings& cs, double meanNImage);
+
+/// The comparewarp stages for the memory model (geom::patchBudget): the geometry's kernel radius,
+/// the root's template detection, and per warp in input order whether it is read from a
+/// PSF-matched companion.
+geom::CompareWarpStage compareWarpStage(const CompareWarpGeometry& geometry, std::vector<bool> psfMatched);
+
 /// True when the stage list of `mode` has a stage called `stage` (e.g. "reduce": the mode clips).
 bool modeHasStage(const std::string& mode, std::string_view stage);
 

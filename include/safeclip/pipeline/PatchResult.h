@@ -30,6 +30,10 @@ struct PatchResult {
     std::int64_t nDouble = 0;              ///< by the double rule (§6.3.4b)
     std::int64_t nClippedWarpPixels = 0;   ///< Σ over warps of CLIPPED pixels
     std::int64_t nCoaddClippedPixels = 0;  ///< coadd pixels with CLIPPED
+    /// comparewarp: the temporal criterion's E is 0 at the patch's mean approximate nImage, so no
+    /// artefact can be clipped where the coverage is the mean (spec §10 step 8); false otherwise
+    /// and in the other modes
+    bool nothingClippable = false;
     int nTiles = 0;
     int tileSize = 0;
     int halo = 0;                    ///< detection halo of the tiles (0 in mean mode)
@@ -63,6 +67,7 @@ struct PatchResult {
         v(FieldName{"clipped_by_rule.double", "", ""}, r.nDouble);
         v(FieldName{"clipped_warp_pixels", "", ""}, r.nClippedWarpPixels);
         v(FieldName{"clipped_coadd_pixels", "", ""}, r.nCoaddClippedPixels);
+        v(FieldName{"nothing_can_be_clipped", "", ""}, r.nothingClippable);
         v(FieldName{"tiles", "", ""}, r.nTiles);
         v(FieldName{"tile_size", "", ""}, r.tileSize);
         v(FieldName{"halo", "", ""}, r.halo);

@@ -1,8 +1,11 @@
 // The memory model (geom/MemoryBudget.h): rows never exceed the budget, and its figures for a few shapes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "safeclip/geom/MemoryBudget.h"
 #include "safeclip/geom/Plan.h"
@@ -185,4 +188,50 @@ TEST(MemoryBudget, PlanTilesFitsTheModel) {
             EXPECT_LE(geom::tilePlanBytes(patch, tp.tileSize, 13, 10), budget);
         }
     }
+}
+
+TEST(MemoryBudget, CompareWarpTilesHoldTheirCompareStage) {
+    // comparewarp: planTiles' cost is the largest cw_compare tile plus halo of the tiling it picks
+    // (exactly), so every tile passes checkedCompareWarpTileBytes when the cost fits, and patchBudget's
+    // peak covers cw_stats and cw_compare on every rank.
+    const Box patch{100, 200, 300, 170};
+    const int halo = 17;
+    const int nWarps = 12;
+    const std::vector<Box> warps(nWarps, patch);
+    bool shrunk = false;
+    for (const int group : {1, 2, 3}) {
+        for (const std::int64_t budget : {3LL << 20, 6LL << 20, 12LL << 20, 64LL << 20}) {
+            const geom::TilePlan tp = geom::planTiles(patch, group, 0, halo, nWarps, budget, true);
+            std::int64_t largest = 0;
+            for (const Box& t : tp.tiles) {
+                largest =
+                    std::max(largest, geom::compareWarpTileBytes(t.grown(halo).intersect(patch), nWarps));
+            }
+            EXPECT_EQ(geom::compareWarpTilePlanBytes(patch, tp.tileSize, halo, nWarps),
+                      std::max(largest, geom::tilePlanBytes(patch, tp.tileSize, halo, nWarps)));
+            shrunk = shrunk || tp.tileSize < geom::planTiles(patch, group, 0, halo, nWarps, budget).tileSize;
+            if (tp.tileSize > 16) {
+                EXPECT_LE(largest, budget) << "group " << group << ", budget " << budget;
+            }
+            if (largest > budget) {
+                continue;
+            }
+            const auto ranks = geom::patchBudget(patch, tp.tiles, tp.owner, halo, group, warps, false, budget,
+                                                 "p", tp.tileSize, 0, std::nullopt, geom::CompareWarpStage{});
+            for (std::size_t r = 0; r < ranks.size(); ++r) {
+                EXPECT_GE(ranks[r].peakBytes, geom::compareWarpStatsBytes(patch));
+                EXPECT_EQ(ranks[r].cwStatsBytes, geom::compareWarpStatsBytes(patch));
+                for (std::size_t t = 0; t < tp.tiles.size(); ++t) {
+                    if (tp.owner[t] == static_cast<int>(r)) {
+                        EXPECT_GE(
+                            ranks[r].cwCompareBytes,
+                            geom::compareWarpTileBytes(tp.tiles[t].grown(halo).intersect(patch), nWarps));
+                    }
+                }
+                EXPECT_GE(ranks[r].peakBytes, ranks[r].cwCompareBytes);
+                EXPECT_LE(ranks[r].peakBytes, budget);
+            }
+        }
+    }
+    EXPECT_TRUE(shrunk) << "no budget made the comparewarp tiles smaller than the safeclip-mode ones";
 }

@@ -16,6 +16,7 @@
 #include "TempDir.h"
 #include "TinyWarps.h"
 #include "safeclip/io/ExposureWriter.h"
+#include "safeclip/io/FitsFile.h"
 #include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/pipeline/Driver.h"
@@ -90,6 +91,12 @@ std::set<std::tuple<std::int64_t, int, int>> clippedPixels(const std::string& fi
     return out;
 }
 
+/// An integer (or logical: 1/0) card of the primary HDU, nullopt when absent.
+std::optional<std::int64_t> primaryCard(const std::string& fits, const std::string& key) {
+    const io::FitsFile f(fits, io::FitsFile::Mode::Read);
+    return f.readInt(key);
+}
+
 }  // namespace
 
 TEST(CompareWarp, ModeIsListed) {
@@ -98,9 +105,9 @@ TEST(CompareWarp, ModeIsListed) {
     for (const auto& s : stages) {
         names.emplace_back(s.name);
     }
-    const std::vector<std::string> want = {"open",  "resume",   "cosmic_rays", "weights",   "cw_setup",
-                                           "setup", "cw_stats", "cw_compare",  "cw_decide", "checkpoint",
-                                           "final", "cw_edge",  "post",        "write"};
+    const std::vector<std::string> want = {"open",       "resume", "budget",   "cosmic_rays", "weights",
+                                           "cw_setup",   "setup",  "cw_stats", "cw_compare",  "cw_decide",
+                                           "checkpoint", "final",  "cw_edge",  "post",        "write"};
     EXPECT_EQ(names, want);
     // On --resume the decision checkpoint stands for exactly these.
     std::vector<std::string> skipped;
@@ -184,6 +191,9 @@ TEST(CompareWarp, TransientIsClippedInItsWarpOnlyAndTheStarIsKept) {
     const std::string out = dir.file("cw.fits");
     const pipeline::PatchResult r = pipeline::runPatch("p", kBox, inputs, cwSettings(), out, nullptr, {});
     EXPECT_EQ(r.nUsed, 8);
+    // 8 warps: E = int(min(0.4·N, 2 + 0.03·N)) >= 1 at the mean nImage, so clipping is possible.
+    EXPECT_FALSE(r.nothingClippable);
+    EXPECT_EQ(primaryCard(out, "CWNOCLIP"), std::optional<std::int64_t>(0));
     const auto clipped = clippedPixels(out);
     ASSERT_FALSE(clipped.empty());
     for (const auto& [v, x, y] : clipped) {
@@ -260,12 +270,26 @@ TEST(CompareWarp, TwoWarpsClipNothing) {
     const auto inputs = writeWarps(dir, 3);  // warp 2 carries the transient
     const std::vector<pipeline::WarpInput> two = {inputs[1], inputs[2]};
     const std::string out = dir.file("two.fits");
-    (void)pipeline::runPatch("p", kBox, two, cwSettings(), out, nullptr, {});
+    const pipeline::PatchResult r = pipeline::runPatch("p", kBox, two, cwSettings(), out, nullptr, {});
     EXPECT_TRUE(clippedPixels(out).empty());
     const io::Table fp = io::readTable(out, "FOOTPRINTS");
     for (const auto& rule : columnOf<std::string>(fp, "rule")) {
         EXPECT_NE(rule, "artefact");
     }
+    // Mean nImage < 2 < 2.5: E = int(0.4·N) = 0, flagged in the result (report.json) and the FITS.
+    EXPECT_TRUE(r.nothingClippable);
+    EXPECT_EQ(primaryCard(out, "CWNOCLIP"), std::optional<std::int64_t>(1));
+    // The limit comes from the config: with max_fraction_epochs_low = 0.6, E = int(0.6·N) = 1 at N >= 1.67.
+    auto s = cwSettings();
+    s.compareWarp.maxFractionEpochsLow = 0.6;
+    const std::string out6 = dir.file("two6.fits");
+    EXPECT_FALSE(pipeline::runPatch("p", kBox, two, s, out6, nullptr, {}).nothingClippable);
+    EXPECT_EQ(primaryCard(out6, "CWNOCLIP"), std::optional<std::int64_t>(0));
+    // safeclip mode: never flagged, and its primary HDU has no such card (its bytes do not change).
+    const std::string sc = dir.file("sc.fits");
+    EXPECT_FALSE(pipeline::runPatch("p", kBox, two, test::defaultPatchSettings("safeclip"), sc, nullptr, {})
+                     .nothingClippable);
+    EXPECT_EQ(primaryCard(sc, "CWNOCLIP"), std::nullopt);
 }
 
 TEST(CompareWarp, TooSmallABudgetFailsNamingTheKey) {
