@@ -464,14 +464,16 @@ void collectTiles(PatchContext& ctx, const std::vector<std::vector<TileResult>>&
     }
     ctx.cwTemplateFootprints = SpanSet();
     if (preserve) {
+        const auto td0 = std::chrono::steady_clock::now();
         const kernel::DetectControl& t = ctx.cwTemplateDetect;
         const kernel::TemplateDetection td = kernel::detectTemplate(
             templateImage, t.psfSigma, t.nSigmaForKernel, t.thresholdValue, t.nSigmaToGrow);
         ctx.cwTemplateFootprints = td.footprints;
         log().info(
             "patch {}: comparewarp: template sources above {:.6g} (5 x clipped stdev {:.6g} of the "
-            "smoothed template): {} px",
-            ctx.name, td.threshold, td.stdev, td.footprints.area());
+            "smoothed template): {} px in {:.2f} s",
+            ctx.name, td.threshold, td.stdev, td.footprints.area(),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - td0).count());
     }
     ctx.cwInvalid.clear();
     for (auto& s : invalid) {
