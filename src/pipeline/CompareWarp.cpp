@@ -44,9 +44,9 @@
 /// counts and the root merges and decides once. Same bytes for any rank count, tile size, budget.
 ///
 /// Deviations (also in README "Deviations"):
-///  - the PSF-matched warps are made here (Gaussian PSFs, analytic kernel: kernel/PsfMatch.h), from
-///    the direct warp's pixels inside the patch box only; manifest "psf_matched" companions are not
-///    read yet;
+///  - without a manifest "psf_matched" companion (read as it is), the PSF-matched warp is made here
+///    (Gaussian PSFs, analytic kernel: kernel/PsfMatch.h) from the direct warp's pixels inside the
+///    patch box only;
 ///  - edge: a PSF-matched pixel needs the direct warp within its kernel radius, so the matched warp
 ///    has no value on an r_i-wide rim inside the patch box (upstream's warps usually extend beyond
 ///    the patch; safeclip's often equal it). Rim pixels are not comparable (left out of the
