@@ -14,6 +14,7 @@
 
 #include "safeclip/Version.h"
 #include "safeclip/app/Config.h"
+#include "safeclip/app/FileLists.h"
 #include "safeclip/app/Ingest.h"
 #include "safeclip/app/Logging.h"
 #include "safeclip/app/OutputGuards.h"
@@ -288,6 +289,9 @@ std::pair<double, double> parseRange(const std::string& s, const std::string& op
     return {lo, hi};
 }
 
+constexpr const char* kFilesFromHelp =
+    "read more input paths from this file, one per line ('#' comments; '-' = standard input)";
+
 }  // namespace
 
 int runCli(int argc, char** argv) {
@@ -314,7 +318,10 @@ int runCli(int argc, char** argv) {
     coadd->add_option("--config", coaddConfig, "TOML config file (see `safeclip config`)");
     coadd->add_option("--set", coaddSets, "override a config key: key=value (repeatable)")
         ->allow_extra_args(false);
-    coadd->add_option("warps", coaddWarps, "input warp FITS files (afw Exposure layout)")->required();
+    std::string coaddFilesFrom;
+    coadd->add_option("warps", coaddWarps,
+                      "input warp FITS files (afw Exposure layout); @LIST reads paths from LIST");
+    coadd->add_option("--files-from", coaddFilesFrom, kFilesFromHelp);
     coadd->footer("Set coadd.mode=mean for a plain weighted mean without clipping.");
 
     // run
@@ -374,7 +381,9 @@ int runCli(int argc, char** argv) {
     double ingFwhm = 0;
     double ingZp = 0;
     ing->add_option("--out", ingOpts.outDir, "output directory")->required();
-    ing->add_option("files", ingOpts.files, "input FITS images (primary HDU)")->required();
+    std::string ingFilesFrom;
+    ing->add_option("files", ingOpts.files, "input FITS images (primary HDU); @LIST reads paths from LIST");
+    ing->add_option("--files-from", ingFilesFrom, kFilesFromHelp);
     ing->add_option("--threshold", ingOpts.detectThreshold, "DETECTED threshold in sigma (default 5)");
     ing->add_option("--fwhm", ingFwhm, "PSF FWHM in pixels for every file (default: FWHM header card)");
     ing->add_option("--zero-point", ingZp, "AB zero point for every file (default: --zero-point-key card)");
@@ -407,7 +416,9 @@ int runCli(int argc, char** argv) {
         "per-warp clipped pixel counts");
     std::vector<std::string> qaCoadds;
     std::string qaOut;
-    qa->add_option("coadds", qaCoadds, "coadd FITS files written by safeclip")->required();
+    std::string qaFilesFrom;
+    qa->add_option("coadds", qaCoadds, "coadd FITS files written by safeclip; @LIST reads paths from LIST");
+    qa->add_option("--files-from", qaFilesFrom, kFilesFromHelp);
     qa->add_option("-o,--output", qaOut, "output PNG (one coadd only; default COADD.qa.png next to it)");
 
     // validate
@@ -421,9 +432,11 @@ int runCli(int argc, char** argv) {
     val->add_option("--config", valConfig, "TOML config file (validated too)");
     val->add_option("--set", valSets, "override a config key: key=value (repeatable)")
         ->allow_extra_args(false);
+    std::string valFilesFrom;
     val->add_option("inputs", valArgs,
-                    "warp FITS files of one patch, or one CONFIG.toml: every warp of its input.manifest")
-        ->required();
+                    "warp FITS files of one patch (@LIST reads paths from LIST), or one CONFIG.toml: every "
+                    "warp of its input.manifest");
+    val->add_option("--files-from", valFilesFrom, kFilesFromHelp);
     val->footer("Prints one line per problem (file, severity, problem). Warnings alone exit 0.");
 
     // plan
@@ -463,7 +476,8 @@ int runCli(int argc, char** argv) {
         if (*coadd) {
             // SIGTERM/SIGUSR1/SIGINT: exit 75, temporaries removed, as `run` (coadd has no --resume)
             installStopSignals(parallel::AfterStop::Rerun);
-            return cmdCoadd(coaddOut, coaddOverwrite, coaddConfig, coaddSets, logLevel, coaddWarps);
+            return cmdCoadd(coaddOut, coaddOverwrite, coaddConfig, coaddSets, logLevel,
+                            expandFileLists(coaddWarps, coaddFilesFrom));
         }
         if (*run) {
             if (!runShard.empty()) {
@@ -473,7 +487,7 @@ int runCli(int argc, char** argv) {
             return cmdRun(runConfig, runSets, logLevel, runOpts);
         }
         if (*val) {
-            return cmdValidate(valConfig, valSets, logLevel, valArgs);
+            return cmdValidate(valConfig, valSets, logLevel, expandFileLists(valArgs, valFilesFrom));
         }
         initLogging(0, logLevel.empty() ? "info" : logLevel);
         if (*sim) {
@@ -497,11 +511,12 @@ int runCli(int argc, char** argv) {
                 ingOpts.zeroPoint = ingZp;
             }
             ingOpts.detectCosmicRays = !ingNoCr;
+            ingOpts.files = expandFileLists(ingOpts.files, ingFilesFrom);
             ingest(ingOpts);
             return 0;
         }
         if (*qa) {
-            return cmdQa(qaCoadds, qaOut);
+            return cmdQa(expandFileLists(qaCoadds, qaFilesFrom), qaOut);
         }
         if (*planCmd) {
             int shardIndex = 0;
