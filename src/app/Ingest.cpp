@@ -681,6 +681,8 @@ void ingest(const IngestOptions& opts) {
         data.image = &mi;
         data.maskPlanes = &dict;
         data.wcsCards = info.wcsCards;
+        data.imageUnit = "adu";  // the input's counts, unscaled; FLUXMAG0 gives the zero point
+        data.imageUnitComment = "input counts; FLUXMAG0 is a mag-0 source";
         auto& pc = data.primaryCards;
         pc.push_back(
             {"FLUXMAG0", fluxMag0, "counts of a mag-0 source (zero point " + info.zeroPointSource + ")"});

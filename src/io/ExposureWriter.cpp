@@ -161,13 +161,17 @@ void writeImageCards(const FitsFile& f, const std::string& extname, const kernel
 
 /// Creates a 2-D image HDU of `box` size and writes n pixels of `datatype`.
 void writeImageHdu(const FitsFile& f, const std::string& extname, int bitpix, int datatype,
-                   const void* pixels, const kernel::Box& box, const std::vector<std::string>& wcsCards) {
+                   const void* pixels, const kernel::Box& box, const std::vector<std::string>& wcsCards,
+                   const std::function<void()>& extraCards = {}) {
     fitsfile* fp = f.get();
     int status = 0;
     long naxes[2] = {std::max(box.width, 0), std::max(box.height, 0)};
     fits_create_img(fp, bitpix, 2, naxes, &status);
     f.check(status, "create " + extname + " HDU");
     writeImageCards(f, extname, box, wcsCards);
+    if (extraCards) {
+        extraCards();
+    }
     const auto n = static_cast<LONGLONG>(box.area());
     if (n > 0) {
         fits_write_img(fp, datatype, 1, n, const_cast<void*>(pixels), &status);
@@ -327,7 +331,16 @@ void writeExposure(const std::string& path, const ExposureData& data) {
     checkBox(path, "variance", box, mi.variance.box());
     writeFitsAtomically(path, [&](FitsFile& f) {
         writePrimary(f, data.primaryCards);
-        writeImageHdu(f, "IMAGE", FLOAT_IMG, TFLOAT, mi.image.data().data(), box, data.wcsCards);
+        auto writeUnit = [&](const std::string& unit, const std::string& comment) {  // before the pixels
+            if (data.imageUnit.empty()) {
+                return;
+            }
+            int status = 0;
+            fits_write_key_str(f.get(), "BUNIT", unit.c_str(), comment.c_str(), &status);
+            f.check(status, "write BUNIT");
+        };
+        writeImageHdu(f, "IMAGE", FLOAT_IMG, TFLOAT, mi.image.data().data(), box, data.wcsCards,
+                      [&] { writeUnit(data.imageUnit, data.imageUnitComment); });
 
         // MASK: int32 with one MP_<NAME> card per plane. The cards go before the pixels so that
         // the header does not need to grow after the data are written.
@@ -349,7 +362,8 @@ void writeExposure(const std::string& path, const ExposureData& data) {
             f.check(status, "write MASK pixels");
         }
 
-        writeImageHdu(f, "VARIANCE", FLOAT_IMG, TFLOAT, mi.variance.data().data(), box, data.wcsCards);
+        writeImageHdu(f, "VARIANCE", FLOAT_IMG, TFLOAT, mi.variance.data().data(), box, data.wcsCards,
+                      [&] { writeUnit(data.imageUnit + "2", "variance of IMAGE"); });
         if (data.nImage != nullptr) {
             writeImageHdu(f, "NIMAGE", USHORT_IMG, TUSHORT, data.nImage->data().data(), data.nImage->box(),
                           data.wcsCards);

@@ -116,6 +116,8 @@ void write(const PatchContext& ctx) {
     data.nImage = &ctx.nImage;
     data.wcsCards = ctx.wcsCards;
     const double zp = ctx.settings.zeroPoint;
+    data.imageUnit = "count";  // relative flux: mag = ZEROPNT - 2.5 log10(value)
+    data.imageUnitComment = "mag = ZEROPNT - 2.5 log10(IMAGE)";
     auto& pc = data.primaryCards;
     pc.push_back({"FLUXMAG0", std::pow(10.0, 0.4 * zp), "coadd zero point: counts of a mag-0 source"});
     pc.push_back({"ZEROPNT", zp, "coadd AB zero point"});

@@ -54,6 +54,10 @@ struct ExposureData {
     std::vector<std::string> wcsCards;             ///< celestial WCS cards copied onto IMAGE/MASK/VARIANCE
     const kernel::ImageU16* nImage = nullptr;      ///< optional NIMAGE HDU
     std::vector<Table> tables;                     ///< optional BINTABLE HDUs after the images
+    /// BUNIT of IMAGE with this comment (<= 47 characters), and BUNIT + "2" of VARIANCE; none when
+    /// empty.
+    std::string imageUnit;
+    std::string imageUnitComment;
 };
 
 /// Write atomically (tmp + fsync + rename). Overwrites an existing file only at the rename.

@@ -340,6 +340,32 @@ TEST(ExposureWriter, InvalidArguments) {
     EXPECT_TRUE(dir.list().empty());
 }
 
+// BUNIT (issue 16 item 9): IMAGE gets the unit, VARIANCE its square, MASK none; no card without a unit.
+TEST(ExposureWriter, ImageAndVarianceUnits) {
+    TempDir dir;
+    const MaskDict planes = MaskDict::defaults();
+    const MaskedImage mi(Box{3, 4, 5, 6});
+    ExposureData data;
+    data.image = &mi;
+    data.maskPlanes = &planes;
+    const std::string none = dir.file("none.fits");
+    safeclip::io::writeExposure(none, data);
+    data.imageUnit = "count";
+    data.imageUnitComment = "mag = ZEROPNT - 2.5 log10(IMAGE)";
+    const std::string with = dir.file("with.fits");
+    safeclip::io::writeExposure(with, data);
+    auto unitOf = [](const std::string& path, const std::string& hdu) {
+        const safeclip::io::FitsFile f(path, safeclip::io::FitsFile::Mode::Read);
+        f.moveToHdu(*f.findExtension(hdu));
+        return f.readString("BUNIT");
+    };
+    EXPECT_EQ(unitOf(with, "IMAGE"), std::optional<std::string>("count"));
+    EXPECT_EQ(unitOf(with, "VARIANCE"), std::optional<std::string>("count2"));
+    EXPECT_EQ(unitOf(with, "MASK"), std::nullopt);
+    EXPECT_EQ(unitOf(none, "IMAGE"), std::nullopt);
+    EXPECT_TRUE(safeclip::io::checkFitsIntegrity(with).problem.empty());
+}
+
 TEST(ExposureWriter, ImageHdusRoundTrip) {
     TempDir dir;
     const std::string path = dir.file("truth.fits");
