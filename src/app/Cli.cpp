@@ -27,6 +27,7 @@
 #include "safeclip/app/Validate.h"
 #include "safeclip/io/Manifest.h"
 #include "safeclip/kernel/Error.h"
+#include "safeclip/pipeline/Driver.h"
 
 namespace safeclip::app {
 
@@ -234,6 +235,9 @@ int cmdValidate(const std::string& configFile, const std::vector<std::string>& s
     }
     Config cfg = loadConfig(fromConfig ? args[0] : configFile, sets, logLevel);
     initLogging(0, cfg.getString("log.level"));
+    // What the coadd of this config needs of each warp (its PSF width; see pipeline::psfSigmaNeed).
+    const std::string mode = cfg.getString("coadd.mode");
+    const double psfSigma = cfg.getDouble("detect.psf_sigma");
     if (fromConfig) {
         if (cfg.getString("input.manifest").empty()) {
             throw ConfigError(args[0] + ": input.manifest is not set");
@@ -241,16 +245,23 @@ int cmdValidate(const std::string& configFile, const std::vector<std::string>& s
         const io::Manifest m = io::readManifest(cfg.path("input.manifest"));
         for (const io::ManifestPatch& p : m.patches) {
             std::vector<std::string> paths;
+            std::vector<bool> zeroPointGiven;
+            std::vector<std::string> psfNeeds;
             for (const io::ManifestWarp& w : p.warps) {
                 paths.push_back(w.path);
+                zeroPointGiven.push_back(w.zeroPoint.has_value());
+                psfNeeds.push_back(pipeline::psfSigmaNeed(mode, psfSigma, !w.psfMatched.empty()));
             }
             nFiles += paths.size();
-            auto pp = validateWarps(paths, &p.box, true, cfg.getBool("input.allow_mixed_filters"));
+            auto pp = validateWarps(paths, &p.box, true, cfg.getBool("input.allow_mixed_filters"),
+                                    &zeroPointGiven, &psfNeeds);
             problems.insert(problems.end(), pp.begin(), pp.end());
         }
     } else {
         nFiles = args.size();
-        problems = validateWarps(args, nullptr, true, cfg.getBool("input.allow_mixed_filters"));
+        const std::vector<std::string> psfNeeds(args.size(), pipeline::psfSigmaNeed(mode, psfSigma, false));
+        problems =
+            validateWarps(args, nullptr, true, cfg.getBool("input.allow_mixed_filters"), nullptr, &psfNeeds);
     }
     std::cout << formatProblems(problems) << std::flush;
     const auto nErrors =

@@ -200,7 +200,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         }
         std::vector<WarpInput> warps;
         for (const auto& w : patch.warps) {
-            warps.push_back(WarpInput{w.visit, w.path, w.psfMatched});
+            warps.push_back(WarpInput{w.visit, w.path, w.psfMatched, w.zeroPoint});
         }
         try {
             int stop = stopRequested() ? 1 : 0;

@@ -282,6 +282,14 @@ Manifest readManifest(const std::string& path) {
                 }
                 warp.psfMatched = resolve(path, baseDir, wat + ".psf_matched", pmIt->get<std::string>());
             }
+            if (const auto zpIt = warpJson.find("zero_point"); zpIt != warpJson.end()) {
+                const double zp = zpIt->is_number() ? zpIt->get<double>() : 0.0;
+                if (!zpIt->is_number() || !(zp > 0.0 && zp < 100.0)) {
+                    fail(path, wat + ".zero_point must be an AB zero point in (0, 100) (e.g. 27.0), got " +
+                                   zpIt->dump());
+                }
+                warp.zeroPoint = zp;
+            }
             patch.warps.push_back(std::move(warp));
             ++w;
         }
@@ -305,6 +313,9 @@ void writeManifest(const std::string& path, const Manifest& manifest) {
             json entry{{"visit", w.visit}, {"path", w.path}};
             if (!w.psfMatched.empty()) {
                 entry["psf_matched"] = w.psfMatched;
+            }
+            if (w.zeroPoint) {
+                entry["zero_point"] = *w.zeroPoint;
             }
             patch["warps"].push_back(std::move(entry));
         }

@@ -227,7 +227,9 @@ PixelStats scanPixels(const WarpReader& r, kernel::MaskPixel noData) {
 }  // namespace
 
 std::vector<WarpProblem> validateWarps(const std::vector<std::string>& paths, const kernel::Box* patchBox,
-                                       bool pixels, bool allowMixedFilters) {
+                                       bool pixels, bool allowMixedFilters,
+                                       const std::vector<bool>* zeroPointGiven,
+                                       const std::vector<std::string>* psfSigmaNeeded) {
     std::vector<WarpProblem> out;
     std::string refFilter;
     std::string refFilterFile;
@@ -235,7 +237,10 @@ std::vector<WarpProblem> validateWarps(const std::vector<std::string>& paths, co
     std::optional<WcsMap> refWcs;
     std::string refFile;
     std::map<std::int64_t, std::string> visits;
-    for (const std::string& path : paths) {
+    for (std::size_t index = 0; index < paths.size(); ++index) {
+        const std::string& path = paths[index];
+        const bool zpGiven =
+            zeroPointGiven != nullptr && index < zeroPointGiven->size() && (*zeroPointGiven)[index];
         auto problem = [&](const std::string& what, bool fatal = true) {
             out.push_back(WarpProblem{path, what, fatal});
         };
@@ -292,13 +297,21 @@ std::vector<WarpProblem> validateWarps(const std::vector<std::string>& paths, co
                         !allowMixedFilters);
             }
         }
+        // PSF width, when the coadd needs it.
+        if (psfSigmaNeeded != nullptr && index < psfSigmaNeeded->size() &&
+            !(*psfSigmaNeeded)[index].empty() && !h.psfSigma) {
+            problem("no PSF width (no PSFSIGMA or FWHM card): " + (*psfSigmaNeeded)[index]);
+        }
         // Calibration.
-        if (!h.calibrationMean) {
+        if (!h.calibrationMean && !zpGiven) {
             const auto fm0 = rawFluxMag0(path);
             if (fm0) {
-                problem("zero point: FLUXMAG0 = " + fmt(*fm0) + " is not positive");
+                problem("zero point: FLUXMAG0 = " + fmt(*fm0) +
+                        " is not positive (a manifest entry's \"zero_point\" can give it)");
             } else {
-                problem("missing zero point (no FLUXMAG0 card and no PhotoCalib calibrationMean)");
+                problem(
+                    "missing zero point (no FLUXMAG0 card and no PhotoCalib calibrationMean; a manifest "
+                    "entry's \"zero_point\" can give it)");
             }
         }
         // Mask planes.

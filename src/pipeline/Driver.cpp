@@ -75,6 +75,17 @@ double haloSigma(const kernel::DetectControl& configured,
     return sigma;
 }
 
+std::string psfSigmaNeed(const std::string& mode, double configuredPsfSigma, bool psfMatchedCompanion) {
+    if (mode == "comparewarp" && !psfMatchedCompanion) {
+        return "coadd.mode = comparewarp PSF-matches each warp to a model PSF and needs its sigma";
+    }
+    if (mode == "safeclip" && !(configuredPsfSigma > 0)) {
+        return "detection smooths with the coadd PSF made from the warps' PSF sigmas; set "
+               "detect.psf_sigma (px) if the warps carry none";
+    }
+    return "";
+}
+
 int tileHalo(const kernel::DetectControl& configured, double sigma) {
     kernel::DetectControl dc = configured;
     dc.psfSigma = sigma;

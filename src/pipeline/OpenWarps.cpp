@@ -12,6 +12,7 @@
 #include "safeclip/kernel/Error.h"
 #include "safeclip/parallel/Collectives.h"
 #include "safeclip/parallel/Logging.h"
+#include "safeclip/pipeline/Driver.h"
 #include "safeclip/pipeline/Guard.h"
 #include "safeclip/pipeline/Stages.h"
 
@@ -50,13 +51,18 @@ using Verdicts = std::vector<std::pair<std::pair<std::string, std::string>, int>
 /// also the pixels (the group root; shared by a broadcast outside any guard).
 Verdicts validateInputs(const PatchContext& ctx, bool pixels) {
     std::vector<std::string> paths;
+    std::vector<bool> zeroPointGiven;
+    std::vector<std::string> psfNeeds;
     for (const Warp& w : ctx.warps) {
         paths.push_back(w.input.path);
+        zeroPointGiven.push_back(w.input.zeroPoint.has_value());
+        psfNeeds.push_back(
+            psfSigmaNeed(ctx.settings.mode, ctx.settings.detect.psfSigma, !w.input.psfMatchedPath.empty()));
     }
     const kernel::Box* patchBox = ctx.box.empty() ? nullptr : &ctx.box;
     Verdicts out;
-    for (const io::WarpProblem& p :
-         io::validateWarps(paths, patchBox, pixels, ctx.settings.allowMixedFilters)) {
+    for (const io::WarpProblem& p : io::validateWarps(paths, patchBox, pixels, ctx.settings.allowMixedFilters,
+                                                      &zeroPointGiven, &psfNeeds)) {
         out.push_back({{p.file, p.problem}, !p.fatal ? 0 : p.upstreamSkips ? 2 : 1});
     }
     return out;
@@ -154,15 +160,21 @@ void settle(PatchContext& ctx) {
             continue;
         }
         const auto& h = w.reader->header();
-        if (!h.calibrationMean || !(*h.calibrationMean > 0) || !std::isfinite(*h.calibrationMean)) {
+        // The manifest's "zero_point" wins over the header (issue 16: an afw file with FLUXMAG0 = 0).
+        const std::optional<double> calibration =
+            w.input.zeroPoint
+                ? std::optional<double>(io::calibrationFromFluxMag0(std::pow(10.0, 0.4 * *w.input.zeroPoint)))
+                : h.calibrationMean;
+        if (!calibration || !(*calibration > 0) || !std::isfinite(*calibration)) {
             ctx.failWarp(w, w.input.path +
-                                ": missing zero point (no FLUXMAG0 card and no PhotoCalib calibrationMean)");
+                                ": missing zero point (no FLUXMAG0 card and no PhotoCalib calibrationMean; "
+                                "the manifest's \"zero_point\" can give it)");
             continue;
         }
         w.reader->conformTo(ctx.dict);  // (a missing DETECTED plane was warned about by the validation)
         // s_i = c_i / f_zp, f_zp = 10^(-0.4 (zp - 31.4)) nJy; upstream casts s to float32 (§3.2-3).
         const double fzp = std::pow(10.0, -0.4 * (ctx.settings.zeroPoint - 31.4));
-        w.scale = static_cast<float>(*h.calibrationMean / fzp);
+        w.scale = static_cast<float>(*calibration / fzp);
     }
     if (ctx.box.empty() || ctx.usedWarps().empty()) {
         throw InputError("patch " + ctx.name + ": no readable warps (all " +

@@ -42,6 +42,9 @@ io::CheckpointKey checkpointKey(const PatchContext& ctx) {
         if (compareWarp && !w.input.psfMatchedPath.empty()) {  // its pixels decide the comparewarp decisions
             line += "|psf_matched " + io::fileFingerprint(w.input.psfMatchedPath);
         }
+        if (w.input.zeroPoint) {  // the manifest's zero point scales the warp
+            line += "|zero_point " + std::to_string(*w.input.zeroPoint);
+        }
         key.inputs.push_back(std::move(line));
     }
     // The patch box decides every pixel: a manifest whose box changed must not reuse decisions.

@@ -8,6 +8,7 @@
 /// climbing out, and no symbolic link leading out (a warp elsewhere needs an absolute path).
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,9 @@ struct ManifestWarp {
     std::int64_t visit = -1;
     std::string path;        ///< resolved (absolute or relative to the current directory)
     std::string psfMatched;  ///< "psf_matched": the PSF-matched companion (resolved), or ""
+    /// "zero_point": the warp's AB zero point, used instead of its FLUXMAG0/PhotoCalib (e.g. an
+    /// afw file whose FLUXMAG0 is 0); in (0, 100).
+    std::optional<double> zeroPoint;
 };
 
 struct ManifestPatch {

@@ -36,8 +36,15 @@ struct WarpProblem {
 /// Warps whose FILTER cards differ (a coadd of two bands) are a fatal problem naming both files
 /// unless `allowMixedFilters` (input.allow_mixed_filters; then a warning). Warps without a FILTER
 /// card are not compared.
+/// `zeroPointGiven` (may be null; else one flag per path): the manifest gives that warp's zero point
+/// ("zero_point"), so a missing or non-positive FLUXMAG0 is not a problem.
+/// `psfSigmaNeeded` (may be null; else one reason per path, "" = not needed): the coadd needs the
+/// warp's PSF width (PSFSIGMA or FWHM card) for that reason, so a warp without one is a problem
+/// (pipeline::psfSigmaNeeds says when).
 std::vector<WarpProblem> validateWarps(const std::vector<std::string>& paths, const kernel::Box* patchBox,
-                                       bool pixels = true, bool allowMixedFilters = false);
+                                       bool pixels = true, bool allowMixedFilters = false,
+                                       const std::vector<bool>* zeroPointGiven = nullptr,
+                                       const std::vector<std::string>* psfSigmaNeeded = nullptr);
 
 /// True when any problem is fatal.
 bool anyFatal(const std::vector<WarpProblem>& problems);

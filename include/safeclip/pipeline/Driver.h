@@ -93,6 +93,12 @@ bool compareWarpNothingClippable(const CompareWarpSettings& cs, double meanNImag
 /// PSF-matched companion.
 geom::CompareWarpStage compareWarpStage(const CompareWarpGeometry& geometry, std::vector<bool> psfMatched);
 
+/// Why a warp's PSF width (PSFSIGMA/FWHM card) is needed by a coadd in `mode` with detect.psf_sigma =
+/// `configuredPsfSigma`, for `safeclip validate` and the "open" stage's checks; "" when it is not
+/// (mean mode; safeclip mode with detect.psf_sigma set; a comparewarp warp read from its
+/// PSF-matched companion, whose own card cw_setup checks).
+std::string psfSigmaNeed(const std::string& mode, double configuredPsfSigma, bool psfMatchedCompanion);
+
 /// True when the stage list of `mode` has a stage called `stage` (e.g. "reduce": the mode clips).
 bool modeHasStage(const std::string& mode, std::string_view stage);
 

@@ -4,6 +4,7 @@
 /// place that turns configuration keys into these; the pipeline never sees a key.
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -108,6 +109,8 @@ struct WarpInput {
     /// coadd.mode = comparewarp: its PSF-matched companion (LSST's psfMatchedWarp; the manifest's
     /// "psf_matched"), read instead of PSF-matching the warp. "" = match the warp itself.
     std::string psfMatchedPath;
+    /// The manifest's "zero_point" (AB), used instead of the warp's FLUXMAG0/PhotoCalib.
+    std::optional<double> zeroPoint;
 };
 
 /// Checkpointing of a patch (`safeclip run`): the stage-R state (weights, decisions, CLIPPED

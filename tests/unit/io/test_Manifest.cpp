@@ -218,6 +218,28 @@ TEST(Manifest, RelativeWarpPathsMayNotEscapeTheManifestDirectory) {
               dir.path() / "run-link" / "inner/w.fits");
 }
 
+// A warp entry may give its AB zero point (issue 16 item 6: an afw file whose FLUXMAG0 is 0): read,
+// written back, and anything but a number in (0, 100) is a config error naming the entry.
+TEST(Manifest, ZeroPointsAreReadWrittenAndChecked) {
+    TempDir dir;
+    const std::string path = write(dir.file("m/manifest.json"), R"({"patches": [
+        {"name": "p", "box": [0, 0, 10, 10],
+         "warps": [{"visit": 1, "path": "w1.fits", "zero_point": 27.0}, {"visit": 2, "path": "w2.fits"}]}]})");
+    const Manifest m = readManifest(path);
+    EXPECT_EQ(m.patches[0].warps[0].zeroPoint, std::optional<double>(27.0));
+    EXPECT_EQ(m.patches[0].warps[1].zeroPoint, std::nullopt);
+    const std::string copy = dir.file("m/copy.json");
+    writeManifest(copy, m);
+    EXPECT_EQ(readManifest(copy).patches[0].warps[0].zeroPoint, std::optional<double>(27.0));
+    for (const char* bad : {"0", "-1", "100", "\"27\"", "null"}) {
+        const std::string f =
+            write(dir.file("m/bad.json"),
+                  patchJson(std::string(R"({"name": "p", "box": [0, 0, 10, 10], "warps": [)") +
+                            R"({"path": "w1.fits", "zero_point": )" + bad + "}]}"));
+        expectConfigError(f, "zero_point must be an AB zero point in (0, 100)");
+    }
+}
+
 TEST(Manifest, PsfMatchedCompanionsAreResolvedWrittenAndChecked) {
     // A warp entry may name its PSF-matched companion (coadd.mode = comparewarp reads it instead of
     // matching the warp): resolved like "path", written back, and a wrong type is a config error.
