@@ -8,9 +8,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "safeclip/app/Logging.h"
 #include "safeclip/io/AtomicFile.h"
@@ -150,11 +155,31 @@ std::string inputsChange(const io::Table& inputs, const io::ManifestPatch& patch
     return "";
 }
 
+/// The CONFIG lines of the output at `path` (empty when it has none or cannot be read).
+std::vector<std::string> outputConfig(const std::string& path) {
+    try {
+        const io::Table t = io::readTable(path, "CONFIG");
+        if (const auto* lines = io::column<std::string>(t, "line")) {
+            return *lines;
+        }
+    } catch (const Error&) {
+    }
+    return {};
+}
+
+/// "made with a different configuration: <keys>" (or the hash only when the table is missing).
+std::string otherConfigWhy(const std::string& path, const std::vector<std::string>& cfgLines) {
+    const std::vector<std::string> was = outputConfig(path);
+    const std::string diff = was.empty() || cfgLines.empty() ? "" : configDifference(was, cfgLines);
+    return "made with a different configuration (" + (diff.empty() ? std::string("SCCFGHSH differs") : diff) +
+           ")";
+}
+
 /// --resume: is the output at `path` a whole coadd of this configuration made from these inputs?
 /// Damage (size, checksums, missing HDUs, unreadable) is told apart from another configuration
 /// (a readable file with another SCCFGHSH) and from changed inputs.
 OutputCheck checkOutput(const std::string& path, const std::string& cfgHash, const io::ManifestPatch& patch,
-                        bool cosmicRayStage) {
+                        bool cosmicRayStage, const std::vector<std::string>& cfgLines) {
     using Kind = OutputCheck::Kind;
     std::error_code ec;
     const auto st = fs::symlink_status(path, ec);
@@ -179,7 +204,7 @@ OutputCheck checkOutput(const std::string& path, const std::string& cfgHash, con
         return {Kind::Damaged, e.what()};
     }
     if (!hash || *hash != cfgHash) {
-        return {Kind::OtherConfig, hash ? "made with a different configuration (SCCFGHSH differs)"
+        return {Kind::OtherConfig, hash ? otherConfigWhy(path, cfgLines)
                                         : "has no SCCFGHSH card (not a coadd of this configuration)"};
     }
     // (Same SCCFGHSH: the output was made with this configuration's cosmic_rays.detect.)
@@ -253,10 +278,82 @@ void removeStaleTemporaries(const std::string& out, const std::string& ckdir, co
 /// Decides on the group root: a whole, current output is skipped; a damaged one is redone with a
 /// warning; one of another configuration or made from other inputs is refused (`why`) unless
 /// --restart, which redoes it.
+std::string configDifference(const std::vector<std::string>& was, const std::vector<std::string>& now,
+                             std::size_t maxKeys) {
+    // A number is shown in its shortest form (the CONFIG lines carry 17 digits: 0.59999999999999998
+    // is 0.6); anything else as written.
+    auto shown = [](const std::string& v) {
+        double d = 0;
+        const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+        if (ec != std::errc() || end != v.data() + v.size()) {
+            return v;
+        }
+        char buf[32];
+        const auto r = std::to_chars(buf, buf + sizeof buf, d);
+        return std::string(buf, r.ptr);
+    };
+    auto parse = [&](const std::vector<std::string>& lines) {
+        std::map<std::string, std::string> kv;
+        for (const std::string& l : lines) {
+            const auto eq = l.find(" = ");
+            kv[eq == std::string::npos ? l : l.substr(0, eq)] =
+                eq == std::string::npos ? "" : shown(l.substr(eq + 3));
+        }
+        return kv;
+    };
+    const auto a = parse(was);
+    const auto b = parse(now);
+    std::vector<std::string> parts;
+    for (const auto& [k, v] : a) {
+        const auto it = b.find(k);
+        if (it == b.end()) {
+            parts.push_back(k + " only there (" + v + ")");
+        } else if (it->second != v) {
+            parts.push_back(k + " = " + v + " there, " + it->second + " now");
+        }
+    }
+    for (const auto& [k, v] : b) {
+        if (a.find(k) == a.end()) {
+            parts.push_back(k + " only now (" + v + ")");
+        }
+    }
+    std::string out;
+    for (std::size_t i = 0; i < parts.size() && i < maxKeys; ++i) {
+        out += (i == 0 ? "" : "; ") + parts[i];
+    }
+    if (parts.size() > maxKeys) {
+        out += "; and " + std::to_string(parts.size() - maxKeys) + " more";
+    }
+    return out;
+}
+
+void logReplacement(const std::string& out, const std::string& cfgHash,
+                    const std::vector<std::string>& cfgLines) {
+    std::error_code ec;
+    if (!fs::is_regular_file(out, ec)) {
+        return;
+    }
+    std::optional<std::string> hash;
+    try {
+        io::FitsFile f(out, io::FitsFile::Mode::Read);
+        f.moveToHdu(1);
+        hash = f.readString("SCCFGHSH");
+    } catch (const Error&) {
+    }
+    if (hash && *hash == cfgHash) {
+        log().info("{}: replacing it (made with the same configuration; --resume would keep it)", out);
+    } else if (hash) {
+        log().warn("{}: replacing it: it was {}", out, otherConfigWhy(out, cfgLines));
+    } else {
+        log().warn("{}: replacing it (not a readable safeclip coadd)", out);
+    }
+}
+
 OnResume decideOnResume(const std::string& out, const std::string& cfgHash, const io::ManifestPatch& patch,
-                        bool restart, std::string& why, bool cosmicRayStage) {
+                        bool restart, std::string& why, bool cosmicRayStage,
+                        const std::vector<std::string>& cfgLines) {
     using Kind = OutputCheck::Kind;
-    const OutputCheck c = checkOutput(out, cfgHash, patch, cosmicRayStage);
+    const OutputCheck c = checkOutput(out, cfgHash, patch, cosmicRayStage, cfgLines);
     switch (c.kind) {
         case Kind::Missing:
             return OnResume::Run;

@@ -133,6 +133,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
     }
 
     const std::string cfgHash = scienceConfigHash(cfg);
+    const std::vector<std::string> cfgLines = scienceConfig(cfg);
     PreviousReport previousReport{(fs::path(outDir) / reportFileName(opts)).string(), std::nullopt};
     long long done = 0;
     long long skipped = 0;
@@ -161,8 +162,8 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
         int current = 0;
         std::string why;
         if (group.rank() == 0 && opts.resume) {
-            current = static_cast<int>(
-                decideOnResume(out, cfgHash, patch, opts.restart, why, cfg.getBool("cosmic_rays.detect")));
+            current = static_cast<int>(decideOnResume(out, cfgHash, patch, opts.restart, why,
+                                                      cfg.getBool("cosmic_rays.detect"), cfgLines));
         }
         parallel::broadcastFromRoot(&group, current);
         if (current == static_cast<int>(OnResume::Refuse)) {
@@ -197,6 +198,9 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
                 outcomes.push_back(done);
             }
             continue;
+        }
+        if (group.rank() == 0 && !opts.resume) {  // a plain rerun replaces what is there: say so
+            logReplacement(out, cfgHash, cfgLines);
         }
         std::vector<WarpInput> warps;
         for (const auto& w : patch.warps) {

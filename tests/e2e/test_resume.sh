@@ -114,6 +114,22 @@ set -e
 for p in p000 p001 p002 p003 p004 p005; do cmp -s "ref07/$p.fits" "k3-config/$p.fits" || fail "--restart: $p differs"; done
 pass "--restart recomputes with the new configuration"
 
+# 5b. Finished outputs of another configuration: --resume names the keys that differ (exit 2); a
+#     plain run replaces them and says so, one warning per patch naming the key.
+cp -r ref k5
+set +e
+"$SAFECLIP" run run.toml --set output.dir=\"k5\" --set clip.min_foot_overlap=0.7 --resume 2>k5.log
+rc=$?
+set -e
+[ "$rc" -eq 2 ] && grep -q "p000.fits: exists but was made with a different configuration (clip.min_foot_overlap = 0.6 there, 0.7 now)" k5.log \
+  && pass "--resume over another config's output names the key: $(grep -o -m1 'different configuration (.*)' k5.log)" \
+  || fail "--resume over another config's output: exit $rc: $(grep error k5.log | head -2)"
+"$SAFECLIP" run run.toml --set output.dir=\"k5\" --set clip.min_foot_overlap=0.7 --log-level warn 2>k5b.log \
+  || fail "plain rerun with another config failed"
+n=$(grep -c "replacing it: it was made with a different configuration (clip.min_foot_overlap = 0.6 there, 0.7 now)" k5b.log || true)
+[ "$n" -eq 6 ] && pass "a plain rerun logs each of the 6 replaced outputs with the changed key" \
+  || fail "plain rerun: $n replacement warnings, expected 6: $(head -3 k5b.log)"
+
 # 6. Input changed (a warp rewritten) between run and resume: refused, naming the warp.
 touch -r data/p000/warp-101.fits warp-101.mtime  # INPUTS records each warp's mtime: restore it exactly below
 touch -d '2001-01-01' data/p000/warp-101.fits
