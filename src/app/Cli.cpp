@@ -26,6 +26,7 @@
 #include "safeclip/app/Simulator.h"
 #include "safeclip/app/Validate.h"
 #include "safeclip/io/Manifest.h"
+#include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/pipeline/Driver.h"
 
@@ -256,6 +257,30 @@ int cmdValidate(const std::string& configFile, const std::vector<std::string>& s
             auto pp = validateWarps(paths, &p.box, true, cfg.getBool("input.allow_mixed_filters"),
                                     &zeroPointGiven, &psfNeeds);
             problems.insert(problems.end(), pp.begin(), pp.end());
+            if (mode == "comparewarp") {  // the PSF-matched companions the run reads
+                for (const io::ManifestWarp& w : p.warps) {
+                    if (w.psfMatched.empty()) {
+                        continue;
+                    }
+                    ++nFiles;
+                    try {
+                        const io::WarpReader c(w.psfMatched);
+                        const io::WarpReader d(w.path);
+                        if (c.header().box != d.header().box) {
+                            problems.push_back({w.psfMatched, "PSF-matched companion of " + w.path +
+                                                                  " has the box " + c.header().box.str() +
+                                                                  ", the warp " + d.header().box.str()});
+                        } else if (!c.header().psfSigma) {
+                            problems.push_back(
+                                {w.psfMatched, "no PSF width on the PSF-matched companion of " + w.path +
+                                                   " (PSFSIGMA: the model PSF sigma)"});
+                        }
+                    } catch (const Error& e) {
+                        problems.push_back({w.psfMatched, "PSF-matched companion of " + w.path + ": " +
+                                                              std::string(e.what())});
+                    }
+                }
+            }
         }
     } else {
         nFiles = args.size();

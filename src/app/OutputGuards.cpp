@@ -231,6 +231,9 @@ void refuseOutputsThatAreInputs(const io::Manifest& manifest, const std::string&
         outputs.push_back((fs::path(outDir) / (p.name + ".fits")).string());
         for (const auto& w : p.warps) {
             inputs.push_back(w.path);
+            if (!w.psfMatched.empty()) {  // a PSF-matched companion is an input too (comparewarp)
+                inputs.push_back(w.psfMatched);
+            }
         }
     }
     const auto [out, in] = outputReplacingInput(outputs, inputs);

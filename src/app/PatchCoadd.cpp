@@ -72,6 +72,10 @@ std::vector<std::string> scienceConfig(const Config& cfg) {
     for (const KeyDef& k : configSchema()) {
         bool skip = !crStage && k.name.rfind("cosmic_rays.", 0) == 0;
         skip = skip || (!cwMode && k.name.rfind("comparewarp.", 0) == 0);
+        // And the safeclip-only keys in comparewarp mode (they change no pixel there; only the
+        // smoothing width of the template-source detection comes from [detect]).
+        skip = skip || (cwMode && (k.name.rfind("clip.", 0) == 0 || (k.name.rfind("detect.", 0) == 0 &&
+                                                                     k.name != "detect.n_sigma_for_kernel")));
         for (const char* prefix : kExecution) {
             skip = skip || k.name.rfind(prefix, 0) == 0;
         }

@@ -66,6 +66,8 @@ std::vector<std::string> expectedHdus(const std::string& mode, bool cosmicRaySta
     std::vector<std::string> hdus = {"IMAGE", "MASK", "VARIANCE", "NIMAGE", "INPUTS"};
     if (mode == "safeclip") {
         hdus.insert(hdus.end(), {"FOOTPRINTS", "CANDIDATES", "CLIPPED_SPANS"});
+    } else if (mode == "comparewarp") {
+        hdus.insert(hdus.end(), {"FOOTPRINTS", "CLIPPED_SPANS"});
     }
     if (cosmicRayStage) {
         hdus.emplace_back("CR_SPANS");
@@ -220,6 +222,26 @@ OutputCheck checkOutput(const std::string& path, const std::string& cfgHash, con
         if (change.empty() && !patch.box.empty() && box != patch.box) {
             change =
                 "the patch box is " + patch.box.str() + " in the manifest, " + box.str() + " in the output";
+        }
+        // comparewarp: the PSF-matched companions (named by the manifest, same size and mtime).
+        const auto* companion = io::column<std::string>(inputs, "psf_matched");
+        const auto* cSize = io::column<std::int64_t>(inputs, "psf_matched_size");
+        const auto* cMtime = io::column<std::int64_t>(inputs, "psf_matched_mtime_ns");
+        for (std::size_t i = 0; change.empty() && i < patch.warps.size(); ++i) {
+            const std::string want = patch.warps[i].psfMatched;
+            const std::string was = companion != nullptr && i < companion->size() ? (*companion)[i] : "";
+            if (mode != "comparewarp" || (want.empty() && was.empty())) {
+                continue;
+            }
+            if (want != was) {
+                change = patch.warps[i].path + ": PSF-matched companion '" + want + "' in the manifest, '" +
+                         was + "' in the output";
+                continue;
+            }
+            const auto [size, mtime] = io::fileSizeAndMtime(want);
+            if (cSize == nullptr || cMtime == nullptr || (*cSize)[i] != size || (*cMtime)[i] != mtime) {
+                change = want + ": PSF-matched companion changed since the output was made (size or mtime)";
+            }
         }
         const auto* visits = io::column<std::int64_t>(inputs, "visit");
         for (std::size_t i = 0; change.empty() && visits != nullptr && i < patch.warps.size(); ++i) {

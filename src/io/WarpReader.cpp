@@ -897,21 +897,41 @@ WarpReader::WarpReader(const std::string& path) : m_file(openGuarded(path)) {
     if (!photoCalibId) {
         photoCalibId = f.readInt("PHOTOCALIB_ID");
     }
-    auto psfSigma = positive(f.readDouble("PSFSIGMA"));
+    // A PSF width card that is there but not a sigma in (0, 100] px (0, negative, 1e6...) is not used,
+    // and says why (psfSigmaProblem) instead of "no card".
+    constexpr double kMaxPsfSigma = 100.0;
+    auto usable = [&](const std::optional<double>& v, const char* card,
+                      double perSigma) -> std::optional<double> {
+        if (!v) {
+            return std::nullopt;
+        }
+        const double sigma = *v / perSigma;
+        if (std::isfinite(sigma) && sigma > 0.0 && sigma <= kMaxPsfSigma) {
+            return sigma;
+        }
+        if (m_header.psfSigmaProblem.empty()) {
+            std::ostringstream os;
+            os << card << " = " << *v << " is not a PSF " << (perSigma == 1.0 ? "sigma" : "FWHM")
+               << " of a sigma in (0, 100] px";
+            m_header.psfSigmaProblem = os.str();
+        }
+        return std::nullopt;
+    };
+    auto psfSigma = usable(f.readDouble("PSFSIGMA"), "PSFSIGMA", 1.0);
     if (!psfSigma) {
-        psfSigma = positive(imagePsfSigma);
+        psfSigma = usable(imagePsfSigma, "PSFSIGMA", 1.0);
     }
     if (!psfSigma) {
-        auto fwhm = positive(f.readDouble("PSF_FWHM"));
-        if (!fwhm) {
-            fwhm = positive(f.readDouble("FWHM"));
-        }
-        if (!fwhm) {
-            fwhm = positive(imageFwhm);
-        }
-        if (fwhm) {
-            psfSigma = *fwhm / kFwhmPerSigma;
-        }
+        psfSigma = usable(f.readDouble("PSF_FWHM"), "PSF_FWHM", kFwhmPerSigma);
+    }
+    if (!psfSigma) {
+        psfSigma = usable(f.readDouble("FWHM"), "FWHM", kFwhmPerSigma);
+    }
+    if (!psfSigma) {
+        psfSigma = usable(imageFwhm, "FWHM", kFwhmPerSigma);
+    }
+    if (psfSigma) {
+        m_header.psfSigmaProblem.clear();
     }
     m_header.psfSigma = psfSigma;
     m_header.visit = f.readInt("VISIT");

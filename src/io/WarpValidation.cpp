@@ -300,7 +300,9 @@ std::vector<WarpProblem> validateWarps(const std::vector<std::string>& paths, co
         // PSF width, when the coadd needs it.
         if (psfSigmaNeeded != nullptr && index < psfSigmaNeeded->size() &&
             !(*psfSigmaNeeded)[index].empty() && !h.psfSigma) {
-            problem("no PSF width (no PSFSIGMA or FWHM card): " + (*psfSigmaNeeded)[index]);
+            problem((h.psfSigmaProblem.empty() ? std::string("no PSF width (no PSFSIGMA or FWHM card)")
+                                               : "no PSF width (" + h.psfSigmaProblem + ")") +
+                    ": " + (*psfSigmaNeeded)[index]);
         }
         // Calibration.
         if (!h.calibrationMean && !zpGiven) {

@@ -11,6 +11,7 @@
 #include "safeclip/io/RowFormats.h"
 #include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
+#include "safeclip/kernel/PsfMoments.h"
 #include "safeclip/pipeline/Guard.h"
 #include "safeclip/pipeline/PatchCheckpoint.h"
 #include "safeclip/pipeline/Stages.h"
@@ -65,6 +66,19 @@ io::Table inputsTable(const PatchContext& ctx) {
         }
         inputs.columns.push_back({"template_weight", tw, ""});
         inputs.columns.push_back({"variance_factor", factor, ""});
+        // The PSF-matched companions read (the manifest's "psf_matched"; "" = matched here), as
+        // "open" saw them: --resume checks them like the warps.
+        std::vector<std::string> companion;
+        std::vector<std::int64_t> cSize;
+        std::vector<std::int64_t> cMtime;
+        for (const Warp& w : ctx.warps) {
+            companion.push_back(w.input.psfMatchedPath);
+            cSize.push_back(w.companionSize);
+            cMtime.push_back(w.companionMtimeNs);
+        }
+        inputs.columns.push_back({"psf_matched", companion, ""});
+        inputs.columns.push_back({"psf_matched_size", cSize, "byte"});
+        inputs.columns.push_back({"psf_matched_mtime_ns", cMtime, "ns"});
     }
     if (ctx.settings.cosmicRays.detect) {  // only then: outputs without the stage are unchanged
         std::vector<std::int64_t> nCrPixels;
@@ -97,13 +111,20 @@ void checkInputsUnchanged(const PatchContext& ctx) {
         if (!w.used) {
             continue;
         }
-        const auto [size, mtime] = io::fileSizeAndMtime(w.input.path);
-        if (size != w.fileSize || mtime != w.mtimeNs) {
-            throw InputError(w.input.path + ": changed during the run (size " + std::to_string(w.fileSize) +
-                             " -> " + std::to_string(size) + " bytes, mtime " + std::to_string(w.mtimeNs) +
-                             " -> " + std::to_string(mtime) + " ns); patch " + ctx.name +
-                             " not written; coadd it again (with --resume: --restart, its checkpoints are of "
-                             "the old file)");
+        auto check = [&](const std::string& path, std::int64_t wasSize, std::int64_t wasMtime) {
+            const auto [size, mtime] = io::fileSizeAndMtime(path);
+            if (size != wasSize || mtime != wasMtime) {
+                throw InputError(
+                    path + ": changed during the run (size " + std::to_string(wasSize) + " -> " +
+                    std::to_string(size) + " bytes, mtime " + std::to_string(wasMtime) + " -> " +
+                    std::to_string(mtime) + " ns); patch " + ctx.name +
+                    " not written; coadd it again (with --resume: --restart, its checkpoints are of "
+                    "the old file)");
+            }
+        };
+        check(w.input.path, w.fileSize, w.mtimeNs);
+        if (ctx.settings.mode == "comparewarp" && !w.input.psfMatchedPath.empty()) {  // read too
+            check(w.input.psfMatchedPath, w.companionSize, w.companionMtimeNs);
         }
     }
 }
@@ -131,8 +152,29 @@ void write(const PatchContext& ctx) {
         pc.push_back({"PSFSIGMA", ctx.detect.psfSigma, "detection smoothing sigma (px)"});
         pc.push_back({"PSFSRC", ctx.psfSource, "where PSFSIGMA came from"});
     } else if (compareWarp) {
-        pc.push_back({"PSFSIGMA", ctx.cwModelSigma, "model PSF sigma of the PSF-matched warps (px)"});
-        pc.push_back({"PSFSRC", ctx.psfSource, "where PSFSIGMA came from"});
+        // The coadd is a mean of the direct warps (spec §10 step 9), so its PSF is their weighted
+        // mixture, as in safeclip mode; σ_m is the PSF-matched warps' (CWMODPSF).
+        std::vector<double> sigmas;
+        std::vector<double> weights;
+        for (const Warp& w : ctx.warps) {
+            if (w.used && w.reader && w.reader->header().psfSigma) {
+                sigmas.push_back(*w.reader->header().psfSigma);
+                weights.push_back(w.weight);
+            } else if (w.used) {
+                sigmas.clear();
+                break;
+            }
+        }
+        if (sigmas.empty()) {
+            pc.push_back({"PSFSIGMA", ctx.cwModelSigma, "model PSF sigma (a direct warp has no PSF card)"});
+            pc.push_back({"PSFSRC", std::string("comparewarp model PSF sigma"), "where PSFSIGMA came from"});
+        } else {
+            pc.push_back({"PSFSIGMA", kernel::mixtureDeterminantRadius(sigmas, weights),
+                          "coadd PSF sigma (px) of the direct warps"});
+            pc.push_back({"PSFSRC", std::string("adaptive moments of the weight-averaged Gaussian PSFs"),
+                          "where PSFSIGMA came from"});
+        }
+        pc.push_back({"CWMODPSF", ctx.cwModelSigma, "model PSF sigma of the PSF-matched warps (px)"});
         pc.push_back(
             {"CWNOCLIP", ctx.result.nothingClippable, "E = 0 at the mean nImage: nothing clippable"});
     }

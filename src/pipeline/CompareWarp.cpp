@@ -150,9 +150,15 @@ void setup(PatchContext& ctx) {
     for (Warp* w : ctx.usedWarps()) {
         const auto& s = w->matchedReader ? w->matchedReader->header().psfSigma : w->reader->header().psfSigma;
         if (!s) {
-            throw InputError(w->input.path +
-                             ": no PSFSIGMA or FWHM card; coadd.mode = comparewarp PSF-matches each warp "
-                             "and needs its PSF sigma");
+            throw InputError(
+                w->matchedReader
+                    ? w->input.psfMatchedPath +
+                          ": no PSFSIGMA or FWHM card on the PSF-matched "
+                          "companion of " +
+                          w->input.path + " (its PSF sigma should be the model PSF's)"
+                    : w->input.path +
+                          ": no PSFSIGMA or FWHM card; coadd.mode = comparewarp PSF-matches each "
+                          "warp and needs its PSF sigma");
         }
         psfs.push_back({w->input.path, *s, w->matchedReader != nullptr});
     }
@@ -165,8 +171,24 @@ void setup(PatchContext& ctx) {
         ctx.cwMaxRadius = g.maxRadius;
     }
     std::size_t k = 0;
+    int capped = 0;
+    double worst = 0;
     for (Warp* w : ctx.usedWarps()) {
         w->matchKernel = std::move(g.kernels[k++]);
+        // The kernel is capped at upstream's 21 px (half-width 10): past σ_k ~ 5.7 px its second
+        // moment falls short of σ_k², so the matched PSF is narrower than the model's.
+        const kernel::MatchingKernel& mk = w->matchKernel;
+        if (mk.sigma > 0 && mk.secondMoment < 0.99 * mk.sigma * mk.sigma) {
+            ++capped;
+            worst = std::max(worst, mk.sigma);
+        }
+    }
+    if (capped > 0 && ctx.isRoot()) {
+        log().warn(
+            "patch {}: comparewarp: {} warp(s) need a matching kernel wider than upstream's 21 px "
+            "(sigma_k up to {:.2f} px); their PSF-matched PSF stays narrower than the model's "
+            "sigma_m = {:.2f} px, so their stars can leave residuals; lower comparewarp.model_psf_sigma",
+            ctx.name, capped, worst, ctx.cwModelSigma);
     }
     ctx.cwDetect = g.detect;
     ctx.cwTemplateDetect = g.templateDetect;
@@ -237,8 +259,12 @@ std::vector<WarpStats> measureStats(const PatchContext& ctx) {
         const double meanVar = kernel::meanClipUnweighted(sample, cs.templateSigmaClip, cs.templateClipIter);
         st.templateWeight = static_cast<float>(1.0 / meanVar);
         if (!std::isfinite(st.templateWeight) || !(st.templateWeight > 0)) {
-            st.problem = w.input.path + ": no positive finite template weight for comparewarp (clipped " +
-                         "mean variance of the PSF-matched warp " + std::to_string(meanVar) + ")";
+            st.problem =
+                (w.matchedReader ? w.input.psfMatchedPath + " (PSF-matched companion of " + w.input.path + ")"
+                                 : w.input.path) +
+                ": no positive finite template weight for comparewarp (clipped mean variance of "
+                "the PSF-matched warp " +
+                std::to_string(meanVar) + ")";
         }
         if (cs.scaleWarpVariance && st.problem.empty()) {
             const kernel::ScaleVarianceResult r =

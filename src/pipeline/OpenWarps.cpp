@@ -99,6 +99,9 @@ void openReaders(PatchContext& ctx) {
         w.visit = w.input.visit >= 0 ? w.input.visit : static_cast<std::int64_t>(i);
         // Before the first read: "write" checks that the file still has this size and mtime.
         std::tie(w.fileSize, w.mtimeNs) = io::fileSizeAndMtime(w.input.path);
+        if (ctx.settings.mode == "comparewarp" && !w.input.psfMatchedPath.empty()) {
+            std::tie(w.companionSize, w.companionMtimeNs) = io::fileSizeAndMtime(w.input.psfMatchedPath);
+        }
         try {
             w.reader = std::make_unique<io::WarpReader>(w.input.path);
             const auto& h = w.reader->header();

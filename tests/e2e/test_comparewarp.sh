@@ -212,4 +212,65 @@ SAFECLIP_FAIL_AT=0:cw_compare "$SAFECLIP" run "${hcfg[@]}" --set output.dir=\"re
 grep -q "resumed from" holes.log || fail "holes: the decisions were not resumed"
 cmp -s cases/holes/ref/psf_matched.fits cases/holes/res/psf_matched.fits \
   && pass "holes: failure at -n 2, --resume at 1 rank, tile 24: byte-identical" || fail "holes: the resumed coadd differs"
+# Finished outputs and companions (found by the issue-15 attack):
+# - `--resume` over a finished comparewarp output skips it (it has this mode's HDUs, not "damaged");
+#   a companion rewritten since is refused (exit 2) naming it; a [clip]/[detect] key that comparewarp
+#   does not use changes nothing (not in its CONFIG, so not a "different configuration");
+# - an output named like a companion is refused before any work (exit 2), the companion intact;
+# - errors about a companion name the companion; a PSF width card that is not a sigma in (0, 100] px
+#   is named as such; `validate CONFIG` checks the companions; PSFSIGMA is the direct warps' coadd
+#   PSF (CWMODPSF holds sigma_m).
+pm=cases/psf_matched
+rc=0
+"$SAFECLIP" run $pm/cw.toml --resume --set clip.min_foot_overlap=0.7 --set detect.threshold=3.0 --log-level info 2>fin.log || rc=$?
+[ "$rc" -eq 0 ] && grep -q "1 skipped" fin.log && ! grep -q "damaged output" fin.log \
+  && pass "--resume skips a finished comparewarp output (unused [clip]/[detect] keys changed)" \
+  || fail "--resume over a finished comparewarp output: exit $rc: $(grep -E 'damaged|error|summary' fin.log | head -3)"
+cp -p $pm/psfm-103.fits psfm-103.keep
+$PY -c 'import sys; from astropy.io import fits; f = fits.open(sys.argv[1], mode="update"); f[1].data[0, 0] += 1.0; f.close()' $pm/psfm-103.fits
+rc=0
+"$SAFECLIP" run $pm/cw.toml --resume 2>comp.log || rc=$?
+[ "$rc" -eq 2 ] && grep -q "psfm-103.fits: PSF-matched companion changed" comp.log \
+  && pass "--resume refuses an output whose companion changed, naming it" || fail "changed companion: exit $rc: $(grep -i error comp.log | head -2)"
+cp -p psfm-103.keep $pm/psfm-103.fits
+mkdir -p guard && cp $pm/*.fits $pm/manifest.json guard/
+sed -i 's/"name": "psf_matched"/"name": "psfm-103"/' guard/manifest.json
+printf '[input]\nmanifest = "manifest.json"\n[output]\ndir = "."\n[coadd]\nmode = "comparewarp"\n' > guard/cw.toml
+sum=$(md5sum < guard/psfm-103.fits)
+rc=0
+"$SAFECLIP" run guard/cw.toml 2>guard.log || rc=$?
+[ "$rc" -eq 2 ] && grep -q "output would replace the input warp .*psfm-103.fits" guard.log && [ "$(md5sum < guard/psfm-103.fits)" = "$sum" ] \
+  && pass "an output named like a companion is refused, the companion intact" || fail "companion overwrite guard: exit $rc: $(cat guard.log | head -2)"
+mkdir -p bad && cp $pm/*.fits bad/ && cp $pm/manifest.json bad/
+$PY -c 'import sys; from astropy.io import fits; f = fits.open(sys.argv[1], mode="update"); del f[0].header["PSFSIGMA"]; f.close()' bad/psfm-102.fits
+$PY -c 'import sys; from astropy.io import fits; f = fits.open(sys.argv[1], mode="update"); f[0].header["PSFSIGMA"] = 1e6; f.close()' bad/warp-104.fits
+printf '[input]\nmanifest = "manifest.json"\n[output]\ndir = "out"\n[coadd]\nmode = "comparewarp"\n' > bad/cw.toml
+rc=0
+"$SAFECLIP" validate bad/cw.toml >badval.txt 2>&1 || rc=$?
+[ "$rc" -eq 3 ] && grep -q "psfm-102.fits .*no PSF width on the PSF-matched companion of" badval.txt \
+  && pass "validate CONFIG checks the companions" || fail "validate of companions: exit $rc: $(cat badval.txt | head -4)"
+rc=0
+"$SAFECLIP" run bad/cw.toml 2>bad.log || rc=$?
+[ "$rc" -eq 3 ] && grep -q "psfm-102.fits: no PSFSIGMA or FWHM card on the PSF-matched companion" bad.log \
+  && pass "a companion without PSFSIGMA: exit 3 naming the companion" || fail "companion PSF card: exit $rc: $(grep -i error bad.log | head -2)"
+$PY - bad/manifest.json <<'PY' || fail "could not drop psfm-104 from the manifest"
+import json, sys
+m = json.load(open(sys.argv[1]))
+for w in m["patches"][0]["warps"]:
+    if w["path"].endswith("warp-104.fits"):
+        w.pop("psf_matched", None)
+    if w["path"].endswith("warp-102.fits"):
+        w.pop("psf_matched", None)
+json.dump(m, open(sys.argv[1], "w"))
+PY
+rc=0
+"$SAFECLIP" run bad/cw.toml 2>bad2.log || rc=$?
+[ "$rc" -eq 3 ] && grep -q "warp-104.fits: .*PSFSIGMA = 1e+06 is not a PSF sigma" bad2.log \
+  && pass "PSFSIGMA = 1e6: exit 3 naming the warp and the card" || fail "PSFSIGMA 1e6: exit $rc: $(grep -i error bad2.log | head -2)"
+$PY - cases/same_psf/out/same_psf.fits <<'PY' && pass "PSFSIGMA: the direct warps' coadd PSF; CWMODPSF: sigma_m" || fail "PSF cards of a comparewarp coadd"
+import sys
+from astropy.io import fits
+h = fits.open(sys.argv[1])[0].header
+sys.exit(0 if h["PSFSRC"].startswith("adaptive moments") and abs(h["CWMODPSF"] - 1.5) < 1e-9 and 0 < h["PSFSIGMA"] <= 1.5 + 1e-9 else 1)
+PY
 finish

@@ -30,6 +30,8 @@ struct WarpHeader {
     std::optional<double> calibrationMean;  ///< nJy per count
     std::string calibrationSource;          ///< "FLUXMAG0", "PhotoCalib" or "" when absent
     std::optional<double> psfSigma;  ///< pixels: PSFSIGMA card, else FWHM/2.35482 (PSF_FWHM/FWHM/SEEING px)
+    /// Why a PSF width card present is not used (e.g. "PSFSIGMA = -1.5 is not ..."), "" otherwise.
+    std::string psfSigmaProblem;
     std::optional<std::int64_t> visit;  ///< VISIT or EXPID card of HDU 0
     std::vector<std::string> wcsCards;  ///< celestial WCS cards of the IMAGE HDU (CTYPE*, CRPIX*, ...)
     std::string filter;                 ///< FILTER card, or ""

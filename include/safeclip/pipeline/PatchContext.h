@@ -44,12 +44,14 @@ struct Warp {
     kernel::SpanSet clipped;  ///< CLIPPED_i (footprints + big footprints)
     std::int64_t nClippedPixels = 0;
     std::int64_t nBigFootprints = 0;
-    std::int64_t nUsedPixels = 0;  ///< pixels this warp contributed to the final stack
-    kernel::SpanSet cosmicRays;    ///< "cosmic_rays": CR pixels found in the warp (whole warp box)
-    std::int64_t nCosmicRays = 0;  ///< "cosmic_rays": how many CRs (each counted once)
-    std::string checksum;          ///< "crc32:..." of the file
-    std::int64_t fileSize = -1;    ///< "open": the file's size in bytes when it was opened (-1: no stat)
-    std::int64_t mtimeNs = -1;     ///< "open": its modification time then (ns since the epoch)
+    std::int64_t nUsedPixels = 0;     ///< pixels this warp contributed to the final stack
+    kernel::SpanSet cosmicRays;       ///< "cosmic_rays": CR pixels found in the warp (whole warp box)
+    std::int64_t nCosmicRays = 0;     ///< "cosmic_rays": how many CRs (each counted once)
+    std::string checksum;             ///< "crc32:..." of the file
+    std::int64_t fileSize = -1;       ///< "open": the file's size in bytes when it was opened (-1: no stat)
+    std::int64_t mtimeNs = -1;        ///< "open": its modification time then (ns since the epoch)
+    std::int64_t companionSize = -1;  ///< "open": the PSF-matched companion's size (-1: none / no stat)
+    std::int64_t companionMtimeNs = -1;  ///< "open": the companion's modification time
     // comparewarp mode only (CompareWarp.cpp):
     kernel::MatchingKernel matchKernel;  ///< "cw_setup": its Gaussian PSF-matching kernel
     /// "cw_setup": the PSF-matched companion (input.psfMatchedPath), read instead of matching
