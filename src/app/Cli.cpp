@@ -17,6 +17,7 @@
 #include "safeclip/app/FileLists.h"
 #include "safeclip/app/Ingest.h"
 #include "safeclip/app/Logging.h"
+#include "safeclip/app/MakeManifest.h"
 #include "safeclip/app/OutputGuards.h"
 #include "safeclip/app/PatchCoadd.h"
 #include "safeclip/app/Qa.h"
@@ -475,6 +476,20 @@ int runCli(int argc, char** argv) {
     val->add_option("--files-from", valFilesFrom, kFilesFromHelp);
     val->footer("Prints one line per problem (file, severity, problem). Warnings alone exit 0.");
 
+    // manifest
+    auto* manCmd = app.add_subcommand(
+        "manifest",
+        "write a manifest for `run` from warps or directories of warps, grouped by box into patches");
+    MakeManifestOptions manOpts;
+    std::string manFilesFrom;
+    manCmd->add_option("--out", manOpts.out, "manifest to write (JSON, atomically)")->required();
+    manCmd->add_flag("--overwrite", manOpts.overwrite, "replace --out when it exists");
+    manCmd->add_option("--name-key", manOpts.nameKey,
+                       "primary header card naming each patch (default: x<x0>_y<y0> from its box)");
+    manCmd->add_option("inputs", manOpts.inputs,
+                       "warp files or directories of them (*.fits, *.fits.fz); @LIST reads paths from LIST");
+    manCmd->add_option("--files-from", manFilesFrom, kFilesFromHelp);
+
     // plan
     auto* planCmd =
         app.add_subcommand("plan", "print the work plan of `run` for R ranks (groups, tiles, memory, reads)");
@@ -553,6 +568,16 @@ int runCli(int argc, char** argv) {
         }
         if (*qa) {
             return cmdQa(expandFileLists(qaCoadds, qaFilesFrom), qaOut);
+        }
+        if (*manCmd) {
+            manOpts.inputs = expandFileLists(manOpts.inputs, manFilesFrom);
+            const ManifestSummary summary = makeManifest(manOpts);
+            for (const std::string& line : summary.lines) {
+                std::cout << line << "\n";
+            }
+            log().info("manifest: {} patch(es), {} warp(s) -> {}", summary.lines.size(), summary.nWarps,
+                       manOpts.out);
+            return 0;
         }
         if (*planCmd) {
             int shardIndex = 0;
