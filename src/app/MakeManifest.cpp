@@ -135,7 +135,14 @@ ManifestSummary makeManifest(const MakeManifestOptions& opts) {
                     continue;
                 }
             }
-            g.name = name ? *name : "x" + std::to_string(h.box.x0) + "_y" + std::to_string(h.box.y0);
+            if (name) {
+                g.name = *name;
+            } else {  // (appended piece by piece: GCC 12 warns -Wrestrict on "x" + std::to_string(...))
+                g.name = "x";
+                g.name += std::to_string(h.box.x0);
+                g.name += "_y";
+                g.name += std::to_string(h.box.y0);
+            }
             it = byBox.emplace(key, groups.size()).first;
             groups.push_back(std::move(g));
         }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -41,7 +42,7 @@ constexpr int kSideW = 360;
 constexpr int kNImageMaxH = 260;
 constexpr int kNImageLegendH = 34;
 constexpr int kFooterH = 44;  ///< two lines: the mask legend, then the stretch
-constexpr int kChartLabelW = 92;
+constexpr int kChartLabelW = 150;
 constexpr int kChartValueW = 64;
 
 // ---- colours ----------------------------------------------------------------------------------
@@ -106,6 +107,7 @@ struct Stretch {
 
 struct WarpRow {
     std::int64_t visit = -1;
+    std::string file;  ///< the warp file's name without directory and .fits (label)
     std::int64_t nClipped = 0;
     bool used = true;
 };
@@ -230,7 +232,11 @@ std::vector<WarpRow> readInputs(const std::string& path, std::string& note) {
     const std::vector<std::int64_t>* visit = nullptr;
     const std::vector<std::int64_t>* clipped = nullptr;
     const std::vector<std::string>* status = nullptr;
+    const std::vector<std::string>* file = nullptr;
     for (const io::Column& c : t.columns) {
+        if (c.name == "file") {
+            file = std::get_if<std::vector<std::string>>(&c.data);
+        }
         if (c.name == "visit") {
             visit = std::get_if<std::vector<std::int64_t>>(&c.data);
         } else if (c.name == "n_clipped_pixels") {
@@ -246,6 +252,17 @@ std::vector<WarpRow> readInputs(const std::string& path, std::string& note) {
     for (std::size_t i = 0; i < visit->size() && i < clipped->size(); ++i) {
         WarpRow r;
         r.visit = (*visit)[i];
+        if (file != nullptr && i < file->size()) {
+            std::string stem = std::filesystem::path((*file)[i]).filename().string();
+            for (const char* ext : {".fits.fz", ".fits"}) {
+                const std::string e(ext);
+                if (stem.size() > e.size() && stem.compare(stem.size() - e.size(), e.size(), e) == 0) {
+                    stem.resize(stem.size() - e.size());
+                    break;
+                }
+            }
+            r.file = stem.size() > 14 ? stem.substr(0, 13) + "~" : stem;
+        }
         r.nClipped = (*clipped)[i];
         r.used = status == nullptr || i >= status->size() || (*status)[i].rfind("used", 0) == 0;
         rows.push_back(r);
@@ -434,7 +451,9 @@ void drawChart(cairo_t* cr, const QaLayout& L, const std::vector<WarpRow>& rows,
     for (const WarpRow& r : rows) {
         const double cyText = y + L.chartRowH * 0.5 + fontSize * 0.36;
         cairo_set_source_rgb(cr, r.used ? 0.1 : 0.55, r.used ? 0.1 : 0.55, r.used ? 0.1 : 0.55);
-        text(cr, barX - 6, cyText, "visit " + std::to_string(r.visit), fontSize, false, 1.0);
+        // "visit 100 warp-100": the visit and the file it came from (a long name is cut, ~).
+        text(cr, barX - 6, cyText, std::to_string(r.visit) + (r.file.empty() ? "" : " " + r.file), fontSize,
+             false, 1.0);
         if (r.used) {
             const double w = barW * static_cast<double>(r.nClipped) / static_cast<double>(maxCount);
             setRgb(cr, kBarRed);
