@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "safeclip/kernel/Box.h"
@@ -22,6 +23,9 @@ inline constexpr std::size_t kMaxPatchNameBytes = 255 - (sizeof(".reduced.h5.tmp
 inline constexpr std::int64_t kMaxPatchPixels = std::int64_t{1} << 31;
 
 struct ManifestWarp {
+    /// (A constructor rather than an aggregate: `{visit, path}` leaves the rest at their defaults
+    /// without -Wmissing-field-initializers.)
+    ManifestWarp(std::int64_t visit_ = -1, std::string path_ = {}) : visit(visit_), path(std::move(path_)) {}
     std::int64_t visit = -1;
     std::string path;        ///< resolved (absolute or relative to the current directory)
     std::string psfMatched;  ///< "psf_matched": the PSF-matched companion (resolved), or ""

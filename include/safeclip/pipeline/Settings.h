@@ -6,6 +6,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "safeclip/kernel/ClipDecision.h"
@@ -104,6 +105,14 @@ struct PatchSettings {
 
 /// One input warp of a patch.
 struct WarpInput {
+    /// (A constructor rather than an aggregate: `{visit, path}` leaves the rest at their defaults
+    /// without -Wmissing-field-initializers.)
+    WarpInput(std::int64_t visit_ = -1, std::string path_ = {}, std::string psfMatchedPath_ = {},
+              std::optional<double> zeroPoint_ = std::nullopt)
+        : visit(visit_),
+          path(std::move(path_)),
+          psfMatchedPath(std::move(psfMatchedPath_)),
+          zeroPoint(zeroPoint_) {}
     std::int64_t visit = -1;  ///< -1: take VISIT/EXPID from the header, else the warp's position
     std::string path;
     /// coadd.mode = comparewarp: its PSF-matched companion (LSST's psfMatchedWarp; the manifest's

@@ -48,7 +48,7 @@ struct Fixture {
             w.transientFlux = i == 2 ? 600.0 : 0.0;
             const std::string path = dir.file("w" + std::to_string(i) + ".fits");
             test::writeTinyWarp(path, w);
-            p.warps.push_back({w.visit, path, ""});
+            p.warps.push_back({w.visit, path});
             warps.push_back({w.visit, path, ""});
         }
         m.patches.push_back(p);
