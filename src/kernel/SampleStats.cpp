@@ -660,27 +660,10 @@ double stdevClipUnweighted(std::span<const float> values, double sigmaClip, int 
 }
 
 double meanClipUnweighted(std::span<const float> values, double sigmaClip, int clipIter) {
-    const std::size_t n0 = values.size();
-    if (n0 == 0) {
+    if (values.empty()) {
         return kNaN;
     }
-    if (!(std::isfinite(sigmaClip) && sigmaClip > 0.0) || clipIter < 1) {
-        throw InvalidParameter("meanClipUnweighted: need sigmaClip > 0 and clipIter >= 1");
-    }
-    const double qs[3] = {0.5, 0.25, 0.75};
-    const std::vector<double> quart = sampleQuantiles(values, qs);
-    const double median = quart[0];
-    const double iqrHalfWidth = sigmaClip * kIqToStdev * (quart[2] - quart[1]);
-    Moments cur;
-    for (int k = 0; k < clipIter; ++k) {
-        const double c = k == 0 ? median : cur.mean;
-        const double h = (k > 0 && n0 > 1) ? sigmaClip * std::sqrt(cur.sampleVar) : iqrHalfWidth;
-        if (std::isnan(c) || std::isnan(h)) {
-            return kNaN;
-        }
-        cur = clipMoments(values.data(), n0, c, h, k + 1 < clipIter);
-    }
-    return cur.mean;
+    return clipUnweighted(values, sigmaClip, clipIter, false, "meanClipUnweighted").mean;
 }
 
 }  // namespace safeclip::kernel
