@@ -24,8 +24,8 @@ const char* afterStopHint() {
 }
 static_assert(std::atomic<int>::is_always_lock_free);
 
-extern "C" void onStopSignal(int /*sig*/) {
-    g_stop.store(1, std::memory_order_relaxed);
+extern "C" void onStopSignal(int sig) {
+    g_stop.store(sig > 0 ? sig : 1, std::memory_order_relaxed);  // which one, for the message
 }
 
 /// The watchdog: once a stop signal arrived, give the run `grace` seconds to stop at a boundary
@@ -83,7 +83,12 @@ bool stopRequested() {
 
 void throwIfStopRequested(const char* where) {
     if (stopRequested()) {
-        throw Error(std::string("stopped by a signal (SIGTERM/SIGUSR1) ") + where + "; " +
+        const int sig = g_stop.load(std::memory_order_relaxed);
+        const char* name = sig == SIGINT    ? "SIGINT"
+                           : sig == SIGUSR1 ? "SIGUSR1"
+                           : sig == SIGTERM ? "SIGTERM"
+                                            : "a stop signal";
+        throw Error(std::string("stopped by ") + name + " " + where + "; " +
                         (g_rerunHint.load(std::memory_order_relaxed) ? "nothing was written: "
                                                                      : "finished work is kept: ") +
                         afterStopHint(),

@@ -112,8 +112,8 @@ for sig in TERM USR1 INT; do
   # To safeclip itself, not to timeout (which would die of SIGUSR1 and leave safeclip running).
   kill -"$sig" "$(pgrep -P "$pid" | head -1)" 2>/dev/null || true
   set +e; wait "$pid"; rc=$?; set -e
-  if [ "$rc" -eq 75 ] && [ -z "$(ls sig.fits* 2>/dev/null)" ] && grep -q "stopped by a signal" sig.log; then
-    pass "SIG$sig: exit 75, no output and no temporary"
+  if [ "$rc" -eq 75 ] && [ -z "$(ls sig.fits* 2>/dev/null)" ] && grep -q "stopped by SIG$sig " sig.log; then
+    pass "SIG$sig: exit 75, no output and no temporary, the log names SIG$sig"
   else
     fail "SIG$sig: exit $rc, files: $(ls sig.fits* 2>/dev/null) $(grep error sig.log)"
   fi
