@@ -67,6 +67,9 @@ std::vector<KeyDef> buildSchema() {
                     "coadd warps whose FILTER cards differ (validate, coadd and run refuse them otherwise, "
                     "naming both files); the coadd's FILTER card then lists them"));
     s.push_back(key("output.dir", K::String, std::string("out"), "directory for the coadds and reports"));
+    s.push_back(key("output.weight_map", K::Bool, false,
+                    "also write <patch>.weight.fits next to each coadd: its inverse variance (0 where "
+                    "there is no data) in one HDU WEIGHT with the coadd's WCS, for SWarp/astropy users"));
     s.push_back(key("checkpoint.dir", K::String, std::string(),
                     "directory for restart checkpoints; empty = <output.dir>/checkpoints"));
     s.push_back(key("checkpoint.tile_interval", K::Double, 30.0,

@@ -1,6 +1,7 @@
 /// @file PatchCoadd.cpp  The app layer's entry to the patch pipeline: configuration -> settings.
 #include "safeclip/app/PatchCoadd.h"
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -9,7 +10,9 @@
 #include "safeclip/app/Logging.h"
 #include "safeclip/app/Qa.h"
 #include "safeclip/geom/Plan.h"
+#include "safeclip/io/ExposureWriter.h"
 #include "safeclip/io/Hash.h"
+#include "safeclip/io/WarpReader.h"
 #include "safeclip/kernel/Error.h"
 #include "safeclip/kernel/MaskDict.h"
 
@@ -148,6 +151,43 @@ std::string qaPicturePath(const std::string& fits) {
     return (out.parent_path() / (out.stem().string() + ".qa.png")).string();
 }
 
+std::string weightMapPath(const std::string& fits) {
+    const std::filesystem::path out(fits);
+    return (out.parent_path() / (out.stem().string() + ".weight.fits")).string();
+}
+
+void writeWeightMap(const std::string& fits, const std::string& path) {
+    const io::WarpReader coadd(fits);
+    kernel::ImageF variance(coadd.header().box);
+    coadd.readPlanes(variance.box(), nullptr, nullptr, variance.data().data());
+    kernel::ImageF weight(variance.box(), 0.0F);
+    for (std::size_t k = 0; k < variance.data().size(); ++k) {
+        const float v = variance.data()[k];
+        weight.data()[k] = std::isfinite(v) && v > 0.0F ? 1.0F / v : 0.0F;
+    }
+    io::writeImageHdus(
+        path, {{"WEIGHT", &weight}},
+        {{"SCWEIGHT", std::string("1/VARIANCE"), "inverse variance of the coadd; 0 = no data"},
+         {"SCCOADD", std::filesystem::path(fits).filename().string(), "the coadd it belongs to"}},
+        coadd.header().wcsCards);
+}
+
+bool ensureWeightMap(const Config& cfg, const std::string& patch, const std::string& fits) {
+    if (!cfg.getBool("output.weight_map")) {
+        return false;
+    }
+    const std::string path = weightMapPath(fits);
+    std::error_code ec;
+    const auto t = std::filesystem::last_write_time(path, ec);
+    if (!ec && t >= std::filesystem::last_write_time(fits, ec) && !ec &&
+        io::checkFitsIntegrity(path).problem.empty()) {
+        return false;
+    }
+    writeWeightMap(fits, path);
+    log().info("patch {}: weight map {} (it was missing or older than the coadd)", patch, path);
+    return true;
+}
+
 bool ensureQaPicture(const Config& cfg, const std::string& patch, const std::string& fits) {
     if (!cfg.getBool("qa.enabled")) {
         return false;
@@ -225,11 +265,20 @@ pipeline::PatchSettings makePatchSettings(const Config& cfg) {
     cw.preserveContainedBySource = cfg.getBool("comparewarp.preserve_contained_by_source");
     s.scienceConfig = scienceConfig(cfg);
     s.scienceConfigHash = io::hashStrings(s.scienceConfig);
-    if (cfg.getBool("qa.enabled")) {
-        s.afterWrite = [](const std::string& patch, const std::string& fits) {
-            const std::string png = qaPicturePath(fits);
-            writeQaPng(fits, png);
-            log().info("patch {}: QA picture {}", patch, png);
+    const bool qa = cfg.getBool("qa.enabled");
+    const bool weightMap = cfg.getBool("output.weight_map");
+    if (qa || weightMap) {
+        s.afterWrite = [qa, weightMap](const std::string& patch, const std::string& fits) {
+            if (weightMap) {
+                const std::string path = weightMapPath(fits);
+                writeWeightMap(fits, path);
+                log().info("patch {}: weight map {}", patch, path);
+            }
+            if (qa) {
+                const std::string png = qaPicturePath(fits);
+                writeQaPng(fits, png);
+                log().info("patch {}: QA picture {}", patch, png);
+            }
         };
     }
     return s;

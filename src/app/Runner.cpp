@@ -186,6 +186,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
                 ++skipped;
                 PatchOutcome done = finishedFigures(o, previousReport.get(), previousReport.path, cfgHash);
                 try {
+                    (void)ensureWeightMap(cfg, patch.name, out);
                     (void)ensureQaPicture(cfg, patch.name, out);
                 } catch (const Error& e) {
                     log().error("patch {}: {}", patch.name, e.what());

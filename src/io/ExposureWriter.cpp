@@ -577,7 +577,7 @@ FitsIntegrity checkFitsIntegrity(const std::string& path) {
 
 void writeImageHdus(const std::string& path,
                     const std::vector<std::pair<std::string, const kernel::ImageF*>>& hdus,
-                    const std::vector<HeaderCard>& primaryCards) {
+                    const std::vector<HeaderCard>& primaryCards, const std::vector<std::string>& wcsCards) {
     for (const auto& [name, image] : hdus) {
         if (image == nullptr || name.empty()) {
             throw InvalidParameter(path + ": writeImageHdus needs a name and an image for every HDU");
@@ -586,7 +586,7 @@ void writeImageHdus(const std::string& path,
     writeFitsAtomically(path, [&](FitsFile& f) {
         writePrimary(f, primaryCards);
         for (const auto& [name, image] : hdus) {
-            writeImageHdu(f, name, FLOAT_IMG, TFLOAT, image->data().data(), image->box(), {});
+            writeImageHdu(f, name, FLOAT_IMG, TFLOAT, image->data().data(), image->box(), wcsCards);
         }
     });
 }

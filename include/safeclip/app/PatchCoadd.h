@@ -40,6 +40,13 @@ std::string qaPicturePath(const std::string& fits);
 /// otherwise never make it). Returns true when it wrote one. @throws OutputError, InputError
 bool ensureQaPicture(const Config& cfg, const std::string& patch, const std::string& fits);
 
+/// With output.weight_map: `<stem>.weight.fits` next to `fits` (1/VARIANCE, 0 where there is none,
+/// the coadd's WCS; atomic). ensureWeightMap writes it on --resume when it is missing, damaged or
+/// older than the coadd, and says whether it did.
+std::string weightMapPath(const std::string& fits);
+void writeWeightMap(const std::string& fits, const std::string& path);
+bool ensureWeightMap(const Config& cfg, const std::string& patch, const std::string& fits);
+
 /// The tile halo's sigma and halo from the configuration (pipeline::haloSigma, pipeline::tileHalo),
 /// for `safeclip plan`, which computes the run's tile plan from the warp headers alone.
 double haloSigma(const Config& cfg, const std::vector<std::optional<double>>& headerSigmas);

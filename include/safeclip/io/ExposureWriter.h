@@ -85,9 +85,11 @@ kernel::ImageU16 readNImage(const std::string& path);
 /// Read one float image HDU by EXTNAME (e.g. truth planes). @throws InputError
 kernel::ImageF readImageHdu(const std::string& path, const std::string& extname);
 
-/// Write float image HDUs by EXTNAME into one file (atomic), e.g. the simulator's truth file.
+/// Write float image HDUs by EXTNAME into one file (atomic), e.g. the simulator's truth file, with
+/// `wcsCards` (celestial WCS) on each.
 void writeImageHdus(const std::string& path,
                     const std::vector<std::pair<std::string, const kernel::ImageF*>>& hdus,
-                    const std::vector<HeaderCard>& primaryCards);
+                    const std::vector<HeaderCard>& primaryCards,
+                    const std::vector<std::string>& wcsCards = {});
 
 }  // namespace safeclip::io

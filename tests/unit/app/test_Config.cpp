@@ -106,7 +106,8 @@ TEST(Config, DefaultsMatchTheSpecTable) {
     EXPECT_EQ(c.getStringList("comparewarp.prefilter_mask_planes"),
               (std::vector<std::string>{"NO_DATA", "BAD", "SAT", "SUSPECT"}));
     EXPECT_TRUE(c.getBool("comparewarp.preserve_contained_by_source"));
-    EXPECT_EQ(configSchema().size(), 61U);
+    EXPECT_FALSE(c.getBool("output.weight_map"));
+    EXPECT_EQ(configSchema().size(), 62U);
     for (const auto& k : configSchema()) {
         EXPECT_FALSE(c.isSet(k.name)) << k.name;
         EXPECT_FALSE(k.doc.empty()) << k.name;
