@@ -286,8 +286,12 @@ void removeStaleTemporaries(const std::string& out, const std::string& ckdir, co
     };
     const fs::path o(out);
     const std::string outName = o.filename().string();
-    sweep(o.parent_path().empty() ? fs::path(".") : o.parent_path(),
-          [&](const std::string& n) { return isTemporaryOf(n, outName); });
+    // The coadd's and its companions' (weight map, QA picture) temporaries.
+    const std::string weightName = o.stem().string() + ".weight.fits";
+    const std::string qaName = o.stem().string() + ".qa.png";
+    sweep(o.parent_path().empty() ? fs::path(".") : o.parent_path(), [&](const std::string& n) {
+        return isTemporaryOf(n, outName) || isTemporaryOf(n, weightName) || isTemporaryOf(n, qaName);
+    });
     const std::string reduced = fs::path(pipeline::decisionCheckpointPath(ckdir, patch)).filename().string();
     sweep(fs::path(ckdir), [&](const std::string& n) { return isTemporaryOf(n, reduced); });
     sweep(fs::path(pipeline::tileCheckpointDir(ckdir, patch)), [](const std::string& n) {

@@ -183,6 +183,7 @@ int runManifest(const Config& cfg, const RunOptions& opts, const parallel::Comm&
             o.status = "skipped";
             if (group.rank() == 0) {
                 pipeline::removeCheckpoints(ckpt.dir, patch.name);  // left if killed before the cleanup
+                removeStaleTemporaries(out, ckpt.dir, patch.name);  // e.g. of a killed weight-map writer
                 ++skipped;
                 PatchOutcome done = finishedFigures(o, previousReport.get(), previousReport.path, cfgHash);
                 try {

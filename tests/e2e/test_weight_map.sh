@@ -21,7 +21,9 @@ PY
 "$SAFECLIP" run w.toml --set output.dir=\"plain\" --set output.weight_map=false --log-level warn || fail "run without weight map failed"
 [ ! -e plain/p000.weight.fits ] && pass "no weight map without output.weight_map" || fail "a weight map without the key"
 rm out/p000.weight.fits
+: > out/p000.weight.fits.tmp.999999  # left by a killed writer (no such pid): swept
 "$SAFECLIP" run w.toml --resume --log-level info 2>res.log || fail "--resume failed"
+[ ! -e out/p000.weight.fits.tmp.999999 ] && pass "a stale weight-map temporary is removed" || fail "stale weight-map temporary kept"
 grep -q "1 skipped" res.log && grep -q "weight map .*p000.weight.fits (it was missing" res.log && [ -s out/p000.weight.fits ] \
   && pass "--resume writes a missing weight map, the patch skipped" || fail "--resume and the weight map: $(grep -E 'weight|summary' res.log)"
 finish
